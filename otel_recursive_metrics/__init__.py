@@ -1,0 +1,38 @@
+"""Training metrics through the OpenTelemetry meter API, durable and never in the loop's way.
+
+    >>> import otel_recursive_metrics as orm
+    >>> provider = orm.configure(sinks="store", dir="./otel-metrics")
+    >>> loss = provider.get_meter("train").create_gauge("train.loss")
+
+or, with no code change, ``OTEL_METRICS_EXPORTER=recursive``. See the README for the settings,
+the data flow and the delivery guarantees.
+"""
+
+from __future__ import annotations
+
+from importlib.metadata import PackageNotFoundError, version
+
+try:
+    __version__ = version("otel-recursive-metrics")
+except PackageNotFoundError:  # pragma: no cover - running from a source tree
+    __version__ = "0.0.0"
+
+from .api import configure
+from .config import Config, load_config
+from .errors import ConfigError, MetricValueError, PermanentError, RetryableError
+from .exporter import RecursiveMetricExporter
+from .store import PointStore, StoredPoint
+
+__all__ = [
+    "Config",
+    "ConfigError",
+    "MetricValueError",
+    "PermanentError",
+    "PointStore",
+    "RecursiveMetricExporter",
+    "RetryableError",
+    "StoredPoint",
+    "__version__",
+    "configure",
+    "load_config",
+]

@@ -1,0 +1,345 @@
+"""One validated, immutable configuration for the whole pipeline.
+
+A :class:`Config` is built by :func:`load_config` from four layers, the first that sets a field
+wins:
+
+1. keyword arguments (``RecursiveMetricExporter(batch_size=100)``, ``configure(...)``);
+2. a mapping (``config={"metrics_batch_size": 100}``), which also takes the seed system's keys
+   ``metrics_batch_size``, ``metrics_flush_interval_sec``, ``metrics_max_retries`` and
+   ``metrics_retry_delay_sec``;
+3. environment variables ``OTEL_RECURSIVE_METRICS_<FIELD>`` (``OTEL_RECURSIVE_METRICS_BATCH_SIZE``)
+   and, for the OTLP sink, the standard ``OTEL_EXPORTER_OTLP_METRICS_*`` then
+   ``OTEL_EXPORTER_OTLP_*`` variables;
+4. the defaults below.
+
+Every problem is collected before anything is raised, so one :class:`ConfigError` lists each bad
+field, the value it was given, where that value came from and what would be accepted::
+
+    >>> load_config(batch_size=0, overflow="explode")
+    Traceback (most recent call last):
+    ConfigError: invalid otel-recursive-metrics configuration (2 problem(s)):
+      - batch_size=0 (keyword argument): expected an integer >= 1
+      - overflow='explode' (keyword argument): expected one of drop_oldest, drop_newest, block
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import ConfigError
+
+__all__ = ["ENV_PREFIX", "SEED_KEYS", "SETTINGS", "Config", "Setting", "load_config"]
+
+ENV_PREFIX = "OTEL_RECURSIVE_METRICS_"
+
+#: The seed system's config keys and the field each one sets.
+SEED_KEYS: dict[str, str] = {
+    "metrics_batch_size": "batch_size",
+    "metrics_flush_interval_sec": "flush_interval_s",
+    "metrics_max_retries": "max_retries",
+    "metrics_retry_delay_sec": "retry_delay_s",
+}
+
+SINK_NAMES = ("store", "otlp")
+OVERFLOW_POLICIES = ("drop_oldest", "drop_newest", "block")
+OTLP_PROTOCOLS = ("grpc", "http/protobuf")
+COMPRESSIONS = ("none", "gzip")
+
+
+class _Invalid(Exception):
+    """Raised by a parser with the text of what would be accepted."""
+
+
+def _int(minimum: int) -> Callable[[Any], int]:
+    def parse(value: Any) -> int:
+        if isinstance(value, bool):
+            raise _Invalid(f"an integer >= {minimum}")
+        try:
+            number = int(str(value).strip()) if isinstance(value, str) else int(value)
+        except (TypeError, ValueError):
+            raise _Invalid(f"an integer >= {minimum}") from None
+        if isinstance(value, float) and value != number:
+            raise _Invalid(f"an integer >= {minimum}")
+        if number < minimum:
+            raise _Invalid(f"an integer >= {minimum}")
+        return number
+
+    return parse
+
+
+def _float(minimum: float, *, exclusive: bool = False) -> Callable[[Any], float]:
+    words = f"a number {'>' if exclusive else '>='} {minimum:g}"
+
+    def parse(value: Any) -> float:
+        if isinstance(value, bool):
+            raise _Invalid(words)
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            raise _Invalid(words) from None
+        if number != number or number in (float("inf"), float("-inf")):
+            raise _Invalid(words)
+        if number < minimum or (exclusive and number == minimum):
+            raise _Invalid(words)
+        return number
+
+    return parse
+
+
+def _bool(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off"):
+        return False
+    raise _Invalid("true or false")
+
+
+def _choice(options: tuple[str, ...]) -> Callable[[Any], str]:
+    def parse(value: Any) -> str:
+        text = str(value).strip().lower()
+        if text not in options:
+            raise _Invalid("one of " + ", ".join(options))
+        return text
+
+    return parse
+
+
+def _sinks(value: Any) -> tuple[str, ...]:
+    items = [str(v) for v in value] if isinstance(value, (list, tuple)) else str(value).split(",")
+    names = tuple(dict.fromkeys(s.strip().lower() for s in items if s.strip()))
+    if not names or any(n not in SINK_NAMES for n in names):
+        raise _Invalid("a comma-separated list of store, otlp")
+    return names
+
+
+def _path(value: Any) -> Path:
+    if value is None or str(value).strip() == "":
+        raise _Invalid("a file system path")
+    return Path(str(value)).expanduser()
+
+
+def _optional_path(value: Any) -> Path | None:
+    if value is None or str(value).strip() == "":
+        return None
+    return _path(value)
+
+
+def _optional_str(value: Any) -> str | None:
+    if value is None:
+        return None
+    text = str(value).strip()
+    return text or None
+
+
+def _headers(value: Any) -> tuple[tuple[str, str], ...]:
+    """Parse ``k1=v1,k2=v2`` (W3C-baggage style, values URL-decoded) or a mapping."""
+    from urllib.parse import unquote
+
+    if value is None or value == "":
+        return ()
+    if isinstance(value, Mapping):
+        pairs = [(str(k), str(v)) for k, v in value.items()]
+    else:
+        pairs = []
+        for part in str(value).split(","):
+            if not part.strip():
+                continue
+            if "=" not in part:
+                # Never echo the value: it may be a token.
+                raise _Invalid("comma-separated key=value pairs")
+            key, _, val = part.partition("=")
+            pairs.append((unquote(key.strip()), unquote(val.strip())))
+    if any(not k for k, _ in pairs):
+        raise _Invalid("comma-separated key=value pairs")
+    return tuple((k.lower(), v) for k, v in pairs)
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One configurable field: its parser, default, environment variable and meaning."""
+
+    name: str
+    parse: Callable[[Any], Any]
+    default: Any
+    help: str
+    env: tuple[str, ...] = ()
+    secret: bool = False
+
+
+def _otlp_env(suffix: str) -> tuple[str, ...]:
+    return (f"OTEL_EXPORTER_OTLP_METRICS_{suffix}", f"OTEL_EXPORTER_OTLP_{suffix}")
+
+
+MiB = 1024 * 1024
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting("sinks", _sinks, ("store",), "Where points go: `store`, `otlp` or `store,otlp`."),
+    Setting("dir", _path, Path("./otel-metrics"), "Data folder for the store, durable queue and dead letters."),
+    Setting("store_path", _optional_path, None, "SQLite store file (default `$DIR/metrics.db`)."),
+    Setting(
+        "batch_size",
+        _int(1),
+        50,
+        "Accepted items (an SDK export, a `log` call, a record) that wake the worker before the interval.",
+    ),
+    Setting("flush_interval_s", _float(0.0, exclusive=True), 5.0, "Longest time a point waits in memory before it is on disk and sent."),
+    Setting("max_retries", _int(0), 3, "Retries of one batch before the sink is reported failing (error callbacks); retrying goes on within `retry_max_elapsed_s`."),
+    Setting("retry_delay_s", _float(0.0), 1.0, "First backoff delay; each next one is x`retry_multiplier`, with jitter."),
+    Setting("retry_multiplier", _float(1.0), 1.5, "Backoff growth factor."),
+    Setting("retry_jitter", _float(0.0), 0.5, "Randomization factor: each delay is drawn from delay*(1 +/- jitter)."),
+    Setting("retry_max_delay_s", _float(0.0), 30.0, "Cap on one backoff delay."),
+    Setting("retry_max_elapsed_s", _float(0.0), 300.0, "Time budget for one batch; then it is dead-lettered. 0 means retry forever."),
+    Setting("send_timeout_s", _float(0.0, exclusive=True), 10.0, "Deadline of one delivery attempt."),
+    Setting("max_batch_points", _int(1), 8192, "Most points in one delivery (one OTLP request, one store transaction)."),
+    Setting("max_buffer_items", _int(1), 100_000, "Most items waiting in memory for the worker; past it the overflow policy applies."),
+    Setting("max_queue_bytes", _int(MiB), 1024 * MiB, "Byte cap of the durable on-disk queue; past it the overflow policy applies."),
+    Setting("overflow", _choice(OVERFLOW_POLICIES), "drop_oldest", "When memory or disk is full: `drop_oldest`, `drop_newest` or `block`."),
+    Setting("block_timeout_s", _float(0.0), 1.0, "With `overflow=block`, longest wait for room before dropping the newest."),
+    Setting("dead_letter_max_bytes", _int(0), 256 * MiB, "Byte cap of the dead-letter folder; past it new dead letters are dropped and counted."),
+    Setting("fsync", _bool, True, "fsync the durable queue at least every `flush_interval_s` (off: survives a process crash, not a power loss)."),
+    Setting("export_in_forked_child", _bool, False, "Let SDK exports in a forked child through (they would repeat the parent's data)."),
+    Setting("otlp_endpoint", _optional_str, None, "OTLP endpoint (default `http://localhost:4317` for grpc, `http://localhost:4318/v1/metrics` for http).", _otlp_env("ENDPOINT")),
+    Setting("otlp_protocol", _choice(OTLP_PROTOCOLS), "grpc", "`grpc` or `http/protobuf`.", _otlp_env("PROTOCOL")),
+    Setting("otlp_headers", _headers, (), "Headers as `k=v,k2=v2`; values are secrets and never logged.", _otlp_env("HEADERS"), secret=True),
+    Setting("otlp_timeout_s", _float(0.0, exclusive=True), 10.0, "OTLP per-request timeout (the standard variable is in milliseconds).", _otlp_env("TIMEOUT")),
+    Setting("otlp_compression", _choice(COMPRESSIONS), "none", "`none` or `gzip`.", _otlp_env("COMPRESSION")),
+    Setting("otlp_insecure", _bool, False, "gRPC without TLS when the endpoint has no scheme.", _otlp_env("INSECURE")),
+    Setting("otlp_certificate", _optional_path, None, "CA bundle to verify the server.", _otlp_env("CERTIFICATE")),
+    Setting("otlp_client_key", _optional_path, None, "Client private key for mTLS.", _otlp_env("CLIENT_KEY")),
+    Setting("otlp_client_certificate", _optional_path, None, "Client certificate for mTLS.", _otlp_env("CLIENT_CERTIFICATE")),
+)
+
+_BY_NAME = {s.name: s for s in SETTINGS}
+
+
+@dataclass(frozen=True)
+class Config:
+    """The resolved settings; build one with :func:`load_config`. Immutable and thread-safe."""
+
+    sinks: tuple[str, ...] = ("store",)
+    dir: Path = Path("./otel-metrics")
+    store_path: Path | None = None
+    batch_size: int = 50
+    flush_interval_s: float = 5.0
+    max_retries: int = 3
+    retry_delay_s: float = 1.0
+    retry_multiplier: float = 1.5
+    retry_jitter: float = 0.5
+    retry_max_delay_s: float = 30.0
+    retry_max_elapsed_s: float = 300.0
+    send_timeout_s: float = 10.0
+    max_batch_points: int = 8192
+    max_buffer_items: int = 100_000
+    max_queue_bytes: int = 1024 * MiB
+    overflow: str = "drop_oldest"
+    block_timeout_s: float = 1.0
+    dead_letter_max_bytes: int = 256 * MiB
+    fsync: bool = True
+    export_in_forked_child: bool = False
+    otlp_endpoint: str | None = None
+    otlp_protocol: str = "grpc"
+    otlp_headers: tuple[tuple[str, str], ...] = field(default=(), repr=False)
+    otlp_timeout_s: float = 10.0
+    otlp_compression: str = "none"
+    otlp_insecure: bool = False
+    otlp_certificate: Path | None = None
+    otlp_client_key: Path | None = None
+    otlp_client_certificate: Path | None = None
+
+    @property
+    def resolved_store_path(self) -> Path:
+        """The SQLite store file: ``store_path`` or ``$DIR/metrics.db``."""
+        return self.store_path if self.store_path is not None else self.dir / "metrics.db"
+
+    @property
+    def queue_dir(self) -> Path:
+        return self.dir / "queue"
+
+    @property
+    def dead_letter_dir(self) -> Path:
+        return self.dir / "dead-letter"
+
+    def redacted(self) -> dict[str, Any]:
+        """The settings as a dict, header values replaced, safe to log."""
+        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        out["otlp_headers"] = {k: "<redacted>" for k, _ in self.otlp_headers}
+        return out
+
+
+def _env_value(setting: Setting, environ: Mapping[str, str]) -> tuple[str, str] | None:
+    names = (ENV_PREFIX + setting.name.upper(),) + setting.env
+    for name in names:
+        if name in environ and environ[name].strip() != "":
+            value = environ[name]
+            if setting.name == "otlp_timeout_s" and name.startswith("OTEL_EXPORTER_OTLP"):
+                # The standard variable is in milliseconds.
+                try:
+                    value = str(float(value) / 1000.0)
+                except ValueError:
+                    pass
+            return name, value
+    return None
+
+
+def load_config(
+    config: Mapping[str, Any] | None = None,
+    *,
+    environ: Mapping[str, str] | None = None,
+    **options: Any,
+) -> Config:
+    """Resolve keyword ``options`` > ``config`` mapping > environment > defaults into a Config.
+
+    Raises :class:`ConfigError` listing every problem (unknown keys included) at once.
+    """
+    env = os.environ if environ is None else environ
+    problems: list[str] = []
+    raw: dict[str, tuple[Any, str]] = {}
+
+    for key, value in (config or {}).items():
+        name = SEED_KEYS.get(key, key)
+        if name not in _BY_NAME:
+            problems.append(f"{key}={value!r} (config mapping): unknown setting; known: {', '.join(sorted(_BY_NAME) + sorted(SEED_KEYS))}")
+            continue
+        raw[name] = (value, f"config key {key!r}")
+    for key, value in options.items():
+        name = SEED_KEYS.get(key, key)
+        if name not in _BY_NAME:
+            problems.append(f"{key}={value!r} (keyword argument): unknown setting; known: {', '.join(sorted(_BY_NAME))}")
+            continue
+        raw[name] = (value, "keyword argument")
+
+    values: dict[str, Any] = {}
+    for setting in SETTINGS:
+        if setting.name in raw:
+            value, source = raw[setting.name]
+        else:
+            found = _env_value(setting, env)
+            if found is None:
+                values[setting.name] = setting.default
+                continue
+            source, value = found[0], found[1]
+        try:
+            values[setting.name] = setting.parse(value)
+        except _Invalid as invalid:
+            shown = "<redacted>" if setting.secret else repr(value)
+            problems.append(f"{setting.name}={shown} ({source}): expected {invalid}")
+
+    if not problems:
+        if values["retry_max_delay_s"] < values["retry_delay_s"]:
+            problems.append(
+                f"retry_max_delay_s={values['retry_max_delay_s']!r}: expected a number >= retry_delay_s ({values['retry_delay_s']!r})"
+            )
+        for key_field, cert_field in (("otlp_client_key", "otlp_client_certificate"), ("otlp_client_certificate", "otlp_client_key")):
+            if values[key_field] is not None and values[cert_field] is None:
+                problems.append(f"{key_field}={str(values[key_field])!r}: mTLS needs {cert_field} too")
+    if problems:
+        raise ConfigError(problems)
+    return Config(**values)

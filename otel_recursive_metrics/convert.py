@@ -1,0 +1,154 @@
+"""Turn what the worker accepted (SDK exports, ``log`` calls, submitted records) into points.
+
+This runs on the worker thread, never on the caller's: the exporter and the training API only
+append references to a deque, and the cost of walking the SDK's objects is paid here, once per
+batch.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from opentelemetry.sdk.metrics.export import (
+    ExponentialHistogram,
+    Gauge,
+    Histogram,
+    MetricsData,
+    Sum,
+)
+
+from .model import BatchBuilder, Temporality, canonical_json
+
+__all__ = ["LogContext", "LogItem", "add_metrics_data", "add_log_item", "add_record"]
+
+
+@dataclass(frozen=True)
+class LogContext:
+    """What every point of one logging source shares: resource, scope, attributes, name prefix."""
+
+    resource: Mapping[str, Any]
+    scope_name: str
+    scope_version: str
+    attributes_json: str = "{}"
+    prefix: str = ""
+    unit: str = ""
+
+
+#: A ``TrainingMetrics.log`` call as queued: ``(context, time_unix_nano, step, epoch, values)``.
+LogItem = tuple[LogContext, int, int, "int | None", dict[str, float]]
+
+
+def _temporality(value: Any) -> int:
+    return int(getattr(value, "value", value) or 0)
+
+
+def add_metrics_data(builder: BatchBuilder, data: MetricsData) -> int:
+    """Add every point of an SDK export; returns how many points were added."""
+    points = builder.batch.points
+    before = len(points)
+    for rm in data.resource_metrics:
+        res = builder.resource(dict(rm.resource.attributes), rm.schema_url or rm.resource.schema_url or "")
+        for sm in rm.scope_metrics:
+            scope = sm.scope
+            sc = builder.scope(scope.name, scope.version, dict(scope.attributes or {}), sm.schema_url or scope.schema_url or "")
+            for metric in sm.metrics:
+                d = metric.data
+                desc, unit = metric.description or "", metric.unit or ""
+                if isinstance(d, Sum):
+                    m = builder.metric(metric.name, desc, unit, "sum", _temporality(d.aggregation_temporality), d.is_monotonic)
+                    for p in d.data_points:
+                        points.append([res, sc, m, canonical_json(p.attributes), p.start_time_unix_nano, p.time_unix_nano, p.value, None, None, None, None])
+                elif isinstance(d, Gauge):
+                    m = builder.metric(metric.name, desc, unit, "gauge")
+                    for p in d.data_points:
+                        points.append([res, sc, m, canonical_json(p.attributes), p.start_time_unix_nano or 0, p.time_unix_nano, p.value, None, None, None, None])
+                elif isinstance(d, Histogram):
+                    m = builder.metric(metric.name, desc, unit, "histogram", _temporality(d.aggregation_temporality))
+                    for h in d.data_points:
+                        hist = {
+                            "count": h.count,
+                            "sum": h.sum,
+                            "min": _finite_or_none(h.min),
+                            "max": _finite_or_none(h.max),
+                            "bounds": list(h.explicit_bounds),
+                            "counts": list(h.bucket_counts),
+                        }
+                        points.append([res, sc, m, canonical_json(h.attributes), h.start_time_unix_nano, h.time_unix_nano, None, None, None, hist, None])
+                elif isinstance(d, ExponentialHistogram):
+                    m = builder.metric(metric.name, desc, unit, "exponential_histogram", _temporality(d.aggregation_temporality))
+                    for e in d.data_points:
+                        hist = {
+                            "count": e.count,
+                            "sum": e.sum,
+                            "min": _finite_or_none(e.min),
+                            "max": _finite_or_none(e.max),
+                            "scale": e.scale,
+                            "zero_count": e.zero_count,
+                            "positive": [e.positive.offset, list(e.positive.bucket_counts)],
+                            "negative": [e.negative.offset, list(e.negative.bucket_counts)],
+                            "flags": e.flags,
+                        }
+                        points.append([res, sc, m, canonical_json(e.attributes), e.start_time_unix_nano, e.time_unix_nano, None, None, None, hist, None])
+    return len(points) - before
+
+
+def _finite_or_none(value: float | None) -> float | None:
+    if value is None or not math.isfinite(value):
+        return None
+    return value
+
+
+def add_log_item(builder: BatchBuilder, item: LogItem) -> int:
+    """Add one ``log`` call: a gauge point per value, all with the call's time and step."""
+    ctx, time_ns, step, epoch, values = item
+    res = builder.resource(ctx.resource)
+    sc = builder.scope(ctx.scope_name, ctx.scope_version)
+    points = builder.batch.points
+    attrs = ctx.attributes_json
+    for name, value in values.items():
+        m = builder.metric(ctx.prefix + name, "", ctx.unit, "gauge")
+        points.append([res, sc, m, attrs, 0, time_ns, value, step, epoch, None, None])
+    return len(values)
+
+
+# Record keys that map to point fields; every other key is kept in ``extra``.
+_RECORD_CORE = frozenset(
+    ("metric_name", "value", "timestamp", "_time_unix_nano", "step", "epoch", "tags", "labels", "attributes", "unit", "description")
+)
+
+
+def add_record(builder: BatchBuilder, record: Mapping[str, Any], resource: Mapping[str, Any], scope: tuple[str, str]) -> int:
+    """Add one submitted record (already validated at the call) as a gauge point."""
+    attrs: dict[str, Any] = {}
+    for key in ("tags", "labels", "attributes"):
+        extra_attrs = record.get(key)
+        if isinstance(extra_attrs, Mapping):
+            attrs.update({str(k): _attr_value(v) for k, v in extra_attrs.items()})
+    extra = {k: _json_safe(v) for k, v in record.items() if k not in _RECORD_CORE}
+    res = builder.resource(resource)
+    sc = builder.scope(*scope)
+    m = builder.metric(record["metric_name"], str(record.get("description") or ""), str(record.get("unit") or ""), "gauge")
+    builder.batch.points.append(
+        [res, sc, m, canonical_json(attrs), 0, int(record["_time_unix_nano"]), record["value"], record.get("step"), record.get("epoch"), None, extra or None]
+    )
+    return 1
+
+
+def _attr_value(value: Any) -> Any:
+    if isinstance(value, (str, bool, int, float)):
+        return value
+    if isinstance(value, (list, tuple)) and all(isinstance(v, (str, bool, int, float)) for v in value):
+        return list(value)
+    return str(value)
+
+
+def _json_safe(value: Any) -> Any:
+    try:
+        json.dumps(value)
+        return value
+    except (TypeError, ValueError):
+        return str(value)

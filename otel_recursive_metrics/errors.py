@@ -1,0 +1,49 @@
+"""The exceptions this package raises, and how delivery errors are classified.
+
+Delivery errors carry their class, as the Collector's exporterhelper does: a sink raises
+:class:`PermanentError` for data the receiver will never accept (it goes straight to the
+dead-letter queue) and :class:`RetryableError` for a failure worth trying again, optionally with
+the delay the receiver asked for (``Retry-After`` / ``RetryInfo``). Only the retry stage decides
+what to do with them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+__all__ = [
+    "ConfigError",
+    "DeliveryError",
+    "MetricValueError",
+    "PermanentError",
+    "RetryableError",
+]
+
+
+class ConfigError(ValueError):
+    """An invalid configuration; ``problems`` lists every bad field at once."""
+
+    def __init__(self, problems: Sequence[str]) -> None:
+        self.problems = list(problems)
+        lines = "\n".join(f"  - {p}" for p in self.problems)
+        super().__init__(f"invalid otel-recursive-metrics configuration ({len(self.problems)} problem(s)):\n{lines}")
+
+
+class MetricValueError(ValueError):
+    """A metric record or value refused at the call, naming the field and the value."""
+
+
+class DeliveryError(Exception):
+    """A sink failed to deliver a batch."""
+
+
+class PermanentError(DeliveryError):
+    """The receiver will never accept this batch: dead-letter it without retrying."""
+
+
+class RetryableError(DeliveryError):
+    """A transient failure; ``retry_after_s`` is the receiver's requested minimum wait, if any."""
+
+    def __init__(self, message: str, retry_after_s: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s

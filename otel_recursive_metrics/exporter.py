@@ -1,0 +1,162 @@
+"""``RecursiveMetricExporter``: the OpenTelemetry SDK's door into the pipeline.
+
+The SDK's ``PeriodicExportingMetricReader`` calls :meth:`~RecursiveMetricExporter.export` with
+a ``MetricsData`` snapshot; the exporter appends a reference to it to the worker's memory buffer
+and returns. Conversion, disk and network all happen on the worker's threads, so ``export()``
+costs microseconds whatever the sinks are doing, and never raises.
+
+Constructed with no arguments it reads ``OTEL_RECURSIVE_METRICS_*`` (and, for the OTLP sink,
+``OTEL_EXPORTER_OTLP_*``), which is how the SDK builds it from ``OTEL_METRICS_EXPORTER=recursive``.
+Every setting is also a keyword argument, which is how the declarative configuration file
+(``OTEL_CONFIG_FILE``) passes its YAML mapping::
+
+    meter_provider:
+      readers:
+        - periodic:
+            exporter:
+              recursive: {sinks: "store", dir: "./otel-metrics", batch_size: 100}
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any
+
+from opentelemetry.sdk.metrics import (
+    Counter,
+    Histogram,
+    ObservableCounter,
+    ObservableGauge,
+    ObservableUpDownCounter,
+    UpDownCounter,
+)
+from opentelemetry.sdk.metrics.export import (
+    AggregationTemporality,
+    MetricExporter,
+    MetricExportResult,
+    MetricsData,
+)
+
+from .config import Config, load_config
+from .worker import ErrorCallback, Pipeline
+
+__all__ = ["RecursiveMetricExporter"]
+
+_log = logging.getLogger(__name__)
+
+try:  # the synchronous Gauge arrived in SDK 1.23 under a private name
+    from opentelemetry.sdk.metrics import _Gauge as _SyncGauge
+except ImportError:  # pragma: no cover
+    _SyncGauge = None  # type: ignore[assignment,misc]
+
+
+def _cumulative() -> dict[type, AggregationTemporality]:
+    kinds: list[type] = [Counter, UpDownCounter, Histogram, ObservableCounter, ObservableUpDownCounter, ObservableGauge]
+    if _SyncGauge is not None:
+        kinds.append(_SyncGauge)
+    return {k: AggregationTemporality.CUMULATIVE for k in kinds}
+
+
+class RecursiveMetricExporter(MetricExporter):
+    """A MetricExporter that never blocks the SDK and never loses a point.
+
+    ``RecursiveMetricExporter(config=None, **options)``: options are the settings of
+    :mod:`otel_recursive_metrics.config` (``sinks``, ``dir``, ``batch_size``, ...); ``config``
+    is a mapping that may use the seed system's keys. Temporality is cumulative by default, like
+    the SDK's OTLP exporter (``OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE`` is honoured
+    by passing ``preferred_temporality``).
+    """
+
+    def __init__(
+        self,
+        config: Config | dict[str, Any] | None = None,
+        *,
+        preferred_temporality: dict[type, AggregationTemporality] | None = None,
+        preferred_aggregation: dict[type, Any] | None = None,
+        pipeline: Pipeline | None = None,
+        **options: Any,
+    ) -> None:
+        super().__init__(
+            preferred_temporality=preferred_temporality or _temporality_from_env(),
+            preferred_aggregation=preferred_aggregation,
+        )
+        if pipeline is not None:
+            self._pipeline = pipeline
+        else:
+            resolved = config if isinstance(config, Config) else load_config(config, **options)
+            self._pipeline = Pipeline(resolved)
+        self._failed_logged = False
+        from . import _registry
+
+        _registry.set_default_pipeline(self._pipeline)
+
+    @property
+    def config(self) -> Config:
+        return self._pipeline.config
+
+    @property
+    def pipeline(self) -> Pipeline:
+        return self._pipeline
+
+    def export(self, metrics_data: MetricsData, timeout_millis: float = 10_000, **kwargs: Any) -> MetricExportResult:
+        """Queue ``metrics_data`` for the worker and return at once; never raises."""
+        try:
+            pipeline = self._pipeline
+            if pipeline.in_forked_child and not pipeline.config.export_in_forked_child:
+                # The SDK restarted its reader in this child with the parent's values: do not
+                # report them twice.
+                pipeline.stats.add("ignored_forked_exports")
+                return MetricExportResult.SUCCESS
+            if pipeline.offer(metrics_data):
+                return MetricExportResult.SUCCESS
+            return MetricExportResult.FAILURE
+        except Exception:  # noqa: BLE001 - the SDK's reader must never see us raise
+            if not self._failed_logged:
+                self._failed_logged = True
+                _log.exception("otel-recursive-metrics: export failed")
+            return MetricExportResult.FAILURE
+
+    def force_flush(self, timeout_millis: float = 10_000) -> bool:
+        """True when everything exported before this call is delivered to every sink."""
+        try:
+            return self._pipeline.flush(timeout_millis / 1000.0)
+        except Exception:  # noqa: BLE001
+            _log.exception("otel-recursive-metrics: force_flush failed")
+            return False
+
+    def shutdown(self, timeout_millis: float = 30_000, **kwargs: Any) -> None:
+        """Flush and stop within the deadline; idempotent.
+
+        The SDK's ``PeriodicExportingMetricReader`` passes the time it has left as
+        ``timeout=`` (milliseconds) rather than ``timeout_millis``; both are honoured, the
+        smaller wins. Other keywords are accepted and ignored.
+        """
+        try:
+            if "timeout" in kwargs and kwargs["timeout"] is not None:
+                timeout_millis = min(timeout_millis, float(kwargs["timeout"]))
+            self._pipeline.shutdown(max(0.0, timeout_millis) / 1000.0)
+        except Exception:  # noqa: BLE001
+            _log.exception("otel-recursive-metrics: shutdown failed")
+
+    def register_error_callback(self, callback: ErrorCallback) -> None:
+        """Call ``callback(error, context)`` on every dead letter, drop and failing sink."""
+        self._pipeline.register_error_callback(callback)
+
+    def get_stats(self) -> dict[str, Any]:
+        return self._pipeline.get_stats()
+
+
+def _temporality_from_env() -> dict[type, AggregationTemporality] | None:
+    preference = os.environ.get("OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE", "cumulative").strip().lower()
+    if preference == "delta":
+        table = _cumulative()
+        for kind in (Counter, Histogram, ObservableCounter):
+            table[kind] = AggregationTemporality.DELTA
+        return table
+    if preference == "lowmemory":
+        table = _cumulative()
+        for kind in (Counter, Histogram):
+            table[kind] = AggregationTemporality.DELTA
+        return table
+    return None

@@ -1,0 +1,159 @@
+"""The point batch: the one shape every stage after the exporter works on.
+
+A :class:`PointBatch` keeps the OpenTelemetry data model (resource, scope, metric, point) in a
+compact, JSON-serialisable form. Resources, scopes and metric descriptions are stored once per
+batch and points refer to them by index, so a batch of 8,192 points from one trainer repeats no
+strings. Point attributes are canonical JSON text (sorted keys, no spaces): the same attributes
+always give the same text, which is what the store's de-duplication key compares.
+
+On-disk format (the durable queue's payload) is ``json.dumps(batch.to_json())``: an object with
+``v`` (format version, 1), ``resources`` ``[[attributes, schema_url], ...]``, ``scopes``
+``[[name, version, attributes, schema_url], ...]``, ``metrics``
+``[[name, description, unit, kind, temporality, monotonic], ...]`` and ``points`` (see
+:data:`POINT_FIELDS`). Nothing is pickled.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = [
+    "KINDS",
+    "POINT_FIELDS",
+    "Temporality",
+    "PointBatch",
+    "BatchBuilder",
+    "canonical_json",
+]
+
+#: Metric kinds, after the OTLP ``Metric.data`` oneof.
+KINDS = ("gauge", "sum", "histogram", "exponential_histogram")
+
+
+class Temporality:
+    """OTLP AggregationTemporality values."""
+
+    UNSPECIFIED = 0
+    DELTA = 1
+    CUMULATIVE = 2
+
+
+#: Fields of one point, in order. ``extra`` holds a submitted record's other fields (its id,
+#: free-form keys), kept in the store and never sent to OTLP as attributes. ``value`` is the number for gauges and sums and ``None`` for
+#: histograms, whose buckets are in ``histogram``: ``{"count", "sum", "min", "max", "bounds",
+#: "counts"}`` for explicit buckets, ``{"count", "sum", "min", "max", "scale", "zero_count",
+#: "positive": [offset, counts], "negative": [offset, counts], "flags"}`` for exponential ones.
+POINT_FIELDS = (
+    "resource",
+    "scope",
+    "metric",
+    "attributes",
+    "start_time_unix_nano",
+    "time_unix_nano",
+    "value",
+    "step",
+    "epoch",
+    "histogram",
+    "extra",
+)
+
+Point = list[Any]
+
+_dumps = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=True).encode
+
+
+def canonical_json(attributes: Mapping[str, Any] | None) -> str:
+    """Attributes as canonical JSON text: sorted keys, compact, sequences as lists."""
+    if not attributes:
+        return "{}"
+    return _dumps({k: list(v) if isinstance(v, tuple) else v for k, v in attributes.items()})
+
+
+@dataclass
+class PointBatch:
+    """Points with the resources, scopes and metric descriptions they refer to by index."""
+
+    resources: list[list[Any]] = field(default_factory=list)
+    scopes: list[list[Any]] = field(default_factory=list)
+    metrics: list[list[Any]] = field(default_factory=list)
+    points: list[Point] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.points)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"v": 1, "resources": self.resources, "scopes": self.scopes, "metrics": self.metrics, "points": self.points}
+
+    def encode(self) -> bytes:
+        """The durable-queue payload: UTF-8 JSON."""
+        return json.dumps(self.to_json(), separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+
+    @classmethod
+    def decode(cls, payload: bytes | str) -> PointBatch:
+        data = json.loads(payload)
+        if not isinstance(data, dict) or data.get("v") != 1:
+            raise ValueError("not a version-1 point batch")
+        return cls(data["resources"], data["scopes"], data["metrics"], data["points"])
+
+    def split(self, max_points: int) -> list[PointBatch]:
+        """Chunks of at most ``max_points`` points, each carrying only what its points use."""
+        if len(self.points) <= max_points:
+            return [self]
+        out = []
+        for start in range(0, len(self.points), max_points):
+            builder = BatchBuilder()
+            for p in self.points[start : start + max_points]:
+                builder.add_point_from(self, p)
+            out.append(builder.build())
+        return out
+
+
+class BatchBuilder:
+    """Builds a :class:`PointBatch`, interning resources, scopes and metric descriptions."""
+
+    def __init__(self) -> None:
+        self._resources: dict[str, int] = {}
+        self._scopes: dict[str, int] = {}
+        self._metrics: dict[tuple[Any, ...], int] = {}
+        self.batch = PointBatch()
+
+    def resource(self, attributes: Mapping[str, Any], schema_url: str = "") -> int:
+        key = canonical_json(attributes) + "\x00" + schema_url
+        index = self._resources.get(key)
+        if index is None:
+            index = self._resources[key] = len(self.batch.resources)
+            self.batch.resources.append([json.loads(canonical_json(attributes)), schema_url])
+        return index
+
+    def scope(self, name: str, version: str | None = None, attributes: Mapping[str, Any] | None = None, schema_url: str = "") -> int:
+        key = json.dumps([name, version or "", canonical_json(attributes), schema_url])
+        index = self._scopes.get(key)
+        if index is None:
+            index = self._scopes[key] = len(self.batch.scopes)
+            self.batch.scopes.append([name, version or "", json.loads(canonical_json(attributes)), schema_url])
+        return index
+
+    def metric(self, name: str, description: str, unit: str, kind: str, temporality: int = 0, monotonic: bool = False) -> int:
+        key = (name, description or "", unit or "", kind, temporality, bool(monotonic))
+        index = self._metrics.get(key)
+        if index is None:
+            index = self._metrics[key] = len(self.batch.metrics)
+            self.batch.metrics.append(list(key))
+        return index
+
+    def add_point_from(self, source: PointBatch, point: Point) -> None:
+        """Copy one point of another batch, re-interning what it refers to."""
+        res_attrs, res_schema = source.resources[point[0]]
+        sc_name, sc_version, sc_attrs, sc_schema = source.scopes[point[1]]
+        m = source.metrics[point[2]]
+        new = list(point)
+        new[0] = self.resource(res_attrs, res_schema)
+        new[1] = self.scope(sc_name, sc_version, sc_attrs, sc_schema)
+        new[2] = self.metric(*m)
+        self.batch.points.append(new)
+
+    def build(self) -> PointBatch:
+        return self.batch

@@ -1,0 +1,216 @@
+"""Point batches to and from OTLP: protobuf for the wire, OTLP JSON for dead letters.
+
+:func:`encode_request` builds one ``ExportMetricsServiceRequest`` per batch (each resource,
+scope and metric once, its points below). :func:`decode_request` is the inverse, used to replay
+dead letters into the store. OTLP JSON follows the spec's mapping: camelCase keys, enums as
+integers, 64-bit integers as strings; one request per line is what the Collector's file
+exporter writes and its ``otlpjsonfile`` receiver reads.
+
+Step, epoch and a record's extra fields are store-only: they are not sent as attributes, so
+they never turn into unbounded label values in a backend.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from google.protobuf import json_format
+from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
+from opentelemetry.proto.metrics.v1 import metrics_pb2 as pb
+
+from .model import BatchBuilder, PointBatch
+
+__all__ = ["encode_request", "decode_request", "request_to_json_line", "request_from_json_line"]
+
+
+def _any_value(value: Any) -> AnyValue:
+    if isinstance(value, bool):
+        return AnyValue(bool_value=value)
+    if isinstance(value, int):
+        return AnyValue(int_value=value)
+    if isinstance(value, float):
+        return AnyValue(double_value=value)
+    if isinstance(value, str):
+        return AnyValue(string_value=value)
+    if isinstance(value, (list, tuple)):
+        av = AnyValue()
+        av.array_value.values.extend(_any_value(v) for v in value)
+        return av
+    if isinstance(value, dict):
+        av = AnyValue()
+        av.kvlist_value.values.extend(_key_values(value))
+        return av
+    return AnyValue(string_value=str(value))
+
+
+def _key_values(attrs: dict[str, Any]) -> list[KeyValue]:
+    return [KeyValue(key=k, value=_any_value(v)) for k, v in attrs.items()]
+
+
+def _from_any_value(av: AnyValue) -> Any:
+    which = av.WhichOneof("value")
+    if which is None:
+        return None
+    if which == "array_value":
+        return [_from_any_value(v) for v in av.array_value.values]
+    if which == "kvlist_value":
+        return {kv.key: _from_any_value(kv.value) for kv in av.kvlist_value.values}
+    if which == "bytes_value":
+        return av.bytes_value.hex()
+    return getattr(av, which)
+
+
+def _attrs(kvs: Any) -> dict[str, Any]:
+    return {kv.key: _from_any_value(kv.value) for kv in kvs}
+
+
+def encode_request(batch: PointBatch) -> ExportMetricsServiceRequest:
+    """One OTLP request holding every point of ``batch``."""
+    request = ExportMetricsServiceRequest()
+    attr_cache: dict[str, list[KeyValue]] = {}
+    # resource index -> (ResourceMetrics, {scope index -> (ScopeMetrics, {metric index -> Metric})})
+    tree: dict[int, tuple[pb.ResourceMetrics, dict[int, tuple[pb.ScopeMetrics, dict[int, pb.Metric]]]]] = {}
+    for p in batch.points:
+        res_i, sc_i, m_i, attrs_json = p[0], p[1], p[2], p[3]
+        node = tree.get(res_i)
+        if node is None:
+            rm = request.resource_metrics.add()
+            res_attrs, schema_url = batch.resources[res_i]
+            rm.resource.attributes.extend(_key_values(res_attrs))
+            rm.schema_url = schema_url or ""
+            node = tree[res_i] = (rm, {})
+        scopes = node[1]
+        snode = scopes.get(sc_i)
+        if snode is None:
+            sm = node[0].scope_metrics.add()
+            name, version, sc_attrs, sc_schema = batch.scopes[sc_i]
+            sm.scope.name = name
+            sm.scope.version = version or ""
+            sm.scope.attributes.extend(_key_values(sc_attrs))
+            sm.schema_url = sc_schema or ""
+            snode = scopes[sc_i] = (sm, {})
+        metric = snode[1].get(m_i)
+        if metric is None:
+            metric = snode[0].metrics.add()
+            name, description, unit, kind, temporality, monotonic = batch.metrics[m_i]
+            metric.name, metric.description, metric.unit = name, description or "", unit or ""
+            if kind == "sum":
+                metric.sum.aggregation_temporality = temporality
+                metric.sum.is_monotonic = bool(monotonic)
+            elif kind == "gauge":
+                metric.gauge.SetInParent()
+            elif kind == "histogram":
+                metric.histogram.aggregation_temporality = temporality
+            elif kind == "exponential_histogram":
+                metric.exponential_histogram.aggregation_temporality = temporality
+            else:
+                raise ValueError(f"unknown metric kind {kind!r} for metric {name!r}")
+            snode[1][m_i] = metric
+        kvs = attr_cache.get(attrs_json)
+        if kvs is None:
+            kvs = attr_cache[attrs_json] = _key_values(json.loads(attrs_json))
+        kind = batch.metrics[m_i][3]
+        if kind in ("gauge", "sum"):
+            dp = (metric.gauge if kind == "gauge" else metric.sum).data_points.add()
+            value = p[6]
+            if isinstance(value, int) and not isinstance(value, bool):
+                dp.as_int = value
+            else:
+                dp.as_double = float(value)
+        elif kind == "histogram":
+            h = p[9]
+            dp = metric.histogram.data_points.add()
+            dp.count = h["count"]
+            dp.sum = h["sum"]
+            if h.get("min") is not None:
+                dp.min = h["min"]
+            if h.get("max") is not None:
+                dp.max = h["max"]
+            dp.bucket_counts.extend(h["counts"])
+            dp.explicit_bounds.extend(h["bounds"])
+        else:
+            h = p[9]
+            dp = metric.exponential_histogram.data_points.add()
+            dp.count, dp.sum, dp.scale, dp.zero_count = h["count"], h["sum"], h["scale"], h["zero_count"]
+            if h.get("min") is not None:
+                dp.min = h["min"]
+            if h.get("max") is not None:
+                dp.max = h["max"]
+            dp.positive.offset = h["positive"][0]
+            dp.positive.bucket_counts.extend(h["positive"][1])
+            dp.negative.offset = h["negative"][0]
+            dp.negative.bucket_counts.extend(h["negative"][1])
+            dp.flags = h.get("flags") or 0
+        dp.attributes.extend(kvs)
+        dp.start_time_unix_nano = p[4] or 0
+        dp.time_unix_nano = p[5]
+    return request
+
+
+def decode_request(request: ExportMetricsServiceRequest) -> PointBatch:
+    """The points of an OTLP request as a batch (step and epoch are unknown: None)."""
+    from .model import canonical_json
+
+    b = BatchBuilder()
+    points = b.batch.points
+    for rm in request.resource_metrics:
+        res = b.resource(_attrs(rm.resource.attributes), rm.schema_url)
+        for sm in rm.scope_metrics:
+            sc = b.scope(sm.scope.name, sm.scope.version, _attrs(sm.scope.attributes), sm.schema_url)
+            for metric in sm.metrics:
+                which = metric.WhichOneof("data")
+                if which == "gauge":
+                    m = b.metric(metric.name, metric.description, metric.unit, "gauge")
+                    dps: Any = metric.gauge.data_points
+                elif which == "sum":
+                    m = b.metric(metric.name, metric.description, metric.unit, "sum", metric.sum.aggregation_temporality, metric.sum.is_monotonic)
+                    dps = metric.sum.data_points
+                elif which == "histogram":
+                    m = b.metric(metric.name, metric.description, metric.unit, "histogram", metric.histogram.aggregation_temporality)
+                    for h in metric.histogram.data_points:
+                        hist = {
+                            "count": h.count,
+                            "sum": h.sum,
+                            "min": h.min if h.HasField("min") else None,
+                            "max": h.max if h.HasField("max") else None,
+                            "bounds": list(h.explicit_bounds),
+                            "counts": list(h.bucket_counts),
+                        }
+                        points.append([res, sc, m, canonical_json(_attrs(h.attributes)), h.start_time_unix_nano, h.time_unix_nano, None, None, None, hist, None])
+                    continue
+                elif which == "exponential_histogram":
+                    m = b.metric(metric.name, metric.description, metric.unit, "exponential_histogram", metric.exponential_histogram.aggregation_temporality)
+                    for e in metric.exponential_histogram.data_points:
+                        hist = {
+                            "count": e.count,
+                            "sum": e.sum,
+                            "min": e.min if e.HasField("min") else None,
+                            "max": e.max if e.HasField("max") else None,
+                            "scale": e.scale,
+                            "zero_count": e.zero_count,
+                            "positive": [e.positive.offset, list(e.positive.bucket_counts)],
+                            "negative": [e.negative.offset, list(e.negative.bucket_counts)],
+                            "flags": e.flags,
+                        }
+                        points.append([res, sc, m, canonical_json(_attrs(e.attributes)), e.start_time_unix_nano, e.time_unix_nano, None, None, None, hist, None])
+                    continue
+                else:
+                    continue  # summaries are not produced by the SDK; skip them
+                for dp in dps:
+                    value = dp.as_int if dp.WhichOneof("value") == "as_int" else dp.as_double
+                    points.append([res, sc, m, canonical_json(_attrs(dp.attributes)), dp.start_time_unix_nano, dp.time_unix_nano, value, None, None, None, None])
+    return b.build()
+
+
+def request_to_json_line(request: ExportMetricsServiceRequest) -> str:
+    """OTLP JSON on one line (camelCase keys, enums as integers, int64 as strings)."""
+    data = json_format.MessageToDict(request, use_integers_for_enums=True, preserving_proto_field_name=False)
+    return json.dumps(data, separators=(",", ":"), ensure_ascii=False)
+
+
+def request_from_json_line(line: str) -> ExportMetricsServiceRequest:
+    request = ExportMetricsServiceRequest()
+    json_format.Parse(line, request, ignore_unknown_fields=True)
+    return request

@@ -1,0 +1,55 @@
+"""The store sink: batches into the embedded SQLite store, one transaction each."""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from pathlib import Path
+
+from ..errors import PermanentError, RetryableError
+from ..model import PointBatch
+from ..store import PointStore
+
+__all__ = ["StoreSink"]
+
+# SQLite errors that a later attempt can get past: a lock held by another rank, a full or
+# briefly unavailable disk.
+_TRANSIENT = ("locked", "busy", "disk is full", "disk i/o", "unable to open")
+
+
+class StoreSink:
+    """Writes batches to a :class:`~otel_recursive_metrics.store.PointStore`, idempotently."""
+
+    name = "store"
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self._store: PointStore | None = None
+
+    @property
+    def store(self) -> PointStore:
+        if self._store is None:
+            self._store = PointStore(self.path)
+        return self._store
+
+    def send(self, batch: PointBatch, deadline: float) -> None:
+        try:
+            store = self.store
+            remaining_ms = max(1, int((deadline - time.monotonic()) * 1000))
+            store._conn.execute(f"PRAGMA busy_timeout={remaining_ms}")
+            store.write_batch(batch)
+        except sqlite3.OperationalError as exc:
+            if any(word in str(exc).lower() for word in _TRANSIENT):
+                raise RetryableError(f"store {self.path}: {exc}") from exc
+            raise PermanentError(f"store {self.path}: {exc}") from exc
+        except (sqlite3.DatabaseError, OverflowError, TypeError, ValueError, KeyError, IndexError) as exc:
+            if isinstance(exc, sqlite3.DatabaseError) and "malformed" not in str(exc).lower() and not isinstance(
+                exc, (sqlite3.IntegrityError, sqlite3.DataError, sqlite3.InterfaceError)
+            ):
+                raise RetryableError(f"store {self.path}: {exc}") from exc
+            raise PermanentError(f"store {self.path}: cannot store this batch: {type(exc).__name__}: {exc}") from exc
+
+    def close(self) -> None:
+        if self._store is not None:
+            self._store.close()
+            self._store = None

@@ -1,0 +1,380 @@
+"""The embedded metrics store: one SQLite file that keeps the OpenTelemetry data model.
+
+Schema (version 1)::
+
+    resources(id, attributes, schema_url)                 -- attributes as canonical JSON
+    scopes(id, name, version, attributes, schema_url)
+    metrics(id, name, description, unit, kind, temporality, monotonic)
+    points(id, metric_id, resource_id, scope_id, attributes,
+           start_time_unix_nano, time_unix_nano, value, step, epoch, histogram, extra)
+
+``kind`` is ``gauge``, ``sum``, ``histogram`` or ``exponential_histogram``; ``temporality`` is
+OTLP's (1 delta, 2 cumulative); ``value`` keeps integers as integers; ``histogram`` is JSON (see
+:mod:`otel_recursive_metrics.model`). A unique index over a point's identity (metric, resource,
+scope, attributes, start and end time, step) makes inserts idempotent: a batch delivered twice
+after a crash is stored once.
+
+Concurrency: WAL mode, one writer transaction at a time per file (``BEGIN IMMEDIATE`` with a
+busy timeout), so several processes, DDP ranks for instance, can write one file. A
+:class:`PointStore` object is safe to share between threads; it serialises its own calls.
+
+    >>> store = PointStore("metrics.db")
+    >>> [p.value for p in store.query(metric="train.loss", run="run-1")]
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import threading
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .model import PointBatch, canonical_json
+from .resource import RANK_KEY, RUN_ID_KEY
+
+__all__ = ["PointStore", "StoredPoint", "SCHEMA_VERSION"]
+
+SCHEMA_VERSION = 1
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS resources(
+    id INTEGER PRIMARY KEY,
+    attributes TEXT NOT NULL,
+    schema_url TEXT NOT NULL DEFAULT '',
+    UNIQUE(attributes, schema_url));
+CREATE TABLE IF NOT EXISTS scopes(
+    id INTEGER PRIMARY KEY,
+    name TEXT NOT NULL,
+    version TEXT NOT NULL,
+    attributes TEXT NOT NULL,
+    schema_url TEXT NOT NULL,
+    UNIQUE(name, version, attributes, schema_url));
+CREATE TABLE IF NOT EXISTS metrics(
+    id INTEGER PRIMARY KEY,
+    name TEXT NOT NULL,
+    description TEXT NOT NULL,
+    unit TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    temporality INTEGER NOT NULL,
+    monotonic INTEGER NOT NULL,
+    UNIQUE(name, description, unit, kind, temporality, monotonic));
+CREATE TABLE IF NOT EXISTS points(
+    id INTEGER PRIMARY KEY,
+    metric_id INTEGER NOT NULL,
+    resource_id INTEGER NOT NULL,
+    scope_id INTEGER NOT NULL,
+    attributes TEXT NOT NULL,
+    start_time_unix_nano INTEGER NOT NULL,
+    time_unix_nano INTEGER NOT NULL,
+    value,
+    step INTEGER,
+    epoch INTEGER,
+    histogram TEXT,
+    extra TEXT);
+CREATE UNIQUE INDEX IF NOT EXISTS points_identity ON points(
+    metric_id, resource_id, time_unix_nano, ifnull(step, -1), attributes, scope_id, start_time_unix_nano);
+CREATE INDEX IF NOT EXISTS metrics_by_name ON metrics(name);
+"""
+
+_INSERT_POINT = (
+    "INSERT OR IGNORE INTO points(metric_id, resource_id, scope_id, attributes, start_time_unix_nano,"
+    " time_unix_nano, value, step, epoch, histogram, extra) VALUES (?,?,?,?,?,?,?,?,?,?,?)"
+)
+
+
+@dataclass(frozen=True)
+class StoredPoint:
+    """One point read back from the store."""
+
+    metric: str
+    kind: str
+    unit: str
+    value: float | int | None
+    attributes: dict[str, Any]
+    resource: dict[str, Any]
+    scope: str
+    start_time_unix_nano: int
+    time_unix_nano: int
+    step: int | None
+    epoch: int | None
+    temporality: int
+    monotonic: bool
+    histogram: dict[str, Any] | None
+    extra: dict[str, Any] | None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "metric": self.metric,
+            "kind": self.kind,
+            "unit": self.unit,
+            "value": self.value,
+            "attributes": self.attributes,
+            "resource": self.resource,
+            "scope": self.scope,
+            "start_time_unix_nano": self.start_time_unix_nano,
+            "time_unix_nano": self.time_unix_nano,
+            "step": self.step,
+            "epoch": self.epoch,
+            "temporality": self.temporality,
+            "monotonic": self.monotonic,
+            "histogram": self.histogram,
+            "extra": self.extra,
+        }
+
+
+def make_private_dir(path: Path) -> None:
+    """Create ``path`` and any missing parents readable by the owner only (mode 0700)."""
+    missing = []
+    current = Path(path)
+    while not current.exists():
+        missing.append(current)
+        if current.parent == current:
+            break
+        current = current.parent
+    for folder in reversed(missing):
+        try:
+            folder.mkdir(mode=0o700)
+        except FileExistsError:
+            pass
+
+
+def connect(path: Path | str, *, busy_timeout_s: float = 30.0) -> sqlite3.Connection:
+    """Open a SQLite file in WAL mode with a busy timeout, creating its folder owner-only."""
+    path = Path(path)
+    if str(path) != ":memory:":
+        make_private_dir(path.parent)
+        if not path.exists():
+            # Create the file owner-readable only before SQLite opens it.
+            os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
+    conn = sqlite3.connect(str(path), timeout=busy_timeout_s, isolation_level=None, check_same_thread=False)
+    conn.execute("PRAGMA journal_mode=WAL")
+    return conn
+
+
+class PointStore:
+    """Reads and writes points in one SQLite file; see the module docstring for the schema."""
+
+    def __init__(self, path: Path | str, *, durable: bool = True, busy_timeout_s: float = 30.0) -> None:
+        self.path = Path(path)
+        self._lock = threading.Lock()
+        self._conn = connect(self.path, busy_timeout_s=busy_timeout_s)
+        # FULL: a committed batch survives a power loss, so "stored" means durable.
+        self._conn.execute(f"PRAGMA synchronous={'FULL' if durable else 'NORMAL'}")
+        with self._lock:
+            self._conn.execute("BEGIN IMMEDIATE")
+            for statement in _SCHEMA.split(";"):
+                if statement.strip():
+                    self._conn.execute(statement)
+            self._conn.execute("INSERT OR IGNORE INTO meta(key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+            self._conn.execute("COMMIT")
+        self._ids: dict[tuple[str, str], int] = {}
+
+    # -- writing ---------------------------------------------------------------------------
+
+    def _intern(self, table: str, key: str, insert_sql: str, select_sql: str, params: Sequence[Any]) -> int:
+        cached = self._ids.get((table, key))
+        if cached is not None:
+            return cached
+        self._conn.execute(insert_sql, params)
+        row = self._conn.execute(select_sql, params).fetchone()
+        self._ids[(table, key)] = row[0]
+        return int(row[0])
+
+    def write_batch(self, batch: PointBatch) -> int:
+        """Insert a batch in one transaction; returns how many points were new."""
+        with self._lock:
+            conn = self._conn
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                res_ids = []
+                for attrs, schema_url in batch.resources:
+                    text = canonical_json(attrs)
+                    res_ids.append(
+                        self._intern(
+                            "r",
+                            text + "\x00" + schema_url,
+                            "INSERT OR IGNORE INTO resources(attributes, schema_url) VALUES (?,?)",
+                            "SELECT id FROM resources WHERE attributes=? AND schema_url=?",
+                            (text, schema_url),
+                        )
+                    )
+                scope_ids = []
+                for name, version, attrs, schema_url in batch.scopes:
+                    params = (name, version or "", canonical_json(attrs), schema_url or "")
+                    scope_ids.append(
+                        self._intern(
+                            "s",
+                            "\x00".join(params),
+                            "INSERT OR IGNORE INTO scopes(name, version, attributes, schema_url) VALUES (?,?,?,?)",
+                            "SELECT id FROM scopes WHERE name=? AND version=? AND attributes=? AND schema_url=?",
+                            params,
+                        )
+                    )
+                metric_ids = []
+                for name, description, unit, kind, temporality, monotonic in batch.metrics:
+                    mparams = (name, description or "", unit or "", kind, int(temporality), int(bool(monotonic)))
+                    metric_ids.append(
+                        self._intern(
+                            "m",
+                            json.dumps(mparams),
+                            "INSERT OR IGNORE INTO metrics(name, description, unit, kind, temporality, monotonic) VALUES (?,?,?,?,?,?)",
+                            "SELECT id FROM metrics WHERE name=? AND description=? AND unit=? AND kind=? AND temporality=? AND monotonic=?",
+                            mparams,
+                        )
+                    )
+                dumps = json.dumps
+                rows = [
+                    (
+                        metric_ids[p[2]],
+                        res_ids[p[0]],
+                        scope_ids[p[1]],
+                        p[3],
+                        p[4] or 0,
+                        p[5],
+                        p[6],
+                        p[7],
+                        p[8],
+                        None if p[9] is None else dumps(p[9]),
+                        None if p[10] is None else dumps(p[10]),
+                    )
+                    for p in batch.points
+                ]
+                before = conn.total_changes
+                conn.executemany(_INSERT_POINT, rows)
+                inserted = conn.total_changes - before
+                conn.execute("COMMIT")
+            except BaseException:
+                self._ids.clear()
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+            return inserted
+
+    # -- reading ---------------------------------------------------------------------------
+
+    def query(
+        self,
+        metric: str | Sequence[str] | None = None,
+        *,
+        run: str | None = None,
+        rank: int | None = None,
+        resource: Mapping[str, Any] | None = None,
+        attributes: Mapping[str, Any] | None = None,
+        start_time_unix_nano: int | None = None,
+        end_time_unix_nano: int | None = None,
+        step_min: int | None = None,
+        step_max: int | None = None,
+        limit: int | None = None,
+    ) -> list[StoredPoint]:
+        """Points matching every filter given, ordered by time then step.
+
+        ``run`` and ``rank`` match the resource attributes ``training.run.id`` and
+        ``training.rank``; ``resource`` and ``attributes`` match any other keys exactly. Times
+        are inclusive bounds in Unix nanoseconds.
+        """
+        return list(self.iter_query(
+            metric, run=run, rank=rank, resource=resource, attributes=attributes,
+            start_time_unix_nano=start_time_unix_nano, end_time_unix_nano=end_time_unix_nano,
+            step_min=step_min, step_max=step_max, limit=limit,
+        ))
+
+    def iter_query(
+        self,
+        metric: str | Sequence[str] | None = None,
+        *,
+        run: str | None = None,
+        rank: int | None = None,
+        resource: Mapping[str, Any] | None = None,
+        attributes: Mapping[str, Any] | None = None,
+        start_time_unix_nano: int | None = None,
+        end_time_unix_nano: int | None = None,
+        step_min: int | None = None,
+        step_max: int | None = None,
+        limit: int | None = None,
+    ) -> Iterator[StoredPoint]:
+        """Like :meth:`query`, yielding points as they are read."""
+        where: list[str] = []
+        params: list[Any] = []
+        if metric is not None:
+            names = [metric] if isinstance(metric, str) else list(metric)
+            where.append(f"m.name IN ({','.join('?' * len(names))})")
+            params.extend(names)
+        res_filter = dict(resource or {})
+        if run is not None:
+            res_filter[RUN_ID_KEY] = run
+        if rank is not None:
+            res_filter[RANK_KEY] = rank
+        for key, value in res_filter.items():
+            where.append("json_extract(r.attributes, ?) = ?")
+            params.extend([_json_path(key), value])
+        for key, value in (attributes or {}).items():
+            where.append("json_extract(p.attributes, ?) = ?")
+            params.extend([_json_path(key), value])
+        for clause, value in (
+            ("p.time_unix_nano >= ?", start_time_unix_nano),
+            ("p.time_unix_nano <= ?", end_time_unix_nano),
+            ("p.step >= ?", step_min),
+            ("p.step <= ?", step_max),
+        ):
+            if value is not None:
+                where.append(clause)
+                params.append(value)
+        sql = (
+            "SELECT m.name, m.kind, m.unit, p.value, p.attributes, r.attributes, s.name,"
+            " p.start_time_unix_nano, p.time_unix_nano, p.step, p.epoch, m.temporality, m.monotonic,"
+            " p.histogram, p.extra"
+            " FROM points p JOIN metrics m ON m.id = p.metric_id JOIN resources r ON r.id = p.resource_id"
+            " JOIN scopes s ON s.id = p.scope_id"
+        )
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY p.time_unix_nano, p.step, p.id"
+        if limit is not None:
+            sql += " LIMIT ?"
+            params.append(int(limit))
+        with self._lock:
+            rows = self._conn.execute(sql, params).fetchall()
+        for row in rows:
+            yield StoredPoint(
+                metric=row[0],
+                kind=row[1],
+                unit=row[2],
+                value=row[3],
+                attributes=json.loads(row[4]),
+                resource=json.loads(row[5]),
+                scope=row[6],
+                start_time_unix_nano=row[7],
+                time_unix_nano=row[8],
+                step=row[9],
+                epoch=row[10],
+                temporality=row[11],
+                monotonic=bool(row[12]),
+                histogram=None if row[13] is None else json.loads(row[13]),
+                extra=None if row[14] is None else json.loads(row[14]),
+            )
+
+    def metric_names(self) -> list[str]:
+        """Every metric name that has points, sorted."""
+        with self._lock:
+            rows = self._conn.execute(
+                "SELECT DISTINCT m.name FROM metrics m WHERE EXISTS (SELECT 1 FROM points p WHERE p.metric_id = m.id) ORDER BY m.name"
+            ).fetchall()
+        return [r[0] for r in rows]
+
+    def count(self) -> int:
+        """How many points the store holds."""
+        with self._lock:
+            return int(self._conn.execute("SELECT count(*) FROM points").fetchone()[0])
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
+
+
+def _json_path(key: str) -> str:
+    return '$."' + key.replace('"', '\\"') + '"'

@@ -1,0 +1,109 @@
+"""Self-telemetry: what the pipeline did with every point, as a dict and as OTel metrics.
+
+Counters are named after the Collector's ``otelcol_exporter_*`` family. Every point handed to
+the pipeline ends in exactly one of, per sink: ``sent``, ``dead_lettered``, or ``dropped`` with a
+reason (``queue_full``, ``buffer_full``, ``dead_letter_full``, ``shutdown``, ``invalid``).
+
+The figures are exported as OTel instruments only through a meter *you* pass to
+:func:`register_instruments`, typically a second ``MeterProvider`` with another exporter: they
+are never fed back into the exporter they describe, so exporting them cannot create more of
+them in a loop.
+
+Thread safety: every mutation takes one lock; :meth:`Stats.snapshot` copies under it.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import defaultdict
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from opentelemetry.metrics import CallbackOptions, Meter, Observation
+
+__all__ = ["Stats", "register_instruments", "METRIC_PREFIX"]
+
+METRIC_PREFIX = "otel_recursive_metrics.exporter."
+
+
+class Stats:
+    """Counters of the pipeline, per sink where it matters."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.reset()
+
+    def reset(self) -> None:
+        self._lock = threading.Lock()
+        self.accepted_items = 0
+        self.received_points = 0
+        self.sent_points: defaultdict[str, int] = defaultdict(int)
+        self.sent_batches: defaultdict[str, int] = defaultdict(int)
+        self.dead_lettered_points: defaultdict[str, int] = defaultdict(int)
+        self.dropped_points: defaultdict[str, int] = defaultdict(int)
+        self.retries: defaultdict[str, int] = defaultdict(int)
+        self.send_seconds_total: defaultdict[str, float] = defaultdict(float)
+        self.last_error: dict[str, str] = {}
+        self.failing: dict[str, bool] = {}
+        self.ignored_forked_exports = 0
+
+    def add(self, counter: str, n: float = 1, key: str | None = None) -> None:
+        with self._lock:
+            if key is None:
+                setattr(self, counter, getattr(self, counter) + n)
+            else:
+                getattr(self, counter)[key] += n
+
+    def sent(self, sink: str, points: int, seconds: float) -> None:
+        with self._lock:
+            self.sent_points[sink] += points
+            self.sent_batches[sink] += 1
+            self.send_seconds_total[sink] += seconds
+            self.failing[sink] = False
+
+    def snapshot(self) -> dict[str, Any]:
+        with self._lock:
+            return {
+                "accepted_items": self.accepted_items,
+                "received_points": self.received_points,
+                "sent_points": dict(self.sent_points),
+                "sent_batches": dict(self.sent_batches),
+                "dead_lettered_points": dict(self.dead_lettered_points),
+                "dropped_points": dict(self.dropped_points),
+                "retries": dict(self.retries),
+                "send_seconds_total": dict(self.send_seconds_total),
+                "last_error": dict(self.last_error),
+                "failing": dict(self.failing),
+                "ignored_forked_exports": self.ignored_forked_exports,
+            }
+
+
+def register_instruments(meter: Meter, stats_source: Callable[[], dict[str, Any]]) -> None:
+    """Create observable instruments on ``meter`` that read ``stats_source()`` when collected."""
+
+    def per_sink(key: str) -> Callable[[CallbackOptions], Iterable[Observation]]:
+        def callback(options: CallbackOptions) -> Iterable[Observation]:
+            return [Observation(v, {"sink": s}) for s, v in stats_source().get(key, {}).items()]
+
+        return callback
+
+    def dropped(options: CallbackOptions) -> Iterable[Observation]:
+        return [Observation(v, {"reason": r}) for r, v in stats_source().get("dropped_points", {}).items()]
+
+    def scalar(key: str) -> Callable[[CallbackOptions], Iterable[Observation]]:
+        def callback(options: CallbackOptions) -> Iterable[Observation]:
+            return [Observation(stats_source().get(key, 0))]
+
+        return callback
+
+    p = METRIC_PREFIX
+    meter.create_observable_counter(p + "sent_metric_points", [per_sink("sent_points")], unit="{datapoint}", description="Points delivered, per sink.")
+    meter.create_observable_counter(
+        p + "send_failed_metric_points", [per_sink("dead_lettered_points")], unit="{datapoint}", description="Points a sink failed to deliver (dead-lettered)."
+    )
+    meter.create_observable_counter(p + "dropped_metric_points", [dropped], unit="{datapoint}", description="Points dropped, by reason.")
+    meter.create_observable_counter(p + "retries", [per_sink("retries")], unit="{retry}", description="Delivery retries, per sink.")
+    meter.create_observable_counter(p + "send_duration", [per_sink("send_seconds_total")], unit="s", description="Time spent in successful sends.")
+    meter.create_observable_gauge(p + "queue_size", [scalar("queue_size")], unit="{datapoint}", description="Items in memory plus points on disk not yet final.")
+    meter.create_observable_gauge(p + "queue_bytes", [scalar("queue_bytes")], unit="By", description="Bytes in the durable queue.")
+    meter.create_observable_gauge(p + "queue_capacity", [scalar("queue_capacity_bytes")], unit="By", description="Byte cap of the durable queue.")

@@ -1,0 +1,444 @@
+"""The background worker: memory buffer -> durable queue -> one delivery thread per sink.
+
+Threads (named, daemon, started lazily at the first offer or flush):
+
+- ``otel-recursive-metrics-ingest`` wakes every ``flush_interval_s``, or early once
+  ``batch_size`` items wait, or on a flush request. It drains the memory buffer, converts the
+  items to point batches of at most ``max_batch_points``, appends them to the durable queue in
+  one transaction, and fsyncs the queue at least once per interval.
+- ``otel-recursive-metrics-sink-<name>``, one per sink, reads the queue from its own cursor and
+  hands each batch to the retry stage. A sink that is down never holds another one back.
+
+``flush(timeout_s)`` returns True when everything accepted before the call has been delivered to
+every sink. ``shutdown(timeout_s)`` computes one deadline, flushes within it, then stops the
+threads; a sink stuck in a send is left behind (its batch stays queued on disk and is sent at
+the next start), so shutdown never outlives its deadline.
+
+Fork safety: ``os.register_at_fork`` resets every pipeline in the child (new buffer, new locks,
+no threads, the parent's queue and connections abandoned untouched). The child starts its own
+threads and queue slot if it logs anything itself; SDK exports in the child, which would repeat
+the parent's data, are ignored unless ``export_in_forked_child`` is set.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+import weakref
+from collections.abc import Callable
+from typing import Any
+
+from opentelemetry.sdk.metrics.export import MetricsData
+
+from .config import Config
+from .convert import LogContext, add_log_item, add_metrics_data, add_record
+from .dead_letter import DeadLetterQueue
+from .buffer import MemoryBuffer
+from .model import BatchBuilder, PointBatch
+from .queue import DurableQueue, QueueFull, _abandoned
+from .retry import Outcome, Retrier, RetryPolicy
+from .sinks.base import Sink, build_sinks
+from .telemetry import Stats
+
+__all__ = ["Pipeline", "ErrorCallback"]
+
+_log = logging.getLogger(__name__)
+
+#: ``callback(error, context)``; context has ``sink``, ``points``, ``reason`` and ``outcome``
+#: (``"dead_lettered"``, ``"failing"`` or ``"dropped"``).
+ErrorCallback = Callable[[BaseException, dict[str, Any]], None]
+
+_pipelines: weakref.WeakSet[Pipeline] = weakref.WeakSet()
+_SCOPE = ("otel_recursive_metrics", "")
+
+
+def item_points(item: Any) -> int:
+    """How many points an accepted item holds."""
+    if isinstance(item, MetricsData):
+        return sum(len(m.data.data_points) for rm in item.resource_metrics for sm in rm.scope_metrics for m in sm.metrics)
+    if isinstance(item, tuple):
+        return len(item[4])
+    return 1
+
+
+class Pipeline:
+    """Owns the buffer, the durable queue, the sinks and the worker threads for one config."""
+
+    def __init__(
+        self,
+        config: Config,
+        *,
+        sinks: list[Sink] | None = None,
+        resource_attributes: dict[str, Any] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.config = config
+        self.stats = Stats()
+        self._sink_factory = (lambda: sinks) if sinks is not None else (lambda: build_sinks(config))
+        self._resource_attributes = resource_attributes
+        self._clock = clock
+        self._callbacks: list[ErrorCallback] = []
+        self.dead_letters = DeadLetterQueue(config.dead_letter_dir, max_bytes=config.dead_letter_max_bytes)
+        self.buffer = MemoryBuffer(
+            max_items=config.max_buffer_items,
+            wake_after=config.batch_size,
+            overflow=config.overflow,
+            block_timeout_s=config.block_timeout_s,
+            on_drop=self._count_buffer_drop,
+        )
+        self._init_runtime()
+        self.in_forked_child = False
+        _pipelines.add(self)
+
+    def _init_runtime(self) -> None:
+        self._start_lock = threading.Lock()
+        self._progress = threading.Condition(threading.Lock())
+        self._stop = threading.Event()
+        self._started = False
+        self._closed = False
+        self._queue: DurableQueue | None = None
+        self._sinks: list[Sink] = []
+        self._sink_wake: dict[str, threading.Event] = {}
+        self._threads: list[threading.Thread] = []
+        self._flush_requests: list[list[Any]] = []
+        self._held: list[tuple[int, int, bytes]] = []
+        self._last_written_id = 0
+
+    # -- the caller's side ------------------------------------------------------------------------
+
+    @property
+    def resource_attributes(self) -> dict[str, Any]:
+        if self._resource_attributes is None:
+            from .resource import default_resource_attributes
+
+            self._resource_attributes = default_resource_attributes()
+        return self._resource_attributes
+
+    def offer(self, item: Any) -> bool:
+        """Hand an item to the worker; never blocks unless ``overflow=block`` was chosen."""
+        if self._closed:
+            self.stats.add("dropped_points", item_points(item), "shutdown")
+            return False
+        if not self._started:
+            self._start()
+        return self.buffer.offer(item)
+
+    def _count_buffer_drop(self, item: Any) -> None:
+        self.stats.add("dropped_points", item_points(item), "buffer_full")
+
+    def register_error_callback(self, callback: ErrorCallback) -> None:
+        self._callbacks.append(callback)
+
+    def _report(self, error: BaseException, **context: Any) -> None:
+        for callback in list(self._callbacks):
+            try:
+                callback(error, dict(context))
+            except Exception:  # noqa: BLE001 - a user's callback must not kill the worker
+                _log.exception("error callback %r raised", callback)
+
+    # -- starting ---------------------------------------------------------------------------------
+
+    def _start(self) -> None:
+        with self._start_lock:
+            if self._started or self._closed:
+                return
+            cfg = self.config
+            self._queue = DurableQueue(cfg.queue_dir, cfg.sinks, max_bytes=cfg.max_queue_bytes, fsync=cfg.fsync)
+            self._sinks = list(self._sink_factory())
+            self._stop = threading.Event()
+            self._threads = [threading.Thread(target=self._ingest_loop, name="otel-recursive-metrics-ingest", daemon=True)]
+            for sink in self._sinks:
+                self._sink_wake[sink.name] = threading.Event()
+                self._threads.append(
+                    threading.Thread(target=self._sink_loop, args=(sink,), name=f"otel-recursive-metrics-sink-{sink.name}", daemon=True)
+                )
+            self._started = True
+            for thread in self._threads:
+                thread.start()
+
+    # -- ingest: memory -> disk ------------------------------------------------------------------
+
+    def _ingest_loop(self) -> None:
+        cfg = self.config
+        last_sync = self._clock()
+        while True:
+            self.buffer.wake.wait(cfg.flush_interval_s)
+            self.buffer.wake.clear()
+            stopping = self._stop.is_set()
+            try:
+                self._ingest_once()
+                if self._clock() - last_sync >= cfg.flush_interval_s or stopping:
+                    assert self._queue is not None
+                    self._queue.sync()
+                    last_sync = self._clock()
+            except Exception:  # noqa: BLE001 - keep the worker alive; the data stays in memory
+                _log.exception("otel-recursive-metrics: ingest failed; will retry")
+                self._stop.wait(min(1.0, cfg.flush_interval_s))
+            if stopping and not len(self.buffer) and not self._held:
+                return
+
+    def _ingest_once(self) -> None:
+        queue = self._queue
+        assert queue is not None
+        with self._progress:
+            requests, self._flush_requests = self._flush_requests, []
+        items = self.buffer.drain()
+        if items:
+            self.stats.add("accepted_items", len(items))
+            self._held.extend(self._encode(items))
+        if self._held:
+            try:
+                last_id, dropped = queue.append(self._held, drop_oldest=self.config.overflow == "drop_oldest")
+            except QueueFull:
+                if self.config.overflow == "drop_newest" or self._stop.is_set():
+                    lost = sum(n for _, n, _ in self._held)
+                    self.stats.add("dropped_points", lost, "queue_full")
+                    self._report(QueueFull("durable queue full"), sink="*", points=lost, reason="queue_full", outcome="dropped")
+                    self._held = []
+                # overflow=block: keep holding; the memory buffer fills and producers wait.
+            else:
+                self._held = []
+                self._last_written_id = last_id
+                if dropped:
+                    self.stats.add("dropped_points", dropped, "queue_full")
+                for event in self._sink_wake.values():
+                    event.set()
+        with self._progress:
+            for request in requests:
+                request[1] = self._last_written_id if not self._held else -1
+                request[0].set()
+
+    def _encode(self, items: list[Any]) -> list[tuple[int, int, bytes]]:
+        builder = BatchBuilder()
+        resource = None
+        for item in items:
+            try:
+                if isinstance(item, MetricsData):
+                    add_metrics_data(builder, item)
+                elif isinstance(item, tuple):
+                    add_log_item(builder, item)
+                else:
+                    if resource is None:
+                        resource = self.resource_attributes
+                    add_record(builder, item, resource, _SCOPE)
+            except Exception as exc:  # noqa: BLE001 - one bad item must not lose the rest
+                n = item_points(item)
+                self.stats.add("dropped_points", n, "invalid")
+                _log.warning("otel-recursive-metrics: dropped %d point(s) that could not be converted: %s", n, exc)
+                self._report(exc, sink="*", points=n, reason="invalid", outcome="dropped")
+        batch = builder.build()
+        self.stats.add("received_points", len(batch))
+        now = time.time_ns()
+        return [(now, len(chunk), chunk.encode()) for chunk in batch.split(self.config.max_batch_points) if len(chunk)]
+
+    # -- delivery: disk -> sink -------------------------------------------------------------------
+
+    def _sink_loop(self, sink: Sink) -> None:
+        cfg = self.config
+        queue = self._queue
+        assert queue is not None
+        wake = self._sink_wake[sink.name]
+        stop = self._stop
+        name = sink.name
+
+        def on_retry(retry: int, exc: BaseException, delay_s: float) -> None:
+            self.stats.add("retries", 1, name)
+            with self.stats._lock:
+                self.stats.last_error[name] = _safe_error(exc)
+            if retry <= 1:
+                _log.warning("otel-recursive-metrics: sink %s failed (%s); retrying in %.1fs", name, _safe_error(exc), delay_s)
+
+        def on_failing(exc: BaseException) -> None:
+            with self.stats._lock:
+                self.stats.failing[name] = True
+            self._report(exc, sink=name, points=current_points, reason=_safe_error(exc), outcome="failing")
+
+        retrier = Retrier(
+            RetryPolicy(cfg.retry_delay_s, cfg.retry_multiplier, cfg.retry_jitter, cfg.retry_max_delay_s, cfg.retry_max_elapsed_s, cfg.max_retries),
+            attempt_timeout_s=cfg.send_timeout_s,
+            sleep=stop.wait,
+            on_retry=on_retry,
+            on_failing=on_failing,
+        )
+        current_points = 0
+        while not stop.is_set():
+            try:
+                record = queue.next_for(name)
+            except Exception:  # noqa: BLE001
+                if stop.is_set():
+                    return
+                _log.exception("otel-recursive-metrics: reading the durable queue failed")
+                stop.wait(1.0)
+                continue
+            if record is None:
+                wake.wait(cfg.flush_interval_s)
+                wake.clear()
+                continue
+            current_points = record.points
+            try:
+                batch = PointBatch.decode(record.payload)
+            except ValueError as exc:
+                self.stats.add("dropped_points", record.points, "corrupt")
+                _log.error("otel-recursive-metrics: record %d in the durable queue is unreadable: %s", record.id, exc)
+                self._finish(name, record.id)
+                continue
+            started = time.monotonic()
+            result = retrier.deliver(lambda deadline: sink.send(batch, deadline), stop.is_set)
+            if result.outcome is Outcome.STOPPED:
+                return
+            if result.outcome is Outcome.DELIVERED:
+                self.stats.sent(name, record.points, time.monotonic() - started)
+            else:
+                self._dead_letter(batch, result.reason, name)
+            self._finish(name, record.id)
+
+    def _dead_letter(self, batch: PointBatch, reason: str, sink: str) -> None:
+        entry = None
+        try:
+            entry = self.dead_letters.add(batch, reason=reason, sink=sink)
+        except Exception as exc:  # noqa: BLE001
+            _log.error("otel-recursive-metrics: writing a dead letter failed: %s", exc)
+        if entry is None:
+            self.stats.add("dropped_points", len(batch), "dead_letter_full")
+            _log.error("otel-recursive-metrics: dead-letter folder full; dropped %d point(s) for sink %s: %s", len(batch), sink, reason)
+            self._report(RuntimeError(reason), sink=sink, points=len(batch), reason="dead_letter_full", outcome="dropped")
+            return
+        self.stats.add("dead_lettered_points", len(batch), sink)
+        with self.stats._lock:
+            self.stats.last_error[sink] = reason
+        _log.error("otel-recursive-metrics: dead-lettered %d point(s) for sink %s to %s: %s", len(batch), sink, entry.path, reason)
+        self._report(RuntimeError(reason), sink=sink, points=len(batch), reason=reason, outcome="dead_lettered", dead_letter=str(entry.path))
+
+    def _finish(self, sink: str, record_id: int) -> None:
+        assert self._queue is not None
+        try:
+            self._queue.done(sink, record_id)
+        except Exception:  # noqa: BLE001 - e.g. closed under us at shutdown; re-sent next start
+            if not self._stop.is_set():
+                _log.exception("otel-recursive-metrics: updating the durable queue failed")
+        with self._progress:
+            self._progress.notify_all()
+
+    # -- flush and shutdown ------------------------------------------------------------------------
+
+    def flush(self, timeout_s: float) -> bool:
+        """True once everything accepted before this call is delivered to every sink."""
+        deadline = time.monotonic() + max(0.0, timeout_s)
+        if self._closed and not self._started:
+            return True
+        if not self._started:
+            self._start()
+        if self.in_forked_child and not self._threads:
+            return True
+        request: list[Any] = [threading.Event(), None]
+        dead_before = sum(self.stats.snapshot()["dead_lettered_points"].values())
+        with self._progress:
+            self._flush_requests.append(request)
+        self.buffer.wake.set()
+        if not request[0].wait(max(0.0, deadline - time.monotonic())):
+            return False
+        target = request[1]
+        if target is None or target < 0:
+            return False
+        queue = self._queue
+        assert queue is not None
+        with self._progress:
+            while any(queue.cursor(s.name) < target for s in self._sinks):
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+                self._progress.wait(min(remaining, 0.5))
+        return sum(self.stats.snapshot()["dead_lettered_points"].values()) == dead_before
+
+    def shutdown(self, timeout_s: float) -> bool:
+        """Flush within ``timeout_s``, then stop; idempotent. True if everything was delivered."""
+        deadline = time.monotonic() + max(0.0, timeout_s)
+        if self._closed:
+            return True
+        delivered = True
+        if self._started or len(self.buffer):
+            delivered = self.flush(max(0.0, deadline - time.monotonic()))
+        self._closed = True
+        self._stop.set()
+        self.buffer.wake.set()
+        for event in self._sink_wake.values():
+            event.set()
+        alive = []
+        for thread in self._threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
+            if thread.is_alive():
+                alive.append(thread.name)
+        if alive:
+            _log.warning(
+                "otel-recursive-metrics: %s still busy at the shutdown deadline; undelivered batches stay queued in %s",
+                ", ".join(alive),
+                self.config.queue_dir,
+            )
+        else:
+            for sink in self._sinks:
+                try:
+                    sink.close()
+                except Exception:  # noqa: BLE001
+                    _log.exception("closing sink %s failed", sink.name)
+            if self._queue is not None:
+                self._queue.close()
+        return delivered and not alive
+
+    # -- introspection -----------------------------------------------------------------------------
+
+    def get_stats(self) -> dict[str, Any]:
+        """Counters plus queue figures; see :mod:`otel_recursive_metrics.telemetry`."""
+        snap = self.stats.snapshot()
+        pending_points = 0
+        queue = self._queue
+        if queue is not None and not self._closed:
+            try:
+                pending_points = queue.pending()[1]
+            except Exception:  # noqa: BLE001
+                pending_points = 0
+        sent = snap["sent_points"]
+        snap["metrics_processed"] = min((sent.get(s, 0) for s in self.config.sinks), default=0)
+        snap["buffer_items"] = len(self.buffer)
+        snap["queue_points"] = pending_points
+        snap["queue_size"] = len(self.buffer) + pending_points
+        snap["queue_bytes"] = queue.bytes if queue is not None else 0
+        snap["queue_capacity_bytes"] = self.config.max_queue_bytes
+        snap["sinks"] = list(self.config.sinks)
+        return snap
+
+    # -- fork ------------------------------------------------------------------------------------
+
+    def _after_fork_in_child(self) -> None:
+        if self._queue is not None:
+            self._queue.abandon_after_fork()
+        _abandoned.extend(self._sinks)
+        self.buffer.reset()
+        self.stats.reset()
+        self._init_runtime()
+        self.in_forked_child = True
+
+
+def _safe_error(exc: BaseException) -> str:
+    """An error's text for logs and stats; sinks never put header values in their messages."""
+    return f"{type(exc).__name__}: {exc}"
+
+
+def _reset_pipelines_in_child() -> None:
+    for pipeline in list(_pipelines):
+        try:
+            pipeline._after_fork_in_child()
+        except Exception:  # noqa: BLE001 - never break the child over our bookkeeping
+            pass
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_reset_pipelines_in_child)
+
+
+def log_context(resource: dict[str, Any], *, prefix: str = "", attributes_json: str = "{}") -> LogContext:
+    """A LogContext for the training API's points."""
+    from . import __version__
+
+    return LogContext(resource=resource, scope_name="otel_recursive_metrics.training", scope_version=__version__, attributes_json=attributes_json, prefix=prefix)
