@@ -1,0 +1,35 @@
+"""Shared fixtures: a private data folder per test and a clean default pipeline."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from otel_recursive_metrics import _registry
+
+
+def required_in_ci(reason: str) -> None:
+    """Skip on a user's machine, fail under CI=true: the component must be there in CI."""
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(f"required under CI=true: {reason}")
+    pytest.skip(reason)
+
+
+@pytest.fixture
+def data_dir(tmp_path: Path) -> Path:
+    """A fresh data folder (store, queue, dead letters) for one test."""
+    return tmp_path / "otel-metrics"
+
+
+@pytest.fixture(autouse=True)
+def _isolate_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None]:
+    for name in list(os.environ):
+        if name.startswith(("OTEL_RECURSIVE_METRICS_", "OTEL_EXPORTER_OTLP", "OTEL_METRICS_EXPORTER", "OTEL_CONFIG_FILE")):
+            monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("OTEL_RECURSIVE_METRICS_DIR", str(tmp_path / "default-otel-metrics"))
+    _registry.reset_default_pipeline()
+    yield
+    _registry.reset_default_pipeline()
