@@ -1,0 +1,73 @@
+"""Small helpers shared by tests: scripted sinks (the network seam) and SDK wiring."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
+from opentelemetry.sdk.resources import Resource
+
+from otel_recursive_metrics import RecursiveMetricExporter
+from otel_recursive_metrics.errors import PermanentError, RetryableError
+from otel_recursive_metrics.model import PointBatch
+
+
+class ScriptedSink:
+    """A sink whose n-th send does what ``script`` says: "ok", "retry", "permanent", "hang"."""
+
+    def __init__(self, name: str, script: list[str] | None = None, default: str = "ok") -> None:
+        self.name = name
+        self.script = list(script or [])
+        self.default = default
+        self.attempts = 0
+        self.batches: list[PointBatch] = []
+        self.release = threading.Event()
+        self.closed = False
+
+    def send(self, batch: PointBatch, deadline: float) -> None:
+        self.attempts += 1
+        action = self.script.pop(0) if self.script else self.default
+        if action == "ok":
+            self.batches.append(batch)
+        elif action == "retry":
+            raise RetryableError("scripted 503 from the receiver")
+        elif action == "permanent":
+            raise PermanentError("scripted 400: bad data")
+        elif action == "hang":
+            # A receiver that never answers until released; then it accepts the batch.
+            if not self.release.wait(120):
+                raise RetryableError("scripted hang timed out")
+            self.batches.append(batch)
+        elif action == "crash":
+            raise RuntimeError("scripted bug in a sink")
+        else:
+            raise AssertionError(action)
+
+    def points(self) -> int:
+        return sum(len(b) for b in self.batches)
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def sdk_provider(exporter: RecursiveMetricExporter, resource: dict[str, Any] | None = None) -> MeterProvider:
+    """A MeterProvider whose reader only exports when flushed (interval: one hour)."""
+    reader = PeriodicExportingMetricReader(exporter, export_interval_millis=3_600_000)
+    return MeterProvider(resource=Resource.create(resource or {"service.name": "test"}), metric_readers=[reader])
+
+
+def wait_until(predicate: Callable[[], bool], timeout_s: float = 30.0, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
+        time.sleep(0.01)
+
+
+def store_path(data_dir: Path) -> Path:
+    return data_dir / "metrics.db"
