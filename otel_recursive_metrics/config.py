@@ -183,7 +183,7 @@ MiB = 1024 * 1024
 SETTINGS: tuple[Setting, ...] = (
     Setting("sinks", _sinks, ("store",), "Where points go: `store`, `otlp` or `store,otlp`."),
     Setting("dir", _path, Path("./otel-metrics"), "Data folder for the store, durable queue and dead letters."),
-    Setting("store_path", _optional_path, None, "SQLite store file (default `$DIR/metrics.db`)."),
+    Setting("store_path", _optional_path, None, "SQLite store file (default `$DIR/metrics.db`).", (ENV_PREFIX + "STORE",)),
     Setting(
         "batch_size",
         _int(1),
