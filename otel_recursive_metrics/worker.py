@@ -105,6 +105,7 @@ class Pipeline:
         self._flush_requests: list[list[Any]] = []
         self._held: list[tuple[int, int, bytes]] = []
         self._last_written_id = 0
+        self._released = False
 
     # -- the caller's side ------------------------------------------------------------------------
 
@@ -177,7 +178,8 @@ class Pipeline:
                 _log.exception("otel-recursive-metrics: ingest failed; will retry")
                 self._stop.wait(min(1.0, cfg.flush_interval_s))
             if stopping and not len(self.buffer) and not self._held:
-                return
+                break
+        self._release_if_last()
 
     def _ingest_once(self) -> None:
         queue = self._queue
@@ -263,6 +265,7 @@ class Pipeline:
             on_failing=on_failing,
         )
         current_points = 0
+        rejected_seen = int(getattr(sink, "rejected_points", 0) or 0)  # OTLP partial_success hook
         while not stop.is_set():
             try:
                 record = queue.next_for(name)
@@ -287,12 +290,41 @@ class Pipeline:
             started = time.monotonic()
             result = retrier.deliver(lambda deadline: sink.send(batch, deadline), stop.is_set)
             if result.outcome is Outcome.STOPPED:
-                return
+                break
             if result.outcome is Outcome.DELIVERED:
                 self.stats.sent(name, record.points, time.monotonic() - started)
+                # -- OTLP partial_success hook: the sink keeps a cumulative count of rejected points.
+                rejected = int(getattr(sink, "rejected_points", 0) or 0)
+                if rejected > rejected_seen:
+                    self.stats.add("rejected_points", rejected - rejected_seen, name)
+                    rejected_seen = rejected
+                # -- end of hook
             else:
                 self._dead_letter(batch, result.reason, name)
             self._finish(name, record.id)
+        if self._closed:
+            self._release_if_last()
+
+    def _release_if_last(self) -> None:
+        """After a shutdown that left threads behind, the last one to end closes the files."""
+        me = threading.current_thread()
+        with self._start_lock:
+            if self._released or any(t.is_alive() and t is not me for t in self._threads):
+                return
+            self._released = True
+        self._close_resources()
+
+    def _close_resources(self) -> None:
+        for sink in self._sinks:
+            try:
+                sink.close()
+            except Exception:  # noqa: BLE001
+                _log.exception("closing sink %s failed", sink.name)
+        if self._queue is not None:
+            try:
+                self._queue.close()
+            except Exception:  # noqa: BLE001
+                _log.exception("closing the durable queue failed")
 
     def _dead_letter(self, batch: PointBatch, reason: str, sink: str) -> None:
         entry = None
@@ -377,13 +409,11 @@ class Pipeline:
                 self.config.queue_dir,
             )
         else:
-            for sink in self._sinks:
-                try:
-                    sink.close()
-                except Exception:  # noqa: BLE001
-                    _log.exception("closing sink %s failed", sink.name)
-            if self._queue is not None:
-                self._queue.close()
+            with self._start_lock:
+                release = not self._released
+                self._released = True
+            if release:
+                self._close_resources()
         return delivered and not alive
 
     # -- introspection -----------------------------------------------------------------------------
