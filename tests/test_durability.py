@@ -1,0 +1,104 @@
+"""Crash safety: kill -9 at any instant loses nothing accepted and duplicates nothing."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from otel_recursive_metrics import PointStore, RecursiveMetricExporter
+
+# The child accepts points through the real exporter path (Pipeline.offer of records), prints
+# how many it has accepted, and is killed by the test.
+CHILD = textwrap.dedent(
+    """
+    import sys, time
+    from otel_recursive_metrics.config import load_config
+    from otel_recursive_metrics.worker import Pipeline
+
+    data_dir, mode, total = sys.argv[1], sys.argv[2], int(sys.argv[3])
+    sinks = None
+    if mode == "hung":
+        import threading
+        class HungSink:
+            name = "store"
+            def send(self, batch, deadline):
+                threading.Event().wait()
+            def close(self):
+                pass
+        sinks = [HungSink()]
+    pipeline = Pipeline(load_config(dir=data_dir, flush_interval_s=0.2, batch_size=10), sinks=sinks)
+    for i in range(total):
+        pipeline.offer({"metric_name": "loss", "value": float(i), "step": i, "_time_unix_nano": 1_700_000_000_000_000_000 + i})
+        if mode == "live" and i % 50 == 0:
+            time.sleep(0.002)
+        if i % 100 == 99:
+            print(i + 1, flush=True)
+    print("ALL", flush=True)
+    time.sleep(600)
+    """
+)
+
+
+def run_child(data_dir: Path, mode: str, total: int) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-c", CHILD, str(data_dir), mode, str(total)], stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"}
+    )
+
+
+def restart_and_deliver(data_dir: Path) -> PointStore:
+    """What the next training process does: same data folder, flush, shut down."""
+    exporter = RecursiveMetricExporter(dir=data_dir, flush_interval_s=0.1)
+    assert exporter.force_flush(30_000)
+    exporter.shutdown()
+    return PointStore(data_dir / "metrics.db")
+
+
+def test_kill_after_flush_interval_with_a_hung_sink_loses_nothing(data_dir: Path) -> None:
+    child = run_child(data_dir, "hung", 1000)
+    try:
+        assert child.stdout is not None
+        for line in child.stdout:
+            if line.strip() == "ALL":
+                break
+        time.sleep(0.2 * 3)  # more than FLUSH_INTERVAL: everything is on disk now
+        child.send_signal(signal.SIGKILL)
+        child.wait(30)
+    finally:
+        child.kill()
+    store = restart_and_deliver(data_dir)
+    steps = [p.step for p in store.query("loss")]
+    assert sorted(steps) == list(range(1000))
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_kill_at_a_random_instant_while_delivering(data_dir: Path, seed: int) -> None:
+    child = run_child(data_dir, "live", 3000)
+    accepted = 0
+    deadline = time.monotonic() + 60
+    rng = random.Random(seed)
+    kill_after = rng.randrange(300, 2900, 100)
+    try:
+        assert child.stdout is not None
+        for line in child.stdout:
+            text = line.strip()
+            accepted = 3000 if text == "ALL" else int(text)
+            if accepted >= kill_after or time.monotonic() > deadline:
+                break
+        # Points accepted more than FLUSH_INTERVAL ago are promised to be on disk.
+        time.sleep(0.2 * 3)
+        child.send_signal(signal.SIGKILL)
+        child.wait(30)
+    finally:
+        child.kill()
+    store = restart_and_deliver(data_dir)
+    steps = [p.step for p in store.query("loss")]
+    assert len(steps) == len(set(steps)), "a point was stored twice"
+    assert set(range(accepted)) <= set(steps), f"lost {len(set(range(accepted)) - set(steps))} accepted point(s)"
