@@ -62,9 +62,14 @@ trap 'rm -rf "${work_dir}"' EXIT
 
 log "building otelcol-recursive (${ocb_version}) in ${work_dir}; this takes minutes the first time"
 start_s="$(date +%s)"
-"${ocb}" --config "${manifest}" --output-path "${work_dir}" >&2
+# The manifest has no output_path (it depends on the cache location): add it to a copy.
+build_manifest="${work_dir}/builder-config.build.yaml"
+awk -v out="${work_dir}" '{ print } /^dist:[[:space:]]*$/ { print "  output_path: \"" out "\"" }' \
+  "${manifest}" > "${build_manifest}"
+"${ocb}" --config "${build_manifest}" >&2
 [[ -x "${work_dir}/otelcol-recursive" ]] || die "builder finished but ${work_dir}/otelcol-recursive is missing"
 cp "${manifest}" "${work_dir}/builder-config.yaml"
+rm -f "${build_manifest}"
 
 if ! mv -T "${work_dir}" "${dist_dir}" 2>/dev/null; then
   # Another run finished first; keep its result.

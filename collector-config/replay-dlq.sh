@@ -37,7 +37,7 @@ for file in "${files[@]}"; do
   while IFS= read -r line || [[ -n "${line}" ]]; do
     line_no=$((line_no + 1))
     [[ -z "${line//[[:space:]]/}" ]] && continue
-    # 200 = accepted (a partial_success body is printed); 4xx other than 429 = permanent.
+    # 200 = accepted (a partial_success body is printed); anything else: kept in .rejected.
     status="$(printf '%s' "${line}" | curl --silent --show-error --output "${body_file}" \
       --write-out '%{http_code}' --max-time 120 \
       --retry 5 --retry-delay 2 --retry-connrefused \
