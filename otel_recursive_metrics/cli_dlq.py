@@ -1,0 +1,439 @@
+"""``otel-recursive-metrics dlq``: list, show, replay and purge dead-lettered batches.
+
+Dead letters live in ``<dir>/dead-letter/`` (``--dir``, default ``$OTEL_RECURSIVE_METRICS_DIR``
+or ``./otel-metrics``), one entry per batch (see :mod:`otel_recursive_metrics.dead_letter`)::
+
+    otel-recursive-metrics dlq list [--format table|json] [--sink NAME]
+    otel-recursive-metrics dlq show ID [--raw | --meta]
+    otel-recursive-metrics dlq replay [ID ...] --to otlp [--endpoint URL] [--protocol grpc|http/protobuf]
+    otel-recursive-metrics dlq replay [ID ...] --to store [--store PATH]
+    otel-recursive-metrics dlq purge [ID ...] [--yes]
+
+An ID is an entry's name as ``list`` prints it, or any unique prefix of it.
+
+``replay`` sends the entries oldest first, each one retried with backoff for up to
+``--retry-s`` seconds, and removes an entry only once the receiver (or the store) has accepted
+all of it; it stops at the first entry that cannot be delivered (``--keep-going`` skips past
+entries refused permanently), so running it again resumes where it stopped. To OTLP it sends
+the stored OTLP JSON exactly as written; to the store it uses the full-fidelity copy kept with
+the entry (steps and epochs included), and the store's de-duplication makes a repeated replay
+harmless. Connection settings not given as options come from the standard
+``OTEL_EXPORTER_OTLP_[METRICS_]*`` variables, which is the place for tokens
+(``OTEL_EXPORTER_OTLP_HEADERS``): options on a command line are visible to other users.
+
+``purge`` asks for confirmation on a terminal; without one it refuses unless given ``--yes``.
+
+Exit codes: 0 success (also when there is nothing to do), 1 entries left undelivered or purge
+declined, 2 bad usage or unreadable input.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import sys
+import threading
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, TextIO
+
+from .config import load_config
+from .dead_letter import DeadLetterEntry, DeadLetterQueue
+from .errors import ConfigError
+from .otlp_codec import request_from_json_line
+from .retry import Outcome, Retrier, RetryPolicy
+from .sinks.store import StoreSink
+
+__all__ = ["register"]
+
+_UNLIMITED = 1 << 62
+
+
+def register(
+    subparsers: Any,
+    add_store_arg: Callable[[argparse.ArgumentParser], None],
+    add_filters: Callable[[argparse.ArgumentParser], None],
+) -> None:
+    """Add the ``dlq`` command and its subcommands to the CLI's ``subparsers``."""
+    del add_filters  # the store's point filters do not apply to dead letters
+    dlq = subparsers.add_parser(
+        "dlq",
+        help="list, show, replay or purge dead-lettered batches",
+        description="List, show, replay or purge the batches in <dir>/dead-letter (OTLP JSON Lines).",
+    )
+    sub = dlq.add_subparsers(dest="dlq_command", required=True)
+
+    def common(parser: argparse.ArgumentParser, *, ids: bool) -> None:
+        parser.add_argument(
+            "--dir", help="data folder; dead letters are in <dir>/dead-letter (default: $OTEL_RECURSIVE_METRICS_DIR or ./otel-metrics)"
+        )
+        parser.add_argument("--sink", help="only entries dead-lettered by this sink (store, otlp)")
+        if ids:
+            parser.add_argument("ids", nargs="*", metavar="ID", help="entries (name or unique prefix; default: all)")
+
+    listing = sub.add_parser("list", help="list dead letters: id, time, sink, points, bytes, reason")
+    common(listing, ids=False)
+    listing.add_argument("--format", choices=("table", "json"), default="table", help="json: one object a line")
+    listing.set_defaults(handler=cmd_list)
+
+    show = sub.add_parser("show", help="print one dead letter as OTLP JSON")
+    common(show, ids=False)
+    show.add_argument("id", metavar="ID", help="entry name or unique prefix")
+    mode = show.add_mutually_exclusive_group()
+    mode.add_argument("--raw", action="store_true", help="the OTLP JSON Lines exactly as stored")
+    mode.add_argument("--meta", action="store_true", help="the reason, sink, time and size instead of the points")
+    show.set_defaults(handler=cmd_show)
+
+    replay = sub.add_parser("replay", help="send dead letters to an OTLP endpoint or into the store, removing each once delivered")
+    common(replay, ids=True)
+    replay.add_argument("--to", choices=("otlp", "store"), required=True, help="destination")
+    replay.add_argument("--endpoint", help="OTLP endpoint (default: OTEL_EXPORTER_OTLP_[METRICS_]ENDPOINT or localhost)")
+    replay.add_argument(
+        "--protocol", choices=("grpc", "http/protobuf"), help="OTLP protocol (default: OTEL_EXPORTER_OTLP_[METRICS_]PROTOCOL or grpc)"
+    )
+    replay.add_argument(
+        "--header", action="append", default=[], metavar="KEY=VALUE", help="extra header (prefer OTEL_EXPORTER_OTLP_HEADERS for tokens)"
+    )
+    replay.add_argument("--insecure", action="store_true", default=None, help="gRPC without TLS for an endpoint without a scheme")
+    replay.add_argument("--certificate", help="CA bundle to verify the endpoint")
+    replay.add_argument("--client-key", help="client private key for mTLS")
+    replay.add_argument("--client-certificate", help="client certificate for mTLS")
+    replay.add_argument("--compression", choices=("none", "gzip"), help="request compression")
+    replay.add_argument("--timeout", type=float, default=10.0, help="seconds for one attempt (default 10)")
+    replay.add_argument("--retry-s", type=float, default=30.0, help="how long to keep retrying one entry (default 30)")
+    replay.add_argument("--keep-going", action="store_true", help="skip entries refused permanently instead of stopping")
+    add_store_arg(replay)
+    replay.set_defaults(handler=cmd_replay)
+
+    purge = sub.add_parser("purge", help="delete dead letters (asks first; --yes to skip)")
+    common(purge, ids=True)
+    purge.add_argument("--yes", "-y", action="store_true", help="do not ask for confirmation")
+    purge.set_defaults(handler=cmd_purge)
+
+
+# -- helpers -----------------------------------------------------------------------------------
+
+
+def _error(message: str) -> int:
+    print(f"otel-recursive-metrics: error: {message}", file=sys.stderr)
+    return 2
+
+
+def _folder(args: argparse.Namespace) -> Path:
+    base = args.dir or os.environ.get("OTEL_RECURSIVE_METRICS_DIR") or "./otel-metrics"
+    return Path(base).expanduser() / "dead-letter"
+
+
+def _queue(args: argparse.Namespace) -> DeadLetterQueue:
+    return DeadLetterQueue(_folder(args), max_bytes=_UNLIMITED)
+
+
+def _select(dlq: DeadLetterQueue, ids: Sequence[str], sink: str | None) -> list[DeadLetterEntry]:
+    """Entries matching ``ids`` (names or unique prefixes; all when empty) and ``sink``."""
+    entries = [e for e in dlq.entries() if sink is None or e.sink == sink]
+    if not ids:
+        return entries
+    chosen: dict[str, DeadLetterEntry] = {}
+    for wanted in ids:
+        key = wanted[: -len(".jsonl")] if wanted.endswith(".jsonl") else wanted
+        exact = [e for e in entries if e.id == key]
+        matches = exact or [e for e in entries if e.id.startswith(key)]
+        if not matches:
+            raise LookupError(f"no dead-letter entry {wanted!r} in {dlq.folder}")
+        if len(matches) > 1:
+            raise LookupError(f"{wanted!r} matches {len(matches)} entries in {dlq.folder}; give more of the name")
+        chosen[matches[0].id] = matches[0]
+    return sorted(chosen.values(), key=lambda e: e.path.name)
+
+
+def _when(time_unix_nano: int) -> str:
+    if not time_unix_nano:
+        return "?"
+    return dt.datetime.fromtimestamp(time_unix_nano / 1e9, tz=dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _entries(n: int) -> str:
+    return f"{n} entr{'y' if n == 1 else 'ies'}"
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
+def _size(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} GiB"  # pragma: no cover
+
+
+# -- list and show -----------------------------------------------------------------------------
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    dlq = _queue(args)
+    entries = _select(dlq, (), args.sink)
+    out = sys.stdout
+    if args.format == "json":
+        for e in entries:
+            record = {
+                "id": e.id,
+                "time_unix_nano": e.time_unix_nano,
+                "time": _when(e.time_unix_nano),
+                "sink": e.sink,
+                "points": e.points,
+                "bytes": e.bytes,
+                "reason": e.reason,
+                "path": str(e.path),
+            }
+            out.write(json.dumps(record, separators=(",", ":"), ensure_ascii=False) + "\n")
+        return 0
+    if not entries:
+        out.write(f"(no dead letters in {dlq.folder})\n")
+        return 0
+    rows = [["id", "time (UTC)", "sink", "points", "bytes", "reason"]]
+    rows += [[e.id, _when(e.time_unix_nano), e.sink, str(e.points), str(e.bytes), _one_line(e.reason)] for e in entries]
+    widths = [max(len(r[i]) for r in rows) for i in range(5)]
+    for i, row in enumerate(rows):
+        cells = [c.rjust(w) if j in (3, 4) else c.ljust(w) for j, (c, w) in enumerate(zip(row[:5], widths, strict=True))]
+        out.write("  ".join([*cells, row[5]]).rstrip() + "\n")
+        if i == 0:
+            out.write("  ".join(["-" * w for w in widths] + ["-" * 6]) + "\n")
+    out.write(f"{_entries(len(entries))}, {sum(e.points for e in entries)} point(s), {_size(sum(e.bytes for e in entries))}\n")
+    return 0
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    dlq = _queue(args)
+    try:
+        (entry,) = _select(dlq, [args.id], args.sink)
+    except LookupError as exc:
+        return _error(str(exc.args[0]))
+    out = sys.stdout
+    if args.meta:
+        meta = {
+            "id": entry.id,
+            "time": _when(entry.time_unix_nano),
+            "time_unix_nano": entry.time_unix_nano,
+            "sink": entry.sink,
+            "points": entry.points,
+            "bytes": entry.bytes,
+            "reason": entry.reason,
+            "path": str(entry.path),
+        }
+        out.write(json.dumps(meta, indent=2, ensure_ascii=False) + "\n")
+        return 0
+    try:
+        lines = entry.json_lines()
+    except OSError as exc:
+        return _error(f"cannot read {entry.path}: {exc.strerror or exc}")
+    for line in lines:
+        if args.raw:
+            out.write(line + "\n")
+            continue
+        try:
+            out.write(json.dumps(json.loads(line), indent=2, ensure_ascii=False) + "\n")
+        except ValueError as exc:
+            return _error(f"{entry.path} is not OTLP JSON Lines: {exc}")
+    return 0
+
+
+# -- replay ------------------------------------------------------------------------------------
+
+
+class _Progress:
+    """A progress bar on a terminal, one line per entry otherwise; always on ``stream`` (stderr)."""
+
+    def __init__(self, total_entries: int, total_points: int, stream: TextIO, destination: str) -> None:
+        self.total_entries = total_entries
+        self.total_points = total_points
+        self.stream = stream
+        self.destination = destination
+        self.tty = bool(getattr(stream, "isatty", lambda: False)())
+        self.entries = 0
+        self.points = 0
+
+    def update(self, entry: DeadLetterEntry, delivered: bool) -> None:
+        self.entries += 1
+        if delivered:
+            self.points += entry.points
+        if self.tty:
+            width = 30
+            filled = int(width * self.entries / max(1, self.total_entries))
+            self.stream.write(
+                f"\rreplay to {self.destination} [{'#' * filled}{'.' * (width - filled)}] "
+                f"{self.entries}/{self.total_entries} entries, {self.points}/{self.total_points} points"
+            )
+        else:
+            state = "delivered" if delivered else "NOT delivered"
+            count = f"{self.entries}/{self.total_entries}"
+            self.stream.write(f"replay to {self.destination}: {count} {entry.id} {state} ({entry.points} points)\n")
+        self.stream.flush()
+
+    def done(self) -> None:
+        if self.tty and self.entries:
+            self.stream.write("\n")
+            self.stream.flush()
+
+
+def _otlp_sink(args: argparse.Namespace) -> Any:
+    from .sinks.otlp import build_otlp_sink
+
+    options: dict[str, Any] = {"sinks": "otlp", "otlp_timeout_s": args.timeout}
+    for option, setting in (
+        ("endpoint", "otlp_endpoint"),
+        ("protocol", "otlp_protocol"),
+        ("insecure", "otlp_insecure"),
+        ("certificate", "otlp_certificate"),
+        ("client_key", "otlp_client_key"),
+        ("client_certificate", "otlp_client_certificate"),
+        ("compression", "otlp_compression"),
+    ):
+        value = getattr(args, option)
+        if value is not None:
+            options[setting] = value
+    if args.header:
+        headers: dict[str, str] = {}
+        for item in args.header:
+            key, sep, value = item.partition("=")
+            if not sep or not key.strip():
+                raise ConfigError([f"--header {key.strip() or '?'}=<redacted>: expected KEY=VALUE"])
+            headers[key.strip()] = value
+        options["otlp_headers"] = headers
+    config = load_config(**options)
+    return build_otlp_sink(config)
+
+
+def _sends(entry: DeadLetterEntry, sink: Any, to: str) -> list[Callable[[float], object]]:
+    """One ``send(deadline)`` per request in ``entry``; raises OSError/ValueError if unreadable."""
+    if to == "store":
+        batch = entry.batch()
+
+        def send_batch(deadline: float) -> object:
+            sink.send(batch, deadline)
+            return None
+
+        return [send_batch]
+    sends: list[Callable[[float], object]] = []
+    for line in entry.json_lines():
+        request = request_from_json_line(line)
+
+        def send_request(deadline: float, request: Any = request) -> object:
+            sink.send_request(request, deadline)
+            return None
+
+        sends.append(send_request)
+    return sends
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    dlq = _queue(args)
+    try:
+        entries = _select(dlq, args.ids, args.sink)
+    except LookupError as exc:
+        return _error(str(exc.args[0]))
+    if args.timeout <= 0 or args.retry_s < 0:
+        return _error("--timeout must be > 0 and --retry-s >= 0")
+    if not entries:
+        print(f"otel-recursive-metrics: no dead letters to replay in {dlq.folder}", file=sys.stderr)
+        return 0
+
+    sink: Any
+    if args.to == "store":
+        sink = StoreSink(Path(args.store))
+        destination = f"store {args.store}"
+    else:
+        try:
+            sink = _otlp_sink(args)
+        except ConfigError as exc:
+            return _error(str(exc))
+        destination = f"OTLP {sink.protocol} {sink.display_endpoint}"
+
+    stop = threading.Event()
+    # Retrier reads a budget of 0 as "forever"; here --retry-s 0 means "one attempt".
+    policy = RetryPolicy(initial_delay_s=0.5, multiplier=1.5, jitter=0.2, max_delay_s=5.0, max_elapsed_s=args.retry_s or 1e-9)
+    retrier = Retrier(
+        policy,
+        attempt_timeout_s=args.timeout,
+        sleep=stop.wait,
+    )
+    progress = _Progress(len(entries), sum(e.points for e in entries), sys.stderr, destination)
+    delivered = failed = 0
+    try:
+        for entry in entries:
+            try:
+                sends = _sends(entry, sink, args.to)
+            except (OSError, ValueError) as exc:
+                # An unreadable entry is refused for good, like a permanent error.
+                result_reason = f"cannot read the entry: {type(exc).__name__}: {exc}"
+                ok, permanent = False, True
+            else:
+                ok, permanent, result_reason = True, False, ""
+                for send in sends:
+                    result = retrier.deliver(send, stop.is_set)
+                    if result.outcome is not Outcome.DELIVERED:
+                        ok, permanent, result_reason = False, result.reason.startswith("permanent error"), result.reason
+                        break
+            if ok:
+                dlq.remove(entry)
+                delivered += 1
+                progress.update(entry, True)
+                continue
+            failed += 1
+            progress.update(entry, False)
+            progress.done()
+            print(f"otel-recursive-metrics: {entry.id} not delivered: {_one_line(result_reason)}", file=sys.stderr)
+            if not (permanent and args.keep_going):
+                break
+    except KeyboardInterrupt:
+        stop.set()
+        progress.done()
+        print(f"otel-recursive-metrics: interrupted; {_entries(delivered)} delivered and removed", file=sys.stderr)
+        return 130
+    finally:
+        try:
+            sink.close()
+        except Exception:  # noqa: BLE001 - closing must not hide the summary
+            pass
+    progress.done()
+    left = len(entries) - delivered
+    print(
+        f"otel-recursive-metrics: replayed {delivered} of {_entries(len(entries))} to {destination}"
+        + (f"; {left} left in {dlq.folder}" if left else ""),
+        file=sys.stderr,
+    )
+    return 0 if left == 0 else 1
+
+
+# -- purge -------------------------------------------------------------------------------------
+
+
+def cmd_purge(args: argparse.Namespace) -> int:
+    dlq = _queue(args)
+    try:
+        entries = _select(dlq, args.ids, args.sink)
+    except LookupError as exc:
+        return _error(str(exc.args[0]))
+    if not entries:
+        print(f"otel-recursive-metrics: no dead letters to purge in {dlq.folder}", file=sys.stderr)
+        return 0
+    points = sum(e.points for e in entries)
+    size = _size(sum(e.bytes for e in entries))
+    what = f"{_entries(len(entries))} ({points} points, {size}) from {dlq.folder}"
+    if not args.yes:
+        stdin = sys.stdin
+        if stdin is None or not stdin.isatty():
+            return _error(f"refusing to delete {what} without confirmation: no terminal; pass --yes")
+        sys.stderr.write(f"Delete {what}? This cannot be undone. [y/N] ")
+        sys.stderr.flush()
+        answer = stdin.readline().strip().lower()
+        if answer not in ("y", "yes"):
+            print("otel-recursive-metrics: purge cancelled; nothing deleted", file=sys.stderr)
+            return 1
+    for entry in entries:
+        dlq.remove(entry)
+    print(f"otel-recursive-metrics: deleted {what}", file=sys.stderr)
+    return 0
