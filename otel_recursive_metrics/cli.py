@@ -23,7 +23,7 @@ from typing import Any
 
 from .store import PointStore, StoredPoint
 
-__all__ = ["main", "build_parser"]
+__all__ = ["build_parser", "main"]
 
 _Handler = Callable[[argparse.Namespace], int]
 
@@ -47,7 +47,9 @@ def _fail(message: str) -> int:
 
 
 def _add_store_arg(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--store", default=_default_store(), help="SQLite store file (default: $OTEL_RECURSIVE_METRICS_STORE or ./otel-metrics/metrics.db)")
+    parser.add_argument(
+        "--store", default=_default_store(), help="SQLite store file (default: $OTEL_RECURSIVE_METRICS_STORE or ./otel-metrics/metrics.db)"
+    )
 
 
 def _add_filters(parser: argparse.ArgumentParser) -> None:
@@ -86,8 +88,17 @@ def cmd_query(args: argparse.Namespace) -> int:
         writer.writerow(["metric", "kind", "step", "epoch", "value", "time_unix_nano", "attributes", "run", "rank"])
         for p in points:
             writer.writerow(
-                [p.metric, p.kind, p.step, p.epoch, _value_text(p), p.time_unix_nano, json.dumps(p.attributes, sort_keys=True),
-                 p.resource.get("training.run.id", ""), p.resource.get("training.rank", "")]
+                [
+                    p.metric,
+                    p.kind,
+                    p.step,
+                    p.epoch,
+                    _value_text(p),
+                    p.time_unix_nano,
+                    json.dumps(p.attributes, sort_keys=True),
+                    p.resource.get("training.run.id", ""),
+                    p.resource.get("training.rank", ""),
+                ]
             )
     else:
         _print_table(points, out)
@@ -101,10 +112,17 @@ def _print_table(points: Sequence[StoredPoint], out: Any) -> None:
     for p in points:
         when = dt.datetime.fromtimestamp(p.time_unix_nano / 1e9, tz=dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
         attrs = ",".join(f"{k}={v}" for k, v in sorted(p.attributes.items()))
-        rows.append([p.metric, "" if p.step is None else str(p.step), _value_text(p), when, attrs, str(p.resource.get("training.rank", ""))])
+        rows.append(
+            [p.metric, "" if p.step is None else str(p.step), _value_text(p), when, attrs, str(p.resource.get("training.rank", ""))]
+        )
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for i, row in enumerate(rows):
-        out.write("  ".join(cell.ljust(w) if j in (0, 3, 4) else cell.rjust(w) for j, (cell, w) in enumerate(zip(row, widths))).rstrip() + "\n")
+        out.write(
+            "  ".join(
+                cell.ljust(w) if j in (0, 3, 4) else cell.rjust(w) for j, (cell, w) in enumerate(zip(row, widths, strict=True))
+            ).rstrip()
+            + "\n"
+        )
         if i == 0:
             out.write("  ".join("-" * w for w in widths) + "\n")
     if len(rows) == 1:

@@ -25,6 +25,7 @@ field, the value it was given, where that value came from and what would be acce
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -82,7 +83,7 @@ def _float(minimum: float, *, exclusive: bool = False) -> Callable[[Any], float]
             number = float(value)
         except (TypeError, ValueError):
             raise _Invalid(words) from None
-        if number != number or number in (float("inf"), float("-inf")):
+        if math.isnan(number) or math.isinf(number):
             raise _Invalid(words)
         if number < minimum or (exclusive and number == minimum):
             raise _Invalid(words)
@@ -191,7 +192,12 @@ SETTINGS: tuple[Setting, ...] = (
         "Accepted items (an SDK export, a `log` call, a record) that wake the worker before the interval.",
     ),
     Setting("flush_interval_s", _float(0.0, exclusive=True), 5.0, "Longest time a point waits in memory before it is on disk and sent."),
-    Setting("max_retries", _int(0), 3, "Retries of one batch before the sink is reported failing (error callbacks); retrying goes on within `retry_max_elapsed_s`."),
+    Setting(
+        "max_retries",
+        _int(0),
+        3,
+        "Retries of one batch before the sink is reported failing (error callbacks); retrying goes on within `retry_max_elapsed_s`.",
+    ),
     Setting("retry_delay_s", _float(0.0), 1.0, "First backoff delay; each next one is x`retry_multiplier`, with jitter."),
     Setting("retry_multiplier", _float(1.0), 1.5, "Backoff growth factor."),
     Setting("retry_jitter", _float(0.0), 0.5, "Randomization factor: each delay is drawn from delay*(1 +/- jitter)."),
@@ -203,13 +209,31 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("max_queue_bytes", _int(MiB), 1024 * MiB, "Byte cap of the durable on-disk queue; past it the overflow policy applies."),
     Setting("overflow", _choice(OVERFLOW_POLICIES), "drop_oldest", "When memory or disk is full: `drop_oldest`, `drop_newest` or `block`."),
     Setting("block_timeout_s", _float(0.0), 1.0, "With `overflow=block`, longest wait for room before dropping the newest."),
-    Setting("dead_letter_max_bytes", _int(0), 256 * MiB, "Byte cap of the dead-letter folder; past it new dead letters are dropped and counted."),
-    Setting("fsync", _bool, True, "fsync the durable queue at least every `flush_interval_s` (off: survives a process crash, not a power loss)."),
+    Setting(
+        "dead_letter_max_bytes", _int(0), 256 * MiB, "Byte cap of the dead-letter folder; past it new dead letters are dropped and counted."
+    ),
+    Setting(
+        "fsync", _bool, True, "fsync the durable queue at least every `flush_interval_s` (off: survives a process crash, not a power loss)."
+    ),
     Setting("export_in_forked_child", _bool, False, "Let SDK exports in a forked child through (they would repeat the parent's data)."),
-    Setting("otlp_endpoint", _optional_str, None, "OTLP endpoint (default `http://localhost:4317` for grpc, `http://localhost:4318/v1/metrics` for http).", _otlp_env("ENDPOINT")),
+    Setting(
+        "otlp_endpoint",
+        _optional_str,
+        None,
+        "OTLP endpoint (default `http://localhost:4317` for grpc, `http://localhost:4318/v1/metrics` for http).",
+        _otlp_env("ENDPOINT"),
+    ),
     Setting("otlp_protocol", _choice(OTLP_PROTOCOLS), "grpc", "`grpc` or `http/protobuf`.", _otlp_env("PROTOCOL")),
-    Setting("otlp_headers", _headers, (), "Headers as `k=v,k2=v2`; values are secrets and never logged.", _otlp_env("HEADERS"), secret=True),
-    Setting("otlp_timeout_s", _float(0.0, exclusive=True), 10.0, "OTLP per-request timeout (the standard variable is in milliseconds).", _otlp_env("TIMEOUT")),
+    Setting(
+        "otlp_headers", _headers, (), "Headers as `k=v,k2=v2`; values are secrets and never logged.", _otlp_env("HEADERS"), secret=True
+    ),
+    Setting(
+        "otlp_timeout_s",
+        _float(0.0, exclusive=True),
+        10.0,
+        "OTLP per-request timeout (the standard variable is in milliseconds).",
+        _otlp_env("TIMEOUT"),
+    ),
     Setting("otlp_compression", _choice(COMPRESSIONS), "none", "`none` or `gzip`.", _otlp_env("COMPRESSION")),
     Setting("otlp_insecure", _bool, False, "gRPC without TLS when the endpoint has no scheme.", _otlp_env("INSECURE")),
     Setting("otlp_certificate", _optional_path, None, "CA bundle to verify the server.", _otlp_env("CERTIFICATE")),
@@ -275,7 +299,7 @@ class Config:
 
 
 def _env_value(setting: Setting, environ: Mapping[str, str]) -> tuple[str, str] | None:
-    names = (ENV_PREFIX + setting.name.upper(),) + setting.env
+    names = (ENV_PREFIX + setting.name.upper(), *setting.env)
     for name in names:
         if name in environ and environ[name].strip() != "":
             value = environ[name]

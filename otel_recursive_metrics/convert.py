@@ -21,9 +21,9 @@ from opentelemetry.sdk.metrics.export import (
     Sum,
 )
 
-from .model import BatchBuilder, Temporality, canonical_json
+from .model import BatchBuilder, canonical_json
 
-__all__ = ["LogContext", "LogItem", "add_metrics_data", "add_log_item", "add_record"]
+__all__ = ["LogContext", "LogItem", "add_log_item", "add_metrics_data", "add_record"]
 
 
 @dataclass(frozen=True)
@@ -61,15 +61,43 @@ def add_metrics_data(builder: BatchBuilder, data: MetricsData) -> int:
                 if isinstance(d, Sum):
                     m = builder.metric(metric.name, desc, unit, "sum", _temporality(d.aggregation_temporality), d.is_monotonic)
                     for p in d.data_points:
-                        points.append([res, sc, m, canonical_json(p.attributes), p.start_time_unix_nano, p.time_unix_nano, p.value, None, None, None, None])
+                        points.append(
+                            [
+                                res,
+                                sc,
+                                m,
+                                canonical_json(p.attributes),
+                                p.start_time_unix_nano,
+                                p.time_unix_nano,
+                                p.value,
+                                None,
+                                None,
+                                None,
+                                None,
+                            ]
+                        )
                 elif isinstance(d, Gauge):
                     m = builder.metric(metric.name, desc, unit, "gauge")
                     for p in d.data_points:
-                        points.append([res, sc, m, canonical_json(p.attributes), p.start_time_unix_nano or 0, p.time_unix_nano, p.value, None, None, None, None])
+                        points.append(
+                            [
+                                res,
+                                sc,
+                                m,
+                                canonical_json(p.attributes),
+                                p.start_time_unix_nano or 0,
+                                p.time_unix_nano,
+                                p.value,
+                                None,
+                                None,
+                                None,
+                                None,
+                            ]
+                        )
                 elif isinstance(d, Histogram):
                     m = builder.metric(metric.name, desc, unit, "histogram", _temporality(d.aggregation_temporality))
                     for h in d.data_points:
-                        hist = {
+                        hist: dict[str, Any] = {
                             "count": h.count,
                             "sum": h.sum,
                             "min": _finite_or_none(h.min),
@@ -77,7 +105,21 @@ def add_metrics_data(builder: BatchBuilder, data: MetricsData) -> int:
                             "bounds": list(h.explicit_bounds),
                             "counts": list(h.bucket_counts),
                         }
-                        points.append([res, sc, m, canonical_json(h.attributes), h.start_time_unix_nano, h.time_unix_nano, None, None, None, hist, None])
+                        points.append(
+                            [
+                                res,
+                                sc,
+                                m,
+                                canonical_json(h.attributes),
+                                h.start_time_unix_nano,
+                                h.time_unix_nano,
+                                None,
+                                None,
+                                None,
+                                hist,
+                                None,
+                            ]
+                        )
                 elif isinstance(d, ExponentialHistogram):
                     m = builder.metric(metric.name, desc, unit, "exponential_histogram", _temporality(d.aggregation_temporality))
                     for e in d.data_points:
@@ -92,7 +134,21 @@ def add_metrics_data(builder: BatchBuilder, data: MetricsData) -> int:
                             "negative": [e.negative.offset, list(e.negative.bucket_counts)],
                             "flags": e.flags,
                         }
-                        points.append([res, sc, m, canonical_json(e.attributes), e.start_time_unix_nano, e.time_unix_nano, None, None, None, hist, None])
+                        points.append(
+                            [
+                                res,
+                                sc,
+                                m,
+                                canonical_json(e.attributes),
+                                e.start_time_unix_nano,
+                                e.time_unix_nano,
+                                None,
+                                None,
+                                None,
+                                hist,
+                                None,
+                            ]
+                        )
     return len(points) - before
 
 
@@ -133,7 +189,19 @@ def add_record(builder: BatchBuilder, record: Mapping[str, Any], resource: Mappi
     sc = builder.scope(*scope)
     m = builder.metric(record["metric_name"], str(record.get("description") or ""), str(record.get("unit") or ""), "gauge")
     builder.batch.points.append(
-        [res, sc, m, canonical_json(attrs), 0, int(record["_time_unix_nano"]), record["value"], record.get("step"), record.get("epoch"), None, extra or None]
+        [
+            res,
+            sc,
+            m,
+            canonical_json(attrs),
+            0,
+            int(record["_time_unix_nano"]),
+            record["value"],
+            record.get("step"),
+            record.get("epoch"),
+            None,
+            extra or None,
+        ]
     )
     return 1
 

@@ -30,7 +30,7 @@ from .model import PointBatch
 from .otlp_codec import encode_request, request_to_json_line
 from .store import make_private_dir
 
-__all__ = ["DeadLetterQueue", "DeadLetterEntry"]
+__all__ = ["DeadLetterEntry", "DeadLetterQueue"]
 
 _seq = itertools.count()
 
@@ -58,7 +58,9 @@ class DeadLetterEntry:
             return PointBatch.decode(json.dumps(meta["batch"]))
         from .otlp_codec import decode_request, request_from_json_line
 
-        batches = [decode_request(request_from_json_line(line)) for line in self.path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        batches = [
+            decode_request(request_from_json_line(line)) for line in self.path.read_text(encoding="utf-8").splitlines() if line.strip()
+        ]
         if len(batches) == 1:
             return batches[0]
         from .model import BatchBuilder
@@ -145,7 +147,7 @@ class DeadLetterQueue:
 
     def get(self, entry_id: str) -> DeadLetterEntry:
         for entry in self.entries():
-            if entry.id == entry_id or entry.path.name == entry_id:
+            if entry_id in (entry.id, entry.path.name):
                 return entry
         raise KeyError(f"no dead-letter entry {entry_id!r} in {self.folder}")
 

@@ -23,9 +23,9 @@ from typing import Any
 __all__ = [
     "KINDS",
     "POINT_FIELDS",
-    "Temporality",
-    "PointBatch",
     "BatchBuilder",
+    "PointBatch",
+    "Temporality",
     "canonical_json",
 ]
 

@@ -22,7 +22,7 @@ from opentelemetry.proto.metrics.v1 import metrics_pb2 as pb
 
 from .model import BatchBuilder, PointBatch
 
-__all__ = ["encode_request", "decode_request", "request_to_json_line", "request_from_json_line"]
+__all__ = ["decode_request", "encode_request", "request_from_json_line", "request_to_json_line"]
 
 
 def _any_value(value: Any) -> AnyValue:
@@ -165,7 +165,9 @@ def decode_request(request: ExportMetricsServiceRequest) -> PointBatch:
                     m = b.metric(metric.name, metric.description, metric.unit, "gauge")
                     dps: Any = metric.gauge.data_points
                 elif which == "sum":
-                    m = b.metric(metric.name, metric.description, metric.unit, "sum", metric.sum.aggregation_temporality, metric.sum.is_monotonic)
+                    m = b.metric(
+                        metric.name, metric.description, metric.unit, "sum", metric.sum.aggregation_temporality, metric.sum.is_monotonic
+                    )
                     dps = metric.sum.data_points
                 elif which == "histogram":
                     m = b.metric(metric.name, metric.description, metric.unit, "histogram", metric.histogram.aggregation_temporality)
@@ -178,10 +180,30 @@ def decode_request(request: ExportMetricsServiceRequest) -> PointBatch:
                             "bounds": list(h.explicit_bounds),
                             "counts": list(h.bucket_counts),
                         }
-                        points.append([res, sc, m, canonical_json(_attrs(h.attributes)), h.start_time_unix_nano, h.time_unix_nano, None, None, None, hist, None])
+                        points.append(
+                            [
+                                res,
+                                sc,
+                                m,
+                                canonical_json(_attrs(h.attributes)),
+                                h.start_time_unix_nano,
+                                h.time_unix_nano,
+                                None,
+                                None,
+                                None,
+                                hist,
+                                None,
+                            ]
+                        )
                     continue
                 elif which == "exponential_histogram":
-                    m = b.metric(metric.name, metric.description, metric.unit, "exponential_histogram", metric.exponential_histogram.aggregation_temporality)
+                    m = b.metric(
+                        metric.name,
+                        metric.description,
+                        metric.unit,
+                        "exponential_histogram",
+                        metric.exponential_histogram.aggregation_temporality,
+                    )
                     for e in metric.exponential_histogram.data_points:
                         hist = {
                             "count": e.count,
@@ -194,13 +216,41 @@ def decode_request(request: ExportMetricsServiceRequest) -> PointBatch:
                             "negative": [e.negative.offset, list(e.negative.bucket_counts)],
                             "flags": e.flags,
                         }
-                        points.append([res, sc, m, canonical_json(_attrs(e.attributes)), e.start_time_unix_nano, e.time_unix_nano, None, None, None, hist, None])
+                        points.append(
+                            [
+                                res,
+                                sc,
+                                m,
+                                canonical_json(_attrs(e.attributes)),
+                                e.start_time_unix_nano,
+                                e.time_unix_nano,
+                                None,
+                                None,
+                                None,
+                                hist,
+                                None,
+                            ]
+                        )
                     continue
                 else:
                     continue  # summaries are not produced by the SDK; skip them
                 for dp in dps:
                     value = dp.as_int if dp.WhichOneof("value") == "as_int" else dp.as_double
-                    points.append([res, sc, m, canonical_json(_attrs(dp.attributes)), dp.start_time_unix_nano, dp.time_unix_nano, value, None, None, None, None])
+                    points.append(
+                        [
+                            res,
+                            sc,
+                            m,
+                            canonical_json(_attrs(dp.attributes)),
+                            dp.start_time_unix_nano,
+                            dp.time_unix_nano,
+                            value,
+                            None,
+                            None,
+                            None,
+                            None,
+                        ]
+                    )
     return b.build()
 
 

@@ -29,7 +29,7 @@ from pathlib import Path
 
 from .store import connect, make_private_dir
 
-__all__ = ["DurableQueue", "QueueRecord", "QueueFull"]
+__all__ = ["DurableQueue", "QueueFull", "QueueRecord"]
 
 _log = logging.getLogger(__name__)
 
@@ -127,9 +127,7 @@ class DurableQueue:
                     if rows:
                         # Records another sink already finished are sent again: at-least-once.
                         self._conn.execute("BEGIN IMMEDIATE")
-                        self._conn.executemany(
-                            "INSERT INTO records(created_unix_nano, points, bytes, payload) VALUES (?,?,?,?)", rows
-                        )
+                        self._conn.executemany("INSERT INTO records(created_unix_nano, points, bytes, payload) VALUES (?,?,?,?)", rows)
                         self._conn.execute("COMMIT")
                         self.bytes += sum(r[2] for r in rows)
                         moved += len(rows)

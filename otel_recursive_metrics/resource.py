@@ -27,7 +27,15 @@ import uuid
 from collections.abc import Mapping
 from typing import Any
 
-__all__ = ["RANK_KEY", "RUN_ID_KEY", "LOCAL_RANK_KEY", "WORLD_SIZE_KEY", "RESTART_COUNT_KEY", "training_attributes", "default_resource_attributes"]
+__all__ = [
+    "LOCAL_RANK_KEY",
+    "RANK_KEY",
+    "RESTART_COUNT_KEY",
+    "RUN_ID_KEY",
+    "WORLD_SIZE_KEY",
+    "default_resource_attributes",
+    "training_attributes",
+]
 
 RUN_ID_KEY = "training.run.id"
 RANK_KEY = "training.rank"

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 from .errors import PermanentError, RetryableError
 
-__all__ = ["RetryPolicy", "Retrier", "Outcome", "Result"]
+__all__ = ["Outcome", "Result", "Retrier", "RetryPolicy"]
 
 _log = logging.getLogger(__name__)
 

@@ -36,7 +36,7 @@ from typing import Any
 from .model import PointBatch, canonical_json
 from .resource import RANK_KEY, RUN_ID_KEY
 
-__all__ = ["PointStore", "StoredPoint", "SCHEMA_VERSION"]
+__all__ = ["SCHEMA_VERSION", "PointStore", "StoredPoint"]
 
 SCHEMA_VERSION = 1
 
@@ -277,11 +277,20 @@ class PointStore:
         ``training.rank``; ``resource`` and ``attributes`` match any other keys exactly. Times
         are inclusive bounds in Unix nanoseconds.
         """
-        return list(self.iter_query(
-            metric, run=run, rank=rank, resource=resource, attributes=attributes,
-            start_time_unix_nano=start_time_unix_nano, end_time_unix_nano=end_time_unix_nano,
-            step_min=step_min, step_max=step_max, limit=limit,
-        ))
+        return list(
+            self.iter_query(
+                metric,
+                run=run,
+                rank=rank,
+                resource=resource,
+                attributes=attributes,
+                start_time_unix_nano=start_time_unix_nano,
+                end_time_unix_nano=end_time_unix_nano,
+                step_min=step_min,
+                step_max=step_max,
+                limit=limit,
+            )
+        )
 
     def iter_query(
         self,
@@ -374,6 +383,63 @@ class PointStore:
     def close(self) -> None:
         with self._lock:
             self._conn.close()
+
+    # -- training runs (cli_runs, cli_plot, metrics_store) ----------------------------------
+
+    def runs(self) -> list[dict[str, Any]]:
+        """One summary per training run (``training.run.id``), oldest first.
+
+        Each is ``{"run", "start_time_unix_nano", "end_time_unix_nano", "ranks", "restarts",
+        "points", "metrics"}``: ``ranks`` and ``restarts`` are the sorted distinct
+        ``training.rank`` / ``training.restart_count`` values, ``metrics`` the sorted metric
+        names. Points whose resource has no run id are summarised under ``run`` ``None``.
+        """
+        with self._lock:
+            per_resource = self._conn.execute(
+                "SELECT resource_id, min(time_unix_nano), max(time_unix_nano), count(*) FROM points GROUP BY resource_id"
+            ).fetchall()
+            resources = dict(self._conn.execute("SELECT id, attributes FROM resources").fetchall())
+            pairs = self._conn.execute(
+                "SELECT DISTINCT p.resource_id, m.name FROM (SELECT DISTINCT metric_id, resource_id FROM points) p"
+                " JOIN metrics m ON m.id = p.metric_id"
+            ).fetchall()
+        names_by_resource: dict[int, set[str]] = {}
+        for resource_id, name in pairs:
+            names_by_resource.setdefault(resource_id, set()).add(name)
+        runs: dict[Any, dict[str, Any]] = {}
+        for resource_id, first, last, count in per_resource:
+            attrs = json.loads(resources.get(resource_id, "{}"))
+            run_id = attrs.get(RUN_ID_KEY)
+            entry = runs.setdefault(
+                run_id,
+                {"run": run_id, "start_time_unix_nano": first, "end_time_unix_nano": last, "ranks": set(), "restarts": set(), "points": 0, "metrics": set()},
+            )
+            entry["start_time_unix_nano"] = min(entry["start_time_unix_nano"], first)
+            entry["end_time_unix_nano"] = max(entry["end_time_unix_nano"], last)
+            entry["points"] += count
+            if attrs.get(RANK_KEY) is not None:
+                entry["ranks"].add(attrs[RANK_KEY])
+            if attrs.get("training.restart_count") is not None:
+                entry["restarts"].add(attrs["training.restart_count"])
+            entry["metrics"] |= names_by_resource.get(resource_id, set())
+        out = []
+        for entry in sorted(runs.values(), key=lambda e: (e["start_time_unix_nano"], str(e["run"]))):
+            for key in ("ranks", "restarts", "metrics"):
+                entry[key] = sorted(entry[key], key=lambda v: (not isinstance(v, (int, float)), v if isinstance(v, (int, float)) else str(v)))
+            out.append(entry)
+        return out
+
+    def query_extra(self, key: str, value: Any, *, limit: int | None = None) -> list[StoredPoint]:
+        """Points whose ``extra`` field ``key`` equals ``value`` (a submitted record's ``id``, say)."""
+        with self._lock:
+            first, last = self._conn.execute(
+                "SELECT min(time_unix_nano), max(time_unix_nano) FROM points WHERE extra IS NOT NULL AND json_extract(extra, ?) = ?",
+                (_json_path(key), value),
+            ).fetchone()
+        if first is None:
+            return []
+        found = [p for p in self.iter_query(start_time_unix_nano=first, end_time_unix_nano=last) if p.extra is not None and p.extra.get(key) == value]
+        return found if limit is None else found[: int(limit)]
 
 
 def _json_path(key: str) -> str:

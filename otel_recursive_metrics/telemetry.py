@@ -21,7 +21,7 @@ from typing import Any
 
 from opentelemetry.metrics import CallbackOptions, Meter, Observation
 
-__all__ = ["Stats", "register_instruments", "METRIC_PREFIX"]
+__all__ = ["METRIC_PREFIX", "Stats", "register_instruments"]
 
 METRIC_PREFIX = "otel_recursive_metrics.exporter."
 
@@ -46,6 +46,9 @@ class Stats:
         self.last_error: dict[str, str] = {}
         self.failing: dict[str, bool] = {}
         self.ignored_forked_exports = 0
+        # OTLP partial_success: points a receiver accepted the request for but rejected (a
+        # subset of sent_points, never retried), per sink.
+        self.rejected_points: defaultdict[str, int] = defaultdict(int)
 
     def add(self, counter: str, n: float = 1, key: str | None = None) -> None:
         with self._lock:
@@ -75,6 +78,7 @@ class Stats:
                 "last_error": dict(self.last_error),
                 "failing": dict(self.failing),
                 "ignored_forked_exports": self.ignored_forked_exports,
+                "rejected_points": dict(self.rejected_points),
             }
 
 
@@ -97,13 +101,30 @@ def register_instruments(meter: Meter, stats_source: Callable[[], dict[str, Any]
         return callback
 
     p = METRIC_PREFIX
-    meter.create_observable_counter(p + "sent_metric_points", [per_sink("sent_points")], unit="{datapoint}", description="Points delivered, per sink.")
     meter.create_observable_counter(
-        p + "send_failed_metric_points", [per_sink("dead_lettered_points")], unit="{datapoint}", description="Points a sink failed to deliver (dead-lettered)."
+        p + "sent_metric_points", [per_sink("sent_points")], unit="{datapoint}", description="Points delivered, per sink."
+    )
+    meter.create_observable_counter(
+        p + "send_failed_metric_points",
+        [per_sink("dead_lettered_points")],
+        unit="{datapoint}",
+        description="Points a sink failed to deliver (dead-lettered).",
     )
     meter.create_observable_counter(p + "dropped_metric_points", [dropped], unit="{datapoint}", description="Points dropped, by reason.")
+    meter.create_observable_counter(
+        p + "rejected_metric_points",
+        [per_sink("rejected_points")],
+        unit="{datapoint}",
+        description="Points a receiver rejected in an OTLP partial success.",
+    )
     meter.create_observable_counter(p + "retries", [per_sink("retries")], unit="{retry}", description="Delivery retries, per sink.")
-    meter.create_observable_counter(p + "send_duration", [per_sink("send_seconds_total")], unit="s", description="Time spent in successful sends.")
-    meter.create_observable_gauge(p + "queue_size", [scalar("queue_size")], unit="{datapoint}", description="Items in memory plus points on disk not yet final.")
+    meter.create_observable_counter(
+        p + "send_duration", [per_sink("send_seconds_total")], unit="s", description="Time spent in successful sends."
+    )
+    meter.create_observable_gauge(
+        p + "queue_size", [scalar("queue_size")], unit="{datapoint}", description="Items in memory plus points on disk not yet final."
+    )
     meter.create_observable_gauge(p + "queue_bytes", [scalar("queue_bytes")], unit="By", description="Bytes in the durable queue.")
-    meter.create_observable_gauge(p + "queue_capacity", [scalar("queue_capacity_bytes")], unit="By", description="Byte cap of the durable queue.")
+    meter.create_observable_gauge(
+        p + "queue_capacity", [scalar("queue_capacity_bytes")], unit="By", description="Byte cap of the durable queue."
+    )

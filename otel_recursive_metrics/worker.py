@@ -22,6 +22,7 @@ the parent's data, are ignored unless ``export_in_forked_child`` is set.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import threading
@@ -32,17 +33,17 @@ from typing import Any
 
 from opentelemetry.sdk.metrics.export import MetricsData
 
+from .buffer import MemoryBuffer
 from .config import Config
 from .convert import LogContext, add_log_item, add_metrics_data, add_record
 from .dead_letter import DeadLetterQueue
-from .buffer import MemoryBuffer
 from .model import BatchBuilder, PointBatch
 from .queue import DurableQueue, QueueFull, _abandoned
 from .retry import Outcome, Retrier, RetryPolicy
 from .sinks.base import Sink, build_sinks
 from .telemetry import Stats
 
-__all__ = ["Pipeline", "ErrorCallback"]
+__all__ = ["ErrorCallback", "Pipeline"]
 
 _log = logging.getLogger(__name__)
 
@@ -76,7 +77,7 @@ class Pipeline:
     ) -> None:
         self.config = config
         self.stats = Stats()
-        self._sink_factory = (lambda: sinks) if sinks is not None else (lambda: build_sinks(config))
+        self._sink_factory: Callable[[], list[Sink]] = (lambda: list(sinks)) if sinks is not None else (lambda: build_sinks(config))
         self._resource_attributes = resource_attributes
         self._clock = clock
         self._callbacks: list[ErrorCallback] = []
@@ -207,10 +208,13 @@ class Pipeline:
                     self.stats.add("dropped_points", dropped, "queue_full")
                 for event in self._sink_wake.values():
                     event.set()
-        with self._progress:
-            for request in requests:
-                request[1] = self._last_written_id if not self._held else -1
-                request[0].set()
+        if requests:
+            # Everything in the queue counts, records left by an earlier process included.
+            target = -1 if self._held else max(self._last_written_id, queue.last_id())
+            with self._progress:
+                for request in requests:
+                    request[1] = target
+                    request[0].set()
 
     def _encode(self, items: list[Any]) -> list[tuple[int, int, bytes]]:
         builder = BatchBuilder()
@@ -258,7 +262,9 @@ class Pipeline:
             self._report(exc, sink=name, points=current_points, reason=_safe_error(exc), outcome="failing")
 
         retrier = Retrier(
-            RetryPolicy(cfg.retry_delay_s, cfg.retry_multiplier, cfg.retry_jitter, cfg.retry_max_delay_s, cfg.retry_max_elapsed_s, cfg.max_retries),
+            RetryPolicy(
+                cfg.retry_delay_s, cfg.retry_multiplier, cfg.retry_jitter, cfg.retry_max_delay_s, cfg.retry_max_elapsed_s, cfg.max_retries
+            ),
             attempt_timeout_s=cfg.send_timeout_s,
             sleep=stop.wait,
             on_retry=on_retry,
@@ -288,7 +294,7 @@ class Pipeline:
                 self._finish(name, record.id)
                 continue
             started = time.monotonic()
-            result = retrier.deliver(lambda deadline: sink.send(batch, deadline), stop.is_set)
+            result = retrier.deliver(functools.partial(_send, sink, batch), stop.is_set)
             if result.outcome is Outcome.STOPPED:
                 break
             if result.outcome is Outcome.DELIVERED:
@@ -341,7 +347,9 @@ class Pipeline:
         with self.stats._lock:
             self.stats.last_error[sink] = reason
         _log.error("otel-recursive-metrics: dead-lettered %d point(s) for sink %s to %s: %s", len(batch), sink, entry.path, reason)
-        self._report(RuntimeError(reason), sink=sink, points=len(batch), reason=reason, outcome="dead_lettered", dead_letter=str(entry.path))
+        self._report(
+            RuntimeError(reason), sink=sink, points=len(batch), reason=reason, outcome="dead_lettered", dead_letter=str(entry.path)
+        )
 
     def _finish(self, sink: str, record_id: int) -> None:
         assert self._queue is not None
@@ -382,7 +390,7 @@ class Pipeline:
                 if remaining <= 0:
                     return False
                 self._progress.wait(min(remaining, 0.5))
-        return sum(self.stats.snapshot()["dead_lettered_points"].values()) == dead_before
+        return bool(sum(self.stats.snapshot()["dead_lettered_points"].values()) == dead_before)
 
     def shutdown(self, timeout_s: float) -> bool:
         """Flush within ``timeout_s``, then stop; idempotent. True if everything was delivered."""
@@ -450,6 +458,10 @@ class Pipeline:
         self.in_forked_child = True
 
 
+def _send(sink: Sink, batch: PointBatch, deadline: float) -> None:
+    sink.send(batch, deadline)
+
+
 def _safe_error(exc: BaseException) -> str:
     """An error's text for logs and stats; sinks never put header values in their messages."""
     return f"{type(exc).__name__}: {exc}"
@@ -471,4 +483,10 @@ def log_context(resource: dict[str, Any], *, prefix: str = "", attributes_json: 
     """A LogContext for the training API's points."""
     from . import __version__
 
-    return LogContext(resource=resource, scope_name="otel_recursive_metrics.training", scope_version=__version__, attributes_json=attributes_json, prefix=prefix)
+    return LogContext(
+        resource=resource,
+        scope_name="otel_recursive_metrics.training",
+        scope_version=__version__,
+        attributes_json=attributes_json,
+        prefix=prefix,
+    )

@@ -17,7 +17,11 @@ def test_defaults_match_the_seed() -> None:
 
 
 def test_precedence_keyword_over_mapping_over_environment() -> None:
-    env = {"OTEL_RECURSIVE_METRICS_BATCH_SIZE": "7", "OTEL_RECURSIVE_METRICS_FLUSH_INTERVAL_S": "2.5", "OTEL_RECURSIVE_METRICS_MAX_RETRIES": "9"}
+    env = {
+        "OTEL_RECURSIVE_METRICS_BATCH_SIZE": "7",
+        "OTEL_RECURSIVE_METRICS_FLUSH_INTERVAL_S": "2.5",
+        "OTEL_RECURSIVE_METRICS_MAX_RETRIES": "9",
+    }
     cfg = load_config({"metrics_batch_size": 11, "metrics_max_retries": 4}, environ=env, max_retries=5)
     assert cfg.batch_size == 11  # mapping beats environment
     assert cfg.flush_interval_s == 2.5  # environment beats default

@@ -49,7 +49,9 @@ class FakeClock:
 
 def test_backoff_grows_caps_and_honours_retry_after() -> None:
     clock = FakeClock()
-    errors = [RetryableError("503"), RetryableError("503"), RetryableError("429", retry_after_s=7.0), RetryableError("503")] + [RetryableError("503")] * 6
+    errors = [RetryableError("503"), RetryableError("503"), RetryableError("429", retry_after_s=7.0), RetryableError("503")] + [
+        RetryableError("503")
+    ] * 6
     attempts = []
 
     def send(deadline: float) -> None:
@@ -201,7 +203,6 @@ def test_shutdown_returns_within_its_deadline_with_a_hung_sink(data_dir: Path) -
     wait_until(lambda: not any(t.is_alive() for t in pipeline._threads), what="the lingering sink thread")
     fresh = ScriptedSink("store")
     again = make_pipeline(data_dir, fresh)
-    assert again._queue is None or True
     assert again.flush(10.0) is True
     assert again._queue is not None and again._queue.slot == 0, "the old pipeline still holds its queue slot"
     assert sink.points() + fresh.points() == 3
@@ -237,7 +238,9 @@ def test_memory_overflow_policy_counts_every_drop(data_dir: Path, policy: str) -
 
 def test_block_policy_waits_for_room_then_refuses(data_dir: Path) -> None:
     sink = ScriptedSink("store", default="hang")
-    pipeline = make_pipeline(data_dir, sink, overflow="block", max_buffer_items=3, batch_size=1000, flush_interval_s=30.0, block_timeout_s=0.05)
+    pipeline = make_pipeline(
+        data_dir, sink, overflow="block", max_buffer_items=3, batch_size=1000, flush_interval_s=30.0, block_timeout_s=0.05
+    )
     pipeline._start()
     pipeline.buffer.wake.clear()
     # Stop the ingest thread from draining by holding it: replace drain with a no-op briefly.

@@ -49,7 +49,10 @@ CHILD = textwrap.dedent(
 
 def run_child(data_dir: Path, mode: str, total: int) -> subprocess.Popen[str]:
     return subprocess.Popen(
-        [sys.executable, "-c", CHILD, str(data_dir), mode, str(total)], stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"}
+        [sys.executable, "-c", CHILD, str(data_dir), mode, str(total)],
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )
 
 

@@ -6,6 +6,7 @@ import multiprocessing
 import os
 import stat
 from pathlib import Path
+
 import pytest
 
 from otel_recursive_metrics.model import BatchBuilder, PointBatch
@@ -77,7 +78,7 @@ def test_queue_byte_cap_drop_oldest_and_drop_newest(tmp_path: Path) -> None:
     mib = 1024 * 1024
     q = DurableQueue(tmp_path / "q", ("store",), max_bytes=mib)
     q.append(_payloads(3, 300_000), drop_oldest=True)
-    last, dropped = q.append(_payloads(2, 300_000), drop_oldest=True)
+    _, dropped = q.append(_payloads(2, 300_000), drop_oldest=True)
     assert dropped == 2 and q.bytes <= mib
     assert q.pending("store") == (3, 3)
     with pytest.raises(QueueFull):

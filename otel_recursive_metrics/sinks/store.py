@@ -43,8 +43,10 @@ class StoreSink:
                 raise RetryableError(f"store {self.path}: {exc}") from exc
             raise PermanentError(f"store {self.path}: {exc}") from exc
         except (sqlite3.DatabaseError, OverflowError, TypeError, ValueError, KeyError, IndexError) as exc:
-            if isinstance(exc, sqlite3.DatabaseError) and "malformed" not in str(exc).lower() and not isinstance(
-                exc, (sqlite3.IntegrityError, sqlite3.DataError, sqlite3.InterfaceError)
+            if (
+                isinstance(exc, sqlite3.DatabaseError)
+                and "malformed" not in str(exc).lower()
+                and not isinstance(exc, (sqlite3.IntegrityError, sqlite3.DataError, sqlite3.InterfaceError))
             ):
                 raise RetryableError(f"store {self.path}: {exc}") from exc
             raise PermanentError(f"store {self.path}: cannot store this batch: {type(exc).__name__}: {exc}") from exc
