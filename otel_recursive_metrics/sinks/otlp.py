@@ -464,12 +464,17 @@ class OtlpGrpcSink(_OtlpSink):
             raise RetryableError(f"OTLP/gRPC {where}: {self._setup_error}")
         stub = self._stub if self._stub is not None else self._connect()
         timeout = self._attempt_timeout_s(deadline)
+        failure: DeliveryError | None = None
         try:
             response = stub.Export(request, metadata=self._headers, timeout=timeout)
         except grpc.RpcError as exc:
-            raise classify_grpc_error(exc, where=where, timeout_s=timeout, redact=self._redact) from None
+            failure = classify_grpc_error(exc, where=where, timeout_s=timeout, redact=self._redact)
         except ValueError as exc:  # e.g. metadata refused by the library: never echo it
-            raise RetryableError(f"OTLP/gRPC {where}: request refused by grpc before sending ({type(exc).__name__})") from None
+            failure = RetryableError(f"OTLP/gRPC {where}: request refused by grpc before sending ({type(exc).__name__})")
+        if failure is not None:
+            # Raised outside the except block: the grpc error (whose text may echo what the
+            # receiver sent back) must not ride along as __context__.
+            raise failure
         partial = response.partial_success
         if partial.rejected_data_points or partial.error_message:
             self._partial_success(int(partial.rejected_data_points), str(partial.error_message), _count_points(request))
@@ -541,51 +546,56 @@ class OtlpHttpSink(_OtlpSink):
         raise classify_http_response(status, reason, response_headers, response_body, where=where, redact=self._redact)
 
     def _post(self, body: bytes, headers: dict[str, str], deadline: float) -> tuple[int, str, dict[str, str], bytes]:
-        where = self.display_endpoint
         for attempt in (0, 1):
-            timeout = self._attempt_timeout_s(deadline)
+            reused = self._conn is not None
+            failure, retry_fresh = self._try_post(body, headers, deadline)
+            if isinstance(failure, tuple):
+                return failure
+            self._drop_connection()
+            if retry_fresh and reused and attempt == 0 and time.monotonic() < deadline:
+                continue  # the receiver closed an idle keep-alive connection: one fresh try
+            # Raised here, outside any except block, so no library exception rides along as
+            # __context__ (its text may hold what a receiver echoed back).
+            raise failure
+        raise RetryableError(f"OTLP/HTTP {self.display_endpoint}: connection lost")  # pragma: no cover
+
+    def _try_post(
+        self, body: bytes, headers: dict[str, str], deadline: float
+    ) -> tuple[tuple[int, str, dict[str, str], bytes] | DeliveryError, bool]:
+        """``(response, False)`` or ``(error, worth_one_fresh_connection)``; never raises."""
+        where = self.display_endpoint
+        timeout = self._attempt_timeout_s(deadline)
+        try:
             conn = self._conn
-            reused = conn is not None
-            try:
-                if conn is None:
-                    conn = self._conn = self._new_connection(timeout)
-                if conn.sock is not None:
-                    conn.sock.settimeout(timeout)
-                conn.request("POST", self._path, body=body, headers=headers)
-                if conn.sock is not None:
-                    conn.sock.settimeout(self._attempt_timeout_s(deadline))
-                response = conn.getresponse()
-                if conn.sock is not None:
-                    conn.sock.settimeout(self._attempt_timeout_s(deadline))
-                data = response.read()
-                response_headers = {k: v for k, v in response.getheaders()}
-                if response.will_close:
-                    self._drop_connection()
-                return response.status, response.reason, response_headers, data
-            except RetryableError:
+            if conn is None:
+                conn = self._conn = self._new_connection(timeout)
+            if conn.sock is not None:
+                conn.sock.settimeout(timeout)
+            conn.request("POST", self._path, body=body, headers=headers)
+            if conn.sock is not None:
+                conn.sock.settimeout(self._attempt_timeout_s(deadline))
+            response = conn.getresponse()
+            if conn.sock is not None:
+                conn.sock.settimeout(self._attempt_timeout_s(deadline))
+            data = response.read()
+            response_headers = dict(response.getheaders())
+            if response.will_close:
                 self._drop_connection()
-                raise
-            except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError) as exc:
-                self._drop_connection()
-                if reused and attempt == 0 and time.monotonic() < deadline:
-                    continue  # the receiver closed an idle keep-alive connection: one fresh try
-                raise RetryableError(f"OTLP/HTTP {where}: connection lost ({type(exc).__name__})") from None
-            except TimeoutError:
-                self._drop_connection()
-                raise RetryableError(f"OTLP/HTTP {where}: no answer within {timeout:.3g}s") from None
-            except ConnectionRefusedError:
-                self._drop_connection()
-                raise RetryableError(f"OTLP/HTTP {where}: connection refused") from None
-            except ssl.SSLCertVerificationError as exc:
-                self._drop_connection()
-                raise RetryableError(f"OTLP/HTTP {where}: TLS verification failed: {exc.verify_message or exc.reason}") from None
-            except (OSError, http.client.HTTPException) as exc:
-                self._drop_connection()
-                raise RetryableError(f"OTLP/HTTP {where}: {type(exc).__name__}: {self._redact(str(exc))}") from None
-            except ValueError as exc:  # http.client refusing a header: never echo it
-                self._drop_connection()
-                raise RetryableError(f"OTLP/HTTP {where}: request refused before sending ({type(exc).__name__})") from None
-        raise RetryableError(f"OTLP/HTTP {where}: connection lost")  # pragma: no cover - loop always returns or raises
+            return (response.status, response.reason, response_headers, data), False
+        except RetryableError as exc:
+            return exc, False
+        except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError) as exc:
+            return RetryableError(f"OTLP/HTTP {where}: connection lost ({type(exc).__name__})"), True
+        except TimeoutError:
+            return RetryableError(f"OTLP/HTTP {where}: no answer within {timeout:.3g}s"), False
+        except ConnectionRefusedError:
+            return RetryableError(f"OTLP/HTTP {where}: connection refused"), False
+        except ssl.SSLCertVerificationError as exc:
+            return RetryableError(f"OTLP/HTTP {where}: TLS verification failed: {exc.verify_message or exc.reason}"), False
+        except (OSError, http.client.HTTPException) as exc:
+            return RetryableError(f"OTLP/HTTP {where}: {type(exc).__name__}: {self._redact(str(exc))}"), False
+        except ValueError as exc:  # http.client refusing a header: never echo it
+            return RetryableError(f"OTLP/HTTP {where}: request refused before sending ({type(exc).__name__})"), False
 
     def _check_partial_success(self, body: bytes, headers: Mapping[str, str], request: ExportMetricsServiceRequest) -> None:
         if not body:
