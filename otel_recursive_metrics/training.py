@@ -1,0 +1,376 @@
+"""``TrainingMetrics``: log a dict of values per step from a training loop, every step kept.
+
+    >>> from otel_recursive_metrics import TrainingMetrics
+    >>> metrics = TrainingMetrics(prefix="train.")
+    >>> for step in range(1000):
+    ...     loss, acc = train_step()
+    ...     metrics.log({"loss": loss, "accuracy": acc}, step=step, epoch=step // 100)
+    >>> metrics.flush(timeout_s=10)
+
+Each ``log`` call becomes one gauge point per value, all with the call's step, epoch and time.
+In the store every call is its own row per metric, even at thousands of calls a second (a
+periodic SDK reader would keep one value per export interval). Over OTLP the same values are
+plain gauge points: step and epoch are point fields of the store, never attributes, so they do
+not multiply the series a backend holds.
+
+What the training thread pays (a fraction of a microsecond a value; ``benchmarks/``): each value
+is checked and converted to a Python ``float`` or ``int``, the dict is copied, a timestamp is
+taken, and one tuple is appended to the pipeline's memory buffer. Conversion to points, disk
+and network all happen on the worker's threads.
+
+Values:
+
+- ``float`` and ``int`` (within 64 bits) as they are; NumPy scalars and other ``numbers.Real``
+  converted with ``float()`` / ``int()``.
+- A one-element tensor or array (PyTorch, NumPy, JAX) through its ``.item()``. **On a GPU tensor
+  ``.item()`` waits for the device to finish its queued work** (a device synchronisation), at the
+  call, exactly as ``loss.item()`` in your own code would. Converting now rather than later is on
+  purpose: a tensor kept for later would report whatever an in-place update wrote into it. To
+  avoid a sync every step, log every N steps or log values you already moved to the host.
+- ``NaN`` and infinities are kept (a diverging loss is what you want to see). Over OTLP they are
+  sent as they are; SQLite stores ``NaN`` as ``NULL``, so the store and the CLI show no value
+  (a gap in a plot) at that step, while infinities are stored.
+- Anything else (``bool``, ``str``, ``None``, a multi-element tensor, an ``int`` beyond 64 bits) is
+  refused at the call with :class:`~otel_recursive_metrics.errors.MetricValueError` naming the
+  key and the value; nothing of that call is queued. Names must be OpenTelemetry instrument names
+  (a letter, then letters, digits, ``_ . - /``; at most 255 characters with the prefix).
+
+Steps that go backwards (a run resumed from a checkpoint) are kept, never dropped: both the old
+and the new points at a step stay in the store, told apart by their time (ordering by time
+shows the resumed curve). The first time it happens a warning is logged, and every occurrence is
+counted in :meth:`TrainingMetrics.get_stats` (``steps_backwards``). A restart under torchrun is
+also visible in the resource (``training.restart_count``).
+
+Ranks: by default every rank logs, and its points carry ``training.rank`` (see
+:mod:`otel_recursive_metrics.resource`), so the store and the CLI can tell ranks apart
+(``--rank``). With ``rank_zero_only=True`` a process whose rank is not 0 turns ``log`` into a
+no-op that does not even start the worker.
+
+Time: each call's ``time_unix_nano`` is the wall clock, made strictly increasing within the
+process, so two calls never share the store's identity key (metric, resource, time, step).
+
+Thread safety: ``log`` may be called from several threads; the step-order bookkeeping is
+per instance and best-effort across threads (it only affects the warning and the counter).
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import math
+import numbers
+import re
+import time
+import weakref
+from collections.abc import Mapping
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, cast
+
+from .errors import MetricValueError
+from .model import canonical_json
+from .resource import RANK_KEY
+
+if TYPE_CHECKING:
+    from .convert import LogContext
+    from .worker import Pipeline
+
+__all__ = ["TrainingMetrics", "next_time_unix_nano", "to_index", "to_number"]
+
+_log = logging.getLogger(__name__)
+
+_INT64_MIN = -(2**63)
+_INT64_MAX = 2**63 - 1
+_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_.\-/]{0,254}\Z")
+
+_time_ns = time.time_ns
+# The last timestamp handed out in this process; see "Time" in the module docstring.
+_last_time_ns = 0
+# Pipelines that TrainingMetrics instances log into, flushed at interpreter exit.
+_in_use: weakref.WeakSet[Any] = weakref.WeakSet()
+_owned: weakref.WeakSet[Any] = weakref.WeakSet()
+
+
+def next_time_unix_nano() -> int:
+    """The wall clock in nanoseconds, strictly increasing within the process."""
+    global _last_time_ns
+    now = _time_ns()
+    if now <= _last_time_ns:
+        now = _last_time_ns + 1
+    _last_time_ns = now
+    return now
+
+
+def _refuse(field: str, value: Any, why: str) -> MetricValueError:
+    shown = repr(value)
+    if len(shown) > 80:
+        shown = shown[:77] + "..."
+    return MetricValueError(f"{field}={shown}: {why}")
+
+
+def to_number(field: str, value: Any) -> float | int:
+    """``value`` as a Python ``float`` or ``int``, or :class:`MetricValueError` naming ``field``.
+
+    The slow path of :meth:`TrainingMetrics.log` (its fast path takes ``float`` as is), shared
+    with ``submit_metric``. One-element tensors go through ``.item()``, which synchronises a GPU.
+    """
+    kind = type(value)
+    if kind is float:
+        return cast(float, value)
+    if kind is int:
+        if _INT64_MIN <= value <= _INT64_MAX:
+            return cast(int, value)
+        raise _refuse(field, value, "integer outside the 64-bit range; pass float(value) to keep it approximately")
+    if kind is bool or value is None or isinstance(value, (str, bytes, bool)):
+        raise _refuse(field, value, "expected a number (int, float, a NumPy scalar or a one-element tensor)")
+    if isinstance(value, numbers.Integral):
+        return to_number(field, int(value))
+    if isinstance(value, numbers.Real):
+        return float(value)
+    item = getattr(value, "item", None)
+    if item is None and callable(getattr(value, "numpy", None)):
+        # TensorFlow eager tensors have .numpy() but no .item().
+        try:
+            return to_number(field, value.numpy())
+        except MetricValueError:
+            raise
+        except Exception as exc:
+            raise _refuse(field, value, f"could not read the tensor's value: {exc}") from exc
+    if callable(item):
+        shape = getattr(value, "shape", None)
+        if shape is not None:
+            try:
+                size = math.prod(int(d) for d in shape)
+            except (TypeError, ValueError):
+                size = 1
+            if size != 1:
+                raise _refuse(field, value, f"expected a number or a one-element tensor, got shape {tuple(shape)}")
+        try:
+            scalar = item()
+        except Exception as exc:
+            raise _refuse(field, value, f"expected a number; .item() failed: {exc}") from exc
+        if type(scalar) is bool:
+            raise _refuse(field, value, "expected a number, got a boolean tensor")
+        return to_number(field, scalar)
+    raise _refuse(field, value, f"expected a number (int, float, a NumPy scalar or a one-element tensor), got {type(value).__name__}")
+
+
+def to_index(field: str, value: Any) -> int:
+    """A step or epoch as a non-negative ``int`` within 64 bits, or :class:`MetricValueError`."""
+    if type(value) is not int:
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+            if callable(getattr(value, "item", None)) and not isinstance(value, (str, bytes)):
+                try:
+                    return to_index(field, getattr(value, "item")())  # noqa: B009
+                except MetricValueError:
+                    pass
+                except Exception:  # noqa: BLE001 - reported below with the field named
+                    pass
+            raise _refuse(field, value, "expected a non-negative integer")
+        value = int(value)
+    if not 0 <= value <= _INT64_MAX:
+        raise _refuse(field, value, "expected a non-negative integer within 64 bits")
+    return cast(int, value)
+
+
+class TrainingMetrics:
+    """Logs per-step values through the pipeline; see the module docstring.
+
+    ``TrainingMetrics(prefix="", attributes=None, pipeline=None, rank_zero_only=False, **options)``
+
+    - ``prefix`` is prepended to every key (``"train."`` + ``"loss"``).
+    - ``attributes`` are point attributes shared by every value of this instance (low-cardinality
+      labels such as ``{"split": "val"}``; they become OTLP attributes).
+    - ``pipeline``: a :class:`~otel_recursive_metrics.worker.Pipeline` or a
+      ``RecursiveMetricExporter``. By default the process's default pipeline is used, the one of
+      the most recent exporter (so ``OTEL_METRICS_EXPORTER=recursive`` and ``TrainingMetrics``
+      share one queue and one store), else one built from the environment.
+    - ``options`` (``dir=``, ``sinks=``, ``flush_interval_s=``, ...): build a pipeline of this
+      instance's own with those settings; :meth:`close` then shuts it down.
+
+    As a context manager it calls :meth:`close` on exit.
+    """
+
+    def __init__(
+        self,
+        prefix: str = "",
+        attributes: Mapping[str, Any] | None = None,
+        pipeline: Any = None,
+        rank_zero_only: bool = False,
+        **options: Any,
+    ) -> None:
+        if not isinstance(prefix, str):
+            raise _refuse("prefix", prefix, "expected a string")
+        self.prefix = prefix
+        self.attributes = dict(attributes or {})
+        self._owns_pipeline = False
+        self._explicit_pipeline = pipeline is not None or bool(options)
+        if pipeline is not None and options:
+            raise TypeError("pass either pipeline= or pipeline settings, not both")
+        if pipeline is None and options:
+            from .config import load_config
+            from .worker import Pipeline as _Pipeline
+
+            pipeline = _Pipeline(load_config(**options))
+            self._owns_pipeline = True
+        self._pipeline: Pipeline = self._resolve(pipeline)
+        self._context: LogContext = self._make_context(self._pipeline)
+        self._offer = self._pipeline.offer
+        self.rank = int(self._context.resource.get(RANK_KEY, 0) or 0)
+        self._muted = bool(rank_zero_only) and self.rank != 0
+        if not self._muted:
+            _in_use.add(self._pipeline)
+            if self._owns_pipeline:
+                _owned.add(self._pipeline)
+        self._known: set[str] = set()
+        self._last_step = -1
+        self.steps_backwards = 0
+        self.refused_calls = 0
+        self._warned_backwards = False
+
+    @staticmethod
+    def _resolve(pipeline: Any) -> Pipeline:
+        if pipeline is None:
+            from . import _registry
+
+            return _registry.get_default_pipeline()
+        return getattr(pipeline, "pipeline", pipeline)  # type: ignore[no-any-return]
+
+    def _make_context(self, pipeline: Pipeline) -> LogContext:
+        from .worker import log_context
+
+        return log_context(dict(pipeline.resource_attributes), prefix=self.prefix, attributes_json=canonical_json(self.attributes))
+
+    @property
+    def pipeline(self) -> Pipeline:
+        return self._pipeline
+
+    # -- the hot path --------------------------------------------------------------------------
+
+    def log(self, values: Mapping[str, Any], *, step: int, epoch: int | None = None) -> None:
+        """Queue one point per value, all at ``step`` (and ``epoch``); never blocks on I/O.
+
+        Raises :class:`MetricValueError` naming the key and value of anything that is not a
+        number (nothing of the call is queued then). A ``step`` lower than the previous call's
+        is kept and counted (``steps_backwards``).
+        """
+        global _last_time_ns
+        if self._muted:
+            return
+        out = dict(values)
+        for value in out.values():
+            if type(value) is not float:
+                out = self._convert(out)
+                break
+        if not self._known.issuperset(out):
+            self._check_names(out)
+        if type(step) is not int or step < 0:
+            step = to_index("step", step)
+        if epoch is not None and type(epoch) is not int:
+            epoch = to_index("epoch", epoch)
+        if step < self._last_step:
+            self._step_went_back(step)
+        self._last_step = step
+        now = _time_ns()
+        if now <= _last_time_ns:
+            now = _last_time_ns + 1
+        _last_time_ns = now
+        if not self._offer((self._context, now, step, epoch, out)):
+            self._refused((self._context, now, step, epoch, out))
+
+    # -- the slow paths ------------------------------------------------------------------------
+
+    @staticmethod
+    def _convert(values: dict[Any, Any]) -> dict[Any, Any]:
+        return {key: to_number(key if isinstance(key, str) else repr(key), value) for key, value in values.items()}
+
+    def _check_names(self, values: Mapping[Any, Any]) -> None:
+        for key in values:
+            if key in self._known:
+                continue
+            if not isinstance(key, str):
+                raise _refuse("key", key, "metric names must be strings")
+            if not _NAME.match(self.prefix + key):
+                raise _refuse(
+                    "key",
+                    key,
+                    f"not a valid metric name{' with prefix ' + repr(self.prefix) if self.prefix else ''}:"
+                    " a letter, then letters, digits, '_', '.', '-' or '/', at most 255 characters",
+                )
+            self._known.add(key)
+
+    def _step_went_back(self, step: int) -> None:
+        self.steps_backwards += 1
+        if not self._warned_backwards:
+            self._warned_backwards = True
+            _log.warning(
+                "otel-recursive-metrics: step went back from %d to %d (a resumed run?); the points are kept,"
+                " told apart by time; further occurrences are counted in get_stats()['steps_backwards']",
+                self._last_step,
+                step,
+            )
+
+    def _refused(self, item: Any) -> None:
+        # The shared default pipeline was shut down (the exporter's provider ended, say): follow
+        # the new default rather than losing the rest of the run.
+        if not self._explicit_pipeline and self._pipeline._closed:
+            from . import _registry
+
+            self._pipeline = _registry.get_default_pipeline()
+            self._context = self._make_context(self._pipeline)
+            self._offer = self._pipeline.offer
+            _in_use.add(self._pipeline)
+            if self._offer((self._context, *item[1:])):
+                return
+        # Otherwise the pipeline counted the drop by reason (buffer_full, shutdown).
+        self.refused_calls += 1
+
+    # -- flush, close, stats -------------------------------------------------------------------
+
+    def flush(self, timeout_s: float = 30.0) -> bool:
+        """True once every value logged before the call is delivered to every sink."""
+        if self._muted:
+            return True
+        return self._pipeline.flush(timeout_s)
+
+    def close(self, timeout_s: float = 30.0) -> bool:
+        """Flush; shut the pipeline down too if this instance built it. True if all delivered."""
+        if self._owns_pipeline:
+            return self._pipeline.shutdown(timeout_s)
+        return self.flush(timeout_s)
+
+    def get_stats(self) -> dict[str, Any]:
+        """The pipeline's counters plus ``steps_backwards``, ``refused_calls`` and ``rank``."""
+        stats = self._pipeline.get_stats()
+        stats.update(
+            steps_backwards=self.steps_backwards,
+            refused_calls=self.refused_calls,
+            last_step=self._last_step,
+            rank=self.rank,
+            muted=self._muted,
+        )
+        return stats
+
+    def __enter__(self) -> TrainingMetrics:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        self.close()
+
+
+@atexit.register
+def _flush_at_exit() -> None:
+    # Values still in memory would be lost at exit: flush (or shut down the pipelines built by a
+    # TrainingMetrics) within one 5-second budget. Pipelines already shut down (by the SDK's own
+    # exit handler, say) are skipped.
+    deadline = time.monotonic() + 5.0
+    for pipeline in list(_in_use):
+        if pipeline._closed or not pipeline._started:
+            continue
+        remaining = max(0.0, deadline - time.monotonic())
+        try:
+            if pipeline in _owned:
+                pipeline.shutdown(remaining)
+            else:
+                pipeline.flush(remaining)
+        except Exception:  # noqa: BLE001 - never fail the interpreter's exit
+            _log.exception("otel-recursive-metrics: flushing at exit failed")
