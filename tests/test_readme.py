@@ -1,0 +1,29 @@
+"""The README documents every setting and the installed version matches the metadata."""
+
+from __future__ import annotations
+
+from importlib.metadata import version
+from pathlib import Path
+
+import otel_recursive_metrics
+from otel_recursive_metrics.config import ENV_PREFIX, SEED_KEYS, SETTINGS
+
+README = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
+
+
+def test_every_setting_is_in_the_readme_table() -> None:
+    missing = [s.name for s in SETTINGS if f"| `{s.name}` |" not in README]
+    missing += [ENV_PREFIX + s.name.upper() for s in SETTINGS if f"`{ENV_PREFIX}{s.name.upper()}`" not in README]
+    missing += [key for key in SEED_KEYS if f"`{key}`" not in README]
+    assert not missing, f"README settings table lacks: {missing}"
+
+
+def test_installed_version_matches_metadata() -> None:
+    assert otel_recursive_metrics.__version__ == version("otel-recursive-metrics")
+
+
+def test_readme_commands_name_real_files() -> None:
+    root = Path(__file__).resolve().parent.parent
+    for path in ("examples/train_numpy.py", ".ci/run"):
+        if path in README or path == ".ci/run":
+            assert (root / path).exists(), path
