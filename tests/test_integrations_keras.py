@@ -42,3 +42,23 @@ def test_fit_logs_every_batch_and_epoch_into_the_store(data_dir: Path) -> None:
     finally:
         store.close()
     callback.metrics.close()
+
+
+def test_example_script_runs(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
+    script = Path(__file__).resolve().parents[1] / "examples" / "keras_fit.py"
+    subprocess.run(
+        [sys.executable, str(script), "--dir", str(tmp_path / "data"), *["--epochs", "1"]],
+        env=env,
+        check=True,
+        timeout=600,
+        capture_output=True,
+    )
+    store = PointStore(tmp_path / "data" / "metrics.db")
+    try:
+        assert len(store.query("keras.batch_loss")) > 0
+    finally:
+        store.close()
