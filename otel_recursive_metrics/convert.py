@@ -21,7 +21,7 @@ from opentelemetry.sdk.metrics.export import (
     Sum,
 )
 
-from .model import BatchBuilder, canonical_json
+from .model import BatchBuilder, canonical_json, canonical_json_of_immutable
 
 __all__ = ["LogContext", "LogItem", "add_log_item", "add_metrics_data", "add_record"]
 
@@ -66,7 +66,7 @@ def add_metrics_data(builder: BatchBuilder, data: MetricsData) -> int:
                                 res,
                                 sc,
                                 m,
-                                canonical_json(p.attributes),
+                                canonical_json_of_immutable(p.attributes),
                                 p.start_time_unix_nano,
                                 p.time_unix_nano,
                                 p.value,
@@ -84,7 +84,7 @@ def add_metrics_data(builder: BatchBuilder, data: MetricsData) -> int:
                                 res,
                                 sc,
                                 m,
-                                canonical_json(p.attributes),
+                                canonical_json_of_immutable(p.attributes),
                                 p.start_time_unix_nano or 0,
                                 p.time_unix_nano,
                                 p.value,
@@ -110,7 +110,7 @@ def add_metrics_data(builder: BatchBuilder, data: MetricsData) -> int:
                                 res,
                                 sc,
                                 m,
-                                canonical_json(h.attributes),
+                                canonical_json_of_immutable(h.attributes),
                                 h.start_time_unix_nano,
                                 h.time_unix_nano,
                                 None,
@@ -139,7 +139,7 @@ def add_metrics_data(builder: BatchBuilder, data: MetricsData) -> int:
                                 res,
                                 sc,
                                 m,
-                                canonical_json(e.attributes),
+                                canonical_json_of_immutable(e.attributes),
                                 e.start_time_unix_nano,
                                 e.time_unix_nano,
                                 None,

@@ -7,7 +7,7 @@ strings. Point attributes are canonical JSON text (sorted keys, no spaces): the 
 always give the same text, which is what the store's de-duplication key compares.
 
 On-disk format (the durable queue's payload) is ``json.dumps(batch.to_json())``: an object with
-``v`` (format version, 1), ``resources`` ``[[attributes, schema_url], ...]``, ``scopes``
+``v`` (format version, 1), ``id`` (the batch's identity), ``resources`` ``[[attributes, schema_url], ...]``, ``scopes``
 ``[[name, version, attributes, schema_url], ...]``, ``metrics``
 ``[[name, description, unit, kind, temporality, monotonic], ...]`` and ``points`` (see
 :data:`POINT_FIELDS`). Nothing is pickled.
@@ -16,6 +16,7 @@ On-disk format (the durable queue's payload) is ``json.dumps(batch.to_json())``:
 from __future__ import annotations
 
 import json
+import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -27,6 +28,7 @@ __all__ = [
     "PointBatch",
     "Temporality",
     "canonical_json",
+    "canonical_json_of_immutable",
 ]
 
 #: Metric kinds, after the OTLP ``Metric.data`` oneof.
@@ -65,11 +67,32 @@ Point = list[Any]
 _dumps = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=True).encode
 
 
+# id(attributes) -> (attributes, text). The SDK hands out the same immutable attributes object
+# for a series in every collection, so a hit needs only an identity check; holding the object
+# keeps its id from being reused while it is cached.
+_cache: dict[int, tuple[Mapping[str, Any], str]] = {}
+_CACHE_MAX = 100_000
+
+
 def canonical_json(attributes: Mapping[str, Any] | None) -> str:
     """Attributes as canonical JSON text: sorted keys, compact, sequences as lists."""
     if not attributes:
         return "{}"
     return _dumps({k: list(v) if isinstance(v, tuple) else v for k, v in attributes.items()})
+
+
+def canonical_json_of_immutable(attributes: Mapping[str, Any] | None) -> str:
+    """:func:`canonical_json` for attribute objects that are never mutated (the SDK's), cached."""
+    if not attributes:
+        return "{}"
+    hit = _cache.get(id(attributes))
+    if hit is not None and hit[0] is attributes:
+        return hit[1]
+    text = _dumps({k: list(v) if isinstance(v, tuple) else v for k, v in attributes.items()})
+    if len(_cache) >= _CACHE_MAX:
+        _cache.clear()
+    _cache[id(attributes)] = (attributes, text)
+    return text
 
 
 @dataclass
@@ -80,12 +103,15 @@ class PointBatch:
     scopes: list[list[Any]] = field(default_factory=list)
     metrics: list[list[Any]] = field(default_factory=list)
     points: list[Point] = field(default_factory=list)
+    #: Identity of the batch, kept through the durable queue and dead letters: the store skips
+    #: a batch id it already holds, which makes redelivery after a crash idempotent.
+    id: str = field(default_factory=lambda: uuid.uuid4().hex)
 
     def __len__(self) -> int:
         return len(self.points)
 
     def to_json(self) -> dict[str, Any]:
-        return {"v": 1, "resources": self.resources, "scopes": self.scopes, "metrics": self.metrics, "points": self.points}
+        return {"v": 1, "id": self.id, "resources": self.resources, "scopes": self.scopes, "metrics": self.metrics, "points": self.points}
 
     def encode(self) -> bytes:
         """The durable-queue payload: UTF-8 JSON."""
@@ -96,18 +122,28 @@ class PointBatch:
         data = json.loads(payload)
         if not isinstance(data, dict) or data.get("v") != 1:
             raise ValueError("not a version-1 point batch")
-        return cls(data["resources"], data["scopes"], data["metrics"], data["points"])
+        return cls(data["resources"], data["scopes"], data["metrics"], data["points"], str(data.get("id") or uuid.uuid4().hex))
 
     def split(self, max_points: int) -> list[PointBatch]:
         """Chunks of at most ``max_points`` points, each carrying only what its points use."""
         if len(self.points) <= max_points:
             return [self]
         out = []
-        for start in range(0, len(self.points), max_points):
-            builder = BatchBuilder()
+        for chunk_index, start in enumerate(range(0, len(self.points), max_points)):
+            maps: tuple[dict[int, int], dict[int, int], dict[int, int]] = ({}, {}, {})
+            tables: tuple[list[list[Any]], list[list[Any]], list[list[Any]]] = ([], [], [])
+            sources = (self.resources, self.scopes, self.metrics)
+            points = []
             for p in self.points[start : start + max_points]:
-                builder.add_point_from(self, p)
-            out.append(builder.build())
+                q = p.copy()
+                for k in (0, 1, 2):
+                    index = maps[k].get(p[k])
+                    if index is None:
+                        index = maps[k][p[k]] = len(tables[k])
+                        tables[k].append(sources[k][p[k]])
+                    q[k] = index
+                points.append(q)
+            out.append(PointBatch(tables[0], tables[1], tables[2], points, f"{self.id}.{chunk_index}"))
         return out
 
 

@@ -196,13 +196,22 @@ class DurableQueue:
 
     # -- reading -------------------------------------------------------------------------------
 
-    def next_for(self, sink: str) -> QueueRecord | None:
-        """The first record ``sink`` has not finished, or None."""
+    def next_for(self, sink: str, *, with_payload: bool = True) -> QueueRecord | None:
+        """The first record ``sink`` has not finished, or None (payload empty if not asked for)."""
+        column = "payload" if with_payload else "x''"
         with self._lock:
             row = self._conn.execute(
-                "SELECT id, points, payload FROM records WHERE id > ? ORDER BY id LIMIT 1", (self._cursor[sink],)
+                f"SELECT id, points, {column} FROM records WHERE id > ? ORDER BY id LIMIT 1", (self._cursor[sink],)
             ).fetchone()
         return None if row is None else QueueRecord(int(row[0]), int(row[1]), bytes(row[2]))
+
+    def payload(self, record_id: int) -> bytes:
+        """One record's payload (raises KeyError if it is gone)."""
+        with self._lock:
+            row = self._conn.execute("SELECT payload FROM records WHERE id = ?", (record_id,)).fetchone()
+        if row is None:
+            raise KeyError(record_id)
+        return bytes(row[0])
 
     def done(self, sink: str, record_id: int) -> None:
         """Record that ``sink`` has a final outcome for every record up to ``record_id``."""

@@ -22,6 +22,7 @@ the parent's data, are ignored unless ``export_in_forked_child`` is set.
 
 from __future__ import annotations
 
+import collections
 import functools
 import logging
 import os
@@ -52,6 +53,7 @@ _log = logging.getLogger(__name__)
 ErrorCallback = Callable[[BaseException, dict[str, Any]], None]
 
 _pipelines: weakref.WeakSet[Pipeline] = weakref.WeakSet()
+_RECENT_MAX_RECORDS = 64
 _SCOPE = ("otel_recursive_metrics", "")
 
 
@@ -104,7 +106,11 @@ class Pipeline:
         self._sink_wake: dict[str, threading.Event] = {}
         self._threads: list[threading.Thread] = []
         self._flush_requests: list[list[Any]] = []
-        self._held: list[tuple[int, int, bytes]] = []
+        # Encoded chunks not yet in the durable queue: (created_unix_nano, points, payload, batch).
+        self._held: list[tuple[int, int, bytes, PointBatch]] = []
+        # Recently queued batches by record id, so sinks skip decoding what ingest just encoded.
+        self._recent: collections.OrderedDict[int, PointBatch] = collections.OrderedDict()
+        self._recent_lock = threading.Lock()
         self._last_written_id = 0
         self._released = False
 
@@ -193,15 +199,22 @@ class Pipeline:
             self._held.extend(self._encode(items))
         if self._held:
             try:
-                last_id, dropped = queue.append(self._held, drop_oldest=self.config.overflow == "drop_oldest")
+                last_id, dropped = queue.append([h[:3] for h in self._held], drop_oldest=self.config.overflow == "drop_oldest")
             except QueueFull:
                 if self.config.overflow == "drop_newest" or self._stop.is_set():
-                    lost = sum(n for _, n, _ in self._held)
+                    lost = sum(h[1] for h in self._held)
                     self.stats.add("dropped_points", lost, "queue_full")
                     self._report(QueueFull("durable queue full"), sink="*", points=lost, reason="queue_full", outcome="dropped")
                     self._held = []
                 # overflow=block: keep holding; the memory buffer fills and producers wait.
             else:
+                # One writer, one transaction: the records got consecutive ids ending at last_id.
+                with self._recent_lock:
+                    first_id = last_id - len(self._held) + 1
+                    for offset, held in enumerate(self._held):
+                        self._recent[first_id + offset] = held[3]
+                    while len(self._recent) > _RECENT_MAX_RECORDS:
+                        self._recent.popitem(last=False)
                 self._held = []
                 self._last_written_id = last_id
                 if dropped:
@@ -216,7 +229,7 @@ class Pipeline:
                     request[1] = target
                     request[0].set()
 
-    def _encode(self, items: list[Any]) -> list[tuple[int, int, bytes]]:
+    def _encode(self, items: list[Any]) -> list[tuple[int, int, bytes, PointBatch]]:
         builder = BatchBuilder()
         resource = None
         for item in items:
@@ -237,7 +250,7 @@ class Pipeline:
         batch = builder.build()
         self.stats.add("received_points", len(batch))
         now = time.time_ns()
-        return [(now, len(chunk), chunk.encode()) for chunk in batch.split(self.config.max_batch_points) if len(chunk)]
+        return [(now, len(chunk), chunk.encode(), chunk) for chunk in batch.split(self.config.max_batch_points) if len(chunk)]
 
     # -- delivery: disk -> sink -------------------------------------------------------------------
 
@@ -274,7 +287,7 @@ class Pipeline:
         rejected_seen = int(getattr(sink, "rejected_points", 0) or 0)  # OTLP partial_success hook
         while not stop.is_set():
             try:
-                record = queue.next_for(name)
+                record = queue.next_for(name, with_payload=False)
             except Exception:  # noqa: BLE001
                 if stop.is_set():
                     return
@@ -286,9 +299,11 @@ class Pipeline:
                 wake.clear()
                 continue
             current_points = record.points
+            with self._recent_lock:
+                cached = self._recent.get(record.id)
             try:
-                batch = PointBatch.decode(record.payload)
-            except ValueError as exc:
+                batch = cached if cached is not None else PointBatch.decode(queue.payload(record.id))
+            except (ValueError, KeyError) as exc:
                 self.stats.add("dropped_points", record.points, "corrupt")
                 _log.error("otel-recursive-metrics: record %d in the durable queue is unreadable: %s", record.id, exc)
                 self._finish(name, record.id)
@@ -355,6 +370,10 @@ class Pipeline:
         assert self._queue is not None
         try:
             self._queue.done(sink, record_id)
+            floor = min(self._queue.cursor(s.name) for s in self._sinks)
+            with self._recent_lock:
+                while self._recent and next(iter(self._recent)) <= floor:
+                    self._recent.popitem(last=False)
         except Exception:  # noqa: BLE001 - e.g. closed under us at shutdown; re-sent next start
             if not self._stop.is_set():
                 _log.exception("otel-recursive-metrics: updating the durable queue failed")
