@@ -46,8 +46,10 @@ from __future__ import annotations
 
 import calendar
 import datetime as dt
+import itertools
 import logging
 import math
+import os
 import threading
 import uuid
 from collections.abc import Iterable, Mapping
@@ -60,7 +62,7 @@ from .resource import RANK_KEY, RUN_ID_KEY
 from .store import PointStore, StoredPoint
 from .training import next_time_unix_nano, to_index, to_number
 
-__all__ = ["MetricsStore", "get_metrics_store", "prepare_record", "record_from_point", "reset_metrics_store"]
+__all__ = ["MetricsStore", "get_metrics_store", "new_id", "prepare_record", "record_from_point", "reset_metrics_store"]
 
 _log = logging.getLogger(__name__)
 
@@ -111,8 +113,35 @@ def _parse_timestamp(value: Any) -> int:
     return (calendar.timegm(utc.timetuple()) * 1_000_000 + utc.microsecond) * 1000
 
 
+def new_id() -> str:
+    """A unique id in UUID form: a random (version 4) prefix per process, then a counter.
+
+    As unique as ``uuid4()`` across processes (74 random bits per process) and sequential
+    within one, at a fraction of the cost (no system call per id).
+    """
+    global _id_prefix, _id_pid
+    pid = os.getpid()
+    if pid != _id_pid:  # a forked child must not repeat its parent's ids
+        _id_pid = pid
+        _id_prefix = str(uuid.uuid4())[:24]
+    return f"{_id_prefix}{next(_id_counter) & 0xFFFFFFFFFFFF:012x}"
+
+
+_id_pid = 0
+_id_prefix = ""
+_id_counter = itertools.count(1)
+_iso_second = -1
+_iso_prefix = ""
+
+
 def _iso(time_unix_nano: int) -> str:
-    return dt.datetime.fromtimestamp(time_unix_nano // 1000 / 1e6, tz=dt.timezone.utc).isoformat()
+    """``time_unix_nano`` as ISO 8601 in UTC with microseconds, as the seed's timestamps were."""
+    global _iso_second, _iso_prefix
+    second, rest = divmod(time_unix_nano, 1_000_000_000)
+    if second != _iso_second:
+        _iso_prefix = dt.datetime.fromtimestamp(second, tz=dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
+        _iso_second = second
+    return f"{_iso_prefix}.{rest // 1000:06d}+00:00"
 
 
 def prepare_record(metric_data: Any) -> tuple[dict[str, Any], str]:
@@ -122,39 +151,43 @@ def prepare_record(metric_data: Any) -> tuple[dict[str, Any], str]:
     did, so callers can read them back); everything else is done on a copy, so changing the
     dict after the call does not change what is stored. Raises MetricValueError naming the field.
     """
-    if not isinstance(metric_data, Mapping):
+    if type(metric_data) is not dict and not isinstance(metric_data, Mapping):
         raise MetricValueError(f"metric_data={metric_data!r}: expected a dict with metric_name and value")
     name = metric_data.get("metric_name")
-    name_field = "metric_name"
-    if name is None and "metric_type" in metric_data:
-        name, name_field = metric_data.get("metric_type"), "metric_type"
-    if not isinstance(name, str) or not name.strip():
-        shown = "missing" if name is None else repr(name)
-        raise MetricValueError(
-            f"{name_field}={shown}: expected a non-empty string naming the metric (the seed's metric_type is accepted too)"
-        )
-    if "value" not in metric_data:
-        raise MetricValueError(f"value=missing in metric {name!r}: expected a number")
-    value = to_number("value", metric_data["value"])
+    if type(name) is not str or not name:
+        name_field = "metric_name"
+        if name is None and "metric_type" in metric_data:
+            name, name_field = metric_data.get("metric_type"), "metric_type"
+        if not isinstance(name, str) or not name.strip():
+            shown = "missing" if name is None else repr(name)
+            raise MetricValueError(
+                f"{name_field}={shown}: expected a non-empty string naming the metric (the seed's metric_type is accepted too)"
+            )
     record = dict(metric_data)
+    if "value" not in record:
+        raise MetricValueError(f"value=missing in metric {name!r}: expected a number")
+    value = record["value"]
+    if type(value) is not float:
+        record["value"] = to_number("value", value)
     record["metric_name"] = name
-    record["value"] = value
-    for key in ("step", "epoch"):
-        if record.get(key) is not None:
-            record[key] = to_index(key, record[key])
-    timestamp = metric_data.get("timestamp")
+    step = record.get("step")
+    if step is not None and (type(step) is not int or step < 0):
+        record["step"] = to_index("step", step)
+    epoch = record.get("epoch")
+    if epoch is not None and (type(epoch) is not int or epoch < 0):
+        record["epoch"] = to_index("epoch", epoch)
+    timestamp = record.get("timestamp")
     if timestamp is None:
         time_ns = next_time_unix_nano()
-        if isinstance(metric_data, dict):
+        if type(metric_data) is dict:
             metric_data["timestamp"] = _iso(time_ns)
-        record["timestamp"] = _iso(time_ns)
     else:
         time_ns = _parse_timestamp(timestamp)
     record["_time_unix_nano"] = time_ns
-    metric_id = metric_data.get("id")
+    metric_id = record.get("id")
     if metric_id is None:
-        metric_id = str(uuid.uuid4())
-        if isinstance(metric_data, dict):
+        metric_id = new_id()
+        if type(metric_data) is dict:
             metric_data["id"] = metric_id
         record["id"] = metric_id
     tags = record.get("tags")

@@ -412,7 +412,15 @@ class PointStore:
             run_id = attrs.get(RUN_ID_KEY)
             entry = runs.setdefault(
                 run_id,
-                {"run": run_id, "start_time_unix_nano": first, "end_time_unix_nano": last, "ranks": set(), "restarts": set(), "points": 0, "metrics": set()},
+                {
+                    "run": run_id,
+                    "start_time_unix_nano": first,
+                    "end_time_unix_nano": last,
+                    "ranks": set(),
+                    "restarts": set(),
+                    "points": 0,
+                    "metrics": set(),
+                },
             )
             entry["start_time_unix_nano"] = min(entry["start_time_unix_nano"], first)
             entry["end_time_unix_nano"] = max(entry["end_time_unix_nano"], last)
@@ -425,7 +433,9 @@ class PointStore:
         out = []
         for entry in sorted(runs.values(), key=lambda e: (e["start_time_unix_nano"], str(e["run"]))):
             for key in ("ranks", "restarts", "metrics"):
-                entry[key] = sorted(entry[key], key=lambda v: (not isinstance(v, (int, float)), v if isinstance(v, (int, float)) else str(v)))
+                entry[key] = sorted(
+                    entry[key], key=lambda v: (not isinstance(v, (int, float)), v if isinstance(v, (int, float)) else str(v))
+                )
             out.append(entry)
         return out
 
@@ -438,7 +448,11 @@ class PointStore:
             ).fetchone()
         if first is None:
             return []
-        found = [p for p in self.iter_query(start_time_unix_nano=first, end_time_unix_nano=last) if p.extra is not None and p.extra.get(key) == value]
+        found = [
+            p
+            for p in self.iter_query(start_time_unix_nano=first, end_time_unix_nano=last)
+            if p.extra is not None and p.extra.get(key) == value
+        ]
         return found if limit is None else found[: int(limit)]
 
 

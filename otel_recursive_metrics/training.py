@@ -364,10 +364,10 @@ def _flush_at_exit() -> None:
     # exit handler, say) are skipped.
     deadline = time.monotonic() + 5.0
     for pipeline in list(_in_use):
-        if pipeline._closed or not pipeline._started:
-            continue
         remaining = max(0.0, deadline - time.monotonic())
         try:
+            if getattr(pipeline, "_closed", True) or not getattr(pipeline, "_started", False):
+                continue
             if pipeline in _owned:
                 pipeline.shutdown(remaining)
             else:
