@@ -71,6 +71,7 @@ _dumps = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=Fa
 # for a series in every collection, so a hit needs only an identity check; holding the object
 # keeps its id from being reused while it is cached.
 _cache: dict[int, tuple[Mapping[str, Any], str]] = {}
+_SHARE_TABLES_UP_TO = 256
 _CACHE_MAX = 100_000
 
 
@@ -128,6 +129,13 @@ class PointBatch:
         """Chunks of at most ``max_points`` points, each carrying only what its points use."""
         if len(self.points) <= max_points:
             return [self]
+        if len(self.resources) + len(self.scopes) + len(self.metrics) <= _SHARE_TABLES_UP_TO:
+            # Small tables (the usual case: one resource, a few scopes, tens of metrics) are
+            # shared by every chunk as they are; an entry a chunk does not use costs nothing.
+            return [
+                PointBatch(self.resources, self.scopes, self.metrics, self.points[start : start + max_points], f"{self.id}.{i}")
+                for i, start in enumerate(range(0, len(self.points), max_points))
+            ]
         out = []
         for chunk_index, start in enumerate(range(0, len(self.points), max_points)):
             maps: tuple[dict[int, int], dict[int, int], dict[int, int]] = ({}, {}, {})

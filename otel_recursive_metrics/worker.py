@@ -104,6 +104,7 @@ class Pipeline:
         self._queue: DurableQueue | None = None
         self._sinks: list[Sink] = []
         self._sink_wake: dict[str, threading.Event] = {}
+        self._setup_done = threading.Event()
         self._threads: list[threading.Thread] = []
         self._flush_requests: list[list[Any]] = []
         # Encoded chunks not yet in the durable queue: (created_unix_nano, points, payload, batch).
@@ -152,24 +153,46 @@ class Pipeline:
         with self._start_lock:
             if self._started or self._closed:
                 return
-            cfg = self.config
-            self._queue = DurableQueue(cfg.queue_dir, cfg.sinks, max_bytes=cfg.max_queue_bytes, fsync=cfg.fsync)
-            self._sinks = list(self._sink_factory())
+            # Only a thread start here: opening files and connections happens on the worker, so
+            # the first export() costs the caller no disk or network time either.
             self._stop = threading.Event()
+            self._setup_done = threading.Event()
             self._threads = [threading.Thread(target=self._ingest_loop, name="otel-recursive-metrics-ingest", daemon=True)]
-            for sink in self._sinks:
-                self._sink_wake[sink.name] = threading.Event()
-                self._threads.append(
-                    threading.Thread(target=self._sink_loop, args=(sink,), name=f"otel-recursive-metrics-sink-{sink.name}", daemon=True)
-                )
             self._started = True
-            for thread in self._threads:
+            self._threads[0].start()
+
+    def _setup(self) -> bool:
+        """Open the durable queue and the sinks, start one thread per sink (on the worker)."""
+        cfg = self.config
+        try:
+            queue = DurableQueue(cfg.queue_dir, cfg.sinks, max_bytes=cfg.max_queue_bytes, fsync=cfg.fsync)
+        except Exception as exc:  # noqa: BLE001 - e.g. a read-only folder; keep the data in memory
+            _log.error("otel-recursive-metrics: cannot open the durable queue in %s: %s; retrying", cfg.queue_dir, exc)
+            return False
+        try:
+            sinks = list(self._sink_factory())
+        except Exception as exc:  # noqa: BLE001
+            queue.close()
+            _log.error("otel-recursive-metrics: cannot build the sinks: %s; retrying", exc)
+            return False
+        with self._start_lock:
+            self._queue, self._sinks = queue, sinks
+            for sink in sinks:
+                self._sink_wake[sink.name] = threading.Event()
+                thread = threading.Thread(target=self._sink_loop, args=(sink,), name=f"otel-recursive-metrics-sink-{sink.name}", daemon=True)
+                self._threads.append(thread)
                 thread.start()
+        self._setup_done.set()
+        return True
 
     # -- ingest: memory -> disk ------------------------------------------------------------------
 
     def _ingest_loop(self) -> None:
         cfg = self.config
+        while not self._setup():
+            if self._stop.wait(min(5.0, cfg.flush_interval_s)):
+                self._release_if_last()
+                return
         last_sync = self._clock()
         while True:
             self.buffer.wake.wait(cfg.flush_interval_s)
@@ -425,7 +448,9 @@ class Pipeline:
         for event in self._sink_wake.values():
             event.set()
         alive = []
-        for thread in self._threads:
+        if self._threads:
+            self._threads[0].join(max(0.0, deadline - time.monotonic()))  # ingest, which starts the others
+        for thread in list(self._threads):
             thread.join(max(0.0, deadline - time.monotonic()))
             if thread.is_alive():
                 alive.append(thread.name)
