@@ -146,7 +146,10 @@ def raw_sqlite(rows_total: int, workdir: Path) -> float:
     conn.execute("PRAGMA synchronous=FULL")
     conn.execute("CREATE TABLE p(metric, resource, scope, attributes, start, time, value, step, epoch, histogram, extra)")
     now = time.time_ns()
-    rows = [(i % 10 + 1, 1, 1, '{"rank":0,"series":%d,"split":"train"}' % i, now, now + i, float(i), None, None, None, None) for i in range(rows_total)]
+    rows = [
+        (i % 10 + 1, 1, 1, f'{{"rank":0,"series":{i},"split":"train"}}', now, now + i, float(i), None, None, None, None)
+        for i in range(rows_total)
+    ]
     started = time.perf_counter()
     for start in range(0, rows_total, 8192):
         conn.execute("BEGIN IMMEDIATE")
@@ -173,12 +176,32 @@ def run(*, quick: bool = False, repeats: int = 3) -> list[dict[str, Any]]:
     med = statistics.median
     ceiling = med(raw)
     return [
-        {"measure": "export() with every sink down, p50", "value": f"{med(x['p50_us'] for x in latency):.1f} µs", "note": "100-point export, OTLP endpoint refused"},
-        {"measure": "export() with every sink down, p99", "value": f"{med(x['p99_us'] for x in latency):.1f} µs", "note": f"{calls:,} calls"},
+        {
+            "measure": "export() with every sink down, p50",
+            "value": f"{med(x['p50_us'] for x in latency):.1f} µs",
+            "note": "100-point export, OTLP endpoint refused",
+        },
+        {
+            "measure": "export() with every sink down, p99",
+            "value": f"{med(x['p99_us'] for x in latency):.1f} µs",
+            "note": f"{calls:,} calls",
+        },
         {"measure": "export() with every sink down, max", "value": f"{med(x['max_us'] for x in latency):.1f} µs", "note": ""},
-        {"measure": "SDK collect -> store, durable queue on", "value": f"{med(sdk):,.0f} points/s", "note": f"{med(sdk) / ceiling:.0%} of raw SQLite"},
-        {"measure": "export() -> store, durable queue on", "value": f"{med(pipeline):,.0f} points/s", "note": f"{med(pipeline) / ceiling:.0%} of raw SQLite"},
-        {"measure": "raw SQLite executemany (ceiling)", "value": f"{ceiling:,.0f} rows/s", "note": "plain table, WAL, 8,192 rows a transaction"},
+        {
+            "measure": "SDK collect -> store, durable queue on",
+            "value": f"{med(sdk):,.0f} points/s",
+            "note": f"{med(sdk) / ceiling:.0%} of raw SQLite",
+        },
+        {
+            "measure": "export() -> store, durable queue on",
+            "value": f"{med(pipeline):,.0f} points/s",
+            "note": f"{med(pipeline) / ceiling:.0%} of raw SQLite",
+        },
+        {
+            "measure": "raw SQLite executemany (ceiling)",
+            "value": f"{ceiling:,.0f} rows/s",
+            "note": "plain table, WAL, 8,192 rows a transaction",
+        },
     ]
 
 

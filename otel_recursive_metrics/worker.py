@@ -179,7 +179,9 @@ class Pipeline:
             self._queue, self._sinks = queue, sinks
             for sink in sinks:
                 self._sink_wake[sink.name] = threading.Event()
-                thread = threading.Thread(target=self._sink_loop, args=(sink,), name=f"otel-recursive-metrics-sink-{sink.name}", daemon=True)
+                thread = threading.Thread(
+                    target=self._sink_loop, args=(sink,), name=f"otel-recursive-metrics-sink-{sink.name}", daemon=True
+                )
                 self._threads.append(thread)
                 thread.start()
         self._setup_done.set()
