@@ -1,0 +1,100 @@
+"""The query command and the self-telemetry instruments."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+
+from otel_recursive_metrics import RecursiveMetricExporter
+from otel_recursive_metrics.cli import main
+from otel_recursive_metrics.telemetry import METRIC_PREFIX, register_instruments
+
+from .helpers import sdk_provider
+
+
+@pytest.fixture
+def store_file(data_dir: Path) -> Path:
+    exporter = RecursiveMetricExporter(dir=data_dir, flush_interval_s=0.1)
+    provider = sdk_provider(exporter, {"service.name": "cli-test", "training.run.id": "run-7", "training.rank": 1})
+    meter = provider.get_meter("t")
+    meter.create_gauge("train.loss").set(0.75, {"split": "train"})
+    meter.create_histogram("step.time", unit="s").record(0.2)
+    provider.shutdown()
+    return data_dir / "metrics.db"
+
+
+def run_cli(capsys: Any, *args: str) -> tuple[int, str, str]:
+    code = main(list(args))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_json_lines_carry_the_documented_keys(store_file: Path, capsys: Any) -> None:
+    code, out, _ = run_cli(capsys, "query", "--store", str(store_file), "--metric", "train.loss", "--format", "json")
+    assert code == 0
+    rows = [json.loads(line) for line in out.splitlines()]
+    assert rows
+    for key in ("metric", "kind", "value", "attributes", "resource", "time_unix_nano", "step"):
+        assert key in rows[0]
+    assert (rows[0]["metric"], rows[0]["kind"], rows[0]["value"], rows[0]["attributes"]) == (
+        "train.loss",
+        "gauge",
+        0.75,
+        {"split": "train"},
+    )
+    assert rows[0]["resource"]["training.run.id"] == "run-7"
+
+
+def test_csv_and_table(store_file: Path, capsys: Any) -> None:
+    code, out, _ = run_cli(capsys, "query", "--store", str(store_file), "--format", "csv", "--rank", "1")
+    assert code == 0
+    rows = list(csv.DictReader(io.StringIO(out)))
+    assert {r["metric"] for r in rows} == {"train.loss", "step.time"}
+    assert any(r["value"].startswith("count=1") for r in rows if r["metric"] == "step.time")
+    code, out, _ = run_cli(capsys, "query", "--store", str(store_file), "--metric", "train.loss")
+    assert code == 0 and "train.loss" in out and "0.75" in out and "split=train" in out
+
+
+def test_no_match_and_missing_store(store_file: Path, capsys: Any, tmp_path: Path) -> None:
+    assert run_cli(capsys, "query", "--store", str(store_file), "--metric", "nope")[0] == 1
+    code, _, err = run_cli(capsys, "query", "--store", str(tmp_path / "absent.db"))
+    assert code == 2 and "absent.db" in err
+
+
+def test_python_dash_m_entry(store_file: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "otel_recursive_metrics", "metrics", "--store", str(store_file)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0 and result.stdout.split() == ["step.time", "train.loss"]
+
+
+def test_self_telemetry_instruments_report_the_stats(data_dir: Path) -> None:
+    exporter = RecursiveMetricExporter(dir=data_dir, flush_interval_s=0.1)
+    provider = sdk_provider(exporter)
+    provider.get_meter("t").create_counter("c").add(3)
+    assert provider.force_flush(10_000)
+    # A separate provider reads the figures: they never go through the exporter they describe.
+    reader = InMemoryMetricReader()
+    observer = MeterProvider(metric_readers=[reader])
+    register_instruments(observer.get_meter("self"), exporter.get_stats)
+    data = reader.get_metrics_data()
+    assert data is not None
+    found = {m.name: m for rm in data.resource_metrics for sm in rm.scope_metrics for m in sm.metrics}
+    sent = found[METRIC_PREFIX + "sent_metric_points"]
+    assert [(dict(p.attributes), p.value) for p in sent.data.data_points] == [({"sink": "store"}, 1)]
+    assert METRIC_PREFIX + "queue_capacity" in found and METRIC_PREFIX + "queue_size" in found
+    provider.shutdown()
+    observer.shutdown()
