@@ -246,3 +246,17 @@ def test_context_manager_with_own_settings_flushes_and_shuts_down(data_dir: Path
     assert len(stored(data_dir, "train.loss")) == 50
     with pytest.raises(TypeError):
         TrainingMetrics(pipeline=metrics.pipeline, dir=data_dir)
+
+
+def test_benchmark_smoke_run_without_peers() -> None:
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_training.py"
+    spec = importlib.util.spec_from_file_location("bench_training", path)
+    assert spec is not None and spec.loader is not None
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    result = bench.run(values_per_call=(1, 4), values_total=200, repeats=1, peers=False, install=False)
+    measured = {row["path"] for row in result["rows"] if "us_per_value_k4" in row}
+    assert {"deque.append (floor)", "TrainingMetrics.log", "submit_metric"} <= measured
+    assert "| TrainingMetrics.log |" in result["markdown"] and "otel-recursive-metrics" in result["versions"]
