@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from pathlib import Path
 from typing import Any
@@ -260,3 +261,25 @@ def test_benchmark_smoke_run_without_peers() -> None:
     measured = {row["path"] for row in result["rows"] if "us_per_value_k4" in row}
     assert {"deque.append (floor)", "TrainingMetrics.log", "submit_metric"} <= measured
     assert "| TrainingMetrics.log |" in result["markdown"] and "otel-recursive-metrics" in result["versions"]
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_a_forked_child_logs_its_own_points_and_never_repeats_the_parents(data_dir: Path) -> None:
+    pipeline = make_pipeline(data_dir)
+    metrics = TrainingMetrics(pipeline=pipeline)
+    for step in range(10):
+        metrics.log({"loss": float(step)}, step=step)
+    pid = os.fork()
+    if pid == 0:  # the child, like a DataLoader worker that logs
+        code = 1
+        try:
+            metrics.log({"child": 1.0}, step=0)
+            code = 0 if metrics.flush(60) else 2
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert metrics.flush(FLUSH_S)
+    pipeline.shutdown(30)
+    assert [p.step for p in stored(data_dir, "loss")] == list(range(10))
+    assert len(stored(data_dir, "child")) == 1
