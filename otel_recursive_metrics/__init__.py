@@ -22,6 +22,7 @@ from .config import Config, load_config
 from .errors import ConfigError, MetricValueError, PermanentError, RetryableError
 from .exporter import RecursiveMetricExporter
 from .store import PointStore, StoredPoint
+from .training import TrainingMetrics
 
 __all__ = [
     "Config",
@@ -32,6 +33,7 @@ __all__ = [
     "RecursiveMetricExporter",
     "RetryableError",
     "StoredPoint",
+    "TrainingMetrics",
     "__version__",
     "configure",
     "load_config",

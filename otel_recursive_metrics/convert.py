@@ -161,8 +161,8 @@ def _finite_or_none(value: float | None) -> float | None:
 def add_log_item(builder: BatchBuilder, item: LogItem) -> int:
     """Add one ``log`` call: a gauge point per value, all with the call's time and step."""
     ctx, time_ns, step, epoch, values = item
-    res = builder.resource(ctx.resource)
-    sc = builder.scope(ctx.scope_name, ctx.scope_version)
+    res = builder.resource_object(ctx.resource)
+    sc = builder.plain_scope(ctx.scope_name, ctx.scope_version)
     points = builder.batch.points
     attrs = ctx.attributes_json
     for name, value in values.items():
@@ -184,9 +184,11 @@ def add_record(builder: BatchBuilder, record: Mapping[str, Any], resource: Mappi
         extra_attrs = record.get(key)
         if isinstance(extra_attrs, Mapping):
             attrs.update({str(k): _attr_value(v) for k, v in extra_attrs.items()})
+        elif extra_attrs is not None:
+            attrs[key] = _attr_value(extra_attrs)  # a list of tags: one array attribute
     extra = {k: _json_safe(v) for k, v in record.items() if k not in _RECORD_CORE}
-    res = builder.resource(resource)
-    sc = builder.scope(*scope)
+    res = builder.resource_object(resource)
+    sc = builder.plain_scope(*scope)
     m = builder.metric(record["metric_name"], str(record.get("description") or ""), str(record.get("unit") or ""), "gauge")
     builder.batch.points.append(
         [
@@ -215,6 +217,8 @@ def _attr_value(value: Any) -> Any:
 
 
 def _json_safe(value: Any) -> Any:
+    if value is None or type(value) in (str, int, float, bool):
+        return value
     try:
         json.dumps(value)
         return value

@@ -162,6 +162,10 @@ class BatchBuilder:
         self._resources: dict[str, int] = {}
         self._scopes: dict[str, int] = {}
         self._metrics: dict[tuple[Any, ...], int] = {}
+        # id(mapping) -> (mapping, index): a logging source passes the same resource object on
+        # every call, so one identity check replaces serialising the resource per item.
+        self._resource_objects: dict[int, tuple[Mapping[str, Any], int]] = {}
+        self._plain_scopes: dict[tuple[str, str], int] = {}
         self.batch = PointBatch()
 
     def resource(self, attributes: Mapping[str, Any], schema_url: str = "") -> int:
@@ -170,6 +174,22 @@ class BatchBuilder:
         if index is None:
             index = self._resources[key] = len(self.batch.resources)
             self.batch.resources.append([json.loads(canonical_json(attributes)), schema_url])
+        return index
+
+    def resource_object(self, attributes: Mapping[str, Any]) -> int:
+        """:meth:`resource` for a mapping that is never mutated, cached by identity."""
+        hit = self._resource_objects.get(id(attributes))
+        if hit is not None and hit[0] is attributes:
+            return hit[1]
+        index = self.resource(attributes)
+        self._resource_objects[id(attributes)] = (attributes, index)
+        return index
+
+    def plain_scope(self, name: str, version: str = "") -> int:
+        """:meth:`scope` for a scope with no attributes or schema URL, cached."""
+        index = self._plain_scopes.get((name, version))
+        if index is None:
+            index = self._plain_scopes[(name, version)] = self.scope(name, version)
         return index
 
     def scope(self, name: str, version: str | None = None, attributes: Mapping[str, Any] | None = None, schema_url: str = "") -> int:

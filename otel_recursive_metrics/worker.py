@@ -114,6 +114,7 @@ class Pipeline:
         self._recent_lock = threading.Lock()
         self._last_written_id = 0
         self._released = False
+        self._in_flight_items = 0
 
     # -- the caller's side ------------------------------------------------------------------------
 
@@ -220,8 +221,10 @@ class Pipeline:
             requests, self._flush_requests = self._flush_requests, []
         items = self.buffer.drain()
         if items:
+            self._in_flight_items = len(items)  # taken from memory, not yet on disk: still queued
             self.stats.add("accepted_items", len(items))
             self._held.extend(self._encode(items))
+            self._in_flight_items = 0
         if self._held:
             try:
                 last_id, dropped = queue.append([h[:3] for h in self._held], drop_oldest=self.config.overflow == "drop_oldest")
@@ -484,9 +487,10 @@ class Pipeline:
                 pending_points = 0
         sent = snap["sent_points"]
         snap["metrics_processed"] = min((sent.get(s, 0) for s in self.config.sinks), default=0)
-        snap["buffer_items"] = len(self.buffer)
-        snap["queue_points"] = pending_points
-        snap["queue_size"] = len(self.buffer) + pending_points
+        held_points = sum(h[1] for h in list(self._held))
+        snap["buffer_items"] = len(self.buffer) + self._in_flight_items
+        snap["queue_points"] = pending_points + held_points
+        snap["queue_size"] = snap["buffer_items"] + snap["queue_points"]
         snap["queue_bytes"] = queue.bytes if queue is not None else 0
         snap["queue_capacity_bytes"] = self.config.max_queue_bytes
         snap["sinks"] = list(self.config.sinks)

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import importlib
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -15,7 +17,16 @@ def required_in_ci(reason: str) -> None:
     """Skip on a user's machine, fail under CI=true: the component must be there in CI."""
     if os.environ.get("CI", "").lower() == "true":
         pytest.fail(f"required under CI=true: {reason}")
-    pytest.skip(reason)
+    pytest.skip(reason, allow_module_level=True)
+
+
+def require_module(name: str, extra: str) -> Any:
+    """Import ``name``; if missing, skip (or fail under CI) naming the extra that installs it."""
+    try:
+        return importlib.import_module(name)
+    except ImportError as exc:
+        required_in_ci(f"needs {name} ({exc}); install it with: pip install -e '.[{extra}]'")
+        raise  # unreachable: required_in_ci raises
 
 
 @pytest.fixture

@@ -5,11 +5,11 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import pytest
+from tests.conftest import require_module
 
-torch = pytest.importorskip("torch")
-transformers = pytest.importorskip("transformers")
-pytest.importorskip("accelerate")
+torch = require_module("torch", "hf")
+transformers = require_module("transformers", "hf")
+require_module("accelerate", "hf")
 
 from otel_recursive_metrics.integrations.hf import OtelRecursiveMetricsCallback  # noqa: E402
 from otel_recursive_metrics.store import PointStore  # noqa: E402

@@ -6,12 +6,13 @@ import os
 from pathlib import Path
 
 import numpy as np
-import pytest
+
+from tests.conftest import require_module
 
 if "KERAS_BACKEND" not in os.environ:
-    pytest.importorskip("torch")
+    require_module("torch", "keras")
     os.environ["KERAS_BACKEND"] = "torch"
-keras = pytest.importorskip("keras")
+keras = require_module("keras", "keras")
 
 from otel_recursive_metrics.integrations.keras import OtelRecursiveMetricsCallback  # noqa: E402
 from otel_recursive_metrics.store import PointStore  # noqa: E402

@@ -5,10 +5,10 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import pytest
+from tests.conftest import require_module
 
-torch = pytest.importorskip("torch")
-L = pytest.importorskip("lightning")
+torch = require_module("torch", "lightning")
+L = require_module("lightning", "lightning")
 
 from otel_recursive_metrics.integrations.lightning import OtelRecursiveMetricsLogger  # noqa: E402
 from otel_recursive_metrics.store import PointStore  # noqa: E402
