@@ -7,9 +7,12 @@ time), so equal counts and equal values mean nothing was lost or altered on the 
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 
-from .stack import Collector, Prometheus, StartCollector, TrainingRun, run_python, store_points, training_env, wait_for
+from .stack import REPO, Collector, Prometheus, StartCollector, TrainingRun, run_python, store_points, training_env, wait_for
 
 pytestmark = [pytest.mark.collector, pytest.mark.prometheus, pytest.mark.slow]
 
@@ -136,3 +139,72 @@ def test_numpy_example_reaches_prometheus(
         assert [t for t, _ in got] == sorted(by_ms), f"{name}: the milliseconds in Prometheus differ from the store's"
         wrong = [(t, v) for t, v in got if v not in by_ms[t]]
         assert not wrong, f"{name}: values not logged in their millisecond: {wrong[:5]}"
+
+
+def per_rank(prometheus: Prometheus, promql: str) -> dict[str, float]:
+    """``{training_rank: value}`` of an instant query whose series carry ``training_rank``."""
+    return {series["metric"]["training_rank"]: float(series["value"][1]) for series in prometheus.query(promql)}
+
+
+@pytest.mark.parametrize("resource_labels", [None, "[training.rank, training.run.id]"], ids=["target_info-join", "resource-labels"])
+def test_promql_per_rank(
+    resource_labels: str | None, start_collector: StartCollector, prometheus: Prometheus, training_run: TrainingRun
+) -> None:
+    """Two ranks of one run: the README's PromQL for loss and throughput per rank answers per rank.
+
+    By default resource attributes are only on ``target_info`` (joined on job + instance);
+    with ``PRW_RESOURCE_LABELS`` the listed ones are labels of every series.
+    """
+    settings = {"PRW_RESOURCE_LABELS": resource_labels} if resource_labels else {}
+    collector = start_collector("gateway.yaml", BATCH_TIMEOUT="200ms", **settings)
+    steps, batch = 200, 64
+    trainers = []
+    for rank in (0, 1):
+        folder = training_run.dir.with_name(f"rank{rank}")
+        env = training_env(
+            training_run,
+            **otlp_env(collector, "grpc"),
+            OTEL_RECURSIVE_METRICS_FLUSH_INTERVAL_S="0.2",
+            RANK=str(rank),
+            LOCAL_RANK=str(rank),
+            WORLD_SIZE="2",
+        )
+        argv = [sys.executable, PACED, "--dir", str(folder), "--steps", str(steps), "--pause-s", "0.005", "--samples-counter"]
+        trainers.append(subprocess.Popen(argv, env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
+    for trainer in trainers:
+        try:
+            output, _ = trainer.communicate(timeout=120)
+        except subprocess.TimeoutExpired:
+            trainer.kill()
+            output, _ = trainer.communicate()
+        assert trainer.returncode == 0, output[-3000:]
+
+    info = f'target_info{{training_run_id="{training_run.run_id}"}}'
+    wait_for(lambda: len(prometheus.query(info)) == 2, 30, "target_info of both ranks")
+    # Resource attributes become target_info labels (dots -> underscores); service.instance.id -> instance.
+    infos = {series["metric"]["training_rank"]: series["metric"] for series in prometheus.query(info)}
+    assert set(infos) == {"0", "1"} and all(i["training_world_size"] == "2" and i["job"] == "e2e-trainer" for i in infos.values()), infos
+    assert infos["0"]["instance"] != infos["1"]["instance"], "each process has its own service.instance.id"
+
+    if resource_labels:
+        loss = f'train_loss{{training_run_id="{training_run.run_id}"}}'
+        samples = f'train_samples_total{{training_run_id="{training_run.run_id}"}}'
+        by_rank = "SELECTION"
+    else:
+        loss = f"train_loss * on (job, instance) group_left (training_rank) {info}"
+        samples = "train_samples_total"
+        by_rank = f"SELECTION * on (job, instance) group_left (training_rank) {info}"
+    assert set(per_rank(prometheus, loss)) == {"0", "1"}
+
+    # The counter's last value per rank: every sample counted.
+    totals = "max by (training_rank) (" + by_rank.replace("SELECTION", f"max_over_time({samples}[1h])") + ")"
+    expected = {"0": steps * batch, "1": steps * batch}
+    wait_for(
+        lambda: per_rank(prometheus, totals) == expected,
+        30,
+        f"{totals} == {expected}",
+        on_timeout=lambda: str(per_rank(prometheus, totals)),
+    )
+    throughput = "sum by (training_rank) (" + by_rank.replace("SELECTION", f"rate({samples}[1m])") + ")"
+    rates = per_rank(prometheus, throughput)
+    assert set(rates) == {"0", "1"} and all(r > 0 for r in rates.values()), rates
