@@ -1,0 +1,60 @@
+"""Smoke run of ``benchmarks/run.py --quick``: every row runs and the document is Markdown tables.
+
+No timing is asserted (the figures of a quick run on a shared CI machine mean nothing); this only
+keeps the benchmark runnable. ``--quick`` skips the peers, so nothing is installed.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+RUN = ROOT / "benchmarks" / "run.py"
+
+
+@pytest.mark.slow
+def test_quick_run_prints_a_markdown_table_per_row(tmp_path: Path) -> None:
+    out = tmp_path / "bench.md"
+    env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
+    done = subprocess.run(
+        [sys.executable, str(RUN), "--quick", "--no-peers", "--outage-s", "2", "--rate", "2000", "--out", str(out)],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=240,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-4000:]
+    text = done.stdout
+    assert text.startswith("# otel-recursive-metrics benchmarks")
+    assert out.read_text().strip() == text.strip()
+    assert "**Failed:**" not in text
+    for number in range(1, 7):
+        assert re.search(rf"^## {number}\. ", text, re.MULTILINE), f"row {number} missing"
+    sections = re.split(r"^## ", text, flags=re.MULTILINE)[1:]
+    for section in sections:
+        header = next((line for line in section.splitlines() if line.startswith("| ")), None)
+        assert header is not None, f"no table in section {section.splitlines()[0]!r}"
+        lines = section.splitlines()
+        separator = lines[lines.index(header) + 1]
+        assert re.fullmatch(r"\|(\s*:?-{3,}:?\s*\|)+", separator), separator
+        columns = header.count("|")
+        body = [line for line in lines[lines.index(header) + 2 :] if line.startswith("|")]
+        assert body and all(line.count("|") == columns for line in body), section
+    assert "Machine: " in text and "cores" in text
+    assert "otel-recursive-metrics 0." in text
+    # The quick run never installs the peers: they are reported as not installed, not measured.
+    assert "tensorboardX add_scalar | — |" in text
+
+
+def test_only_rejects_an_unknown_row() -> None:
+    done = subprocess.run([sys.executable, str(RUN), "--only", "7"], capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 2
+    assert "--only" in done.stderr
