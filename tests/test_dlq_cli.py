@@ -232,3 +232,15 @@ def test_dead_letter_files_are_owner_only(refused: list[DeadLetterEntry], data_d
     assert stat.S_IMODE(os.stat(folder).st_mode) & 0o077 == 0
     for path in folder.iterdir():
         assert stat.S_IMODE(path.stat().st_mode) & 0o077 == 0, path
+
+
+def test_replay_shows_a_progress_bar_on_a_terminal(data_dir: Path, tmp_path: Path, capsys: Any, monkeypatch: Any) -> None:
+    dlq = DeadLetterQueue(data_dir / "dead-letter", max_bytes=1 << 30)
+    for i in range(4):
+        dlq.add(sample_batch(2, first_step=2 * i), reason="permanent error: test", sink="store")
+    terminal = FakeTerminal()
+    monkeypatch.setattr("sys.stderr", terminal)
+    code = main(["dlq", "replay", "--dir", str(data_dir), "--to", "store", "--store", str(tmp_path / "s.db")])
+    assert code == 0
+    text = terminal.getvalue()
+    assert "\r" in text and "] 4/4 entries, 8/8 points" in text and "#" * 30 in text
