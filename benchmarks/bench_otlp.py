@@ -154,7 +154,7 @@ def _one_throughput_run(which: str, protocol: str, data: Any, exports: int, tota
     }
 
 
-def run_throughput(protocol: str, *, points: int, series: int, repeat: int = 3) -> list[dict[str, Any]]:
+def run_throughput(protocol: str, *, points: int, series: int, repeat: int = 1) -> list[dict[str, Any]]:
     """Points/s for the stock exporter and ours over ``protocol`` (median of ``repeat`` alternating runs); two rows."""
     from otel_recursive_metrics.worker import item_points
 
