@@ -5,13 +5,14 @@ Schema (version 1)::
     resources(id, attributes, schema_url)                 -- attributes as canonical JSON
     scopes(id, name, version, attributes, schema_url)
     metrics(id, name, description, unit, kind, temporality, monotonic)
-    points(id, metric_id, resource_id, scope_id, attributes,
+    attribute_sets(id, attributes)                        -- each distinct point attribute set once
+    points(id, metric_id, resource_id, scope_id, attributes_id,
            start_time_unix_nano, time_unix_nano, value, step, epoch, histogram, extra)
 
 ``kind`` is ``gauge``, ``sum``, ``histogram`` or ``exponential_histogram``; ``temporality`` is
 OTLP's (1 delta, 2 cumulative); ``value`` keeps integers as integers; ``histogram`` is JSON (see
 :mod:`otel_recursive_metrics.model`). A unique index over a point's identity (metric, resource,
-scope, attributes, start and end time, step) makes inserts idempotent: a batch delivered twice
+scope, attribute set, start and end time, step) makes inserts idempotent: a batch delivered twice
 after a crash is stored once.
 
 Concurrency: WAL mode, one writer transaction at a time per file (``BEGIN IMMEDIATE`` with a
@@ -63,12 +64,15 @@ CREATE TABLE IF NOT EXISTS metrics(
     temporality INTEGER NOT NULL,
     monotonic INTEGER NOT NULL,
     UNIQUE(name, description, unit, kind, temporality, monotonic));
+CREATE TABLE IF NOT EXISTS attribute_sets(
+    id INTEGER PRIMARY KEY,
+    attributes TEXT NOT NULL UNIQUE);
 CREATE TABLE IF NOT EXISTS points(
     id INTEGER PRIMARY KEY,
     metric_id INTEGER NOT NULL,
     resource_id INTEGER NOT NULL,
     scope_id INTEGER NOT NULL,
-    attributes TEXT NOT NULL,
+    attributes_id INTEGER NOT NULL,
     start_time_unix_nano INTEGER NOT NULL,
     time_unix_nano INTEGER NOT NULL,
     value,
@@ -77,12 +81,14 @@ CREATE TABLE IF NOT EXISTS points(
     histogram TEXT,
     extra TEXT);
 CREATE UNIQUE INDEX IF NOT EXISTS points_identity ON points(
-    metric_id, resource_id, time_unix_nano, ifnull(step, -1), attributes, scope_id, start_time_unix_nano);
+    metric_id, resource_id, time_unix_nano, ifnull(step, -1), attributes_id, scope_id, start_time_unix_nano);
 CREATE INDEX IF NOT EXISTS metrics_by_name ON metrics(name);
 """
 
+_ATTR_CACHE_MAX = 200_000
+
 _INSERT_POINT = (
-    "INSERT OR IGNORE INTO points(metric_id, resource_id, scope_id, attributes, start_time_unix_nano,"
+    "INSERT OR IGNORE INTO points(metric_id, resource_id, scope_id, attributes_id, start_time_unix_nano,"
     " time_unix_nano, value, step, epoch, histogram, extra) VALUES (?,?,?,?,?,?,?,?,?,?,?)"
 )
 
@@ -173,6 +179,7 @@ class PointStore:
             self._conn.execute("INSERT OR IGNORE INTO meta(key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
             self._conn.execute("COMMIT")
         self._ids: dict[tuple[str, str], int] = {}
+        self._attr_ids: dict[str, int] = {}
 
     # -- writing ---------------------------------------------------------------------------
 
@@ -184,6 +191,21 @@ class PointStore:
         row = self._conn.execute(select_sql, params).fetchone()
         self._ids[(table, key)] = row[0]
         return int(row[0])
+
+    def _attribute_set_ids(self, texts: set[str]) -> dict[str, int]:
+        """Ids of attribute sets (canonical JSON texts), inserting new ones; cached."""
+        cache = self._attr_ids
+        missing = [t for t in texts if t not in cache]
+        if missing:
+            if len(cache) + len(missing) > _ATTR_CACHE_MAX:
+                cache.clear()
+            self._conn.executemany("INSERT OR IGNORE INTO attribute_sets(attributes) VALUES (?)", [(t,) for t in missing])
+            for start in range(0, len(missing), 500):
+                chunk = missing[start : start + 500]
+                marks = ",".join("?" * len(chunk))
+                rows = self._conn.execute(f"SELECT attributes, id FROM attribute_sets WHERE attributes IN ({marks})", chunk)
+                cache.update(rows)
+        return cache
 
     def write_batch(self, batch: PointBatch) -> int:
         """Insert a batch in one transaction; returns how many points were new."""
@@ -227,13 +249,14 @@ class PointStore:
                             mparams,
                         )
                     )
+                attr_ids = self._attribute_set_ids({p[3] for p in batch.points})
                 dumps = json.dumps
                 rows = [
                     (
                         metric_ids[p[2]],
                         res_ids[p[0]],
                         scope_ids[p[1]],
-                        p[3],
+                        attr_ids[p[3]],
                         p[4] or 0,
                         p[5],
                         p[6],
@@ -250,6 +273,7 @@ class PointStore:
                 conn.execute("COMMIT")
             except BaseException:
                 self._ids.clear()
+                self._attr_ids.clear()
                 if conn.in_transaction:
                     conn.execute("ROLLBACK")
                 raise
@@ -322,7 +346,7 @@ class PointStore:
             where.append("json_extract(r.attributes, ?) = ?")
             params.extend([_json_path(key), value])
         for key, value in (attributes or {}).items():
-            where.append("json_extract(p.attributes, ?) = ?")
+            where.append("json_extract(a.attributes, ?) = ?")
             params.extend([_json_path(key), value])
         for clause, value in (
             ("p.time_unix_nano >= ?", start_time_unix_nano),
@@ -334,11 +358,11 @@ class PointStore:
                 where.append(clause)
                 params.append(value)
         sql = (
-            "SELECT m.name, m.kind, m.unit, p.value, p.attributes, r.attributes, s.name,"
+            "SELECT m.name, m.kind, m.unit, p.value, a.attributes, r.attributes, s.name,"
             " p.start_time_unix_nano, p.time_unix_nano, p.step, p.epoch, m.temporality, m.monotonic,"
             " p.histogram, p.extra"
             " FROM points p JOIN metrics m ON m.id = p.metric_id JOIN resources r ON r.id = p.resource_id"
-            " JOIN scopes s ON s.id = p.scope_id"
+            " JOIN scopes s ON s.id = p.scope_id JOIN attribute_sets a ON a.id = p.attributes_id"
         )
         if where:
             sql += " WHERE " + " AND ".join(where)

@@ -29,7 +29,7 @@ import os
 import threading
 import time
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from opentelemetry.sdk.metrics.export import MetricsData
@@ -223,8 +223,24 @@ class Pipeline:
         if items:
             self._in_flight_items = len(items)  # taken from memory, not yet on disk: still queued
             self.stats.add("accepted_items", len(items))
-            self._held.extend(self._encode(items))
+            # Write each chunk as soon as it is full, so sinks start on it while the rest of a
+            # large drain is still being converted.
+            for done, chunks in self._encode(items):
+                self._held.extend(chunks)
+                self._write_held(queue)
+                self._in_flight_items = len(items) - done
             self._in_flight_items = 0
+        self._write_held(queue)
+        if requests:
+            # Everything in the queue counts, records left by an earlier process included.
+            target = -1 if self._held else max(self._last_written_id, queue.last_id())
+            with self._progress:
+                for request in requests:
+                    request[1] = target
+                    request[0].set()
+
+    def _write_held(self, queue: DurableQueue) -> None:
+        """Append the held chunks to the durable queue, applying the overflow policy."""
         if self._held:
             try:
                 last_id, dropped = queue.append([h[:3] for h in self._held], drop_oldest=self.config.overflow == "drop_oldest")
@@ -249,18 +265,16 @@ class Pipeline:
                     self.stats.add("dropped_points", dropped, "queue_full")
                 for event in self._sink_wake.values():
                     event.set()
-        if requests:
-            # Everything in the queue counts, records left by an earlier process included.
-            target = -1 if self._held else max(self._last_written_id, queue.last_id())
-            with self._progress:
-                for request in requests:
-                    request[1] = target
-                    request[0].set()
 
-    def _encode(self, items: list[Any]) -> list[tuple[int, int, bytes, PointBatch]]:
+    def _encode(self, items: list[Any]) -> Iterator[tuple[int, list[tuple[int, int, bytes, PointBatch]]]]:
+        """Yield ``(items converted so far, encoded chunks)`` each time a chunk fills up."""
         builder = BatchBuilder()
         resource = None
-        for item in items:
+        limit = self.config.max_batch_points
+        for done, item in enumerate(items, 1):
+            if len(builder.batch.points) >= limit:
+                yield done - 1, self._encode_batch(builder.build())
+                builder = BatchBuilder()
             try:
                 if isinstance(item, MetricsData):
                     add_metrics_data(builder, item)
@@ -275,7 +289,9 @@ class Pipeline:
                 self.stats.add("dropped_points", n, "invalid")
                 _log.warning("otel-recursive-metrics: dropped %d point(s) that could not be converted: %s", n, exc)
                 self._report(exc, sink="*", points=n, reason="invalid", outcome="dropped")
-        batch = builder.build()
+        yield len(items), self._encode_batch(builder.build())
+
+    def _encode_batch(self, batch: PointBatch) -> list[tuple[int, int, bytes, PointBatch]]:
         self.stats.add("received_points", len(batch))
         now = time.time_ns()
         return [(now, len(chunk), chunk.encode(), chunk) for chunk in batch.split(self.config.max_batch_points) if len(chunk)]
