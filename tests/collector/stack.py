@@ -301,6 +301,7 @@ def training_env(run: TrainingRun, **settings: str) -> dict[str, str]:
         RANK="0",
         LOCAL_RANK="0",
         WORLD_SIZE="1",
+        TORCHELASTIC_RESTART_COUNT="0",
         PYTHONUNBUFFERED="1",
     )
     env.update(settings)

@@ -47,6 +47,7 @@ def test_collector_killed_mid_run_loses_nothing(
         trainer = subprocess.Popen(argv, env=env, cwd=REPO, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     try:
         labels = run_labels(prometheus, training_run)
+        assert trainer.poll() is None, "the run ended before the Collector was killed"
         wait_for(lambda: len(prometheus_samples(prometheus, labels, "train_loss")) >= 50, 30, "the run's first 50 steps in Prometheus")
         collector.kill()
         before_kill = len(prometheus_samples(prometheus, labels, "train_loss"))
@@ -54,6 +55,8 @@ def test_collector_killed_mid_run_loses_nothing(
         assert trainer.poll() is None, f"the run ended during the outage; make it longer\n{log.read_text()[-2000:]}"
         collector.start()
         trainer.wait(timeout=120)
+    except (AssertionError, subprocess.TimeoutExpired) as error:
+        raise AssertionError(f"{error}\n--- training log tail:\n{log.read_text()[-3000:]}") from None
     finally:
         if trainer.poll() is None:
             trainer.kill()

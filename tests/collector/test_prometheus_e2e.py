@@ -95,7 +95,16 @@ def test_each_logged_step_reaches_prometheus(
     labels = run_labels(prometheus, training_run)
     # Resource attributes after translation: on target_info, joined on job + instance.
     assert labels["job"] == "e2e-trainer"  # service.name
-    assert labels["training_rank"] == "0" and labels["training_local_rank"] == "0" and labels["training_world_size"] == "1"
+    resource = {
+        k: labels[k] for k in ("training_run_id", "training_rank", "training_local_rank", "training_world_size", "training_restart_count")
+    }
+    assert resource == {
+        "training_run_id": training_run.run_id,
+        "training_rank": "0",
+        "training_local_rank": "0",
+        "training_world_size": "1",
+        "training_restart_count": "0",
+    }
     assert labels["instance"]  # service.instance.id, set by the SDK's Resource.create
 
 
