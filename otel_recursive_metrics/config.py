@@ -202,7 +202,12 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("retry_multiplier", _float(1.0), 1.5, "Backoff growth factor."),
     Setting("retry_jitter", _float(0.0), 0.5, "Randomization factor: each delay is drawn from delay*(1 +/- jitter)."),
     Setting("retry_max_delay_s", _float(0.0), 30.0, "Cap on one backoff delay."),
-    Setting("retry_max_elapsed_s", _float(0.0), 300.0, "Time budget for one batch; then it is dead-lettered. 0 means retry forever."),
+    Setting(
+        "retry_max_elapsed_s",
+        _float(0.0),
+        3600.0,
+        "Time budget for one batch from its first attempt; then it is dead-lettered. 0 means retry forever.",
+    ),
     Setting("send_timeout_s", _float(0.0, exclusive=True), 10.0, "Deadline of one delivery attempt."),
     Setting("max_batch_points", _int(1), 8192, "Most points in one delivery (one OTLP request, one store transaction)."),
     Setting("max_buffer_items", _int(1), 100_000, "Most items waiting in memory for the worker; past it the overflow policy applies."),
@@ -258,7 +263,9 @@ class Config:
     retry_multiplier: float = 1.5
     retry_jitter: float = 0.5
     retry_max_delay_s: float = 30.0
-    retry_max_elapsed_s: float = 300.0
+    # An hour, not the Collector's 5 minutes: the batch waits on disk, not in memory, so an
+    # outage of minutes should end in delivery, not in the dead-letter queue.
+    retry_max_elapsed_s: float = 3600.0
     send_timeout_s: float = 10.0
     max_batch_points: int = 8192
     max_buffer_items: int = 100_000
