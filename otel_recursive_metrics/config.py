@@ -34,7 +34,7 @@ from typing import Any
 
 from .errors import ConfigError
 
-__all__ = ["ENV_PREFIX", "SEED_KEYS", "SETTINGS", "Config", "Setting", "load_config"]
+__all__ = ["ENV_PREFIX", "SEED_KEYS", "SETTINGS", "Config", "Setting", "env_names", "load_config"]
 
 ENV_PREFIX = "OTEL_RECURSIVE_METRICS_"
 
@@ -191,14 +191,26 @@ SETTINGS: tuple[Setting, ...] = (
         50,
         "Accepted items (an SDK export, a `log` call, a record) that wake the worker before the interval.",
     ),
-    Setting("flush_interval_s", _float(0.0, exclusive=True), 5.0, "Longest time a point waits in memory before it is on disk and sent."),
+    Setting(
+        "flush_interval_s",
+        _float(0.0, exclusive=True),
+        5.0,
+        "Longest time (seconds) a point waits in memory before it is on disk and sent.",
+        (ENV_PREFIX + "FLUSH_INTERVAL",),
+    ),
     Setting(
         "max_retries",
         _int(0),
         3,
         "Retries of one batch before the sink is reported failing (error callbacks); retrying goes on within `retry_max_elapsed_s`.",
     ),
-    Setting("retry_delay_s", _float(0.0), 1.0, "First backoff delay; each next one is x`retry_multiplier`, with jitter."),
+    Setting(
+        "retry_delay_s",
+        _float(0.0),
+        1.0,
+        "First backoff delay (seconds); each next one is x`retry_multiplier`, with jitter.",
+        (ENV_PREFIX + "RETRY_DELAY",),
+    ),
     Setting("retry_multiplier", _float(1.0), 1.5, "Backoff growth factor."),
     Setting("retry_jitter", _float(0.0), 0.5, "Randomization factor: each delay is drawn from delay*(1 +/- jitter)."),
     Setting("retry_max_delay_s", _float(0.0), 30.0, "Cap on one backoff delay."),
@@ -305,9 +317,15 @@ class Config:
         return out
 
 
+def env_names(setting: Setting) -> tuple[str, ...]:
+    """The variables that set ``setting``, first match wins: our documented names, then standard ones."""
+    ours = [n for n in setting.env if n.startswith(ENV_PREFIX)]
+    others = [n for n in setting.env if not n.startswith(ENV_PREFIX)]
+    return (*ours, ENV_PREFIX + setting.name.upper(), *others)
+
+
 def _env_value(setting: Setting, environ: Mapping[str, str]) -> tuple[str, str] | None:
-    names = (ENV_PREFIX + setting.name.upper(), *setting.env)
-    for name in names:
+    for name in env_names(setting):
         if name in environ and environ[name].strip() != "":
             value = environ[name]
             if setting.name == "otlp_timeout_s" and name.startswith("OTEL_EXPORTER_OTLP"):

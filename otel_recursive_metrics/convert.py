@@ -21,7 +21,7 @@ from opentelemetry.sdk.metrics.export import (
     Sum,
 )
 
-from .model import BatchBuilder, canonical_json, canonical_json_of_immutable
+from .model import BatchBuilder, canonical_json, canonical_json_of_immutable, explicit_histogram, exponential_histogram
 
 __all__ = ["LogContext", "LogItem", "add_log_item", "add_metrics_data", "add_record"]
 
@@ -49,6 +49,8 @@ def _temporality(value: Any) -> int:
 def add_metrics_data(builder: BatchBuilder, data: MetricsData) -> int:
     """Add every point of an SDK export; returns how many points were added."""
     points = builder.batch.points
+    append = points.append
+    attrs_json = canonical_json_of_immutable
     before = len(points)
     for rm in data.resource_metrics:
         res = builder.resource(dict(rm.resource.attributes), rm.schema_url or rm.resource.schema_url or "")
@@ -58,101 +60,33 @@ def add_metrics_data(builder: BatchBuilder, data: MetricsData) -> int:
             for metric in sm.metrics:
                 d = metric.data
                 desc, unit = metric.description or "", metric.unit or ""
-                if isinstance(d, Sum):
-                    m = builder.metric(metric.name, desc, unit, "sum", _temporality(d.aggregation_temporality), d.is_monotonic)
+                if isinstance(d, (Sum, Gauge)):
+                    if isinstance(d, Sum):
+                        m = builder.metric(metric.name, desc, unit, "sum", _temporality(d.aggregation_temporality), d.is_monotonic)
+                    else:
+                        m = builder.metric(metric.name, desc, unit, "gauge")
                     for p in d.data_points:
-                        points.append(
-                            [
-                                res,
-                                sc,
-                                m,
-                                canonical_json_of_immutable(p.attributes),
-                                p.start_time_unix_nano,
-                                p.time_unix_nano,
-                                p.value,
-                                None,
-                                None,
-                                None,
-                                None,
-                            ]
-                        )
-                elif isinstance(d, Gauge):
-                    m = builder.metric(metric.name, desc, unit, "gauge")
-                    for p in d.data_points:
-                        points.append(
-                            [
-                                res,
-                                sc,
-                                m,
-                                canonical_json_of_immutable(p.attributes),
-                                p.start_time_unix_nano or 0,
-                                p.time_unix_nano,
-                                p.value,
-                                None,
-                                None,
-                                None,
-                                None,
-                            ]
-                        )
+                        attrs = attrs_json(p.attributes)
+                        append([res, sc, m, attrs, p.start_time_unix_nano or 0, p.time_unix_nano, p.value, None, None, None, None])
                 elif isinstance(d, Histogram):
                     m = builder.metric(metric.name, desc, unit, "histogram", _temporality(d.aggregation_temporality))
                     for h in d.data_points:
-                        hist: dict[str, Any] = {
-                            "count": h.count,
-                            "sum": h.sum,
-                            "min": _finite_or_none(h.min),
-                            "max": _finite_or_none(h.max),
-                            "bounds": list(h.explicit_bounds),
-                            "counts": list(h.bucket_counts),
-                        }
-                        points.append(
-                            [
-                                res,
-                                sc,
-                                m,
-                                canonical_json_of_immutable(h.attributes),
-                                h.start_time_unix_nano,
-                                h.time_unix_nano,
-                                None,
-                                None,
-                                None,
-                                hist,
-                                None,
-                            ]
-                        )
+                        hist = explicit_histogram(h.count, h.sum, _finite(h.min), _finite(h.max), h.explicit_bounds, h.bucket_counts)
+                        attrs = attrs_json(h.attributes)
+                        append([res, sc, m, attrs, h.start_time_unix_nano, h.time_unix_nano, None, None, None, hist, None])
                 elif isinstance(d, ExponentialHistogram):
                     m = builder.metric(metric.name, desc, unit, "exponential_histogram", _temporality(d.aggregation_temporality))
                     for e in d.data_points:
-                        hist = {
-                            "count": e.count,
-                            "sum": e.sum,
-                            "min": _finite_or_none(e.min),
-                            "max": _finite_or_none(e.max),
-                            "scale": e.scale,
-                            "zero_count": e.zero_count,
-                            "positive": [e.positive.offset, list(e.positive.bucket_counts)],
-                            "negative": [e.negative.offset, list(e.negative.bucket_counts)],
-                            "flags": e.flags,
-                        }
-                        points.append(
-                            [
-                                res,
-                                sc,
-                                m,
-                                canonical_json_of_immutable(e.attributes),
-                                e.start_time_unix_nano,
-                                e.time_unix_nano,
-                                None,
-                                None,
-                                None,
-                                hist,
-                                None,
-                            ]
-                        )
+                        hist = exponential_histogram(
+                            e.count, e.sum, _finite(e.min), _finite(e.max), e.scale, e.zero_count,
+                            (e.positive.offset, e.positive.bucket_counts), (e.negative.offset, e.negative.bucket_counts), e.flags,
+                        )  # fmt: skip
+                        attrs = attrs_json(e.attributes)
+                        append([res, sc, m, attrs, e.start_time_unix_nano, e.time_unix_nano, None, None, None, hist, None])
     return len(points) - before
 
 
-def _finite_or_none(value: float | None) -> float | None:
+def _finite(value: float | None) -> float | None:
     if value is None or not math.isfinite(value):
         return None
     return value

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,6 +29,8 @@ __all__ = [
     "Temporality",
     "canonical_json",
     "canonical_json_of_immutable",
+    "explicit_histogram",
+    "exponential_histogram",
 ]
 
 #: Metric kinds, after the OTLP ``Metric.data`` oneof.
@@ -153,6 +155,38 @@ class PointBatch:
                 points.append(q)
             out.append(PointBatch(tables[0], tables[1], tables[2], points, f"{self.id}.{chunk_index}"))
         return out
+
+
+def explicit_histogram(
+    count: int, total: float, minimum: float | None, maximum: float | None, bounds: Sequence[float], counts: Sequence[int]
+) -> dict[str, Any]:
+    """The ``histogram`` field of an explicit-bucket histogram point."""
+    return {"count": count, "sum": total, "min": minimum, "max": maximum, "bounds": list(bounds), "counts": list(counts)}
+
+
+def exponential_histogram(
+    count: int,
+    total: float,
+    minimum: float | None,
+    maximum: float | None,
+    scale: int,
+    zero_count: int,
+    positive: tuple[int, Sequence[int]],
+    negative: tuple[int, Sequence[int]],
+    flags: int = 0,
+) -> dict[str, Any]:
+    """The ``histogram`` field of an exponential histogram point; buckets as ``(offset, counts)``."""
+    return {
+        "count": count,
+        "sum": total,
+        "min": minimum,
+        "max": maximum,
+        "scale": scale,
+        "zero_count": zero_count,
+        "positive": [positive[0], list(positive[1])],
+        "negative": [negative[0], list(negative[1])],
+        "flags": flags,
+    }
 
 
 class BatchBuilder:

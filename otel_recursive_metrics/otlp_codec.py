@@ -20,7 +20,7 @@ from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportM
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.metrics.v1 import metrics_pb2 as pb
 
-from .model import BatchBuilder, PointBatch
+from .model import BatchBuilder, PointBatch, explicit_histogram, exponential_histogram
 
 __all__ = ["decode_request", "encode_request", "request_from_json_line", "request_to_json_line"]
 
@@ -149,6 +149,11 @@ def encode_request(batch: PointBatch) -> ExportMetricsServiceRequest:
     return request
 
 
+def _opt(point: Any, name: str) -> float | None:
+    """An optional proto3 field's value, or None when it is not set."""
+    return getattr(point, name) if point.HasField(name) else None
+
+
 def decode_request(request: ExportMetricsServiceRequest) -> PointBatch:
     """The points of an OTLP request as a batch (step and epoch are unknown: None)."""
     from .model import canonical_json
@@ -172,65 +177,20 @@ def decode_request(request: ExportMetricsServiceRequest) -> PointBatch:
                 elif which == "histogram":
                     m = b.metric(metric.name, metric.description, metric.unit, "histogram", metric.histogram.aggregation_temporality)
                     for h in metric.histogram.data_points:
-                        hist = {
-                            "count": h.count,
-                            "sum": h.sum,
-                            "min": h.min if h.HasField("min") else None,
-                            "max": h.max if h.HasField("max") else None,
-                            "bounds": list(h.explicit_bounds),
-                            "counts": list(h.bucket_counts),
-                        }
-                        points.append(
-                            [
-                                res,
-                                sc,
-                                m,
-                                canonical_json(_attrs(h.attributes)),
-                                h.start_time_unix_nano,
-                                h.time_unix_nano,
-                                None,
-                                None,
-                                None,
-                                hist,
-                                None,
-                            ]
-                        )
+                        hist = explicit_histogram(h.count, h.sum, _opt(h, "min"), _opt(h, "max"), h.explicit_bounds, h.bucket_counts)
+                        attrs = canonical_json(_attrs(h.attributes))
+                        points.append([res, sc, m, attrs, h.start_time_unix_nano, h.time_unix_nano, None, None, None, hist, None])
                     continue
                 elif which == "exponential_histogram":
-                    m = b.metric(
-                        metric.name,
-                        metric.description,
-                        metric.unit,
-                        "exponential_histogram",
-                        metric.exponential_histogram.aggregation_temporality,
-                    )
+                    kind, temporality = "exponential_histogram", metric.exponential_histogram.aggregation_temporality
+                    m = b.metric(metric.name, metric.description, metric.unit, kind, temporality)
                     for e in metric.exponential_histogram.data_points:
-                        hist = {
-                            "count": e.count,
-                            "sum": e.sum,
-                            "min": e.min if e.HasField("min") else None,
-                            "max": e.max if e.HasField("max") else None,
-                            "scale": e.scale,
-                            "zero_count": e.zero_count,
-                            "positive": [e.positive.offset, list(e.positive.bucket_counts)],
-                            "negative": [e.negative.offset, list(e.negative.bucket_counts)],
-                            "flags": e.flags,
-                        }
-                        points.append(
-                            [
-                                res,
-                                sc,
-                                m,
-                                canonical_json(_attrs(e.attributes)),
-                                e.start_time_unix_nano,
-                                e.time_unix_nano,
-                                None,
-                                None,
-                                None,
-                                hist,
-                                None,
-                            ]
-                        )
+                        hist = exponential_histogram(
+                            e.count, e.sum, _opt(e, "min"), _opt(e, "max"), e.scale, e.zero_count,
+                            (e.positive.offset, e.positive.bucket_counts), (e.negative.offset, e.negative.bucket_counts), e.flags,
+                        )  # fmt: skip
+                        attrs = canonical_json(_attrs(e.attributes))
+                        points.append([res, sc, m, attrs, e.start_time_unix_nano, e.time_unix_nano, None, None, None, hist, None])
                     continue
                 else:
                     continue  # summaries are not produced by the SDK; skip them

@@ -36,6 +36,19 @@ def test_seed_keys_map_to_fields() -> None:
     assert (cfg.batch_size, cfg.flush_interval_s, cfg.max_retries, cfg.retry_delay_s) == (10, 0.5, 0, 0.25)
 
 
+def test_design_names_for_the_seed_settings() -> None:
+    env = {
+        "OTEL_RECURSIVE_METRICS_BATCH_SIZE": "9",
+        "OTEL_RECURSIVE_METRICS_FLUSH_INTERVAL": "0.5",
+        "OTEL_RECURSIVE_METRICS_MAX_RETRIES": "2",
+        "OTEL_RECURSIVE_METRICS_RETRY_DELAY": "0.1",
+    }
+    cfg = load_config(environ=env)
+    assert (cfg.batch_size, cfg.flush_interval_s, cfg.max_retries, cfg.retry_delay_s) == (9, 0.5, 2, 0.1)
+    # The unit-suffixed spelling works too.
+    assert load_config(environ={"OTEL_RECURSIVE_METRICS_FLUSH_INTERVAL_S": "2"}).flush_interval_s == 2.0
+
+
 def test_environment_names() -> None:
     env = {
         "OTEL_RECURSIVE_METRICS_SINKS": "store, otlp",

@@ -6,14 +6,14 @@ from importlib.metadata import version
 from pathlib import Path
 
 import otel_recursive_metrics
-from otel_recursive_metrics.config import ENV_PREFIX, SEED_KEYS, SETTINGS
+from otel_recursive_metrics.config import SEED_KEYS, SETTINGS, env_names
 
 README = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
 
 
 def test_every_setting_is_in_the_readme_table() -> None:
     missing = [s.name for s in SETTINGS if f"| `{s.name}` |" not in README]
-    missing += [ENV_PREFIX + s.name.upper() for s in SETTINGS if f"`{ENV_PREFIX}{s.name.upper()}`" not in README]
+    missing += [name for s in SETTINGS for name in env_names(s) if f"`{name}`" not in README]
     missing += [key for key in SEED_KEYS if f"`{key}`" not in README]
     assert not missing, f"README settings table lacks: {missing}"
 
