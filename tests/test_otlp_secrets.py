@@ -138,3 +138,10 @@ def test_credentials_in_the_endpoint_url_are_not_shown() -> None:
     sink = OtlpHttpSink("https://user:hunter2-pass@collector.example:4318/v1/metrics?api_key=abc123", timeout_s=1)
     assert "hunter2" not in sink.display_endpoint and "abc123" not in sink.display_endpoint
     assert "hunter2" not in repr(sink)
+
+
+def test_endpoint_without_a_scheme_is_shown_as_written() -> None:
+    from otel_recursive_metrics.sinks.otlp_errors import _display_url
+
+    assert _display_url("collector:4317") == "collector:4317"
+    assert _display_url("http://user:tok3n@host:4318/v1/metrics?key=tok3n") == "http://<redacted>@host:4318/v1/metrics?<redacted>"

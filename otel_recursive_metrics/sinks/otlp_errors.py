@@ -82,7 +82,9 @@ class _Redactor:
 def _display_url(url: str) -> str:
     """``url`` safe for messages: no user info, no query string (either may hold a credential)."""
     try:
-        parts = urlsplit(url)
+        # "collector:4317" (no scheme, as gRPC endpoints often are) would parse as scheme
+        # "collector"; parse it as a network location instead.
+        parts = urlsplit(url if "://" in url else "//" + url)
     except ValueError:
         return "<unparseable endpoint>"
     netloc = parts.netloc
