@@ -57,6 +57,14 @@ class Stats:
             else:
                 getattr(self, counter)[key] += n
 
+    def set_last_error(self, sink: str, text: str) -> None:
+        with self._lock:
+            self.last_error[sink] = text
+
+    def set_failing(self, sink: str) -> None:
+        with self._lock:
+            self.failing[sink] = True
+
     def sent(self, sink: str, points: int, seconds: float) -> None:
         with self._lock:
             self.sent_points[sink] += points

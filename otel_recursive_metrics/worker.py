@@ -1,13 +1,14 @@
-"""The background worker: memory buffer -> durable queue -> one delivery thread per sink.
+"""The background worker: assembles the stages and runs them on their threads.
 
 Threads (named, daemon, started lazily at the first offer or flush):
 
-- ``otel-recursive-metrics-ingest`` wakes every ``flush_interval_s``, or early once
-  ``batch_size`` items wait, or on a flush request. It drains the memory buffer, converts the
-  items to point batches of at most ``max_batch_points``, appends them to the durable queue in
-  one transaction, and fsyncs the queue at least once per interval.
-- ``otel-recursive-metrics-sink-<name>``, one per sink, reads the queue from its own cursor and
-  hands each batch to the retry stage. A sink that is down never holds another one back.
+- ``otel-recursive-metrics-ingest`` opens the durable queue and the sinks, then wakes every
+  ``flush_interval_s``, or early once ``batch_size`` items wait, or on a flush request, and runs
+  the :mod:`~otel_recursive_metrics.ingest` stage (memory buffer -> point batches -> durable
+  queue); it fsyncs the queue at least once per interval.
+- ``otel-recursive-metrics-sink-<name>``, one per sink, runs the
+  :mod:`~otel_recursive_metrics.delivery` stage (durable queue -> retry -> sink or dead-letter
+  queue) from that sink's own cursor. A sink that is down never holds another one back.
 
 ``flush(timeout_s)`` returns True when everything accepted before the call has been delivered to
 every sink. ``shutdown(timeout_s)`` computes one deadline, flushes within it, then stops the
@@ -22,25 +23,21 @@ the parent's data, are ignored unless ``export_in_forked_child`` is set.
 
 from __future__ import annotations
 
-import collections
-import functools
 import logging
 import os
 import threading
 import time
 import weakref
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
-
-from opentelemetry.sdk.metrics.export import MetricsData
 
 from .buffer import MemoryBuffer
 from .config import Config
-from .convert import LogContext, add_log_item, add_metrics_data, add_record
+from .convert import LogContext
 from .dead_letter import DeadLetterQueue
-from .model import BatchBuilder, PointBatch
-from .queue import DurableQueue, QueueFull, _abandoned
-from .retry import Outcome, Retrier, RetryPolicy
+from .delivery import SinkDelivery
+from .ingest import Ingest, RecentBatches, item_points
+from .queue import DurableQueue, _abandoned
 from .sinks.base import Sink, build_sinks
 from .telemetry import Stats
 
@@ -53,17 +50,6 @@ _log = logging.getLogger(__name__)
 ErrorCallback = Callable[[BaseException, dict[str, Any]], None]
 
 _pipelines: weakref.WeakSet[Pipeline] = weakref.WeakSet()
-_RECENT_MAX_RECORDS = 64
-_SCOPE = ("otel_recursive_metrics", "")
-
-
-def item_points(item: Any) -> int:
-    """How many points an accepted item holds."""
-    if isinstance(item, MetricsData):
-        return sum(len(m.data.data_points) for rm in item.resource_metrics for sm in rm.scope_metrics for m in sm.metrics)
-    if isinstance(item, tuple):
-        return len(item[4])
-    return 1
 
 
 class Pipeline:
@@ -107,14 +93,16 @@ class Pipeline:
         self._setup_done = threading.Event()
         self._threads: list[threading.Thread] = []
         self._flush_requests: list[list[Any]] = []
-        # Encoded chunks not yet in the durable queue: (created_unix_nano, points, payload, batch).
-        self._held: list[tuple[int, int, bytes, PointBatch]] = []
-        # Recently queued batches by record id, so sinks skip decoding what ingest just encoded.
-        self._recent: collections.OrderedDict[int, PointBatch] = collections.OrderedDict()
-        self._recent_lock = threading.Lock()
-        self._last_written_id = 0
+        self._recent = RecentBatches()
+        self._ingest = Ingest(
+            self.config,
+            self.buffer,
+            self.stats,
+            report=self._report,
+            resource_attributes=lambda: self.resource_attributes,
+            recent=self._recent,
+        )
         self._released = False
-        self._in_flight_items = 0
 
     # -- the caller's side ------------------------------------------------------------------------
 
@@ -210,7 +198,7 @@ class Pipeline:
             except Exception:  # noqa: BLE001 - keep the worker alive; the data stays in memory
                 _log.exception("otel-recursive-metrics: ingest failed; will retry")
                 self._stop.wait(min(1.0, cfg.flush_interval_s))
-            if stopping and not len(self.buffer) and not self._held:
+            if stopping and not len(self.buffer) and not self._ingest.held:
                 break
         self._release_if_last()
 
@@ -219,156 +207,48 @@ class Pipeline:
         assert queue is not None
         with self._progress:
             requests, self._flush_requests = self._flush_requests, []
-        items = self.buffer.drain()
-        if items:
-            self._in_flight_items = len(items)  # taken from memory, not yet on disk: still queued
-            self.stats.add("accepted_items", len(items))
-            # Write each chunk as soon as it is full, so sinks start on it while the rest of a
-            # large drain is still being converted.
-            for done, chunks in self._encode(items):
-                self._held.extend(chunks)
-                self._write_held(queue)
-                self._in_flight_items = len(items) - done
-            self._in_flight_items = 0
-        self._write_held(queue)
+        self._ingest.run_once(queue, stopping=self._stop.is_set(), on_written=self._wake_sinks)
         if requests:
             # Everything in the queue counts, records left by an earlier process included.
-            target = -1 if self._held else max(self._last_written_id, queue.last_id())
+            target = -1 if self._ingest.held else max(self._ingest.last_written_id, queue.last_id())
             with self._progress:
                 for request in requests:
                     request[1] = target
                     request[0].set()
 
-    def _write_held(self, queue: DurableQueue) -> None:
-        """Append the held chunks to the durable queue, applying the overflow policy."""
-        if self._held:
-            try:
-                last_id, dropped = queue.append([h[:3] for h in self._held], drop_oldest=self.config.overflow == "drop_oldest")
-            except QueueFull:
-                if self.config.overflow == "drop_newest" or self._stop.is_set():
-                    lost = sum(h[1] for h in self._held)
-                    self.stats.add("dropped_points", lost, "queue_full")
-                    self._report(QueueFull("durable queue full"), sink="*", points=lost, reason="queue_full", outcome="dropped")
-                    self._held = []
-                # overflow=block: keep holding; the memory buffer fills and producers wait.
-            else:
-                # One writer, one transaction: the records got consecutive ids ending at last_id.
-                with self._recent_lock:
-                    first_id = last_id - len(self._held) + 1
-                    for offset, held in enumerate(self._held):
-                        self._recent[first_id + offset] = held[3]
-                    while len(self._recent) > _RECENT_MAX_RECORDS:
-                        self._recent.popitem(last=False)
-                self._held = []
-                self._last_written_id = last_id
-                if dropped:
-                    self.stats.add("dropped_points", dropped, "queue_full")
-                for event in self._sink_wake.values():
-                    event.set()
-
-    def _encode(self, items: list[Any]) -> Iterator[tuple[int, list[tuple[int, int, bytes, PointBatch]]]]:
-        """Yield ``(items converted so far, encoded chunks)`` each time a chunk fills up."""
-        builder = BatchBuilder()
-        resource = None
-        limit = self.config.max_batch_points
-        for done, item in enumerate(items, 1):
-            if len(builder.batch.points) >= limit:
-                yield done - 1, self._encode_batch(builder.build())
-                builder = BatchBuilder()
-            try:
-                if isinstance(item, MetricsData):
-                    add_metrics_data(builder, item)
-                elif isinstance(item, tuple):
-                    add_log_item(builder, item)
-                else:
-                    if resource is None:
-                        resource = self.resource_attributes
-                    add_record(builder, item, resource, _SCOPE)
-            except Exception as exc:  # noqa: BLE001 - one bad item must not lose the rest
-                n = item_points(item)
-                self.stats.add("dropped_points", n, "invalid")
-                _log.warning("otel-recursive-metrics: dropped %d point(s) that could not be converted: %s", n, exc)
-                self._report(exc, sink="*", points=n, reason="invalid", outcome="dropped")
-        yield len(items), self._encode_batch(builder.build())
-
-    def _encode_batch(self, batch: PointBatch) -> list[tuple[int, int, bytes, PointBatch]]:
-        self.stats.add("received_points", len(batch))
-        now = time.time_ns()
-        return [(now, len(chunk), chunk.encode(), chunk) for chunk in batch.split(self.config.max_batch_points) if len(chunk)]
+    def _wake_sinks(self) -> None:
+        for event in self._sink_wake.values():
+            event.set()
 
     # -- delivery: disk -> sink -------------------------------------------------------------------
 
     def _sink_loop(self, sink: Sink) -> None:
-        cfg = self.config
-        queue = self._queue
-        assert queue is not None
-        wake = self._sink_wake[sink.name]
-        stop = self._stop
-        name = sink.name
-
-        def on_retry(retry: int, exc: BaseException, delay_s: float) -> None:
-            self.stats.add("retries", 1, name)
-            with self.stats._lock:
-                self.stats.last_error[name] = _safe_error(exc)
-            if retry <= 1:
-                _log.warning("otel-recursive-metrics: sink %s failed (%s); retrying in %.1fs", name, _safe_error(exc), delay_s)
-
-        def on_failing(exc: BaseException) -> None:
-            with self.stats._lock:
-                self.stats.failing[name] = True
-            self._report(exc, sink=name, points=current_points, reason=_safe_error(exc), outcome="failing")
-
-        retrier = Retrier(
-            RetryPolicy(
-                cfg.retry_delay_s, cfg.retry_multiplier, cfg.retry_jitter, cfg.retry_max_delay_s, cfg.retry_max_elapsed_s, cfg.max_retries
-            ),
-            attempt_timeout_s=cfg.send_timeout_s,
-            sleep=stop.wait,
-            on_retry=on_retry,
-            on_failing=on_failing,
-        )
-        current_points = 0
-        rejected_seen = int(getattr(sink, "rejected_points", 0) or 0)  # OTLP partial_success hook
-        while not stop.is_set():
-            try:
-                record = queue.next_for(name, with_payload=False)
-            except Exception:  # noqa: BLE001
-                if stop.is_set():
-                    return
-                _log.exception("otel-recursive-metrics: reading the durable queue failed")
-                stop.wait(1.0)
-                continue
-            if record is None:
-                wake.wait(cfg.flush_interval_s)
-                wake.clear()
-                continue
-            current_points = record.points
-            with self._recent_lock:
-                cached = self._recent.get(record.id)
-            try:
-                batch = cached if cached is not None else PointBatch.decode(queue.payload(record.id))
-            except (ValueError, KeyError) as exc:
-                self.stats.add("dropped_points", record.points, "corrupt")
-                _log.error("otel-recursive-metrics: record %d in the durable queue is unreadable: %s", record.id, exc)
-                self._finish(name, record.id)
-                continue
-            started = time.monotonic()
-            result = retrier.deliver(functools.partial(_send, sink, batch), stop.is_set)
-            if result.outcome is Outcome.STOPPED:
-                break
-            if result.outcome is Outcome.DELIVERED:
-                self.stats.sent(name, record.points, time.monotonic() - started)
-                # -- OTLP partial_success hook: the sink keeps a cumulative count of rejected points.
-                rejected = int(getattr(sink, "rejected_points", 0) or 0)
-                if rejected > rejected_seen:
-                    self.stats.add("rejected_points", rejected - rejected_seen, name)
-                    rejected_seen = rejected
-                # -- end of hook
-            else:
-                self._dead_letter(batch, result.reason, name)
-            self._finish(name, record.id)
+        assert self._queue is not None
+        SinkDelivery(
+            sink,
+            config=self.config,
+            queue=self._queue,
+            stats=self.stats,
+            dead_letters=self.dead_letters,
+            recent=self._recent,
+            report=self._report,
+            stop=self._stop,
+            wake=self._sink_wake[sink.name],
+            on_progress=self._on_progress,
+        ).run()
         if self._closed:
             self._release_if_last()
+
+    def _on_progress(self) -> None:
+        """A sink moved its cursor: forget batches every sink is done with, wake flush waiters."""
+        queue = self._queue
+        if queue is not None:
+            try:
+                self._recent.forget_through(min(queue.cursor(s.name) for s in self._sinks))
+            except Exception:  # noqa: BLE001 - bookkeeping only
+                pass
+        with self._progress:
+            self._progress.notify_all()
 
     def _release_if_last(self) -> None:
         """After a shutdown that left threads behind, the last one to end closes the files."""
@@ -390,39 +270,6 @@ class Pipeline:
                 self._queue.close()
             except Exception:  # noqa: BLE001
                 _log.exception("closing the durable queue failed")
-
-    def _dead_letter(self, batch: PointBatch, reason: str, sink: str) -> None:
-        entry = None
-        try:
-            entry = self.dead_letters.add(batch, reason=reason, sink=sink)
-        except Exception as exc:  # noqa: BLE001
-            _log.error("otel-recursive-metrics: writing a dead letter failed: %s", exc)
-        if entry is None:
-            self.stats.add("dropped_points", len(batch), "dead_letter_full")
-            _log.error("otel-recursive-metrics: dead-letter folder full; dropped %d point(s) for sink %s: %s", len(batch), sink, reason)
-            self._report(RuntimeError(reason), sink=sink, points=len(batch), reason="dead_letter_full", outcome="dropped")
-            return
-        self.stats.add("dead_lettered_points", len(batch), sink)
-        with self.stats._lock:
-            self.stats.last_error[sink] = reason
-        _log.error("otel-recursive-metrics: dead-lettered %d point(s) for sink %s to %s: %s", len(batch), sink, entry.path, reason)
-        self._report(
-            RuntimeError(reason), sink=sink, points=len(batch), reason=reason, outcome="dead_lettered", dead_letter=str(entry.path)
-        )
-
-    def _finish(self, sink: str, record_id: int) -> None:
-        assert self._queue is not None
-        try:
-            self._queue.done(sink, record_id)
-            floor = min(self._queue.cursor(s.name) for s in self._sinks)
-            with self._recent_lock:
-                while self._recent and next(iter(self._recent)) <= floor:
-                    self._recent.popitem(last=False)
-        except Exception:  # noqa: BLE001 - e.g. closed under us at shutdown; re-sent next start
-            if not self._stop.is_set():
-                _log.exception("otel-recursive-metrics: updating the durable queue failed")
-        with self._progress:
-            self._progress.notify_all()
 
     # -- flush and shutdown ------------------------------------------------------------------------
 
@@ -503,9 +350,8 @@ class Pipeline:
                 pending_points = 0
         sent = snap["sent_points"]
         snap["metrics_processed"] = min((sent.get(s, 0) for s in self.config.sinks), default=0)
-        held_points = sum(h[1] for h in list(self._held))
-        snap["buffer_items"] = len(self.buffer) + self._in_flight_items
-        snap["queue_points"] = pending_points + held_points
+        snap["buffer_items"] = len(self.buffer) + self._ingest.in_flight_items
+        snap["queue_points"] = pending_points + self._ingest.pending_points()
         snap["queue_size"] = snap["buffer_items"] + snap["queue_points"]
         snap["queue_bytes"] = queue.bytes if queue is not None else 0
         snap["queue_capacity_bytes"] = self.config.max_queue_bytes
@@ -522,15 +368,6 @@ class Pipeline:
         self.stats.reset()
         self._init_runtime()
         self.in_forked_child = True
-
-
-def _send(sink: Sink, batch: PointBatch, deadline: float) -> None:
-    sink.send(batch, deadline)
-
-
-def _safe_error(exc: BaseException) -> str:
-    """An error's text for logs and stats; sinks never put header values in their messages."""
-    return f"{type(exc).__name__}: {exc}"
 
 
 def _reset_pipelines_in_child() -> None:
