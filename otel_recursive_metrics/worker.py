@@ -116,12 +116,20 @@ class Pipeline:
 
     def offer(self, item: Any) -> bool:
         """Hand an item to the worker; never blocks unless ``overflow=block`` was chosen."""
+        buffer = self.buffer
+        items = buffer.items
+        if self._started and not self._closed and len(items) < buffer.max_items:
+            # The common case, inlined (this runs on the training thread for every log call).
+            items.append(item)
+            if len(items) >= buffer.wake_after and not buffer.wake.is_set():
+                buffer.wake.set()
+            return True
         if self._closed:
             self.stats.add("dropped_points", item_points(item), "shutdown")
             return False
         if not self._started:
             self._start()
-        return self.buffer.offer(item)
+        return buffer.offer(item)
 
     def _count_buffer_drop(self, item: Any) -> None:
         self.stats.add("dropped_points", item_points(item), "buffer_full")
