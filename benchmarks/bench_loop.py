@@ -148,13 +148,15 @@ def _nothing(workdir: Path, endpoint: str) -> Logger:
     return log_step, lambda: None, lambda: None
 
 
-def _training_metrics(workdir: Path, endpoint: str, sink: str = "store") -> Logger:
+def _training_metrics(workdir: Path, endpoint: str, sink: str = "store", deferred: bool = False) -> Logger:
     from otel_recursive_metrics.training import TrainingMetrics
 
     options: dict[str, Any] = {"sinks": sink}
+    if deferred:  # the worker sleeps through the run and does its work at the (untimed) flush
+        options.update(batch_size=1_000_000_000, flush_interval_s=3600.0, max_buffer_items=10_000_000)
     if sink == "otlp":
         options.update(otlp_endpoint=endpoint, otlp_insecure=True)
-    metrics = TrainingMetrics(prefix="train.", dir=workdir / f"tm-{sink}", **options)
+    metrics = TrainingMetrics(prefix="train.", dir=workdir / f"tm-{sink}-{deferred}", **options)
     log = metrics.log
 
     def log_step(step: int, values: dict[str, float]) -> None:
@@ -239,6 +241,10 @@ PLAIN = "plain loop (logs nothing)"
 PATHS: dict[str, tuple[Factory, str]] = {
     PLAIN: (_nothing, ""),
     "TrainingMetrics.log → store": (_training_metrics, "one call a step, default settings"),
+    "TrainingMetrics.log → store, worker deferred": (
+        lambda w, e: _training_metrics(w, e, deferred=True),
+        "diagnostic: the call alone, the worker asleep until the untimed flush",
+    ),
     "TrainingMetrics.log → OTLP gRPC": (
         lambda w, e: _training_metrics(w, e, "otlp"),
         "one call a step, durable queue on, loopback receiver",
