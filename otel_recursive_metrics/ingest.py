@@ -41,6 +41,8 @@ _log = logging.getLogger(__name__)
 #: ``report(error, **context)``: forwards to the user's error callbacks.
 Report = Callable[..., None]
 
+_YIELD_EVERY_POINTS = 1024
+
 # Scope of the points of submitted records (the seed API).
 _RECORD_SCOPE = ("otel_recursive_metrics", "")
 
@@ -149,10 +151,17 @@ class Ingest:
         builder = BatchBuilder()
         resource = None
         limit = self.config.max_batch_points
+        next_yield = _YIELD_EVERY_POINTS
         for done, item in enumerate(items, 1):
-            if len(builder.batch.points) >= limit:
+            converted = len(builder.batch.points)
+            if converted >= limit:
                 yield done - 1, self._encode_batch(builder.build())
-                builder = BatchBuilder()
+                builder, next_yield = BatchBuilder(), _YIELD_EVERY_POINTS
+            elif converted >= next_yield:
+                # Hand the GIL over if the training thread is waiting for it (back from a
+                # NumPy or CUDA call), rather than making it wait for the switch interval.
+                time.sleep(0)
+                next_yield = converted + _YIELD_EVERY_POINTS
             try:
                 if isinstance(item, MetricsData):
                     add_metrics_data(builder, item)

@@ -73,6 +73,8 @@ _dumps = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=Fa
 # for a series in every collection, so a hit needs only an identity check; holding the object
 # keeps its id from being reused while it is cached.
 _cache: dict[int, tuple[Mapping[str, Any], str]] = {}
+_compact = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+_ENCODE_SLICE = 1024
 _SHARE_TABLES_UP_TO = 256
 _CACHE_MAX = 100_000
 
@@ -117,8 +119,15 @@ class PointBatch:
         return {"v": 1, "id": self.id, "resources": self.resources, "scopes": self.scopes, "metrics": self.metrics, "points": self.points}
 
     def encode(self) -> bytes:
-        """The durable-queue payload: UTF-8 JSON."""
-        return json.dumps(self.to_json(), separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+        """The durable-queue payload: UTF-8 JSON (the same text as ``json.dumps(to_json())``).
+
+        Points are encoded in slices: one ``json.dumps`` call holds the GIL from start to end, and
+        a slice of 1,024 points keeps that under a millisecond for the training thread's sake.
+        """
+        head = _compact({"v": 1, "id": self.id, "resources": self.resources, "scopes": self.scopes, "metrics": self.metrics})
+        points = self.points
+        body = ",".join(_compact(points[i : i + _ENCODE_SLICE])[1:-1] for i in range(0, len(points), _ENCODE_SLICE))
+        return (head[:-1] + ',"points":[' + body + "]}").encode("utf-8")
 
     @classmethod
     def decode(cls, payload: bytes | str) -> PointBatch:

@@ -251,7 +251,9 @@ class PointStore:
                     )
                 attr_ids = self._attribute_set_ids({p[3] for p in batch.points})
                 dumps = json.dumps
-                rows = [
+                # A generator, not a list: executemany builds each row between SQLite steps, which
+                # run without the GIL, so the training thread never waits behind a long burst.
+                rows = (
                     (
                         metric_ids[p[2]],
                         res_ids[p[0]],
@@ -266,7 +268,7 @@ class PointStore:
                         None if p[10] is None else dumps(p[10]),
                     )
                     for p in batch.points
-                ]
+                )
                 before = conn.total_changes
                 conn.executemany(_INSERT_POINT, rows)
                 inserted = conn.total_changes - before
