@@ -195,7 +195,7 @@ def row2(args: argparse.Namespace, report: Report) -> str:
         progress=_say,
     )
     for row in result["rows"]:
-        if row["path"].startswith("TrainingMetrics.log → store") and "slowdown" in row:
+        if row["path"] == "TrainingMetrics.log → store" and "slowdown" in row:
             noise = result.get("plain_iqr")
             measured = f"{row['slowdown']:+.2%}" + (f" (noise floor {noise:.1%})" if noise else "")
             report.targets.append(
@@ -406,7 +406,7 @@ def document(args: argparse.Namespace, report: Report, started: datetime.datetim
         "",
         f"- Date: {started.strftime('%Y-%m-%d %H:%M UTC')}; {mode} run, {elapsed_s / 60:.1f} min; "
         f"command: `python benchmarks/run.py {' '.join(args.argv)}`".rstrip(),
-        f"- Code: {_source()}",
+        f"- Code: {args.source}",
         f"- Machine: {_machine()}; load average at start {load_at_start}, at end {_load()}",
         "- "
         + _versions(
@@ -468,6 +468,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         python = bench_training.ensure_environment()
         return subprocess.run([str(python), str(Path(__file__).resolve()), *argv], check=False).returncode
     started = datetime.datetime.now(datetime.timezone.utc)
+    args.source = _source()  # at the start: the package is imported once, below
     load_at_start = _load()
     t0 = time.monotonic()
     report = Report()
