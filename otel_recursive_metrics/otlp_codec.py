@@ -66,10 +66,19 @@ def _attrs(kvs: Any) -> dict[str, Any]:
     return {kv.key: _from_any_value(kv.value) for kv in kvs}
 
 
+# Attribute text -> KeyValue protos, kept across requests: the same series come back in every
+# export, and building their protos from JSON was the largest cost of encoding. Bounded; only the
+# encoding thread of each sink touches it, and a lost race merely rebuilds an entry.
+_ATTRIBUTE_PROTOS: dict[str, list[KeyValue]] = {}
+_ATTRIBUTE_PROTOS_MAX = 50_000
+
+
 def encode_request(batch: PointBatch) -> ExportMetricsServiceRequest:
     """One OTLP request holding every point of ``batch``."""
     request = ExportMetricsServiceRequest()
-    attr_cache: dict[str, list[KeyValue]] = {}
+    attr_cache = _ATTRIBUTE_PROTOS
+    if len(attr_cache) > _ATTRIBUTE_PROTOS_MAX:
+        attr_cache.clear()
     # resource index -> (ResourceMetrics, {scope index -> (ScopeMetrics, {metric index -> Metric})})
     tree: dict[int, tuple[pb.ResourceMetrics, dict[int, tuple[pb.ScopeMetrics, dict[int, pb.Metric]]]]] = {}
     for p in batch.points:
