@@ -108,8 +108,7 @@ class PointBatch:
     scopes: list[list[Any]] = field(default_factory=list)
     metrics: list[list[Any]] = field(default_factory=list)
     points: list[Point] = field(default_factory=list)
-    #: Identity of the batch, kept through the durable queue and dead letters: the store skips
-    #: a batch id it already holds, which makes redelivery after a crash idempotent.
+    #: Identity of the batch, kept through the durable queue and dead letters.
     id: str = field(default_factory=lambda: uuid.uuid4().hex)
 
     def __len__(self) -> int:

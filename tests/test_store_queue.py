@@ -133,3 +133,16 @@ def test_point_batch_round_trip_and_split() -> None:
     assert [p[7] for part in parts for p in part.points] == list(range(10))
     with pytest.raises(ValueError):
         PointBatch.decode(b'{"v": 2}')
+
+
+def test_nan_and_infinity_values_are_stored(tmp_path: Path) -> None:
+    b = BatchBuilder()
+    res, sc, m = b.resource({}), b.scope("s"), b.metric("loss", "", "", "gauge")
+    b.batch.points += [
+        [res, sc, m, "{}", 0, 1, float("nan"), 0, None, None, None],
+        [res, sc, m, "{}", 0, 2, float("inf"), 1, None, None, None],
+    ]
+    batch = PointBatch.decode(b.build().encode())
+    store = PointStore(tmp_path / "m.db")
+    assert store.write_batch(batch) == 2
+    assert [p.value for p in store.query("loss")] == [None, float("inf")]  # SQLite keeps NaN as NULL
