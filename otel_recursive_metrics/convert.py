@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -23,7 +24,7 @@ from opentelemetry.sdk.metrics.export import (
 
 from .model import BatchBuilder, canonical_json, canonical_json_of_immutable, explicit_histogram, exponential_histogram
 
-__all__ = ["LogContext", "LogItem", "add_log_item", "add_metrics_data", "add_record"]
+__all__ = ["LogContext", "LogItem", "add_log_item", "add_metrics_data", "add_record", "context_number"]
 
 
 @dataclass(frozen=True)
@@ -38,8 +39,27 @@ class LogContext:
     unit: str = ""
 
 
-#: A ``TrainingMetrics.log`` call as queued: ``(context, time_unix_nano, step, epoch, values)``.
-LogItem = tuple[LogContext, int, int, "int | None", dict[str, float]]
+#: A ``TrainingMetrics.log`` call as queued: ``(context, time_unix_nano, step, epoch, values)``,
+#: the context as a LogContext or as its number from :func:`context_number`.
+LogItem = tuple["LogContext | int", int, int, "int | None", dict[str, float]]
+
+# Contexts by number. A queued item that holds only numbers, strings and a dict of floats is
+# not tracked by the garbage collector, so a buffer of many log calls costs collections nothing;
+# an item holding the LogContext object itself would be tracked.
+_contexts: dict[int, LogContext] = {}
+_context_numbers: dict[int, int] = {}
+_context_lock = threading.Lock()
+
+
+def context_number(ctx: LogContext) -> int:
+    """A small number standing for ``ctx`` in queued items (contexts are kept for the process)."""
+    with _context_lock:
+        number = _context_numbers.get(id(ctx))
+        if number is None or _contexts[number] is not ctx:
+            number = len(_contexts)
+            _contexts[number] = ctx
+            _context_numbers[id(ctx)] = number
+        return number
 
 
 def _temporality(value: Any) -> int:
@@ -94,7 +114,8 @@ def _finite(value: float | None) -> float | None:
 
 def add_log_item(builder: BatchBuilder, item: LogItem) -> int:
     """Add one ``log`` call: a gauge point per value, all with the call's time and step."""
-    ctx, time_ns, step, epoch, values = item
+    key, time_ns, step, epoch, values = item
+    ctx = _contexts[key] if isinstance(key, int) else key
     res = builder.resource_object(ctx.resource)
     sc = builder.plain_scope(ctx.scope_name, ctx.scope_version)
     points = builder.batch.points

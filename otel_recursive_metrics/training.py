@@ -66,6 +66,7 @@ from collections.abc import Mapping
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, cast
 
+from .convert import context_number
 from .errors import MetricValueError
 from .model import canonical_json
 from .resource import RANK_KEY
@@ -214,6 +215,7 @@ class TrainingMetrics:
             self._owns_pipeline = True
         self._pipeline: Pipeline = self._resolve(pipeline)
         self._context: LogContext = self._make_context(self._pipeline)
+        self._context_number = context_number(self._context)
         self._offer = self._pipeline.offer
         self.rank = int(self._context.resource.get(RANK_KEY, 0) or 0)
         self._muted = bool(rank_zero_only) and self.rank != 0
@@ -274,8 +276,8 @@ class TrainingMetrics:
         if now <= _last_time_ns:
             now = _last_time_ns + 1
         _last_time_ns = now
-        if not self._offer((self._context, now, step, epoch, out)):
-            self._refused((self._context, now, step, epoch, out))
+        if not self._offer((self._context_number, now, step, epoch, out)):
+            self._refused((self._context_number, now, step, epoch, out))
 
     # -- the slow paths ------------------------------------------------------------------------
 
@@ -317,9 +319,10 @@ class TrainingMetrics:
 
             self._pipeline = _registry.get_default_pipeline()
             self._context = self._make_context(self._pipeline)
+            self._context_number = context_number(self._context)
             self._offer = self._pipeline.offer
             _in_use.add(self._pipeline)
-            if self._offer((self._context, *item[1:])):
+            if self._offer((self._context_number, *item[1:])):
                 return
         # Otherwise the pipeline counted the drop by reason (buffer_full, shutdown).
         self.refused_calls += 1
