@@ -12,7 +12,7 @@ from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
 from opentelemetry.sdk.resources import Resource
 
-from otel_recursive_metrics import RecursiveMetricExporter
+from otel_recursive_metrics import PointStore, RecursiveMetricExporter
 from otel_recursive_metrics.errors import PermanentError, RetryableError
 from otel_recursive_metrics.model import PointBatch
 
@@ -71,3 +71,15 @@ def wait_until(predicate: Callable[[], bool], timeout_s: float = 30.0, what: str
 
 def store_path(data_dir: Path) -> Path:
     return data_dir / "metrics.db"
+
+
+def run_example(script: str, data_dir: Path, *args: str) -> PointStore:
+    """Run ``examples/<script>`` into ``data_dir`` (no OTEL_* from the caller) and open its store."""
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
+    path = Path(__file__).resolve().parents[1] / "examples" / script
+    subprocess.run([sys.executable, str(path), "--dir", str(data_dir), *args], env=env, check=True, timeout=600, capture_output=True)
+    return PointStore(data_dir / "metrics.db")

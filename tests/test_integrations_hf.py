@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from tests.conftest import require_module
+from tests.helpers import run_example
 
 torch = require_module("torch", "hf")
 transformers = require_module("transformers", "hf")
@@ -83,19 +83,7 @@ def test_trainer_fit_logs_every_step_into_the_store(tmp_path: Path, data_dir: Pa
 
 
 def test_example_script_runs(tmp_path: Path) -> None:
-    import subprocess
-    import sys
-
-    env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
-    script = Path(__file__).resolve().parents[1] / "examples" / "hf_trainer.py"
-    subprocess.run(
-        [sys.executable, str(script), "--dir", str(tmp_path / "data"), *["--steps", "6"]],
-        env=env,
-        check=True,
-        timeout=600,
-        capture_output=True,
-    )
-    store = PointStore(tmp_path / "data" / "metrics.db")
+    store = run_example("hf_trainer.py", tmp_path / "data", "--steps", "6")
     try:
         assert len(store.query("hf.loss")) > 0
     finally:

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from tests.conftest import require_module
+from tests.helpers import run_example
 
 if "KERAS_BACKEND" not in os.environ:
     require_module("torch", "keras")
@@ -46,19 +47,7 @@ def test_fit_logs_every_batch_and_epoch_into_the_store(data_dir: Path) -> None:
 
 
 def test_example_script_runs(tmp_path: Path) -> None:
-    import subprocess
-    import sys
-
-    env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
-    script = Path(__file__).resolve().parents[1] / "examples" / "keras_fit.py"
-    subprocess.run(
-        [sys.executable, str(script), "--dir", str(tmp_path / "data"), *["--epochs", "1"]],
-        env=env,
-        check=True,
-        timeout=600,
-        capture_output=True,
-    )
-    store = PointStore(tmp_path / "data" / "metrics.db")
+    store = run_example("keras_fit.py", tmp_path / "data", "--epochs", "1")
     try:
         assert len(store.query("keras.batch_loss")) > 0
     finally:
