@@ -25,6 +25,7 @@ busy timeout), so several processes, DDP ranks for instance, can write one file.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import sqlite3
@@ -87,10 +88,24 @@ CREATE INDEX IF NOT EXISTS metrics_by_name ON metrics(name);
 
 _ATTR_CACHE_MAX = 200_000
 
+_ROWS_PER_STATEMENT = 64
+
+
+def _grouped(rows: Iterator[tuple[Any, ...]], size: int) -> Iterator[tuple[Any, ...]]:
+    """Rows flattened into tuples of ``size`` rows' values (the last one shorter)."""
+    chain = itertools.chain.from_iterable
+    while group := tuple(chain(itertools.islice(rows, size))):
+        yield group
+
+
 _INSERT_POINT = (
     "INSERT OR IGNORE INTO points(metric_id, resource_id, scope_id, attributes_id, start_time_unix_nano,"
     " time_unix_nano, value, step, epoch, histogram, extra) VALUES (?,?,?,?,?,?,?,?,?,?,?)"
 )
+
+
+_ONE_ROW = "(?,?,?,?,?,?,?,?,?,?,?)"
+_INSERT_POINTS_GROUP = _INSERT_POINT.replace(f") VALUES {_ONE_ROW}", ") VALUES " + ",".join([_ONE_ROW] * _ROWS_PER_STATEMENT))
 
 
 @dataclass(frozen=True)
@@ -270,7 +285,15 @@ class PointStore:
                     for p in batch.points
                 )
                 before = conn.total_changes
-                conn.executemany(_INSERT_POINT, rows)
+                # Rows go in groups of _ROWS_PER_STATEMENT per INSERT: SQLite then inserts a whole
+                # group per step with the GIL released, instead of handing the GIL back and forth
+                # around every single row.
+                groups = _grouped(rows, _ROWS_PER_STATEMENT)
+                for group in groups:
+                    if len(group) == _ROWS_PER_STATEMENT * 11:
+                        conn.execute(_INSERT_POINTS_GROUP, group)
+                    else:
+                        conn.executemany(_INSERT_POINT, [group[i : i + 11] for i in range(0, len(group), 11)])
                 inserted = conn.total_changes - before
                 conn.execute("COMMIT")
             except BaseException:

@@ -146,3 +146,11 @@ def test_nan_and_infinity_values_are_stored(tmp_path: Path) -> None:
     store = PointStore(tmp_path / "m.db")
     assert store.write_batch(batch) == 2
     assert [p.value for p in store.query("loss")] == [None, float("inf")]  # SQLite keeps NaN as NULL
+
+
+def test_overlapping_batches_store_each_point_once(tmp_path: Path) -> None:
+    store = PointStore(tmp_path / "m.db")
+    assert store.write_batch(batch_of(100)) == 100
+    # 50 already there, 150 new, in groups that mix both.
+    assert store.write_batch(batch_of(200, start=50)) == 150
+    assert [p.step for p in store.query("loss")] == list(range(250))
