@@ -110,6 +110,10 @@ class SinkDelivery:
                 _log.error("otel-recursive-metrics: record %d in the durable queue is unreadable: %s", record.id, exc)
                 self._finish(record.id)
                 continue
+            except Exception:  # noqa: BLE001 - e.g. the disk is busy: keep the thread, try again
+                _log.exception("otel-recursive-metrics: reading record %d of the durable queue failed", record.id)
+                stop.wait(1.0)
+                continue
             started = time.monotonic()
             result = self.retrier.deliver(functools.partial(_send, self.sink, batch), stop.is_set)
             if result.outcome is Outcome.STOPPED:
@@ -142,7 +146,7 @@ class SinkDelivery:
         name, points = self.name, len(batch)
         try:
             entry = self.dead_letters.add(batch, reason=reason, sink=name)
-        except OSError as exc:
+        except Exception as exc:  # noqa: BLE001 - a full disk, or data the encoder refuses
             self.stats.add("dropped_points", points, "dead_letter_failed")
             _log.error("otel-recursive-metrics: writing a dead letter failed (%s); dropped %d point(s) for sink %s", exc, points, name)
             self._report(exc, sink=name, points=points, reason="dead_letter_failed", outcome="dropped")

@@ -118,11 +118,20 @@ class Ingest:
         if items:
             self.in_flight_items = len(items)  # taken from memory, not yet on disk: still queued
             self.stats.add("accepted_items", len(items))
-            for done, chunks in self._encode(items):
-                self.held.extend(chunks)
-                self._write_held(queue, stopping=stopping, on_written=on_written)
-                self.in_flight_items = len(items) - done
-            self.in_flight_items = 0
+            kept = 0  # items whose points are held or written
+            try:
+                for done, chunks in self._encode(items):
+                    self.held.extend(chunks)
+                    kept = done
+                    self._write_held(queue, stopping=stopping, on_written=on_written)
+                    self.in_flight_items = len(items) - done
+            except BaseException:
+                # Put back what was not converted yet, in order, for the next run.
+                self.stats.add("accepted_items", -(len(items) - kept))
+                self.buffer.items.extendleft(reversed(items[kept:]))
+                raise
+            finally:
+                self.in_flight_items = 0
         self._write_held(queue, stopping=stopping, on_written=on_written)
 
     def _write_held(self, queue: DurableQueue, *, stopping: bool, on_written: Callable[[], None]) -> None:

@@ -60,7 +60,7 @@ from .errors import ConfigError, MetricValueError
 from .model import BatchBuilder
 from .resource import RANK_KEY, RUN_ID_KEY
 from .store import PointStore, StoredPoint
-from .training import next_time_unix_nano, to_index, to_number
+from .training import _INT64_MAX, next_time_unix_nano, to_index, to_number
 
 __all__ = ["MetricsStore", "get_metrics_store", "new_id", "prepare_record", "record_from_point", "reset_metrics_store"]
 
@@ -84,6 +84,21 @@ _PATH_KEYS = ("store_path", "metrics_path", "dir")
 
 
 # -- the record format, shared with submit_metric -----------------------------------------------
+
+
+# Last given timestamp per metric name: two records of one metric submitted with the same
+# timestamp are different points, so the second gets the next nanosecond (the store would
+# otherwise take it for a re-delivery of the first). Bounded by the number of metric names.
+_last_given_time: dict[str, int] = {}
+_given_time_lock = threading.Lock()
+
+
+def _distinct_time(name: str, time_ns: int) -> int:
+    with _given_time_lock:
+        if _last_given_time.get(name) == time_ns:
+            time_ns += 1
+        _last_given_time[name] = time_ns
+    return time_ns
 
 
 def _parse_timestamp(value: Any) -> int:
@@ -171,10 +186,10 @@ def prepare_record(metric_data: Any) -> tuple[dict[str, Any], str]:
         record["value"] = to_number("value", value)
     record["metric_name"] = name
     step = record.get("step")
-    if step is not None and (type(step) is not int or step < 0):
+    if step is not None and (type(step) is not int or not 0 <= step <= _INT64_MAX):
         record["step"] = to_index("step", step)
     epoch = record.get("epoch")
-    if epoch is not None and (type(epoch) is not int or epoch < 0):
+    if epoch is not None and (type(epoch) is not int or not 0 <= epoch <= _INT64_MAX):
         record["epoch"] = to_index("epoch", epoch)
     timestamp = record.get("timestamp")
     if timestamp is None:
@@ -182,7 +197,7 @@ def prepare_record(metric_data: Any) -> tuple[dict[str, Any], str]:
         if type(metric_data) is dict:
             metric_data["timestamp"] = _iso(time_ns)
     else:
-        time_ns = _parse_timestamp(timestamp)
+        time_ns = _distinct_time(name, _parse_timestamp(timestamp))
     record["_time_unix_nano"] = time_ns
     metric_id = record.get("id")
     if metric_id is None:

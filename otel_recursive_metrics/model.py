@@ -79,6 +79,17 @@ _SHARE_TABLES_UP_TO = 256
 _CACHE_MAX = 100_000
 
 
+def _scrub(value: Any) -> Any:
+    """``value`` with every string made encodable as UTF-8 (lone surrogates become "?")."""
+    if isinstance(value, str):
+        return value.encode("utf-8", "replace").decode("utf-8")
+    if isinstance(value, list):
+        return [_scrub(v) for v in value]
+    if isinstance(value, dict):
+        return {_scrub(k): _scrub(v) for k, v in value.items()}
+    return value
+
+
 def canonical_json(attributes: Mapping[str, Any] | None) -> str:
     """Attributes as canonical JSON text: sorted keys, compact, sequences as lists."""
     if not attributes:
@@ -126,7 +137,14 @@ class PointBatch:
         head = _compact({"v": 1, "id": self.id, "resources": self.resources, "scopes": self.scopes, "metrics": self.metrics})
         points = self.points
         body = ",".join(_compact(points[i : i + _ENCODE_SLICE])[1:-1] for i in range(0, len(points), _ENCODE_SLICE))
-        return (head[:-1] + ',"points":[' + body + "]}").encode("utf-8")
+        text = head[:-1] + ',"points":[' + body + "]}"
+        try:
+            return text.encode("utf-8")
+        except UnicodeEncodeError:
+            # A string with a lone surrogate (not valid Unicode) would fail in every sink and in
+            # the dead-letter file alike: replace such characters with "?" once, here.
+            self.resources, self.scopes, self.metrics, self.points = _scrub([self.resources, self.scopes, self.metrics, self.points])
+            return self.encode()
 
     @classmethod
     def decode(cls, payload: bytes | str) -> PointBatch:

@@ -214,6 +214,7 @@ class PointStore:
         if missing:
             if len(cache) + len(missing) > _ATTR_CACHE_MAX:
                 cache.clear()
+                missing = list(texts)  # what was cached is gone too
             self._conn.executemany("INSERT OR IGNORE INTO attribute_sets(attributes) VALUES (?)", [(t,) for t in missing])
             for start in range(0, len(missing), 500):
                 chunk = missing[start : start + 500]

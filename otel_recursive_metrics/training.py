@@ -265,9 +265,9 @@ class TrainingMetrics:
                 break
         if not self._known.issuperset(out):
             self._check_names(out)
-        if type(step) is not int or step < 0:
+        if type(step) is not int or not 0 <= step <= _INT64_MAX:
             step = to_index("step", step)
-        if epoch is not None and type(epoch) is not int:
+        if epoch is not None and (type(epoch) is not int or not 0 <= epoch <= _INT64_MAX):
             epoch = to_index("epoch", epoch)
         if step < self._last_step:
             self._step_went_back(step)

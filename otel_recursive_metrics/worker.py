@@ -215,7 +215,12 @@ class Pipeline:
         assert queue is not None
         with self._progress:
             requests, self._flush_requests = self._flush_requests, []
-        self._ingest.run_once(queue, stopping=self._stop.is_set(), on_written=self._wake_sinks)
+        try:
+            self._ingest.run_once(queue, stopping=self._stop.is_set(), on_written=self._wake_sinks)
+        except BaseException:
+            with self._progress:  # answered at the next successful run
+                self._flush_requests[:0] = requests
+            raise
         if requests:
             # Everything in the queue counts, records left by an earlier process included.
             target = -1 if self._ingest.held else max(self._ingest.last_written_id, queue.last_id())
@@ -284,8 +289,9 @@ class Pipeline:
     def flush(self, timeout_s: float) -> bool:
         """True once everything accepted before this call is delivered to every sink."""
         deadline = time.monotonic() + max(0.0, timeout_s)
-        if self._closed and not self._started:
-            return True
+        if self._closed:
+            # After shutdown nothing is delivered any more; without a start nothing was accepted.
+            return not self._started
         if not self._started:
             self._start()
         if self.in_forked_child and not self._threads:
@@ -330,11 +336,22 @@ class Pipeline:
             thread.join(max(0.0, deadline - time.monotonic()))
             if thread.is_alive():
                 alive.append(thread.name)
+        if not self._setup_done.is_set() and len(self.buffer):
+            # The durable queue never opened (an unwritable folder, say): what is in memory
+            # cannot be kept. Say so and count it rather than losing it silently.
+            lost = sum(item_points(item) for item in list(self.buffer.items))
+            self.stats.add("dropped_points", lost, "queue_unavailable")
+            _log.error(
+                "otel-recursive-metrics: the durable queue in %s never opened; %d point(s) dropped at shutdown", self.config.queue_dir, lost
+            )
+            self._report(RuntimeError("durable queue unavailable"), sink="*", points=lost, reason="queue_unavailable", outcome="dropped")
         if alive:
+            in_memory = len(self.buffer)
             _log.warning(
-                "otel-recursive-metrics: %s still busy at the shutdown deadline; undelivered batches stay queued in %s",
+                "otel-recursive-metrics: %s still busy at the shutdown deadline; batches already queued stay in %s%s",
                 ", ".join(alive),
                 self.config.queue_dir,
+                f"; {in_memory} item(s) still in memory are lost if the process ends now" if in_memory else "",
             )
         else:
             with self._start_lock:
@@ -372,6 +389,7 @@ class Pipeline:
         if self._queue is not None:
             self._queue.abandon_after_fork()
         _abandoned.extend(self._sinks)
+        self.dead_letters._lock = threading.Lock()  # the parent's may have been held at the fork
         self.buffer.reset()
         self.stats.reset()
         self._init_runtime()
