@@ -37,16 +37,19 @@ from opentelemetry.sdk.metrics.export import InMemoryMetricReader, MetricsData
 from otel_recursive_metrics import RecursiveMetricExporter
 
 
-def machine() -> str:
-    model = platform.processor() or "unknown CPU"
+def cpu_model() -> str:
+    """The CPU's model name (from /proc/cpuinfo where there is one)."""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
+                return line.split(":", 1)[1].strip()
     except OSError:
         pass
-    return f"{os.cpu_count()} cores, {model}"
+    return platform.processor() or platform.machine() or "unknown CPU"
+
+
+def machine() -> str:
+    return f"{os.cpu_count()} cores, {cpu_model()}"
 
 
 def versions() -> dict[str, str]:

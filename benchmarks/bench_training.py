@@ -196,15 +196,12 @@ def _version(distribution: str) -> str:
 
 
 def _machine() -> dict[str, Any]:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()}
+    here = str(Path(__file__).resolve().parent)
+    if here not in sys.path:  # loaded by file path (a test), not run from this folder
+        sys.path.insert(0, here)
+    from bench_core import cpu_model
+
+    return {"cpu": cpu_model(), "cores": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()}
 
 
 def _versions() -> dict[str, str]:

@@ -86,14 +86,9 @@ def _versions(*names: str) -> str:
 
 
 def _machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    from bench_core import cpu_model
+
+    cpu = cpu_model()
     memory = ""
     try:
         import psutil

@@ -15,12 +15,14 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import os
+import sqlite3
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from .config import Config, env_setting
+from .errors import ConfigError
 from .store import PointStore, StoredPoint
 
 __all__ = ["build_parser", "main"]
@@ -29,16 +31,20 @@ _Handler = Callable[[argparse.Namespace], int]
 
 
 def _default_store() -> str:
-    path = os.environ.get("OTEL_RECURSIVE_METRICS_STORE")
-    if path:
-        return path
-    return str(Path(os.environ.get("OTEL_RECURSIVE_METRICS_DIR", "./otel-metrics")) / "metrics.db")
+    """The store file the exporter would use in this environment."""
+    try:
+        return str(Config(dir=env_setting("dir"), store_path=env_setting("store_path")).resolved_store_path)
+    except ConfigError as exc:
+        raise SystemExit(_fail(str(exc))) from None
 
 
 def _open_store(path: str) -> PointStore:
     if not Path(path).exists():
         raise SystemExit(_fail(f"--store {path!r}: no such file (train with OTEL_METRICS_EXPORTER=recursive first, or pass --store)"))
-    return PointStore(path, durable=False)
+    try:
+        return PointStore(path, durable=False)
+    except (ValueError, sqlite3.DatabaseError) as exc:
+        raise SystemExit(_fail(f"--store {path!r}: {exc}")) from None
 
 
 def _fail(message: str) -> int:

@@ -32,14 +32,13 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
-import os
 import sys
 import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
-from .config import load_config
+from .config import Config, env_setting, load_config
 from .dead_letter import DeadLetterEntry, DeadLetterQueue
 from .errors import ConfigError
 from .otlp_codec import request_from_json_line
@@ -122,8 +121,9 @@ def _error(message: str) -> int:
 
 
 def _folder(args: argparse.Namespace) -> Path:
-    base = args.dir or os.environ.get("OTEL_RECURSIVE_METRICS_DIR") or "./otel-metrics"
-    return Path(base).expanduser() / "dead-letter"
+    if args.dir:
+        return Path(args.dir).expanduser() / "dead-letter"
+    return Config(dir=env_setting("dir")).dead_letter_dir
 
 
 def _queue(args: argparse.Namespace) -> DeadLetterQueue:

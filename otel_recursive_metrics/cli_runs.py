@@ -18,7 +18,6 @@ import datetime as dt
 import json
 import sys
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import Any
 
 from .store import PointStore
@@ -40,14 +39,12 @@ def register(
 
 def open_store(path: str) -> PointStore | None:
     """The store at ``path``, or None after printing why not (for the CLI's exit code 2)."""
-    if not Path(path).exists():
-        print(
-            f"otel-recursive-metrics: error: --store {path!r}: no such file"
-            " (train with OTEL_METRICS_EXPORTER=recursive first, or pass --store)",
-            file=sys.stderr,
-        )
+    from .cli import _open_store
+
+    try:
+        return _open_store(path)
+    except SystemExit:  # the reason is printed already
         return None
-    return PointStore(path, durable=False)
 
 
 def format_ranks(ranks: Sequence[Any]) -> str:

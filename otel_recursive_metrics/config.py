@@ -34,7 +34,7 @@ from typing import Any
 
 from .errors import ConfigError
 
-__all__ = ["ENV_PREFIX", "SEED_KEYS", "SETTINGS", "Config", "Setting", "env_names", "load_config"]
+__all__ = ["ENV_PREFIX", "SEED_KEYS", "SETTINGS", "Config", "Setting", "env_names", "env_setting", "load_config"]
 
 ENV_PREFIX = "OTEL_RECURSIVE_METRICS_"
 
@@ -336,6 +336,23 @@ def _env_value(setting: Setting, environ: Mapping[str, str]) -> tuple[str, str] 
                     pass
             return name, value
     return None
+
+
+def env_setting(name: str, environ: Mapping[str, str] | None = None) -> Any:
+    """One setting from the environment (or its default), parsed as :func:`load_config` would.
+
+    For tools such as the CLI that need the data folder without caring whether an unrelated
+    variable is valid. Raises :class:`ConfigError` for a bad value of this setting only.
+    """
+    setting = _BY_NAME[name]
+    found = _env_value(setting, os.environ if environ is None else environ)
+    if found is None:
+        return setting.default
+    try:
+        return setting.parse(found[1])
+    except _Invalid as invalid:
+        shown = "<redacted>" if setting.secret else repr(found[1])
+        raise ConfigError([f"{name}={shown} ({found[0]}): expected {invalid}"]) from None
 
 
 def load_config(

@@ -186,6 +186,13 @@ class PointStore:
         self._conn = connect(self.path, busy_timeout_s=busy_timeout_s)
         # FULL: a committed batch survives a power loss, so "stored" means durable.
         self._conn.execute(f"PRAGMA synchronous={'FULL' if durable else 'NORMAL'}")
+        columns = {row[1] for row in self._conn.execute("PRAGMA table_info(points)")}
+        if columns and "attributes_id" not in columns:
+            self._conn.close()
+            raise ValueError(
+                f"store {self.path}: written by an earlier development layout of otel-recursive-metrics (points without"
+                " attributes_id); open it with that version, or start a new store file"
+            )
         with self._lock:
             self._conn.execute("BEGIN IMMEDIATE")
             for statement in _SCHEMA.split(";"):

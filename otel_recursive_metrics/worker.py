@@ -90,7 +90,6 @@ class Pipeline:
         self._queue: DurableQueue | None = None
         self._sinks: list[Sink] = []
         self._sink_wake: dict[str, threading.Event] = {}
-        self._setup_done = threading.Event()
         self._threads: list[threading.Thread] = []
         self._flush_requests: list[list[Any]] = []
         self._recent = RecentBatches()
@@ -153,7 +152,6 @@ class Pipeline:
             # Only a thread start here: opening files and connections happens on the worker, so
             # the first export() costs the caller no disk or network time either.
             self._stop = threading.Event()
-            self._setup_done = threading.Event()
             self._threads = [threading.Thread(target=self._ingest_loop, name="otel-recursive-metrics-ingest", daemon=True)]
             self._started = True
             self._threads[0].start()
@@ -181,7 +179,6 @@ class Pipeline:
                 )
                 self._threads.append(thread)
                 thread.start()
-        self._setup_done.set()
         return True
 
     # -- ingest: memory -> disk ------------------------------------------------------------------
@@ -336,7 +333,7 @@ class Pipeline:
             thread.join(max(0.0, deadline - time.monotonic()))
             if thread.is_alive():
                 alive.append(thread.name)
-        if not self._setup_done.is_set() and len(self.buffer):
+        if self._queue is None and len(self.buffer):
             # The durable queue never opened (an unwritable folder, say): what is in memory
             # cannot be kept. Say so and count it rather than losing it silently.
             lost = sum(item_points(item) for item in list(self.buffer.items))

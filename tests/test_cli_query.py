@@ -98,3 +98,28 @@ def test_self_telemetry_instruments_report_the_stats(data_dir: Path) -> None:
     assert METRIC_PREFIX + "queue_capacity" in found and METRIC_PREFIX + "queue_size" in found
     provider.shutdown()
     observer.shutdown()
+
+
+def test_a_store_of_an_older_layout_is_named_not_a_traceback(tmp_path: Path, capsys: Any) -> None:
+    import sqlite3
+
+    old = tmp_path / "old.db"
+    conn = sqlite3.connect(old)
+    conn.execute(  # the first layout: attributes as text in every point
+        "CREATE TABLE points(id INTEGER PRIMARY KEY, metric_id INTEGER NOT NULL, resource_id INTEGER NOT NULL,"
+        " scope_id INTEGER NOT NULL, attributes TEXT NOT NULL, start_time_unix_nano INTEGER NOT NULL,"
+        " time_unix_nano INTEGER NOT NULL, value, step INTEGER, epoch INTEGER, histogram TEXT, extra TEXT)"
+    )
+    conn.commit()
+    conn.close()
+    code, _, err = run_cli(capsys, "query", "--store", str(old))
+    assert code == 2 and "earlier development layout" in err
+
+
+def test_the_default_store_follows_the_exporters_settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from otel_recursive_metrics.cli import _default_store
+
+    monkeypatch.setenv("OTEL_RECURSIVE_METRICS_DIR", str(tmp_path / "d"))
+    assert _default_store() == str(tmp_path / "d" / "metrics.db")
+    monkeypatch.setenv("OTEL_RECURSIVE_METRICS_STORE", "~/x.db")
+    assert _default_store() == str(Path("~/x.db").expanduser())
