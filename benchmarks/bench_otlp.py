@@ -156,7 +156,7 @@ def _one_throughput_run(which: str, protocol: str, data: Any, exports: int, tota
 
 def run_throughput(protocol: str, *, points: int, series: int, repeat: int = 1) -> list[dict[str, Any]]:
     """Points/s for the stock exporter and ours over ``protocol`` (median of ``repeat`` alternating runs); two rows."""
-    from otel_recursive_metrics.worker import item_points
+    from otel_recursive_metrics.pipeline.worker import item_points
 
     data = _snapshot(series)
     per_export = item_points(data)
@@ -196,7 +196,7 @@ def run_throughput(protocol: str, *, points: int, series: int, repeat: int = 1) 
 
 def _counting_exporter_class() -> Any:
     from otel_recursive_metrics import RecursiveMetricExporter
-    from otel_recursive_metrics.worker import item_points
+    from otel_recursive_metrics.pipeline.worker import item_points
 
     class CountingExporter(RecursiveMetricExporter):
         """Our exporter, counting the points the SDK hands it."""

@@ -17,10 +17,10 @@ try:
 except PackageNotFoundError:  # pragma: no cover - running from a source tree
     __version__ = "0.0.0"
 
-from .api import configure
 from .config import Config, load_config
 from .errors import ConfigError, MetricValueError, PermanentError, RetryableError
 from .exporter import RecursiveMetricExporter
+from .meter_provider import configure
 from .store import PointStore, StoredPoint
 from .training import TrainingMetrics
 

@@ -23,7 +23,7 @@ What changed under the same names:
   ``metrics_flush_interval_sec``, retried with backoff (``metrics_retry_delay_sec`` first
   delay), dead-lettered with the reason when they can never be stored, and kept in the store
   with their ``step``, ``epoch`` and every other field (in the point's ``extra``).
-- Each collector owns one :class:`~otel_recursive_metrics.worker.Pipeline` built by
+- Each collector owns one :class:`~otel_recursive_metrics.pipeline.worker.Pipeline` built by
   ``load_config(config)``: the seed's four keys plus any setting of
   :mod:`otel_recursive_metrics.config` (``dir``, ``sinks``, ...); the environment fills the rest.
   An invalid config raises one ``ConfigError`` listing every problem.
@@ -55,7 +55,7 @@ from typing import Any, ClassVar
 
 from .config import load_config
 from .metrics_store import prepare_record
-from .worker import ErrorCallback, Pipeline
+from .pipeline.worker import ErrorCallback, Pipeline
 
 __all__ = ["AsyncMetricsCollector", "get_async_metrics_collector", "reset_async_metrics_collector"]
 

@@ -39,7 +39,7 @@ from opentelemetry.sdk.metrics.export import (
 )
 
 from .config import Config, load_config
-from .worker import ErrorCallback, Pipeline
+from .pipeline.worker import ErrorCallback, Pipeline
 
 __all__ = ["RecursiveMetricExporter"]
 
@@ -87,7 +87,7 @@ class RecursiveMetricExporter(MetricExporter):
             resolved = config if isinstance(config, Config) else load_config(config, **options)
             self._pipeline = Pipeline(resolved)
         self._failed_logged = False
-        from . import _registry
+        from .pipeline import default as _registry
 
         _registry.set_default_pipeline(self._pipeline)
 

@@ -11,11 +11,11 @@ path changes.
     0.075
 
 ``store_metric`` writes **synchronously and directly** into the
-:class:`~otel_recursive_metrics.store.PointStore` file, one committed (durable) transaction per
+:class:`~otel_recursive_metrics.store.point_store.PointStore` file, one committed (durable) transaction per
 call, as the seed's store wrote one file per call: when it returns the record is on disk and
 visible to the CLI. That costs a disk sync per call, so from a training loop use
 :func:`~otel_recursive_metrics.async_metrics_collector.AsyncMetricsCollector.submit_metric`
-(or :class:`~otel_recursive_metrics.training.TrainingMetrics`), which go through the
+(or :class:`~otel_recursive_metrics.training.metrics.TrainingMetrics`), which go through the
 non-blocking worker into the same store.
 
 The record format (shared with ``submit_metric``, see :func:`prepare_record`):
@@ -57,10 +57,10 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from .errors import ConfigError, MetricValueError
-from .model import BatchBuilder
+from .pipeline.batch import BatchBuilder
 from .resource import RANK_KEY, RUN_ID_KEY
-from .store import PointStore, StoredPoint
-from .training import _INT64_MAX, next_time_unix_nano, to_index, to_number
+from .store.point_store import PointStore, StoredPoint
+from .training.metrics import _INT64_MAX, next_time_unix_nano, to_index, to_number
 
 __all__ = ["MetricsStore", "get_metrics_store", "new_id", "prepare_record", "record_from_point", "reset_metrics_store"]
 
@@ -300,7 +300,7 @@ class MetricsStore:
         return [i for _, i in prepared]
 
     def _write(self, records: list[dict[str, Any]]) -> None:
-        from .convert import add_record
+        from .pipeline.convert import add_record
 
         builder = BatchBuilder()
         for record in records:

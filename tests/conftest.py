@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from otel_recursive_metrics import _registry
+from otel_recursive_metrics.pipeline import default as _registry
 
 
 def required_in_ci(reason: str) -> None:

@@ -605,7 +605,7 @@ def otlp_points(requests: list[ExportMetricsServiceRequest]) -> list[tuple[Any, 
 
 def sample_batch(n: int = 3, *, metric: str = "train.loss", first_step: int = 0) -> Any:
     """A PointBatch of ``n`` gauge points with steps, as the training API would make it."""
-    from otel_recursive_metrics.model import BatchBuilder, canonical_json
+    from otel_recursive_metrics.pipeline.batch import BatchBuilder, canonical_json
 
     builder = BatchBuilder()
     res = builder.resource({"service.name": "trainer", "training.run.id": "run-1"})

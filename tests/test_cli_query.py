@@ -16,7 +16,7 @@ from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
 from otel_recursive_metrics import RecursiveMetricExporter
 from otel_recursive_metrics.cli import main
-from otel_recursive_metrics.telemetry import METRIC_PREFIX, register_instruments
+from otel_recursive_metrics.pipeline.telemetry import METRIC_PREFIX, register_instruments
 
 from .helpers import sdk_provider
 
@@ -117,7 +117,7 @@ def test_a_store_of_an_older_layout_is_named_not_a_traceback(tmp_path: Path, cap
 
 
 def test_the_default_store_follows_the_exporters_settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from otel_recursive_metrics.cli import _default_store
+    from otel_recursive_metrics.cli._output import default_store as _default_store
 
     monkeypatch.setenv("OTEL_RECURSIVE_METRICS_DIR", str(tmp_path / "d"))
     assert _default_store() == str(tmp_path / "d" / "metrics.db")

@@ -14,8 +14,8 @@ import pytest
 
 from otel_recursive_metrics.config import load_config
 from otel_recursive_metrics.errors import PermanentError, RetryableError
-from otel_recursive_metrics.retry import Outcome, Retrier, RetryPolicy
-from otel_recursive_metrics.worker import Pipeline
+from otel_recursive_metrics.pipeline.retry import Outcome, Retrier, RetryPolicy
+from otel_recursive_metrics.pipeline.worker import Pipeline
 
 from .helpers import ScriptedSink, wait_until
 

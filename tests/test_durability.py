@@ -21,7 +21,7 @@ CHILD = textwrap.dedent(
     """
     import sys, time
     from otel_recursive_metrics.config import load_config
-    from otel_recursive_metrics.worker import Pipeline
+    from otel_recursive_metrics.pipeline.worker import Pipeline
 
     data_dir, mode, total = sys.argv[1], sys.argv[2], int(sys.argv[3])
     sinks = None

@@ -12,7 +12,7 @@ from opentelemetry.sdk.metrics.view import ExponentialBucketHistogramAggregation
 
 from otel_recursive_metrics import PointStore, RecursiveMetricExporter
 from otel_recursive_metrics.config import load_config
-from otel_recursive_metrics.worker import Pipeline
+from otel_recursive_metrics.pipeline.worker import Pipeline
 
 from .helpers import ScriptedSink, sdk_provider, wait_until
 

@@ -10,12 +10,12 @@ from typing import Any
 
 import pytest
 
-import otel_recursive_metrics.store as store_module
+import otel_recursive_metrics.store.point_store as store_module
 from otel_recursive_metrics import MetricValueError, PointStore, TrainingMetrics
 from otel_recursive_metrics.config import load_config
-from otel_recursive_metrics.model import BatchBuilder
-from otel_recursive_metrics.queue import DurableQueue
-from otel_recursive_metrics.worker import Pipeline
+from otel_recursive_metrics.pipeline.batch import BatchBuilder
+from otel_recursive_metrics.pipeline.queue import DurableQueue
+from otel_recursive_metrics.pipeline.worker import Pipeline
 
 
 def pipeline(data_dir: Path, **options: Any) -> Pipeline:

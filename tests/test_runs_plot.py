@@ -13,10 +13,10 @@ from typing import Any
 import pytest
 
 from otel_recursive_metrics import cli, load_config
-from otel_recursive_metrics.cli_runs import format_ranks
+from otel_recursive_metrics.cli.runs import format_ranks
+from otel_recursive_metrics.pipeline.worker import Pipeline
 from otel_recursive_metrics.store import PointStore
 from otel_recursive_metrics.training import TrainingMetrics
-from otel_recursive_metrics.worker import Pipeline
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -186,7 +186,7 @@ def test_plot_renders_one_line_per_run_from_a_real_run(example_runs: Path, tmp_p
     assert colour_pixels(image, tab10(0)) > 500 and colour_pixels(image, tab10(1)) > 500
     assert colour_pixels(image, tab10(2)) < 20
 
-    from otel_recursive_metrics.cli_plot import plot_metrics
+    from otel_recursive_metrics.cli.plot import plot_metrics
 
     store = PointStore(example_runs / "metrics.db")
     try:
@@ -206,7 +206,7 @@ def test_plot_renders_one_line_per_run_from_a_real_run(example_runs: Path, tmp_p
 
 def test_plot_splits_ranks_and_resumed_segments(two_runs: Path, data_dir: Path) -> None:
     pytest.importorskip("matplotlib")
-    from otel_recursive_metrics.cli_plot import plot_metrics
+    from otel_recursive_metrics.cli.plot import plot_metrics
 
     store = PointStore(two_runs / "metrics.db")
     try:

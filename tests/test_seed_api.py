@@ -20,8 +20,8 @@ from otel_recursive_metrics.async_metrics_collector import (
 )
 from otel_recursive_metrics.errors import MetricValueError
 from otel_recursive_metrics.metrics_store import MetricsStore, get_metrics_store, reset_metrics_store
+from otel_recursive_metrics.pipeline.worker import Pipeline
 from otel_recursive_metrics.store import PointStore
-from otel_recursive_metrics.worker import Pipeline
 
 from .helpers import ScriptedSink
 

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from otel_recursive_metrics.model import BatchBuilder, PointBatch
-from otel_recursive_metrics.queue import DurableQueue, QueueFull
+from otel_recursive_metrics.pipeline.batch import BatchBuilder, PointBatch
+from otel_recursive_metrics.pipeline.queue import DurableQueue, QueueFull
 from otel_recursive_metrics.store import PointStore
 
 

@@ -11,11 +11,12 @@ from typing import Any
 import numpy as np
 import pytest
 
-from otel_recursive_metrics import RecursiveMetricExporter, _registry, load_config
+from otel_recursive_metrics import RecursiveMetricExporter, load_config
 from otel_recursive_metrics.errors import MetricValueError
+from otel_recursive_metrics.pipeline import default as _registry
+from otel_recursive_metrics.pipeline.worker import Pipeline
 from otel_recursive_metrics.store import PointStore
 from otel_recursive_metrics.training import TrainingMetrics, next_time_unix_nano
-from otel_recursive_metrics.worker import Pipeline
 
 FLUSH_S = 120.0
 

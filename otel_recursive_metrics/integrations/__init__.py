@@ -8,7 +8,7 @@ PyTorch Lightning          ``OtelRecursiveMetricsLogger`` (``Logger``)          
 Keras 3                    ``OtelRecursiveMetricsCallback`` (``Callback``)        ``...integrations.keras``
 =========================  ===================================================  ==========================
 
-Each logs through :class:`~otel_recursive_metrics.training.TrainingMetrics` (every step kept,
+Each logs through :class:`~otel_recursive_metrics.training.metrics.TrainingMetrics` (every step kept,
 values converted at the call, nothing blocking the loop) and takes the same keyword arguments:
 ``prefix``, ``attributes``, ``rank_zero_only``, ``metrics=`` (a TrainingMetrics to share) or
 pipeline settings such as ``dir=``. Keys a framework logs that are not valid metric names are

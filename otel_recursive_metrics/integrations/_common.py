@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from ..errors import MetricValueError
-from ..training import TrainingMetrics, to_number
+from ..training.metrics import TrainingMetrics, to_number
 
 __all__ = ["FrameworkLogger", "clean_name"]
 

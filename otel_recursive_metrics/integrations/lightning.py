@@ -48,7 +48,7 @@ class OtelRecursiveMetricsLogger(Logger):  # type: ignore[misc,unused-ignore]
 
     @property
     def experiment(self) -> Any:
-        """The underlying :class:`~otel_recursive_metrics.training.TrainingMetrics`."""
+        """The underlying :class:`~otel_recursive_metrics.training.metrics.TrainingMetrics`."""
         return self._logger.metrics
 
     def log_metrics(self, metrics: dict[str, Any], step: int | None = None) -> None:

@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
     from ..config import Config
-    from ..model import PointBatch
+    from ..pipeline.batch import PointBatch
 
 __all__ = ["Sink", "build_sinks"]
 

@@ -7,8 +7,8 @@ import time
 from pathlib import Path
 
 from ..errors import PermanentError, RetryableError
-from ..model import PointBatch
-from ..store import PointStore
+from ..pipeline.batch import PointBatch
+from ..store.point_store import PointStore
 
 __all__ = ["StoreSink"]
 
@@ -18,7 +18,7 @@ _TRANSIENT = ("locked", "busy", "disk is full", "disk i/o", "unable to open")
 
 
 class StoreSink:
-    """Writes batches to a :class:`~otel_recursive_metrics.store.PointStore`, idempotently."""
+    """Writes batches to a :class:`~otel_recursive_metrics.store.point_store.PointStore`, idempotently."""
 
     name = "store"
 
@@ -35,8 +35,7 @@ class StoreSink:
     def send(self, batch: PointBatch, deadline: float) -> None:
         try:
             store = self.store
-            remaining_ms = max(1, int((deadline - time.monotonic()) * 1000))
-            store._conn.execute(f"PRAGMA busy_timeout={remaining_ms}")
+            store.set_busy_timeout(deadline - time.monotonic())
             store.write_batch(batch)
         except sqlite3.OperationalError as exc:
             if any(word in str(exc).lower() for word in _TRANSIENT):

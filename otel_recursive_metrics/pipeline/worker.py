@@ -4,10 +4,10 @@ Threads (named, daemon, started lazily at the first offer or flush):
 
 - ``otel-recursive-metrics-ingest`` opens the durable queue and the sinks, then wakes every
   ``flush_interval_s``, or early once ``batch_size`` items wait, or on a flush request, and runs
-  the :mod:`~otel_recursive_metrics.ingest` stage (memory buffer -> point batches -> durable
+  the :mod:`~otel_recursive_metrics.pipeline.ingest` stage (memory buffer -> point batches -> durable
   queue); it fsyncs the queue at least once per interval.
 - ``otel-recursive-metrics-sink-<name>``, one per sink, runs the
-  :mod:`~otel_recursive_metrics.delivery` stage (durable queue -> retry -> sink or dead-letter
+  :mod:`~otel_recursive_metrics.pipeline.delivery` stage (durable queue -> retry -> sink or dead-letter
   queue) from that sink's own cursor. A sink that is down never holds another one back.
 
 ``flush(timeout_s)`` returns True when everything accepted before the call has been delivered to
@@ -31,14 +31,14 @@ import weakref
 from collections.abc import Callable
 from typing import Any
 
+from ..config import Config
+from ..sinks.base import Sink, build_sinks
 from .buffer import MemoryBuffer
-from .config import Config
 from .convert import LogContext
 from .dead_letter import DeadLetterQueue
 from .delivery import SinkDelivery
 from .ingest import Ingest, RecentBatches, item_points
 from .queue import DurableQueue, _abandoned
-from .sinks.base import Sink, build_sinks
 from .telemetry import Stats
 
 __all__ = ["ErrorCallback", "Pipeline"]
@@ -108,7 +108,7 @@ class Pipeline:
     @property
     def resource_attributes(self) -> dict[str, Any]:
         if self._resource_attributes is None:
-            from .resource import default_resource_attributes
+            from ..resource import default_resource_attributes
 
             self._resource_attributes = default_resource_attributes()
         return self._resource_attributes
@@ -361,7 +361,7 @@ class Pipeline:
     # -- introspection -----------------------------------------------------------------------------
 
     def get_stats(self) -> dict[str, Any]:
-        """Counters plus queue figures; see :mod:`otel_recursive_metrics.telemetry`."""
+        """Counters plus queue figures; see :mod:`otel_recursive_metrics.pipeline.telemetry`."""
         snap = self.stats.snapshot()
         pending_points = 0
         queue = self._queue
@@ -407,7 +407,7 @@ if hasattr(os, "register_at_fork"):
 
 def log_context(resource: dict[str, Any], *, prefix: str = "", attributes_json: str = "{}") -> LogContext:
     """A LogContext for the training API's points."""
-    from . import __version__
+    from .. import __version__
 
     return LogContext(
         resource=resource,

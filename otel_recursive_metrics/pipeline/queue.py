@@ -27,7 +27,7 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
-from .store import connect, make_private_dir
+from .._files import connect, make_private_dir
 
 __all__ = ["DurableQueue", "QueueFull", "QueueRecord"]
 

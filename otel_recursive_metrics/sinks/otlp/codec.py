@@ -20,7 +20,7 @@ from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportM
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.metrics.v1 import metrics_pb2 as pb
 
-from .model import BatchBuilder, PointBatch, explicit_histogram, exponential_histogram
+from ...pipeline.batch import BatchBuilder, PointBatch, explicit_histogram, exponential_histogram
 
 __all__ = ["decode_request", "encode_request", "request_from_json_line", "request_to_json_line"]
 
@@ -165,7 +165,7 @@ def _opt(point: Any, name: str) -> float | None:
 
 def decode_request(request: ExportMetricsServiceRequest) -> PointBatch:
     """The points of an OTLP request as a batch (step and epoch are unknown: None)."""
-    from .model import canonical_json
+    from ...pipeline.batch import canonical_json
 
     b = BatchBuilder()
     points = b.batch.points

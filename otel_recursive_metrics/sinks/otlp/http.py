@@ -11,14 +11,14 @@ a second try on a fresh connection within the same deadline. Otherwise:
 
 - a 2xx response is a delivery (its ``partial_success``, if any, is counted and logged);
 - any other status is classified by
-  :func:`~otel_recursive_metrics.sinks.otlp_errors.classify_http_response` (429/502/503/504
+  :func:`~otel_recursive_metrics.sinks.otlp.errors.classify_http_response` (429/502/503/504
   retryable with their ``Retry-After``, everything else permanent);
 - a refused connection, a timeout, a TLS failure or a broken connection is retryable.
 
 No library exception is chained to the error raised: its text may echo what the receiver sent,
 and only redacted text leaves this module.
 
-Thread safety: as for every OTLP sink (:mod:`~otel_recursive_metrics.sinks.otlp_base`), one sending
+Thread safety: as for every OTLP sink (:mod:`~otel_recursive_metrics.sinks.otlp.base`), one sending
 thread at a time.
 """
 
@@ -34,9 +34,9 @@ from urllib.parse import urlsplit
 
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceResponse
 
-from ..errors import DeliveryError, RetryableError
-from .otlp_base import _count_points, _OtlpSink, _user_agent
-from .otlp_errors import classify_http_response
+from ...errors import DeliveryError, RetryableError
+from .base import _count_points, _OtlpSink, _user_agent
+from .errors import classify_http_response
 
 if TYPE_CHECKING:
     from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest

@@ -22,7 +22,7 @@ from opentelemetry.sdk.metrics.export import (
     Sum,
 )
 
-from .model import BatchBuilder, canonical_json, canonical_json_of_immutable, explicit_histogram, exponential_histogram
+from .batch import BatchBuilder, canonical_json, canonical_json_of_immutable, explicit_histogram, exponential_histogram
 
 __all__ = ["LogContext", "LogItem", "add_log_item", "add_metrics_data", "add_record", "context_number"]
 

@@ -27,10 +27,10 @@ from typing import Any
 
 from opentelemetry.sdk.metrics.export import MetricsData
 
+from ..config import Config
+from .batch import BatchBuilder, PointBatch
 from .buffer import MemoryBuffer
-from .config import Config
 from .convert import add_log_item, add_metrics_data, add_record
-from .model import BatchBuilder, PointBatch
 from .queue import DurableQueue, QueueFull
 from .telemetry import Stats
 

@@ -1,7 +1,7 @@
 """The delivery stage: one sink's loop from the durable queue, through retry, to a final outcome.
 
 Each sink gets its own :class:`SinkDelivery` on its own thread. It reads the first record after
-the sink's cursor, hands the batch to the :class:`~otel_recursive_metrics.retry.Retrier`, and
+the sink's cursor, hands the batch to the :class:`~otel_recursive_metrics.pipeline.retry.Retrier`, and
 moves the cursor only once the batch has a final outcome: delivered, or written to the
 dead-letter queue with its reason. A stop request interrupts a backoff and leaves the batch in
 the queue, to be sent at the next start. Because each sink has its own cursor and thread, a sink
@@ -19,13 +19,13 @@ import threading
 import time
 from collections.abc import Callable
 
-from .config import Config
+from ..config import Config
+from ..sinks.base import Sink
+from .batch import PointBatch
 from .dead_letter import DeadLetterQueue
 from .ingest import RecentBatches, Report
-from .model import PointBatch
 from .queue import DurableQueue
 from .retry import Outcome, Retrier, RetryPolicy
-from .sinks.base import Sink
 from .telemetry import Stats
 
 __all__ = ["SinkDelivery", "safe_error"]

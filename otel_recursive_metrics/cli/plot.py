@@ -22,12 +22,12 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
-from .resource import RANK_KEY, RUN_ID_KEY
-from .store import PointStore, StoredPoint
+from ..resource import RANK_KEY, RUN_ID_KEY
+from ..store import PointStore, StoredPoint
+from ._output import add_store_arg, fail, open_store
 
 __all__ = ["PlotError", "cmd_plot", "plot_metrics", "register"]
 
@@ -38,12 +38,8 @@ class PlotError(Exception):
     """Nothing to plot, or matplotlib is missing; the message says which."""
 
 
-def register(
-    subparsers: Any,
-    add_store_arg: Callable[[argparse.ArgumentParser], None],
-    add_filters: Callable[[argparse.ArgumentParser], None],
-) -> None:
-    """Add the ``plot`` subcommand (called by :mod:`otel_recursive_metrics.cli`)."""
+def register(subparsers: Any) -> None:
+    """Add the ``plot`` subcommand."""
     parser = subparsers.add_parser("plot", help="plot metrics of one or more runs to a PNG (needs the plot extra)")
     add_store_arg(parser)
     parser.add_argument("--metric", action="append", required=True, help="metric name; repeat for one panel each")
@@ -59,14 +55,9 @@ def register(
 
 
 def cmd_plot(args: argparse.Namespace) -> int:
-    from .cli_runs import open_store
-
     if args.smooth < 0:
-        print("otel-recursive-metrics: error: --smooth must be >= 0", file=sys.stderr)
-        return 2
+        return fail("--smooth must be >= 0")
     store = open_store(args.store)
-    if store is None:
-        return 2
     try:
         figure = plot_metrics(
             store,
@@ -80,8 +71,8 @@ def cmd_plot(args: argparse.Namespace) -> int:
             title=args.title,
         )
     except PlotError as exc:
-        print(f"otel-recursive-metrics: error: {exc}", file=sys.stderr)
-        return 2 if str(exc) == _MISSING_MATPLOTLIB else 1
+        code = fail(str(exc))
+        return code if str(exc) == _MISSING_MATPLOTLIB else 1
     finally:
         store.close()
     figure.savefig(args.out, dpi=120)

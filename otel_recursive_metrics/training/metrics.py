@@ -66,14 +66,14 @@ from collections.abc import Mapping
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, cast
 
-from .convert import context_number
-from .errors import MetricValueError
-from .model import canonical_json
-from .resource import RANK_KEY
+from ..errors import MetricValueError
+from ..pipeline.batch import canonical_json
+from ..pipeline.convert import context_number
+from ..resource import RANK_KEY
 
 if TYPE_CHECKING:
-    from .convert import LogContext
-    from .worker import Pipeline
+    from ..pipeline.convert import LogContext
+    from ..pipeline.worker import Pipeline
 
 __all__ = ["TrainingMetrics", "next_time_unix_nano", "to_index", "to_number"]
 
@@ -181,7 +181,7 @@ class TrainingMetrics:
     - ``prefix`` is prepended to every key (``"train."`` + ``"loss"``).
     - ``attributes`` are point attributes shared by every value of this instance (low-cardinality
       labels such as ``{"split": "val"}``; they become OTLP attributes).
-    - ``pipeline``: a :class:`~otel_recursive_metrics.worker.Pipeline` or a
+    - ``pipeline``: a :class:`~otel_recursive_metrics.pipeline.worker.Pipeline` or a
       ``RecursiveMetricExporter``. By default the process's default pipeline is used, the one of
       the most recent exporter (so ``OTEL_METRICS_EXPORTER=recursive`` and ``TrainingMetrics``
       share one queue and one store), else one built from the environment.
@@ -208,8 +208,8 @@ class TrainingMetrics:
         if pipeline is not None and options:
             raise TypeError("pass either pipeline= or pipeline settings, not both")
         if pipeline is None and options:
-            from .config import load_config
-            from .worker import Pipeline as _Pipeline
+            from ..config import load_config
+            from ..pipeline.worker import Pipeline as _Pipeline
 
             pipeline = _Pipeline(load_config(**options))
             self._owns_pipeline = True
@@ -232,13 +232,13 @@ class TrainingMetrics:
     @staticmethod
     def _resolve(pipeline: Any) -> Pipeline:
         if pipeline is None:
-            from . import _registry
+            from ..pipeline import default as _registry
 
             return _registry.get_default_pipeline()
         return getattr(pipeline, "pipeline", pipeline)  # type: ignore[no-any-return]
 
     def _make_context(self, pipeline: Pipeline) -> LogContext:
-        from .worker import log_context
+        from ..pipeline.worker import log_context
 
         return log_context(dict(pipeline.resource_attributes), prefix=self.prefix, attributes_json=canonical_json(self.attributes))
 
@@ -315,7 +315,7 @@ class TrainingMetrics:
         # The shared default pipeline was shut down (the exporter's provider ended, say): follow
         # the new default rather than losing the rest of the run.
         if not self._explicit_pipeline and self._pipeline._closed:
-            from . import _registry
+            from ..pipeline import default as _registry
 
             self._pipeline = _registry.get_default_pipeline()
             self._context = self._make_context(self._pipeline)

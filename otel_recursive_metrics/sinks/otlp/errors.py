@@ -38,7 +38,7 @@ from urllib.parse import urlsplit
 
 from google.rpc import error_details_pb2, status_pb2  # type: ignore[import-untyped]
 
-from ..errors import DeliveryError, PermanentError, RetryableError
+from ...errors import DeliveryError, PermanentError, RetryableError
 
 __all__ = [
     "GRPC_RETRYABLE_CODES",

@@ -11,7 +11,7 @@ Schema (version 1)::
 
 ``kind`` is ``gauge``, ``sum``, ``histogram`` or ``exponential_histogram``; ``temporality`` is
 OTLP's (1 delta, 2 cumulative); ``value`` keeps integers as integers; ``histogram`` is JSON (see
-:mod:`otel_recursive_metrics.model`). A unique index over a point's identity (metric, resource,
+:mod:`otel_recursive_metrics.pipeline.batch`). A unique index over a point's identity (metric, resource,
 scope, attribute set, start and end time, step) makes inserts idempotent: a batch delivered twice
 after a crash is stored once.
 
@@ -27,16 +27,15 @@ from __future__ import annotations
 
 import itertools
 import json
-import os
-import sqlite3
 import threading
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .model import PointBatch, canonical_json
-from .resource import RANK_KEY, RUN_ID_KEY
+from .._files import connect, connect_readonly
+from ..pipeline.batch import PointBatch, canonical_json
+from ..resource import RANK_KEY, RUN_ID_KEY
 
 __all__ = ["SCHEMA_VERSION", "PointStore", "StoredPoint"]
 
@@ -148,51 +147,34 @@ class StoredPoint:
         }
 
 
-def make_private_dir(path: Path) -> None:
-    """Create ``path`` and any missing parents readable by the owner only (mode 0700)."""
-    missing = []
-    current = Path(path)
-    while not current.exists():
-        missing.append(current)
-        if current.parent == current:
-            break
-        current = current.parent
-    for folder in reversed(missing):
-        try:
-            folder.mkdir(mode=0o700)
-        except FileExistsError:
-            pass
-
-
-def connect(path: Path | str, *, busy_timeout_s: float = 30.0) -> sqlite3.Connection:
-    """Open a SQLite file in WAL mode with a busy timeout, creating its folder owner-only."""
-    path = Path(path)
-    if str(path) != ":memory:":
-        make_private_dir(path.parent)
-        if not path.exists():
-            # Create the file owner-readable only before SQLite opens it.
-            os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
-    conn = sqlite3.connect(str(path), timeout=busy_timeout_s, isolation_level=None, check_same_thread=False)
-    conn.execute("PRAGMA journal_mode=WAL")
-    return conn
-
-
 class PointStore:
     """Reads and writes points in one SQLite file; see the module docstring for the schema."""
 
-    def __init__(self, path: Path | str, *, durable: bool = True, busy_timeout_s: float = 30.0) -> None:
+    def __init__(self, path: Path | str, *, durable: bool = True, readonly: bool = False, busy_timeout_s: float = 30.0) -> None:
+        """Open (creating it if missing) the store at ``path``.
+
+        ``readonly=True`` opens an existing file for reading only: nothing is created or
+        changed, which is what the CLI's read commands do (they work on a read-only file system
+        and never take the write lock a training run needs). ``durable=False`` commits with
+        ``synchronous=NORMAL`` (safe against a process crash, not a power loss).
+        """
         self.path = Path(path)
+        self.readonly = readonly
         self._lock = threading.Lock()
+        self._ids: dict[tuple[str, str], int] = {}
+        self._attr_ids: dict[str, int] = {}
+        if readonly:
+            self._conn = connect_readonly(self.path, busy_timeout_s=busy_timeout_s)
+            tables = {row[0] for row in self._conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+            if "points" not in tables:
+                self._conn.close()
+                raise ValueError(f"store {self.path}: not an otel-recursive-metrics store (no points table)")
+            self._check_layout()
+            return
         self._conn = connect(self.path, busy_timeout_s=busy_timeout_s)
         # FULL: a committed batch survives a power loss, so "stored" means durable.
         self._conn.execute(f"PRAGMA synchronous={'FULL' if durable else 'NORMAL'}")
-        columns = {row[1] for row in self._conn.execute("PRAGMA table_info(points)")}
-        if columns and "attributes_id" not in columns:
-            self._conn.close()
-            raise ValueError(
-                f"store {self.path}: written by an earlier development layout of otel-recursive-metrics (points without"
-                " attributes_id); open it with that version, or start a new store file"
-            )
+        self._check_layout()
         with self._lock:
             self._conn.execute("BEGIN IMMEDIATE")
             for statement in _SCHEMA.split(";"):
@@ -200,8 +182,20 @@ class PointStore:
                     self._conn.execute(statement)
             self._conn.execute("INSERT OR IGNORE INTO meta(key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
             self._conn.execute("COMMIT")
-        self._ids: dict[tuple[str, str], int] = {}
-        self._attr_ids: dict[str, int] = {}
+
+    def _check_layout(self) -> None:
+        columns = {row[1] for row in self._conn.execute("PRAGMA table_info(points)")}
+        if columns and "attributes_id" not in columns:
+            self._conn.close()
+            raise ValueError(
+                f"store {self.path}: written by an earlier development layout of otel-recursive-metrics (points without"
+                " attributes_id); open it with that version, or start a new store file"
+            )
+
+    def set_busy_timeout(self, seconds: float) -> None:
+        """How long a write waits for another process's write lock (a DDP rank's) before failing."""
+        with self._lock:
+            self._conn.execute(f"PRAGMA busy_timeout={max(1, int(seconds * 1000))}")
 
     # -- writing ---------------------------------------------------------------------------
 

@@ -33,12 +33,12 @@ import os
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from .otlp_errors import GRPC_RETRYABLE_CODES, HTTP_RETRYABLE_STATUSES, classify_grpc_error, classify_http_response, parse_retry_after
-from .otlp_grpc import DEFAULT_GRPC_ENDPOINT, OtlpGrpcSink, grpc_target
-from .otlp_http import DEFAULT_HTTP_ENDPOINT, OtlpHttpSink
+from .errors import GRPC_RETRYABLE_CODES, HTTP_RETRYABLE_STATUSES, classify_grpc_error, classify_http_response, parse_retry_after
+from .grpc import DEFAULT_GRPC_ENDPOINT, OtlpGrpcSink, grpc_target
+from .http import DEFAULT_HTTP_ENDPOINT, OtlpHttpSink
 
 if TYPE_CHECKING:
-    from ..config import Config
+    from ...config import Config
 
 __all__ = [
     "DEFAULT_GRPC_ENDPOINT",

@@ -2,10 +2,10 @@
 
 A transport subclasses :class:`_OtlpSink` and implements two methods, ``send_request(request,
 deadline)`` and ``close()``. ``send(batch, deadline)`` encodes the batch once
-(:func:`~otel_recursive_metrics.otlp_codec.encode_request`) and hands it to ``send_request``, which
+(:func:`~otel_recursive_metrics.sinks.otlp.codec.encode_request`) and hands it to ``send_request``, which
 makes exactly one attempt, bounded by ``deadline`` (monotonic seconds) and by ``timeout_s``
 (:meth:`_OtlpSink._attempt_timeout_s`), and raises a classified error
-(:mod:`~otel_recursive_metrics.sinks.otlp_errors`) on failure; the retry stage decides the rest.
+(:mod:`~otel_recursive_metrics.sinks.otlp.errors`) on failure; the retry stage decides the rest.
 
 A response with ``partial_success.rejected_data_points > 0`` is a delivery: the rejected points
 are not retried (the spec forbids it) but counted in :attr:`_OtlpSink.rejected_points`, which the
@@ -32,15 +32,15 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .. import __version__
-from ..errors import RetryableError
-from ..otlp_codec import encode_request
-from .otlp_errors import _check_headers, _clip, _display_url, _Redactor
+from ... import __version__
+from ...errors import RetryableError
+from .codec import encode_request
+from .errors import _check_headers, _clip, _display_url, _Redactor
 
 if TYPE_CHECKING:
     from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
 
-    from ..model import PointBatch
+    from ...pipeline.batch import PointBatch
 
 __all__: list[str] = []
 

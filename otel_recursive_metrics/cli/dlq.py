@@ -1,7 +1,7 @@
 """``otel-recursive-metrics dlq``: list, show, replay and purge dead-lettered batches.
 
 Dead letters live in ``<dir>/dead-letter/`` (``--dir``, default ``$OTEL_RECURSIVE_METRICS_DIR``
-or ``./otel-metrics``), one entry per batch (see :mod:`otel_recursive_metrics.dead_letter`)::
+or ``./otel-metrics``), one entry per batch (see :mod:`otel_recursive_metrics.pipeline.dead_letter`)::
 
     otel-recursive-metrics dlq list [--format table|json] [--sink NAME]
     otel-recursive-metrics dlq show ID [--raw | --meta]
@@ -30,7 +30,6 @@ declined, 2 bad usage or unreadable input.
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
 import sys
 import threading
@@ -38,25 +37,21 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
-from .config import Config, env_setting, load_config
-from .dead_letter import DeadLetterEntry, DeadLetterQueue
-from .errors import ConfigError
-from .otlp_codec import request_from_json_line
-from .retry import Outcome, Retrier, RetryPolicy
-from .sinks.store import StoreSink
+from ..config import Config, env_setting, load_config
+from ..errors import ConfigError
+from ..pipeline.dead_letter import DeadLetterEntry, DeadLetterQueue
+from ..pipeline.retry import Outcome, Retrier, RetryPolicy
+from ..sinks.otlp.codec import request_from_json_line
+from ..sinks.store import StoreSink
+from ._output import add_store_arg, default_store, fail, format_time, render_table
 
 __all__ = ["register"]
 
 _UNLIMITED = 1 << 62
 
 
-def register(
-    subparsers: Any,
-    add_store_arg: Callable[[argparse.ArgumentParser], None],
-    add_filters: Callable[[argparse.ArgumentParser], None],
-) -> None:
+def register(subparsers: Any) -> None:
     """Add the ``dlq`` command and its subcommands to the CLI's ``subparsers``."""
-    del add_filters  # the store's point filters do not apply to dead letters
     dlq = subparsers.add_parser(
         "dlq",
         help="list, show, replay or purge dead-lettered batches",
@@ -115,11 +110,6 @@ def register(
 # -- helpers -----------------------------------------------------------------------------------
 
 
-def _error(message: str) -> int:
-    print(f"otel-recursive-metrics: error: {message}", file=sys.stderr)
-    return 2
-
-
 def _folder(args: argparse.Namespace) -> Path:
     if args.dir:
         return Path(args.dir).expanduser() / "dead-letter"
@@ -146,12 +136,6 @@ def _select(dlq: DeadLetterQueue, ids: Sequence[str], sink: str | None) -> list[
             raise LookupError(f"{wanted!r} matches {len(matches)} entries in {dlq.folder}; give more of the name")
         chosen[matches[0].id] = matches[0]
     return sorted(chosen.values(), key=lambda e: e.path.name)
-
-
-def _when(time_unix_nano: int) -> str:
-    if not time_unix_nano:
-        return "?"
-    return dt.datetime.fromtimestamp(time_unix_nano / 1e9, tz=dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
 
 
 def _entries(n: int) -> str:
@@ -182,7 +166,7 @@ def cmd_list(args: argparse.Namespace) -> int:
             record = {
                 "id": e.id,
                 "time_unix_nano": e.time_unix_nano,
-                "time": _when(e.time_unix_nano),
+                "time": format_time(e.time_unix_nano),
                 "sink": e.sink,
                 "points": e.points,
                 "bytes": e.bytes,
@@ -195,13 +179,8 @@ def cmd_list(args: argparse.Namespace) -> int:
         out.write(f"(no dead letters in {dlq.folder})\n")
         return 0
     rows = [["id", "time (UTC)", "sink", "points", "bytes", "reason"]]
-    rows += [[e.id, _when(e.time_unix_nano), e.sink, str(e.points), str(e.bytes), _one_line(e.reason)] for e in entries]
-    widths = [max(len(r[i]) for r in rows) for i in range(5)]
-    for i, row in enumerate(rows):
-        cells = [c.rjust(w) if j in (3, 4) else c.ljust(w) for j, (c, w) in enumerate(zip(row[:5], widths, strict=True))]
-        out.write("  ".join([*cells, row[5]]).rstrip() + "\n")
-        if i == 0:
-            out.write("  ".join(["-" * w for w in widths] + ["-" * 6]) + "\n")
+    rows += [[e.id, format_time(e.time_unix_nano), e.sink, str(e.points), str(e.bytes), _one_line(e.reason)] for e in entries]
+    render_table(rows, out, right=(3, 4), free_last=True)
     out.write(f"{_entries(len(entries))}, {sum(e.points for e in entries)} point(s), {_size(sum(e.bytes for e in entries))}\n")
     return 0
 
@@ -211,12 +190,12 @@ def cmd_show(args: argparse.Namespace) -> int:
     try:
         (entry,) = _select(dlq, [args.id], args.sink)
     except LookupError as exc:
-        return _error(str(exc.args[0]))
+        return fail(str(exc.args[0]))
     out = sys.stdout
     if args.meta:
         meta = {
             "id": entry.id,
-            "time": _when(entry.time_unix_nano),
+            "time": format_time(entry.time_unix_nano),
             "time_unix_nano": entry.time_unix_nano,
             "sink": entry.sink,
             "points": entry.points,
@@ -229,7 +208,7 @@ def cmd_show(args: argparse.Namespace) -> int:
     try:
         lines = entry.json_lines()
     except OSError as exc:
-        return _error(f"cannot read {entry.path}: {exc.strerror or exc}")
+        return fail(f"cannot read {entry.path}: {exc.strerror or exc}")
     for line in lines:
         if args.raw:
             out.write(line + "\n")
@@ -237,7 +216,7 @@ def cmd_show(args: argparse.Namespace) -> int:
         try:
             out.write(json.dumps(json.loads(line), indent=2, ensure_ascii=False) + "\n")
         except ValueError as exc:
-            return _error(f"{entry.path} is not OTLP JSON Lines: {exc}")
+            return fail(f"{entry.path} is not OTLP JSON Lines: {exc}")
     return 0
 
 
@@ -280,7 +259,7 @@ class _Progress:
 
 
 def _otlp_sink(args: argparse.Namespace) -> Any:
-    from .sinks.otlp import build_otlp_sink
+    from ..sinks.otlp import build_otlp_sink
 
     options: dict[str, Any] = {"sinks": "otlp", "otlp_timeout_s": args.timeout}
     for option, setting in (
@@ -334,22 +313,23 @@ def cmd_replay(args: argparse.Namespace) -> int:
     try:
         entries = _select(dlq, args.ids, args.sink)
     except LookupError as exc:
-        return _error(str(exc.args[0]))
+        return fail(str(exc.args[0]))
     if args.timeout <= 0 or args.retry_s < 0:
-        return _error("--timeout must be > 0 and --retry-s >= 0")
+        return fail("--timeout must be > 0 and --retry-s >= 0")
     if not entries:
         print(f"otel-recursive-metrics: no dead letters to replay in {dlq.folder}", file=sys.stderr)
         return 0
 
     sink: Any
     if args.to == "store":
-        sink = StoreSink(Path(args.store))
-        destination = f"store {args.store}"
+        store_file = args.store or default_store()
+        sink = StoreSink(Path(store_file))
+        destination = f"store {store_file}"
     else:
         try:
             sink = _otlp_sink(args)
         except ConfigError as exc:
-            return _error(str(exc))
+            return fail(str(exc))
         destination = f"OTLP {sink.protocol} {sink.display_endpoint}"
 
     stop = threading.Event()
@@ -416,7 +396,7 @@ def cmd_purge(args: argparse.Namespace) -> int:
     try:
         entries = _select(dlq, args.ids, args.sink)
     except LookupError as exc:
-        return _error(str(exc.args[0]))
+        return fail(str(exc.args[0]))
     if not entries:
         print(f"otel-recursive-metrics: no dead letters to purge in {dlq.folder}", file=sys.stderr)
         return 0
@@ -426,7 +406,7 @@ def cmd_purge(args: argparse.Namespace) -> int:
     if not args.yes:
         stdin = sys.stdin
         if stdin is None or not stdin.isatty():
-            return _error(f"refusing to delete {what} without confirmation: no terminal; pass --yes")
+            return fail(f"refusing to delete {what} without confirmation: no terminal; pass --yes")
         sys.stderr.write(f"Delete {what}? This cannot be undone. [y/N] ")
         sys.stderr.flush()
         answer = stdin.readline().strip().lower()

@@ -28,7 +28,7 @@ def get_default_pipeline() -> Pipeline:
     global _default
     with _lock:
         if _default is None or _default._closed:
-            from .config import load_config
+            from ..config import load_config
             from .worker import Pipeline
 
             _default = Pipeline(load_config())

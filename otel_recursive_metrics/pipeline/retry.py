@@ -25,7 +25,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from .errors import PermanentError, RetryableError
+from ..errors import PermanentError, RetryableError
 
 __all__ = ["Outcome", "Result", "Retrier", "RetryPolicy"]
 

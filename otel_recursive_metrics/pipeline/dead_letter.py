@@ -26,9 +26,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .model import PointBatch
-from .otlp_codec import encode_request, request_to_json_line
-from .store import make_private_dir
+from .._files import make_private_dir, write_private
+from ..sinks.otlp.codec import encode_request, request_to_json_line
+from .batch import PointBatch
 
 __all__ = ["DeadLetterEntry", "DeadLetterQueue"]
 
@@ -56,14 +56,14 @@ class DeadLetterEntry:
         meta = json.loads(self.meta_path.read_text(encoding="utf-8")) if self.meta_path.exists() else {}
         if "batch" in meta:
             return PointBatch.decode(json.dumps(meta["batch"]))
-        from .otlp_codec import decode_request, request_from_json_line
+        from ..sinks.otlp.codec import decode_request, request_from_json_line
 
         batches = [
             decode_request(request_from_json_line(line)) for line in self.path.read_text(encoding="utf-8").splitlines() if line.strip()
         ]
         if len(batches) == 1:
             return batches[0]
-        from .model import BatchBuilder
+        from .batch import BatchBuilder
 
         b = BatchBuilder()
         for one in batches:
@@ -117,8 +117,8 @@ class DeadLetterQueue:
             name = f"{stamp}-{sink}-{os.getpid()}-{next(_seq)}"
             path = self.folder / f"{name}.jsonl"
             meta_path = self.folder / f"{name}.meta.json"
-            _write_private(meta_path, meta_text)
-            _write_private(path, line)
+            write_private(meta_path, meta_text.encode("utf-8"))
+            write_private(path, line.encode("utf-8"))
             self._bytes = self._current_bytes() + size
         return DeadLetterEntry(path, meta_path, reason, sink, now, len(batch), size)
 
@@ -157,12 +157,3 @@ class DeadLetterQueue:
             if self._bytes is not None:
                 self._bytes = max(0, self._bytes - entry.bytes)
 
-
-def _write_private(path: Path, text: str) -> None:
-    tmp = path.with_name("." + path.name + ".tmp")
-    fd = os.open(tmp, os.O_CREAT | os.O_WRONLY | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as f:
-        f.write(text.encode("utf-8"))
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)

@@ -13,10 +13,10 @@ TLS verifies the server against ``certificate`` (else the system roots); ``clien
 ``client_certificate`` enables mutual TLS. The channel is opened on the first send, so building a
 sink never touches the network and a bad endpoint surfaces as a retryable send error.
 
-A failed call is classified by :func:`~otel_recursive_metrics.sinks.otlp_errors.classify_grpc_error`
+A failed call is classified by :func:`~otel_recursive_metrics.sinks.otlp.errors.classify_grpc_error`
 (the status code, and any ``RetryInfo`` in the trailing metadata, decide permanent or retryable).
 
-Thread safety: as for every OTLP sink (:mod:`~otel_recursive_metrics.sinks.otlp_base`), one sending
+Thread safety: as for every OTLP sink (:mod:`~otel_recursive_metrics.sinks.otlp.base`), one sending
 thread at a time; ``close()`` may come from another.
 """
 
@@ -28,9 +28,9 @@ from urllib.parse import urlsplit
 import grpc
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2_grpc import MetricsServiceStub
 
-from ..errors import DeliveryError, RetryableError
-from .otlp_base import _count_points, _OtlpSink, _user_agent
-from .otlp_errors import _display_url, classify_grpc_error
+from ...errors import DeliveryError, RetryableError
+from .base import _count_points, _OtlpSink, _user_agent
+from .errors import _display_url, classify_grpc_error
 
 if TYPE_CHECKING:
     from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest

@@ -1,0 +1,117 @@
+"""What every subcommand shares: the store argument, opening the store, errors, tables, times.
+
+Errors go to stderr as ``otel-recursive-metrics: error: <what was wrong and what would work>``
+and end the command with exit code 2 (:class:`CommandError`). A damaged store is one such error,
+naming the file and how to recover what it holds, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import sqlite3
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TextIO
+
+from ..config import Config, env_setting
+from ..errors import ConfigError
+from ..store import PointStore
+
+__all__ = [
+    "CommandError",
+    "add_store_arg",
+    "damaged_store_message",
+    "default_store",
+    "fail",
+    "format_duration",
+    "format_time",
+    "open_store",
+    "render_table",
+]
+
+
+class CommandError(Exception):
+    """A usage or input error: its message is printed and the command exits with code 2."""
+
+
+def fail(message: str) -> int:
+    """Print ``message`` as the command's error and return exit code 2."""
+    print(f"otel-recursive-metrics: error: {message}", file=sys.stderr)
+    return 2
+
+
+def default_store() -> str:
+    """The store file the exporter would use in this environment."""
+    try:
+        return str(Config(dir=env_setting("dir"), store_path=env_setting("store_path")).resolved_store_path)
+    except ConfigError as exc:
+        raise CommandError(str(exc)) from None
+
+
+def add_store_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--store", default=None, help="SQLite store file (default: $OTEL_RECURSIVE_METRICS_STORE or ./otel-metrics/metrics.db)"
+    )
+
+
+def damaged_store_message(path: str | Path, error: BaseException) -> str:
+    """What to say about a store SQLite cannot read: the file, the error, and how to recover it."""
+    return (
+        f"store {str(path)!r} is damaged or not a store ({error}). SQLite can often recover what it still holds:"
+        f" sqlite3 {path} '.recover' | sqlite3 {path}.recovered && otel-recursive-metrics runs --store {path}.recovered"
+    )
+
+
+def open_store(path: str | None) -> PointStore:
+    """The store at ``path`` (the default one if None), opened read-only; CommandError if it cannot be."""
+    path = path or default_store()
+    if not Path(path).exists():
+        raise CommandError(f"--store {path!r}: no such file (train with OTEL_METRICS_EXPORTER=recursive first, or pass --store)")
+    try:
+        return PointStore(path, readonly=True)
+    except ValueError as exc:
+        raise CommandError(f"--store {path!r}: {exc}") from None
+    except sqlite3.DatabaseError as exc:
+        raise CommandError(damaged_store_message(path, exc)) from None
+
+
+def format_time(time_unix_nano: int, *, milliseconds: bool = False) -> str:
+    """``time_unix_nano`` as UTC text, ``2026-01-01 12:00:00`` (``.123`` with milliseconds)."""
+    if not time_unix_nano:
+        return "?"
+    when = dt.datetime.fromtimestamp(time_unix_nano / 1e9, tz=dt.timezone.utc)
+    return when.strftime("%Y-%m-%d %H:%M:%S.%f")[:-3] if milliseconds else when.strftime("%Y-%m-%d %H:%M:%S")
+
+
+def format_duration(seconds: float) -> str:
+    """``190`` as ``3m10s``; ``4000`` as ``1h06m``."""
+    whole = max(0, round(seconds))
+    hours, rest = divmod(whole, 3600)
+    minutes, secs = divmod(rest, 60)
+    if hours:
+        return f"{hours}h{minutes:02d}m"
+    if minutes:
+        return f"{minutes}m{secs:02d}s"
+    return f"{secs}s"
+
+
+def render_table(rows: Sequence[Sequence[str]], out: TextIO, *, right: Sequence[int] = (), free_last: bool = False) -> None:
+    """Print ``rows`` (the first is the header) as aligned columns with a rule under the header.
+
+    Columns whose index is in ``right`` are right-aligned (numbers). With ``free_last`` the last
+    column is not padded (long free text such as a reason).
+    """
+    if not rows:
+        return
+    padded = len(rows[0]) - (1 if free_last else 0)
+    widths = [max(len(r[i]) for r in rows) for i in range(padded)]
+    for i, row in enumerate(rows):
+        cells = [cell.rjust(w) if j in right else cell.ljust(w) for j, (cell, w) in enumerate(zip(row[:padded], widths, strict=True))]
+        if free_last:
+            cells.append(row[-1])
+        out.write("  ".join(cells).rstrip() + "\n")
+        if i == 0:
+            rule = ["-" * w for w in widths] + (["-" * 6] if free_last else [])
+            out.write("  ".join(rule) + "\n")
