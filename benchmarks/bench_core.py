@@ -112,7 +112,9 @@ def export_latency(calls: int, points_per_export: int, workdir: Path) -> dict[st
 def sdk_to_store(series: int, exports: int, workdir: Path, *, collect_in_loop: bool) -> float:
     """Points per second from export() (or from SDK collection) until all are in the store."""
     folder = workdir / f"store-{time.monotonic_ns()}"
-    exporter = RecursiveMetricExporter(dir=folder, flush_interval_s=0.5)
+    # A burst bigger than the worker writes in a few seconds: give it the time (flush_interval_s
+    # also bounds how far behind the worker may fall before the overflow policy applies).
+    exporter = RecursiveMetricExporter(dir=folder, flush_interval_s=60.0, batch_size=1)
     if collect_in_loop:
         reader = InMemoryMetricReader()
         provider = MeterProvider(metric_readers=[reader])

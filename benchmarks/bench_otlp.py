@@ -130,7 +130,9 @@ def _one_throughput_run(which: str, protocol: str, data: Any, exports: int, tota
         gc.collect()
         with tempfile.TemporaryDirectory(prefix="bench-otlp-") as folder:
             if which == "ours":
-                exporter: Any = RecursiveMetricExporter(sinks="otlp", dir=folder, otlp_endpoint=receiver.endpoint, otlp_protocol=protocol)
+                exporter: Any = RecursiveMetricExporter(
+                    sinks="otlp", dir=folder, otlp_endpoint=receiver.endpoint, otlp_protocol=protocol, flush_interval_s=60.0
+                )
             else:
                 exporter = _stock_exporter(protocol, receiver.endpoint)
             started = time.perf_counter()
@@ -156,7 +158,7 @@ def _one_throughput_run(which: str, protocol: str, data: Any, exports: int, tota
 
 def run_throughput(protocol: str, *, points: int, series: int, repeat: int = 1) -> list[dict[str, Any]]:
     """Points/s for the stock exporter and ours over ``protocol`` (median of ``repeat`` alternating runs); two rows."""
-    from otel_recursive_metrics.pipeline.worker import item_points
+    from otel_recursive_metrics.pipeline.buffer import metrics_data_points as item_points
 
     data = _snapshot(series)
     per_export = item_points(data)
@@ -196,7 +198,7 @@ def run_throughput(protocol: str, *, points: int, series: int, repeat: int = 1) 
 
 def _counting_exporter_class() -> Any:
     from otel_recursive_metrics import RecursiveMetricExporter
-    from otel_recursive_metrics.pipeline.worker import item_points
+    from otel_recursive_metrics.pipeline.buffer import metrics_data_points as item_points
 
     class CountingExporter(RecursiveMetricExporter):
         """Our exporter, counting the points the SDK hands it."""

@@ -204,7 +204,7 @@ class _Counting:
     """Wraps an exporter's ``export`` to count the points handed to it."""
 
     def __init__(self, exporter: Any) -> None:
-        from otel_recursive_metrics.pipeline.worker import item_points
+        from otel_recursive_metrics.pipeline.buffer import metrics_data_points as item_points
 
         self.exporter = exporter
         self.points = 0

@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import time
 from pathlib import Path
 from urllib.parse import quote
 
-__all__ = ["connect", "connect_readonly", "make_private_dir", "write_private"]
+__all__ = ["connect", "connect_readonly", "folder_problem", "make_private_dir", "write_private"]
 
 
 def make_private_dir(path: Path) -> None:
@@ -41,7 +42,11 @@ def connect(path: Path | str, *, busy_timeout_s: float = 30.0) -> sqlite3.Connec
             # Create the file owner-readable only before SQLite opens it.
             os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
     conn = sqlite3.connect(str(path), timeout=busy_timeout_s, isolation_level=None, check_same_thread=False)
-    conn.execute("PRAGMA journal_mode=WAL")
+    try:
+        conn.execute("PRAGMA journal_mode=WAL")
+    except BaseException:
+        conn.close()
+        raise
     return conn
 
 
@@ -76,3 +81,18 @@ def write_private(path: Path, data: bytes) -> None:
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
+
+
+def folder_problem(folder: Path) -> str | None:
+    """Why we cannot write files in ``folder`` (made if missing), or None; writes one probe file."""
+    try:
+        make_private_dir(folder)
+        if not folder.is_dir():
+            return "not a folder"
+        probe = folder / f".probe-{os.getpid()}-{time.time_ns()}"
+        fd = os.open(probe, os.O_CREAT | os.O_WRONLY | os.O_EXCL, 0o600)
+        os.close(fd)
+        probe.unlink()
+    except OSError as exc:
+        return exc.strerror or str(exc)
+    return None

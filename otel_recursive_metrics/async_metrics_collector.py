@@ -54,8 +54,9 @@ from collections.abc import Callable, Mapping
 from typing import Any, ClassVar
 
 from .config import load_config
-from .metrics_store import prepare_record
+from .pipeline.buffer import RecordItem
 from .pipeline.worker import ErrorCallback, Pipeline
+from .training.records import prepare_record
 
 __all__ = ["AsyncMetricsCollector", "get_async_metrics_collector", "reset_async_metrics_collector"]
 
@@ -111,7 +112,7 @@ class AsyncMetricsCollector:
             if self.running:
                 return
             given = self._given_pipeline
-            pipeline = given if given is not None and not given._closed else Pipeline(self.settings)
+            pipeline = given if given is not None and not given.closed else Pipeline(self.settings)
             for callback in self._wrapped_callbacks:
                 pipeline.register_error_callback(callback)
             self._pipeline = pipeline
@@ -158,7 +159,7 @@ class AsyncMetricsCollector:
         pipeline = self._pipeline
         assert pipeline is not None
         self._submitted += 1
-        if not pipeline.offer(record):
+        if not pipeline.offer(RecordItem(time.time_ns(), record)):
             # Counted by the pipeline as dropped (buffer_full by the overflow policy, or shutdown).
             self._refused += 1
         return metric_id

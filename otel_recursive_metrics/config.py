@@ -31,10 +31,22 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote, urlsplit
 
 from .errors import ConfigError
 
-__all__ = ["ENV_PREFIX", "SEED_KEYS", "SETTINGS", "Config", "Setting", "env_names", "env_setting", "load_config"]
+__all__ = [
+    "ENV_PREFIX",
+    "SEED_KEYS",
+    "SETTINGS",
+    "Config",
+    "Setting",
+    "display_url",
+    "env_names",
+    "env_setting",
+    "load_config",
+    "settings_markdown",
+]
 
 ENV_PREFIX = "OTEL_RECURSIVE_METRICS_"
 
@@ -142,8 +154,6 @@ def _optional_str(value: Any) -> str | None:
 
 def _headers(value: Any) -> tuple[tuple[str, str], ...]:
     """Parse ``k1=v1,k2=v2`` (W3C-baggage style, values URL-decoded) or a mapping."""
-    from urllib.parse import unquote
-
     if value is None or value == "":
         return ()
     if isinstance(value, Mapping):
@@ -165,14 +175,20 @@ def _headers(value: Any) -> tuple[tuple[str, str], ...]:
 
 @dataclass(frozen=True)
 class Setting:
-    """One configurable field: its parser, default, environment variable and meaning."""
+    """One configurable field: its parser, environment variables and meaning (the README table).
+
+    Its default is the :class:`Config` field's, the one place defaults are written.
+    """
 
     name: str
     parse: Callable[[Any], Any]
-    default: Any
     help: str
     env: tuple[str, ...] = ()
     secret: bool = False
+
+    @property
+    def default(self) -> Any:
+        return _DEFAULTS[self.name]
 
 
 def _otlp_env(suffix: str) -> tuple[str, ...]:
@@ -182,80 +198,96 @@ def _otlp_env(suffix: str) -> tuple[str, ...]:
 MiB = 1024 * 1024
 
 SETTINGS: tuple[Setting, ...] = (
-    Setting("sinks", _sinks, ("store",), "Where points go: `store`, `otlp` or `store,otlp`."),
-    Setting("dir", _path, Path("./otel-metrics"), "Data folder for the store, durable queue and dead letters."),
-    Setting("store_path", _optional_path, None, "SQLite store file (default `$DIR/metrics.db`).", (ENV_PREFIX + "STORE",)),
-    Setting(
-        "batch_size",
-        _int(1),
-        50,
-        "Accepted items (an SDK export, a `log` call, a record) that wake the worker before the interval.",
-    ),
+    Setting("sinks", _sinks, "Where points go: `store`, `otlp` or `store,otlp`."),
+    Setting("dir", _path, "Data folder for the store, durable queue and dead letters."),
+    Setting("store_path", _optional_path, "SQLite store file (default `$DIR/metrics.db`).", (ENV_PREFIX + "STORE",)),
+    Setting("batch_size", _int(1), "Accepted items (an SDK export, a `log` call, a record) that wake the worker before the interval."),
     Setting(
         "flush_interval_s",
         _float(0.0, exclusive=True),
-        5.0,
         "Longest time (seconds) a point waits in memory before it is on disk and sent.",
         (ENV_PREFIX + "FLUSH_INTERVAL",),
     ),
     Setting(
         "max_retries",
         _int(0),
-        3,
         "Retries of one batch before the sink is reported failing (error callbacks); retrying goes on within `retry_max_elapsed_s`.",
     ),
     Setting(
         "retry_delay_s",
         _float(0.0),
-        1.0,
         "First backoff delay (seconds); each next one is x`retry_multiplier`, with jitter.",
         (ENV_PREFIX + "RETRY_DELAY",),
     ),
-    Setting("retry_multiplier", _float(1.0), 1.5, "Backoff growth factor."),
-    Setting("retry_jitter", _float(0.0), 0.5, "Randomization factor: each delay is drawn from delay*(1 +/- jitter)."),
-    Setting("retry_max_delay_s", _float(0.0), 30.0, "Cap on one backoff delay."),
+    Setting("retry_multiplier", _float(1.0), "Backoff growth factor."),
+    Setting("retry_jitter", _float(0.0), "Randomization factor: each delay is drawn from delay*(1 +/- jitter)."),
+    Setting("retry_max_delay_s", _float(0.0), "Cap on one backoff delay."),
     Setting(
         "retry_max_elapsed_s",
         _float(0.0),
-        3600.0,
         "Time budget for one batch from its first attempt; then it is dead-lettered. 0 means retry forever.",
     ),
-    Setting("send_timeout_s", _float(0.0, exclusive=True), 10.0, "Deadline of one delivery attempt."),
-    Setting("max_batch_points", _int(1), 8192, "Most points in one delivery (one OTLP request, one store transaction)."),
-    Setting("max_buffer_items", _int(1), 100_000, "Most items waiting in memory for the worker; past it the overflow policy applies."),
-    Setting("max_queue_bytes", _int(MiB), 1024 * MiB, "Byte cap of the durable on-disk queue; past it the overflow policy applies."),
-    Setting("overflow", _choice(OVERFLOW_POLICIES), "drop_oldest", "When memory or disk is full: `drop_oldest`, `drop_newest` or `block`."),
-    Setting("block_timeout_s", _float(0.0), 1.0, "With `overflow=block`, longest wait for room before dropping the newest."),
+    Setting("send_timeout_s", _float(0.0, exclusive=True), "Deadline of one delivery attempt."),
+    Setting("max_batch_points", _int(1), "Most points in one delivery (one OTLP request, one store transaction)."),
     Setting(
-        "dead_letter_max_bytes", _int(0), 256 * MiB, "Byte cap of the dead-letter folder; past it new dead letters are dropped and counted."
+        "max_buffer_items",
+        _int(1),
+        "Most items waiting in memory for the worker (it also caps them at what it can write within the flush interval);"
+        " past it the overflow policy applies.",
+    ),
+    Setting("max_queue_bytes", _int(MiB), "Byte cap of the durable on-disk queue; past it the overflow policy applies."),
+    Setting("overflow", _choice(OVERFLOW_POLICIES), "When memory or disk is full: `drop_oldest`, `drop_newest` or `block`."),
+    Setting("block_timeout_s", _float(0.0), "With `overflow=block`, longest wait for room before dropping the newest."),
+    Setting("dead_letter_max_bytes", _int(0), "Byte cap of the dead-letter folder; past it new dead letters are dropped and counted."),
+    Setting("fsync", _bool, "fsync the durable queue at least every `flush_interval_s` (off: survives a process crash, not a power loss)."),
+    Setting("export_in_forked_child", _bool, "Let SDK exports in a forked child through (they would repeat the parent's data)."),
+    Setting(
+        "offline",
+        _bool,
+        "Keep every sink but send nothing over the network: OTLP batches wait on disk for `otel-recursive-metrics sync`.",
     ),
     Setting(
-        "fsync", _bool, True, "fsync the durable queue at least every `flush_interval_s` (off: survives a process crash, not a power loss)."
+        "shutdown_grace_s",
+        _float(0.0),
+        "Once everything is on disk, how long shutdown still waits for delivery; what is left is sent at the next start or by `sync`.",
     ),
-    Setting("export_in_forked_child", _bool, False, "Let SDK exports in a forked child through (they would repeat the parent's data)."),
+    Setting(
+        "handle_sigterm",
+        _bool,
+        "On SIGTERM, put what is in memory on disk, then chain to the program's own handler (or end as SIGTERM would).",
+    ),
+    Setting("sigterm_timeout_s", _float(0.0), "Longest time the SIGTERM handler spends putting memory on disk."),
+    Setting(
+        "attribute_count_limit",
+        _int(1),
+        "Most attributes a point keeps (`OTEL_ATTRIBUTE_COUNT_LIMIT`); the rest are cut and counted.",
+        ("OTEL_ATTRIBUTE_COUNT_LIMIT",),
+    ),
+    Setting(
+        "attribute_value_length_limit",
+        _int(1),
+        "Longest attribute string value in characters (`OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT`); longer ones are cut and counted.",
+        ("OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT",),
+    ),
     Setting(
         "otlp_endpoint",
         _optional_str,
-        None,
         "OTLP endpoint (default `http://localhost:4317` for grpc, `http://localhost:4318/v1/metrics` for http).",
         _otlp_env("ENDPOINT"),
     ),
-    Setting("otlp_protocol", _choice(OTLP_PROTOCOLS), "grpc", "`grpc` or `http/protobuf`.", _otlp_env("PROTOCOL")),
-    Setting(
-        "otlp_headers", _headers, (), "Headers as `k=v,k2=v2`; values are secrets and never logged.", _otlp_env("HEADERS"), secret=True
-    ),
+    Setting("otlp_protocol", _choice(OTLP_PROTOCOLS), "`grpc` or `http/protobuf`.", _otlp_env("PROTOCOL")),
+    Setting("otlp_headers", _headers, "Headers as `k=v,k2=v2`; values are secrets and never logged.", _otlp_env("HEADERS"), secret=True),
     Setting(
         "otlp_timeout_s",
         _float(0.0, exclusive=True),
-        10.0,
         "OTLP per-request timeout (the standard variable is in milliseconds).",
         _otlp_env("TIMEOUT"),
     ),
-    Setting("otlp_compression", _choice(COMPRESSIONS), "none", "`none` or `gzip`.", _otlp_env("COMPRESSION")),
-    Setting("otlp_insecure", _bool, False, "gRPC without TLS when the endpoint has no scheme.", _otlp_env("INSECURE")),
-    Setting("otlp_certificate", _optional_path, None, "CA bundle to verify the server.", _otlp_env("CERTIFICATE")),
-    Setting("otlp_client_key", _optional_path, None, "Client private key for mTLS.", _otlp_env("CLIENT_KEY")),
-    Setting("otlp_client_certificate", _optional_path, None, "Client certificate for mTLS.", _otlp_env("CLIENT_CERTIFICATE")),
+    Setting("otlp_compression", _choice(COMPRESSIONS), "`none` or `gzip`.", _otlp_env("COMPRESSION")),
+    Setting("otlp_insecure", _bool, "gRPC without TLS when the endpoint has no scheme.", _otlp_env("INSECURE")),
+    Setting("otlp_certificate", _optional_path, "CA bundle to verify the server.", _otlp_env("CERTIFICATE")),
+    Setting("otlp_client_key", _optional_path, "Client private key for mTLS.", _otlp_env("CLIENT_KEY")),
+    Setting("otlp_client_certificate", _optional_path, "Client certificate for mTLS.", _otlp_env("CLIENT_CERTIFICATE")),
 )
 
 _BY_NAME = {s.name: s for s in SETTINGS}
@@ -287,6 +319,14 @@ class Config:
     dead_letter_max_bytes: int = 256 * MiB
     fsync: bool = True
     export_in_forked_child: bool = False
+    offline: bool = False
+    shutdown_grace_s: float = 3.0
+    handle_sigterm: bool = True
+    sigterm_timeout_s: float = 2.0
+    # The SDK's default count; its value length is unlimited, but a label of megabytes costs
+    # every point that carries it (queue, store, backend): 4 KiB is past any sane label.
+    attribute_count_limit: int = 128
+    attribute_value_length_limit: int = 4096
     otlp_endpoint: str | None = None
     otlp_protocol: str = "grpc"
     otlp_headers: tuple[tuple[str, str], ...] = field(default=(), repr=False)
@@ -310,11 +350,62 @@ class Config:
     def dead_letter_dir(self) -> Path:
         return self.dir / "dead-letter"
 
+    @property
+    def network_sinks(self) -> tuple[str, ...]:
+        """The configured sinks that send over the network (what ``offline`` holds back)."""
+        return tuple(s for s in self.sinks if s != "store")
+
     def redacted(self) -> dict[str, Any]:
-        """The settings as a dict, header values replaced, safe to log."""
+        """The settings as a dict, header values and endpoint credentials replaced, safe to log."""
         out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
         out["otlp_headers"] = {k: "<redacted>" for k, _ in self.otlp_headers}
+        if self.otlp_endpoint is not None:
+            out["otlp_endpoint"] = display_url(self.otlp_endpoint)
         return out
+
+    def __repr__(self) -> str:
+        # repr ends up in logs and tracebacks: never a credential.
+        return "Config(" + ", ".join(f"{k}={v!r}" for k, v in self.redacted().items()) + ")"
+
+
+_DEFAULTS: dict[str, Any] = {f.name: f.default for f in dataclasses.fields(Config)}
+if set(_DEFAULTS) != set(_BY_NAME):  # pragma: no cover - a developer's slip, caught at import
+    raise RuntimeError(f"Config fields and SETTINGS differ: {sorted(set(_DEFAULTS) ^ set(_BY_NAME))}")
+
+
+def display_url(url: str) -> str:
+    """``url`` safe for messages: no user info, no query string (either may hold a credential)."""
+    try:
+        # "collector:4317" (no scheme, as gRPC endpoints often are) would parse as scheme
+        # "collector"; parse it as a network location instead.
+        parts = urlsplit(url if "://" in url else "//" + url)
+    except ValueError:
+        return "<unparseable endpoint>"
+    netloc = parts.netloc
+    if "@" in netloc:
+        netloc = "<redacted>@" + netloc.rpartition("@")[2]
+    shown = f"{parts.scheme}://{netloc}{parts.path}" if parts.scheme else netloc + parts.path
+    return shown + ("?<redacted>" if parts.query else "")
+
+
+def settings_markdown() -> str:
+    """The README's settings table, made from :data:`SETTINGS` (a test keeps the README equal to it)."""
+    seed_key = {field: key for key, field in SEED_KEYS.items()}
+    lines = ["| setting (keyword) | environment | seed key | default | meaning |", "|---|---|---|---|---|"]
+    for setting in SETTINGS:
+        default = setting.default
+        if isinstance(default, tuple) and all(isinstance(v, str) for v in default):
+            shown = ",".join(default) if default else "(none)"
+        elif default is None or default == ():
+            shown = "(none)"
+        elif isinstance(default, int) and not isinstance(default, bool) and default >= MiB and default % MiB == 0:
+            shown = f"{default // MiB} MiB" if default < 1024 * MiB else f"{default // (1024 * MiB)} GiB"
+        else:
+            shown = str(default)
+        envs = "<br>".join(f"`{name}`" for name in env_names(setting))
+        seed = f"`{seed_key[setting.name]}`" if setting.name in seed_key else ""
+        lines.append(f"| `{setting.name}` | {envs} | {seed} | `{shown}` | {setting.help} |")
+    return "\n".join(lines) + "\n"
 
 
 def env_names(setting: Setting) -> tuple[str, ...]:

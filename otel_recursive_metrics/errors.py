@@ -38,7 +38,17 @@ class DeliveryError(Exception):
 
 
 class PermanentError(DeliveryError):
-    """The receiver will never accept this batch: dead-letter it without retrying."""
+    """The receiver will never accept this batch: dead-letter it without retrying.
+
+    ``splittable``: the refusal is about the data (an HTTP 400, gRPC ``INVALID_ARGUMENT``, a
+    value the store cannot hold), so it may come from one point only. The delivery stage then
+    sends the halves apart to dead-letter the offending points alone. An error about the
+    request as a whole (a bad token, a wrong path) is not splittable: every part would fail.
+    """
+
+    def __init__(self, message: str, *, splittable: bool = False) -> None:
+        super().__init__(message)
+        self.splittable = splittable
 
 
 class RetryableError(DeliveryError):

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from typing import Any
 
 from opentelemetry.sdk.metrics import (
@@ -39,6 +40,7 @@ from opentelemetry.sdk.metrics.export import (
 )
 
 from .config import Config, load_config
+from .pipeline.buffer import ExportItem
 from .pipeline.worker import ErrorCallback, Pipeline
 
 __all__ = ["RecursiveMetricExporter"]
@@ -106,9 +108,9 @@ class RecursiveMetricExporter(MetricExporter):
             if pipeline.in_forked_child and not pipeline.config.export_in_forked_child:
                 # The SDK restarted its reader in this child with the parent's values: do not
                 # report them twice.
-                pipeline.stats.add("ignored_forked_exports")
+                pipeline.stats.ignored_forked_export()
                 return MetricExportResult.SUCCESS
-            if pipeline.offer(metrics_data):
+            if pipeline.offer(ExportItem(time.time_ns(), metrics_data)):
                 return MetricExportResult.SUCCESS
             return MetricExportResult.FAILURE
         except Exception:  # noqa: BLE001 - the SDK's reader must never see us raise

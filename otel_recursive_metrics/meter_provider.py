@@ -10,6 +10,7 @@ from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
 from opentelemetry.sdk.resources import Resource
 
 from .exporter import RecursiveMetricExporter
+from .pipeline import preemption
 from .resource import training_attributes
 
 __all__ = ["configure"]
@@ -36,10 +37,12 @@ def configure(
     attrs = training_attributes()
     attrs.update(resource_attributes or {})
     resource = Resource.create(attrs)
-    exporter.pipeline._resource_attributes = dict(resource.attributes)
+    exporter.pipeline.resource_attributes = dict(resource.attributes)
     interval_ms = None if export_interval_s is None else export_interval_s * 1000.0
     reader = PeriodicExportingMetricReader(exporter, export_interval_millis=interval_ms)
     provider = MeterProvider(resource=resource, metric_readers=[reader])
     if set_global:
         metrics.set_meter_provider(provider)
+    # On SIGTERM, what the SDK aggregated since its last export is collected before persisting.
+    preemption.register_meter_provider(provider)
     return provider

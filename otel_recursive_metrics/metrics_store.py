@@ -44,23 +44,17 @@ singleton; :func:`reset_metrics_store` closes and forgets it (tests).
 
 from __future__ import annotations
 
-import calendar
-import datetime as dt
-import itertools
 import logging
-import math
-import os
 import threading
-import uuid
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, ClassVar
 
-from .errors import ConfigError, MetricValueError
-from .pipeline.batch import BatchBuilder
-from .resource import RANK_KEY, RUN_ID_KEY
-from .store.point_store import PointStore, StoredPoint
-from .training.metrics import _INT64_MAX, next_time_unix_nano, to_index, to_number
+from .errors import ConfigError
+from .pipeline.batch import AttributeLimits, BatchBuilder
+from .pipeline.convert import add_record
+from .store.point_store import PointStore
+from .training.records import iso_time, new_id, parse_timestamp, prepare_record, record_from_point
 
 __all__ = ["MetricsStore", "get_metrics_store", "new_id", "prepare_record", "record_from_point", "reset_metrics_store"]
 
@@ -81,165 +75,7 @@ _SEED_ONLY_KEYS = frozenset(
     )
 )
 _PATH_KEYS = ("store_path", "metrics_path", "dir")
-
-
-# -- the record format, shared with submit_metric -----------------------------------------------
-
-
-# Last given timestamp per metric name: two records of one metric submitted with the same
-# timestamp are different points, so the second gets the next nanosecond (the store would
-# otherwise take it for a re-delivery of the first). Bounded by the number of metric names.
-_last_given_time: dict[str, int] = {}
-_given_time_lock = threading.Lock()
-
-
-def _distinct_time(name: str, time_ns: int) -> int:
-    with _given_time_lock:
-        if _last_given_time.get(name) == time_ns:
-            time_ns += 1
-        _last_given_time[name] = time_ns
-    return time_ns
-
-
-def _parse_timestamp(value: Any) -> int:
-    """A record's ``timestamp`` in Unix nanoseconds, or MetricValueError naming the field."""
-    when: dt.datetime
-    if isinstance(value, dt.datetime):
-        when = value
-    elif isinstance(value, str):
-        text = value.strip()
-        if text.endswith(("Z", "z")):
-            text = text[:-1] + "+00:00"
-        try:
-            when = dt.datetime.fromisoformat(text)
-        except ValueError:
-            raise MetricValueError(
-                f"timestamp={value!r}: expected ISO 8601 text (2024-01-15T10:00:00+00:00), a datetime or seconds since the epoch"
-            ) from None
-    elif isinstance(value, (int, float)) and not isinstance(value, bool):
-        if not math.isfinite(value):
-            raise MetricValueError(f"timestamp={value!r}: expected a finite number of seconds since the epoch")
-        return round(float(value) * 1e6) * 1000
-    else:
-        raise MetricValueError(f"timestamp={value!r}: expected ISO 8601 text, a datetime or seconds since the epoch")
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=dt.timezone.utc)
-    utc = when.astimezone(dt.timezone.utc)
-    return (calendar.timegm(utc.timetuple()) * 1_000_000 + utc.microsecond) * 1000
-
-
-def new_id() -> str:
-    """A unique id in UUID form: a random (version 4) prefix per process, then a counter.
-
-    As unique as ``uuid4()`` across processes (74 random bits per process) and sequential
-    within one, at a fraction of the cost (no system call per id).
-    """
-    global _id_prefix, _id_pid
-    pid = os.getpid()
-    if pid != _id_pid:  # a forked child must not repeat its parent's ids
-        _id_pid = pid
-        _id_prefix = str(uuid.uuid4())[:24]
-    return f"{_id_prefix}{next(_id_counter) & 0xFFFFFFFFFFFF:012x}"
-
-
-_id_pid = 0
-_id_prefix = ""
-_id_counter = itertools.count(1)
-_iso_second = -1
-_iso_prefix = ""
-
-
-def _iso(time_unix_nano: int) -> str:
-    """``time_unix_nano`` as ISO 8601 in UTC with microseconds, as the seed's timestamps were."""
-    global _iso_second, _iso_prefix
-    second, rest = divmod(time_unix_nano, 1_000_000_000)
-    if second != _iso_second:
-        _iso_prefix = dt.datetime.fromtimestamp(second, tz=dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
-        _iso_second = second
-    return f"{_iso_prefix}.{rest // 1000:06d}+00:00"
-
-
-def prepare_record(metric_data: Any) -> tuple[dict[str, Any], str]:
-    """Validate a submitted record and return ``(record to queue, id)``.
-
-    Adds ``timestamp`` and ``id`` to ``metric_data`` itself when they are missing (as the seed
-    did, so callers can read them back); everything else is done on a copy, so changing the
-    dict after the call does not change what is stored. Raises MetricValueError naming the field.
-    """
-    if type(metric_data) is not dict and not isinstance(metric_data, Mapping):
-        raise MetricValueError(f"metric_data={metric_data!r}: expected a dict with metric_name and value")
-    name = metric_data.get("metric_name")
-    if type(name) is not str or not name:
-        name_field = "metric_name"
-        if name is None and "metric_type" in metric_data:
-            name, name_field = metric_data.get("metric_type"), "metric_type"
-        if not isinstance(name, str) or not name.strip():
-            shown = "missing" if name is None else repr(name)
-            raise MetricValueError(
-                f"{name_field}={shown}: expected a non-empty string naming the metric (the seed's metric_type is accepted too)"
-            )
-    record = dict(metric_data)
-    if "value" not in record:
-        raise MetricValueError(f"value=missing in metric {name!r}: expected a number")
-    value = record["value"]
-    if type(value) is not float:
-        record["value"] = to_number("value", value)
-    record["metric_name"] = name
-    step = record.get("step")
-    if step is not None and (type(step) is not int or not 0 <= step <= _INT64_MAX):
-        record["step"] = to_index("step", step)
-    epoch = record.get("epoch")
-    if epoch is not None and (type(epoch) is not int or not 0 <= epoch <= _INT64_MAX):
-        record["epoch"] = to_index("epoch", epoch)
-    timestamp = record.get("timestamp")
-    if timestamp is None:
-        time_ns = next_time_unix_nano()
-        if type(metric_data) is dict:
-            metric_data["timestamp"] = _iso(time_ns)
-    else:
-        time_ns = _distinct_time(name, _parse_timestamp(timestamp))
-    record["_time_unix_nano"] = time_ns
-    metric_id = record.get("id")
-    if metric_id is None:
-        metric_id = new_id()
-        if type(metric_data) is dict:
-            metric_data["id"] = metric_id
-        record["id"] = metric_id
-    tags = record.get("tags")
-    if tags is not None and not isinstance(tags, Mapping):
-        # The seed's tags are a list of strings: keep them as one array attribute.
-        tag_list = [tags] if isinstance(tags, str) else [str(t) for t in tags] if isinstance(tags, Iterable) else [str(tags)]
-        attributes = dict(record["attributes"]) if isinstance(record.get("attributes"), Mapping) else {}
-        attributes["tags"] = tag_list
-        record["attributes"] = attributes
-        del record["tags"]
-    return record, str(metric_id)
-
-
-def record_from_point(point: StoredPoint) -> dict[str, Any]:
-    """A stored point as a seed-style record: its extra fields plus name, value, time, step."""
-    record: dict[str, Any] = dict(point.extra or {})
-    record["metric_name"] = point.metric
-    record["value"] = point.value
-    record["timestamp"] = _iso(point.time_unix_nano)
-    record["time_unix_nano"] = point.time_unix_nano
-    if point.step is not None:
-        record["step"] = point.step
-    if point.epoch is not None:
-        record["epoch"] = point.epoch
-    attributes = dict(point.attributes)
-    tags = attributes.pop("tags", None)
-    if isinstance(tags, list):
-        record["tags"] = tags
-    elif tags is not None:
-        attributes["tags"] = tags
-    if attributes:
-        record["attributes"] = attributes
-    if point.unit:
-        record["unit"] = point.unit
-    record.setdefault("run_id", point.resource.get(RUN_ID_KEY))
-    record.setdefault("rank", point.resource.get(RANK_KEY))
-    return record
+_LIMITS = AttributeLimits()
 
 
 # -- the store ---------------------------------------------------------------------------------
@@ -300,11 +136,9 @@ class MetricsStore:
         return [i for _, i in prepared]
 
     def _write(self, records: list[dict[str, Any]]) -> None:
-        from .pipeline.convert import add_record
-
         builder = BatchBuilder()
         for record in records:
-            add_record(builder, record, self.resource_attributes, _SCOPE)
+            add_record(builder, record, self.resource_attributes, _SCOPE, _LIMITS)
         self.store.write_batch(builder.build())
 
     def track_cost(self, cost: float, api_calls: int = 0, token_usage: int = 0) -> dict[str, Any]:
@@ -355,10 +189,10 @@ class MetricsStore:
         (inclusive; a bare end date includes that whole day). ``metric_names``, ``run`` and
         ``rank`` filter in SQL.
         """
-        start_ns = _parse_timestamp(start_date) if start_date else None
+        start_ns = parse_timestamp(start_date) if start_date else None
         end_ns = None
         if end_date:
-            end_ns = _parse_timestamp(end_date)
+            end_ns = parse_timestamp(end_date)
             if len(end_date.strip()) == 10:  # a bare date: through the end of that day
                 end_ns += 86_400 * 10**9 - 1
         points = self.store.iter_query(metric_names, run=run, rank=rank, start_time_unix_nano=start_ns, end_time_unix_nano=end_ns)
@@ -412,7 +246,7 @@ class MetricsStore:
         return {
             "total_metrics": total,
             "metrics_by_type": by_type,
-            "time_range": {"start": None if first is None else _iso(first), "end": None if last is None else _iso(last)},
+            "time_range": {"start": None if first is None else iso_time(first), "end": None if last is None else iso_time(last)},
             "models": sorted(models),
             "tags": sorted(tags),
             "cost_tracking": self._cost_totals(),

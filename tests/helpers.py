@@ -20,6 +20,8 @@ from otel_recursive_metrics.pipeline.batch import PointBatch
 class ScriptedSink:
     """A sink whose n-th send does what ``script`` says: "ok", "retry", "permanent", "hang"."""
 
+    rejected_points = 0
+
     def __init__(self, name: str, script: list[str] | None = None, default: str = "ok") -> None:
         self.name = name
         self.script = list(script or [])

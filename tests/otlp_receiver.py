@@ -93,6 +93,7 @@ class _Recorder:
         self._lock = threading.Lock()
         self._faults: deque[Fault] = deque()
         self._always: Fault | None = None
+        self._refuse: tuple[Callable[[ExportMetricsServiceRequest], bool], Fault] | None = None
         self.attempts: list[Attempt] = []
         self.points_accepted = 0
         self.requests_accepted = 0
@@ -110,10 +111,18 @@ class _Recorder:
         with self._lock:
             self._always = fault
 
-    def _next_fault(self) -> Fault | None:
+    def refuse_when(self, predicate: Callable[[ExportMetricsServiceRequest], bool] | None, fault: Fault | None = None) -> None:
+        """Answer with ``fault`` every request for which ``predicate(request)`` holds (a receiver
+        that refuses some data points, as a backend validating values would); None to stop."""
+        with self._lock:
+            self._refuse = None if predicate is None or fault is None else (predicate, fault)
+
+    def _next_fault(self, request: ExportMetricsServiceRequest | None = None) -> Fault | None:
         with self._lock:
             if self._faults:
                 return self._faults.popleft()
+            if self._refuse is not None and request is not None and self._refuse[0](request):
+                return self._refuse[1]
             return self._always
 
     def _record(self, attempt: Attempt, points: int) -> None:
@@ -152,7 +161,7 @@ class _MetricsService(metrics_service_pb2_grpc.MetricsServiceServicer):  # type:
     def Export(self, request: ExportMetricsServiceRequest, context: grpc.ServicerContext) -> ExportMetricsServiceResponse:
         rec = self.recorder
         headers = {k: v if isinstance(v, str) else v.hex() for k, v in context.invocation_metadata()}
-        fault = rec._next_fault()
+        fault = rec._next_fault(request)
         if fault is not None:
             rec._sleep(fault.delay_s)
         failed = fault is not None and fault.grpc_code is not None
@@ -267,7 +276,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             self._answer(404, b"not found", "text/plain")
             return
         request = ExportMetricsServiceRequest.FromString(body)
-        fault = rec._next_fault()
+        fault = rec._next_fault(request)
         if fault is not None:
             rec._sleep(fault.delay_s)
         failed = fault is not None and fault.http_status is not None
@@ -614,7 +623,5 @@ def sample_batch(n: int = 3, *, metric: str = "train.loss", first_step: int = 0)
     base = 1_700_000_000_000_000_000
     for i in range(n):
         step = first_step + i
-        builder.batch.points.append(
-            [res, scope, m, canonical_json({"phase": "train"}), 0, base + step * 1000, 1.0 / (step + 1), step, 0, None, None]
-        )
+        builder.add_point(res, scope, m, canonical_json({"phase": "train"}), 0, base + step * 1000, 1.0 / (step + 1), step, 0)
     return builder.build()

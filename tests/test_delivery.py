@@ -14,14 +14,17 @@ import pytest
 
 from otel_recursive_metrics.config import load_config
 from otel_recursive_metrics.errors import PermanentError, RetryableError
+from otel_recursive_metrics.pipeline.buffer import RecordItem
 from otel_recursive_metrics.pipeline.retry import Outcome, Retrier, RetryPolicy
 from otel_recursive_metrics.pipeline.worker import Pipeline
 
 from .helpers import ScriptedSink, wait_until
 
 
-def record(i: int) -> dict[str, Any]:
-    return {"metric_name": "loss", "value": float(i), "step": i, "_time_unix_nano": 1_700_000_000_000_000_000 + i}
+def record(i: int) -> RecordItem:
+    return RecordItem(
+        time.time_ns(), {"metric_name": "loss", "value": float(i), "step": i, "_time_unix_nano": 1_700_000_000_000_000_000 + i}
+    )
 
 
 def make_pipeline(data_dir: Path, *sinks: ScriptedSink, **options: Any) -> Pipeline:
@@ -79,7 +82,7 @@ def test_budget_spent_dead_letters_with_the_last_error() -> None:
 
     policy = RetryPolicy(initial_delay_s=1.0, multiplier=2.0, jitter=0.0, max_delay_s=30.0, max_elapsed_s=20.0)
     result = Retrier(policy, attempt_timeout_s=1.0, sleep=clock.sleep, clock=clock).deliver(send, lambda: False)
-    assert result.outcome is Outcome.DEAD_LETTERED
+    assert result.outcome is Outcome.BUDGET_SPENT
     assert clock.sleeps == [1.0, 2.0, 4.0, 8.0]  # the next wait (16 s) would pass the 20 s budget
     assert "retry budget of 20s spent after 5 attempt(s)" in result.reason and "503 Service Unavailable" in result.reason
 
@@ -93,7 +96,7 @@ def test_permanent_error_is_never_retried() -> None:
         raise PermanentError("400 Bad Request: metric name invalid")
 
     result = Retrier(RetryPolicy(), attempt_timeout_s=1.0, sleep=clock.sleep, clock=clock).deliver(send, lambda: False)
-    assert (result.outcome, len(calls), clock.sleeps) == (Outcome.DEAD_LETTERED, 1, [])
+    assert (result.outcome, len(calls), clock.sleeps) == (Outcome.PERMANENT, 1, [])
     assert "400 Bad Request" in result.reason
 
 
@@ -226,11 +229,11 @@ def test_memory_overflow_policy_counts_every_drop(data_dir: Path, policy: str) -
     assert stats["dropped_points"] == {"buffer_full": 15}
     if policy == "drop_newest":
         assert accepted == [True] * 10 + [False] * 15
-        kept = [item["value"] for item in list(pipeline.buffer.items)]
+        kept = [item.record["value"] for item in list(pipeline.buffer.items)]
         assert kept == [float(i) for i in range(10)]
     else:
         assert all(accepted)
-        kept = [item["value"] for item in list(pipeline.buffer.items)]
+        kept = [item.record["value"] for item in list(pipeline.buffer.items)]
         assert kept == [float(i) for i in range(15, 25)]
     sink.release.set()
     pipeline.shutdown(5.0)

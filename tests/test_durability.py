@@ -21,6 +21,7 @@ CHILD = textwrap.dedent(
     """
     import sys, time
     from otel_recursive_metrics.config import load_config
+    from otel_recursive_metrics.pipeline.buffer import RecordItem
     from otel_recursive_metrics.pipeline.worker import Pipeline
 
     data_dir, mode, total = sys.argv[1], sys.argv[2], int(sys.argv[3])
@@ -29,6 +30,7 @@ CHILD = textwrap.dedent(
         import threading
         class HungSink:
             name = "store"
+            rejected_points = 0
             def send(self, batch, deadline):
                 threading.Event().wait()
             def close(self):
@@ -36,7 +38,8 @@ CHILD = textwrap.dedent(
         sinks = [HungSink()]
     pipeline = Pipeline(load_config(dir=data_dir, flush_interval_s=0.2, batch_size=10), sinks=sinks)
     for i in range(total):
-        pipeline.offer({"metric_name": "loss", "value": float(i), "step": i, "_time_unix_nano": 1_700_000_000_000_000_000 + i})
+        record = {"metric_name": "loss", "value": float(i), "step": i, "_time_unix_nano": 1_700_000_000_000_000_000 + i}
+        pipeline.offer(RecordItem(time.time_ns(), record))
         if mode == "live" and i % 50 == 0:
             time.sleep(0.002)
         if i % 100 == 99:

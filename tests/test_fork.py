@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from otel_recursive_metrics import PointStore, RecursiveMetricExporter
+from otel_recursive_metrics.pipeline.buffer import RecordItem
 
 from .helpers import sdk_provider
 
@@ -43,7 +44,7 @@ def test_forked_child_neither_deadlocks_nor_reexports(data_dir: Path) -> None:
         code = 1
         try:
             provider.force_flush(5_000)  # the SDK re-collects the parent's values here...
-            ok = pipeline.offer({"metric_name": "child.loss", "value": 0.5, "_time_unix_nano": time.time_ns()})
+            ok = pipeline.offer(RecordItem(time.time_ns(), {"metric_name": "child.loss", "value": 0.5, "_time_unix_nano": time.time_ns()}))
             delivered = pipeline.flush(20.0)
             ignored = pipeline.get_stats()["ignored_forked_exports"]
             code = 0 if (ok and delivered and ignored >= 1) else 3

@@ -214,12 +214,12 @@ def test_retry_after_and_retry_info_set_the_next_wait(protocol: str, fault: Faul
 @pytest.mark.parametrize(
     ("protocol", "fault", "reason"),
     [
-        ("http/protobuf", Fault(http_status=400, message="bad metric name"), "HTTP 400"),
-        ("http/protobuf", Fault(http_status=413, message="too large"), "HTTP 413"),
-        ("grpc", Fault(grpc_code="INVALID_ARGUMENT", message="bad metric name"), "INVALID_ARGUMENT"),
-        ("grpc", Fault(grpc_code="RESOURCE_EXHAUSTED", message="quota"), "RESOURCE_EXHAUSTED"),
+        ("http/protobuf", Fault(http_status=401, message="bad token"), "HTTP 401"),
+        ("http/protobuf", Fault(http_status=404, message="no such path"), "HTTP 404"),
+        ("grpc", Fault(grpc_code="UNAUTHENTICATED", message="bad token"), "UNAUTHENTICATED"),
+        ("grpc", Fault(grpc_code="PERMISSION_DENIED", message="not yours"), "PERMISSION_DENIED"),
     ],
-    ids=["http-400", "http-413", "grpc-invalid-argument", "grpc-resource-exhausted-without-retryinfo"],
+    ids=["http-401", "http-404", "grpc-unauthenticated", "grpc-permission-denied"],
 )
 def test_permanent_refusal_is_dead_lettered_after_one_attempt(
     protocol: str, fault: Fault, reason: str, harness_factory: Any, data_dir: Path
@@ -244,6 +244,73 @@ def test_permanent_refusal_is_dead_lettered_after_one_attempt(
         # The dead letter is the refused request, as OTLP JSON.
         (line,) = entries[0].json_lines()
         assert otlp_points([request_from_json_line(line)]) == otlp_points([rec.attempts[0].request])
+
+
+def _has_value(bad: float) -> Any:
+    def predicate(request: Any) -> bool:
+        return any(
+            dp.as_double == bad
+            for rm in request.resource_metrics
+            for sm in rm.scope_metrics
+            for m in sm.metrics
+            if m.WhichOneof("data") == "gauge"
+            for dp in m.gauge.data_points
+        )
+
+    return predicate
+
+
+@pytest.mark.parametrize(
+    ("protocol", "fault", "reason"),
+    [
+        ("http/protobuf", Fault(http_status=400, message="bad metric value"), "HTTP 400"),
+        ("http/protobuf", Fault(http_status=413, message="too large"), "HTTP 413"),
+        ("grpc", Fault(grpc_code="INVALID_ARGUMENT", message="bad metric value"), "INVALID_ARGUMENT"),
+        ("grpc", Fault(grpc_code="RESOURCE_EXHAUSTED", message="quota"), "RESOURCE_EXHAUSTED"),
+    ],
+    ids=["http-400", "http-413", "grpc-invalid-argument", "grpc-resource-exhausted-without-retryinfo"],
+)
+def test_a_refused_point_is_dead_lettered_alone_and_its_neighbours_delivered(
+    protocol: str, fault: Fault, reason: str, data_dir: Path
+) -> None:
+    """A refusal about the data (400, 413, INVALID_ARGUMENT, ...) is never retried as it was,
+    but the batch is split until the refused point is alone: only it is dead-lettered."""
+    from otel_recursive_metrics import TrainingMetrics
+
+    with make_receiver(protocol) as rec:
+        rec.refuse_when(_has_value(666.0), fault)
+        settings = {**FAST, "batch_size": 1000, "flush_interval_s": 0.3}
+        metrics = TrainingMetrics(**settings, sinks="otlp", dir=data_dir, otlp_endpoint=rec.endpoint, otlp_protocol=protocol)
+        for step in range(40):
+            metrics.log({"loss": 666.0 if step == 17 else float(step)}, step=step)
+        assert not metrics.flush(30.0)  # False: one point was dead-lettered
+        stats = metrics.get_stats()
+        assert stats["dead_lettered_points"] == {"otlp": 1}
+        assert stats["sent_points"] == {"otlp": 39}
+        assert stats.get("retries", {}).get("otlp", 0) == 0
+        delivered = sorted(p[-1] for p in otlp_points(rec.accepted))
+        assert delivered == sorted(float(s) for s in range(40) if s != 17)
+        (entry,) = dead_letters(data_dir)
+        assert reason in entry.reason and entry.points == 1
+        assert entry.batch().points[0][6] == 666.0  # VALUE
+        metrics.close(5.0)
+
+
+def test_a_receiver_refusing_everything_costs_a_bounded_number_of_requests(data_dir: Path) -> None:
+    from otel_recursive_metrics import TrainingMetrics
+    from otel_recursive_metrics.pipeline.delivery import MAX_SPLIT_SENDS
+
+    with HttpReceiver() as rec:
+        rec.set_fault(Fault(http_status=400, message="everything is wrong"))
+        metrics = TrainingMetrics(**FAST, sinks="otlp", dir=data_dir, otlp_endpoint=rec.endpoint, otlp_protocol="http/protobuf")
+        metrics.log({f"m{i}": float(i) for i in range(500)}, step=0)
+        assert not metrics.flush(30.0)
+        assert metrics.get_stats()["dead_lettered_points"] == {"otlp": 500}
+        # The batch, two halves, two quarters: then it is clear every point is refused.
+        assert len(rec.attempts) == 5 < MAX_SPLIT_SENDS
+        (entry,) = dead_letters(data_dir)
+        assert entry.points == 500
+        metrics.close(5.0)
 
 
 # -- partial success ---------------------------------------------------------------------------------

@@ -141,7 +141,7 @@ def test_credentials_in_the_endpoint_url_are_not_shown() -> None:
 
 
 def test_endpoint_without_a_scheme_is_shown_as_written() -> None:
-    from otel_recursive_metrics.sinks.otlp.errors import _display_url
+    from otel_recursive_metrics.config import display_url
 
-    assert _display_url("collector:4317") == "collector:4317"
-    assert _display_url("http://user:tok3n@host:4318/v1/metrics?key=tok3n") == "http://<redacted>@host:4318/v1/metrics?<redacted>"
+    assert display_url("collector:4317") == "collector:4317"
+    assert display_url("http://user:tok3n@host:4318/v1/metrics?key=tok3n") == "http://<redacted>@host:4318/v1/metrics?<redacted>"

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import stat
 import time
 from pathlib import Path
 from typing import Any
@@ -11,9 +9,10 @@ from typing import Any
 import pytest
 
 import otel_recursive_metrics.store.point_store as store_module
-from otel_recursive_metrics import MetricValueError, PointStore, TrainingMetrics
+from otel_recursive_metrics import ConfigError, MetricValueError, PointStore, TrainingMetrics
 from otel_recursive_metrics.config import load_config
 from otel_recursive_metrics.pipeline.batch import BatchBuilder
+from otel_recursive_metrics.pipeline.buffer import RecordItem
 from otel_recursive_metrics.pipeline.queue import DurableQueue
 from otel_recursive_metrics.pipeline.worker import Pipeline
 
@@ -49,7 +48,7 @@ def test_a_failed_queue_write_keeps_the_items_for_the_next_run(data_dir: Path, m
     monkeypatch.setattr(DurableQueue, "append", flaky)
     p = pipeline(data_dir, max_batch_points=10)
     for i in range(50):
-        p.offer({"metric_name": "loss", "value": float(i), "step": i, "_time_unix_nano": 1_000 + i})
+        p.offer(RecordItem(time.time_ns(), {"metric_name": "loss", "value": float(i), "step": i, "_time_unix_nano": 1_000 + i}))
     assert p.flush(20.0)
     assert [pt.step for pt in PointStore(data_dir / "metrics.db").query("loss")] == list(range(50))
     assert p.get_stats()["dropped_points"] == {}
@@ -63,7 +62,7 @@ def test_the_attribute_cache_refills_after_it_is_cleared(tmp_path: Path, monkeyp
         b = BatchBuilder()
         res, sc, m = b.resource({}), b.scope("s"), b.metric("loss", "", "", "gauge")
         for i in range(4):
-            b.batch.points.append([res, sc, m, f'{{"k":"{i}"}}', 0, round_ * 10 + i, 1.0, None, None, None, None])
+            b.add_point(res, sc, m, f'{{"k":"{i}"}}', 0, round_ * 10 + i, 1.0)
         assert store.write_batch(b.build()) == 4
     assert store.count() == 12
 
@@ -90,30 +89,17 @@ def test_two_records_with_one_timestamp_are_two_points(data_dir: Path) -> None:
 
 def test_flush_after_shutdown_answers_at_once(data_dir: Path) -> None:
     p = pipeline(data_dir)
-    p.offer({"metric_name": "loss", "value": 1.0, "_time_unix_nano": 1})
+    p.offer(RecordItem(time.time_ns(), {"metric_name": "loss", "value": 1.0, "_time_unix_nano": 1}))
     assert p.shutdown(10.0)
     started = time.monotonic()
     assert p.flush(30.0) is False
     assert time.monotonic() - started < 10.0  # not the whole 30 s timeout
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root can write to a read-only folder")
-def test_an_unopenable_queue_counts_what_it_drops(tmp_path: Path) -> None:
-    locked = tmp_path / "locked"
-    locked.mkdir()
-    locked.chmod(stat.S_IRUSR | stat.S_IXUSR)
-    p = pipeline(locked / "otel-metrics")
-    for i in range(5):
-        p.offer({"metric_name": "loss", "value": float(i), "_time_unix_nano": i})
-    assert p.shutdown(1.0) is False
-    assert p.get_stats()["dropped_points"] == {"queue_unavailable": 5}
-
-
-def test_an_unopenable_queue_counts_what_it_drops_even_as_root(tmp_path: Path) -> None:
+def test_a_data_folder_that_cannot_be_used_fails_at_construction(tmp_path: Path) -> None:
     blocker = tmp_path / "not-a-folder"
     blocker.write_text("a file where the data folder should be")
-    p = pipeline(blocker / "otel-metrics")
-    for i in range(5):
-        p.offer({"metric_name": "loss", "value": float(i), "_time_unix_nano": i})
-    assert p.shutdown(1.0) is False
-    assert p.get_stats()["dropped_points"] == {"queue_unavailable": 5}
+    with pytest.raises(ConfigError, match=r"dir=.*not-a-folder.*cannot keep the durable queue"):
+        pipeline(blocker / "otel-metrics")
+    with pytest.raises(ConfigError, match="not-a-folder"):
+        TrainingMetrics(dir=blocker)

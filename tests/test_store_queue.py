@@ -20,7 +20,7 @@ def batch_of(n: int, *, rank: int = 0, run: str = "r1", start: int = 0, metric: 
     sc = b.scope("s")
     m = b.metric(metric, "", "", "gauge")
     for i in range(start, start + n):
-        b.batch.points.append([res, sc, m, '{"split":"train"}', 0, 1_000 + i, i * 0.5, i, i // 10, None, None])
+        b.add_point(res, sc, m, '{"split":"train"}', 0, 1_000 + i, i * 0.5, i, i // 10)
     return b.build()
 
 
@@ -138,10 +138,8 @@ def test_point_batch_round_trip_and_split() -> None:
 def test_nan_and_infinity_values_are_stored(tmp_path: Path) -> None:
     b = BatchBuilder()
     res, sc, m = b.resource({}), b.scope("s"), b.metric("loss", "", "", "gauge")
-    b.batch.points += [
-        [res, sc, m, "{}", 0, 1, float("nan"), 0, None, None, None],
-        [res, sc, m, "{}", 0, 2, float("inf"), 1, None, None, None],
-    ]
+    b.add_point(res, sc, m, "{}", 0, 1, float("nan"), 0)
+    b.add_point(res, sc, m, "{}", 0, 2, float("inf"), 1)
     batch = PointBatch.decode(b.build().encode())
     store = PointStore(tmp_path / "m.db")
     assert store.write_batch(batch) == 2

@@ -68,7 +68,7 @@ class FrameworkLogger:
         """Keep ``params`` (a mapping, Namespace or dataclass) as one record in the store."""
         if self.metrics._muted:
             return
-        from ..metrics_store import prepare_record
+        from ..training.records import prepare_record
 
         if not isinstance(params, Mapping):
             params = dict(vars(params)) if hasattr(params, "__dict__") else {"value": str(params)}

@@ -1,16 +1,33 @@
 """The point batch: the one shape every stage after the exporter works on.
 
 A :class:`PointBatch` keeps the OpenTelemetry data model (resource, scope, metric, point) in a
-compact, JSON-serialisable form. Resources, scopes and metric descriptions are stored once per
-batch and points refer to them by index, so a batch of 8,192 points from one trainer repeats no
-strings. Point attributes are canonical JSON text (sorted keys, no spaces): the same attributes
-always give the same text, which is what the store's de-duplication key compares.
+compact, JSON-serialisable form. Resources, scopes, metric descriptions and point attribute sets
+are stored once per batch and points refer to them by index, so a batch of 8,192 points from
+one trainer repeats no strings, however long its attributes are. Point attributes are canonical
+JSON text (sorted keys, no spaces): the same attributes always give the same text, which is what
+the store's de-duplication key compares.
 
-On-disk format (the durable queue's payload) is ``json.dumps(batch.to_json())``: an object with
-``v`` (format version, 1), ``id`` (the batch's identity), ``resources`` ``[[attributes, schema_url], ...]``, ``scopes``
-``[[name, version, attributes, schema_url], ...]``, ``metrics``
-``[[name, description, unit, kind, temporality, monotonic], ...]`` and ``points`` (see
-:data:`POINT_FIELDS`). Nothing is pickled.
+A point is a list read through the index constants below (``point[TIME]``, not ``point[5]``),
+built by :func:`new_point`; a list rather than an object because a batch holds thousands and the
+worker builds them in its hot loop::
+
+    RESOURCE, SCOPE, METRIC, ATTRIBUTES   indexes into the batch's tables
+    START_TIME, TIME                      Unix nanoseconds (start 0 for gauges)
+    VALUE                                 the number of a gauge or sum; None for histograms
+    STEP, EPOCH                           from TrainingMetrics.log / records; None otherwise
+    HISTOGRAM                             {"count", "sum", "min", "max", "bounds", "counts"} for
+                                          explicit buckets; {"count", "sum", "min", "max",
+                                          "scale", "zero_count", "positive": [offset, counts],
+                                          "negative": [offset, counts], "flags"} exponential
+    EXTRA                                 a submitted record's other fields (its id, free-form
+                                          keys): kept in the store, never sent to OTLP
+
+On-disk format (the durable queue's payload and the dead-letter sidecar): UTF-8 JSON of an
+object with ``v`` (format version, 2), ``id`` (the batch's identity), ``resources``
+``[[attributes, schema_url], ...]``, ``scopes`` ``[[name, version, attributes, schema_url],
+...]``, ``metrics`` ``[[name, description, unit, kind, temporality, monotonic], ...]``,
+``attributes`` ``[canonical JSON text, ...]`` and ``points`` (lists in the field order above).
+Version 1 (attributes written out in every point) is still read. Nothing is pickled.
 """
 
 from __future__ import annotations
@@ -22,61 +39,127 @@ from dataclasses import dataclass, field
 from typing import Any
 
 __all__ = [
-    "KINDS",
-    "POINT_FIELDS",
+    "ATTRIBUTES",
+    "EPOCH",
+    "EXTRA",
+    "HISTOGRAM",
+    "METRIC",
+    "RESOURCE",
+    "SCOPE",
+    "START_TIME",
+    "STEP",
+    "TIME",
+    "VALUE",
+    "AttributeLimits",
     "BatchBuilder",
+    "Point",
     "PointBatch",
-    "Temporality",
     "canonical_json",
     "canonical_json_of_immutable",
     "explicit_histogram",
     "exponential_histogram",
+    "limit_attributes",
+    "new_point",
 ]
 
-#: Metric kinds, after the OTLP ``Metric.data`` oneof.
-KINDS = ("gauge", "sum", "histogram", "exponential_histogram")
-
-
-class Temporality:
-    """OTLP AggregationTemporality values."""
-
-    UNSPECIFIED = 0
-    DELTA = 1
-    CUMULATIVE = 2
-
-
-#: Fields of one point, in order. ``extra`` holds a submitted record's other fields (its id,
-#: free-form keys), kept in the store and never sent to OTLP as attributes. ``value`` is the number for gauges and sums and ``None`` for
-#: histograms, whose buckets are in ``histogram``: ``{"count", "sum", "min", "max", "bounds",
-#: "counts"}`` for explicit buckets, ``{"count", "sum", "min", "max", "scale", "zero_count",
-#: "positive": [offset, counts], "negative": [offset, counts], "flags"}`` for exponential ones.
-POINT_FIELDS = (
-    "resource",
-    "scope",
-    "metric",
-    "attributes",
-    "start_time_unix_nano",
-    "time_unix_nano",
-    "value",
-    "step",
-    "epoch",
-    "histogram",
-    "extra",
-)
+#: The fields of a point, in order (see the module docstring).
+RESOURCE, SCOPE, METRIC, ATTRIBUTES, START_TIME, TIME, VALUE, STEP, EPOCH, HISTOGRAM, EXTRA = range(11)
 
 Point = list[Any]
 
+FORMAT_VERSION = 2
+
 _dumps = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=True).encode
-
-
-# id(attributes) -> (attributes, text). The SDK hands out the same immutable attributes object
-# for a series in every collection, so a hit needs only an identity check; holding the object
-# keeps its id from being reused while it is cached.
-_cache: dict[int, tuple[Mapping[str, Any], str]] = {}
 _compact = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
 _ENCODE_SLICE = 1024
 _SHARE_TABLES_UP_TO = 256
 _CACHE_MAX = 100_000
+
+
+def new_point(
+    resource: int,
+    scope: int,
+    metric: int,
+    attributes: int,
+    start_time_unix_nano: int,
+    time_unix_nano: int,
+    value: float | int | None,
+    step: int | None = None,
+    epoch: int | None = None,
+    histogram: dict[str, Any] | None = None,
+    extra: dict[str, Any] | None = None,
+) -> Point:
+    """One point; the first four are indexes into its batch's tables (see :class:`BatchBuilder`)."""
+    return [resource, scope, metric, attributes, start_time_unix_nano, time_unix_nano, value, step, epoch, histogram, extra]
+
+
+# -- attributes ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class AttributeLimits:
+    """Caps on point attributes, after the SDK's ``OTEL_ATTRIBUTE_*_LIMIT`` settings.
+
+    ``count``: most attributes a point keeps (the first ones in sorted key order);
+    ``value_length``: longest string value (and string element of a list) in characters.
+    Past either, values are cut, never refused: a label must not cost the point.
+    """
+
+    count: int = 128
+    value_length: int = 4096
+
+
+def limit_attributes(attributes: Mapping[str, Any], limits: AttributeLimits) -> tuple[dict[str, Any], int]:
+    """``attributes`` within ``limits``, and how many keys or values were cut to get there."""
+    cut = 0
+    items = sorted(attributes.items())
+    if len(items) > limits.count:
+        cut += len(items) - limits.count
+        items = items[: limits.count]
+    out: dict[str, Any] = {}
+    size = limits.value_length
+    for key, value in items:
+        if isinstance(value, str) and len(value) > size:
+            out[key], cut = value[:size], cut + 1
+        elif isinstance(value, (list, tuple)) and any(isinstance(v, str) and len(v) > size for v in value):
+            out[key], cut = [v[:size] if isinstance(v, str) else v for v in value], cut + 1
+        else:
+            out[key] = value
+    return out, cut
+
+
+def canonical_json(attributes: Mapping[str, Any] | None) -> str:
+    """Attributes as canonical JSON text: sorted keys, compact, sequences as lists."""
+    if not attributes:
+        return "{}"
+    return _dumps({k: list(v) if isinstance(v, tuple) else v for k, v in attributes.items()})
+
+
+# Per limits, id(attributes) -> (attributes, text, cut). The SDK hands out the same immutable
+# attributes object for a series in every collection, so a hit needs only an identity check;
+# holding the object keeps its id from being reused while it is cached.
+_caches: dict[AttributeLimits, dict[int, tuple[Mapping[str, Any], str, int]]] = {}
+
+
+def canonical_json_of_immutable(attributes: Mapping[str, Any] | None, limits: AttributeLimits) -> tuple[str, int]:
+    """:func:`canonical_json` (within ``limits``) for attribute objects never mutated (the SDK's), cached.
+
+    Returns ``(text, how many keys or values were cut)``; the count is reported on a cache miss only.
+    """
+    if not attributes:
+        return "{}", 0
+    cache = _caches.get(limits)
+    if cache is None:
+        cache = _caches.setdefault(limits, {})
+    hit = cache.get(id(attributes))
+    if hit is not None and hit[0] is attributes:
+        return hit[1], 0
+    limited, cut = limit_attributes(attributes, limits)
+    text = canonical_json(limited)
+    if len(cache) >= _CACHE_MAX:
+        cache.clear()
+    cache[id(attributes)] = (attributes, text, cut)
+    return text, cut
 
 
 def _scrub(value: Any) -> Any:
@@ -90,30 +173,12 @@ def _scrub(value: Any) -> Any:
     return value
 
 
-def canonical_json(attributes: Mapping[str, Any] | None) -> str:
-    """Attributes as canonical JSON text: sorted keys, compact, sequences as lists."""
-    if not attributes:
-        return "{}"
-    return _dumps({k: list(v) if isinstance(v, tuple) else v for k, v in attributes.items()})
-
-
-def canonical_json_of_immutable(attributes: Mapping[str, Any] | None) -> str:
-    """:func:`canonical_json` for attribute objects that are never mutated (the SDK's), cached."""
-    if not attributes:
-        return "{}"
-    hit = _cache.get(id(attributes))
-    if hit is not None and hit[0] is attributes:
-        return hit[1]
-    text = _dumps({k: list(v) if isinstance(v, tuple) else v for k, v in attributes.items()})
-    if len(_cache) >= _CACHE_MAX:
-        _cache.clear()
-    _cache[id(attributes)] = (attributes, text)
-    return text
+# -- the batch -----------------------------------------------------------------------------------
 
 
 @dataclass
 class PointBatch:
-    """Points with the resources, scopes and metric descriptions they refer to by index."""
+    """Points with the resources, scopes, metric descriptions and attribute sets they refer to."""
 
     resources: list[list[Any]] = field(default_factory=list)
     scopes: list[list[Any]] = field(default_factory=list)
@@ -121,12 +186,22 @@ class PointBatch:
     points: list[Point] = field(default_factory=list)
     #: Identity of the batch, kept through the durable queue and dead letters.
     id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    #: Point attribute sets as canonical JSON text; ``point[ATTRIBUTES]`` indexes this list.
+    attributes: list[str] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.points)
 
     def to_json(self) -> dict[str, Any]:
-        return {"v": 1, "id": self.id, "resources": self.resources, "scopes": self.scopes, "metrics": self.metrics, "points": self.points}
+        return {
+            "v": FORMAT_VERSION,
+            "id": self.id,
+            "resources": self.resources,
+            "scopes": self.scopes,
+            "metrics": self.metrics,
+            "attributes": self.attributes,
+            "points": self.points,
+        }
 
     def encode(self) -> bytes:
         """The durable-queue payload: UTF-8 JSON (the same text as ``json.dumps(to_json())``).
@@ -134,7 +209,16 @@ class PointBatch:
         Points are encoded in slices: one ``json.dumps`` call holds the GIL from start to end, and
         a slice of 1,024 points keeps that under a millisecond for the training thread's sake.
         """
-        head = _compact({"v": 1, "id": self.id, "resources": self.resources, "scopes": self.scopes, "metrics": self.metrics})
+        head = _compact(
+            {
+                "v": FORMAT_VERSION,
+                "id": self.id,
+                "resources": self.resources,
+                "scopes": self.scopes,
+                "metrics": self.metrics,
+                "attributes": self.attributes,
+            }
+        )
         points = self.points
         body = ",".join(_compact(points[i : i + _ENCODE_SLICE])[1:-1] for i in range(0, len(points), _ENCODE_SLICE))
         text = head[:-1] + ',"points":[' + body + "]}"
@@ -143,43 +227,77 @@ class PointBatch:
         except UnicodeEncodeError:
             # A string with a lone surrogate (not valid Unicode) would fail in every sink and in
             # the dead-letter file alike: replace such characters with "?" once, here.
-            self.resources, self.scopes, self.metrics, self.points = _scrub([self.resources, self.scopes, self.metrics, self.points])
+            self.resources, self.scopes, self.metrics, self.attributes, self.points = _scrub(
+                [self.resources, self.scopes, self.metrics, self.attributes, self.points]
+            )
             return self.encode()
 
     @classmethod
     def decode(cls, payload: bytes | str) -> PointBatch:
+        """A batch from :meth:`encode`'s output (format 2, or format 1 of earlier releases)."""
         data = json.loads(payload)
-        if not isinstance(data, dict) or data.get("v") != 1:
-            raise ValueError("not a version-1 point batch")
-        return cls(data["resources"], data["scopes"], data["metrics"], data["points"], str(data.get("id") or uuid.uuid4().hex))
+        if not isinstance(data, dict) or data.get("v") not in (1, 2):
+            raise ValueError("not a point batch (format 1 or 2)")
+        try:
+            return cls._from_json(data)
+        except (KeyError, IndexError, TypeError) as exc:
+            raise ValueError(f"a damaged point batch: {type(exc).__name__}: {exc}") from None
+
+    @classmethod
+    def _from_json(cls, data: dict[str, Any]) -> PointBatch:
+        batch_id = str(data.get("id") or uuid.uuid4().hex)
+        if data["v"] == 2:
+            return cls(data["resources"], data["scopes"], data["metrics"], data["points"], batch_id, data["attributes"])
+        # Format 1 wrote each point's attribute text in the point: intern it.
+        table: dict[str, int] = {}
+        points = data["points"]
+        for p in points:
+            text = p[ATTRIBUTES]
+            index = table.get(text)
+            if index is None:
+                index = table[text] = len(table)
+            p[ATTRIBUTES] = index
+        return cls(data["resources"], data["scopes"], data["metrics"], points, batch_id, list(table))
 
     def split(self, max_points: int) -> list[PointBatch]:
         """Chunks of at most ``max_points`` points, each carrying only what its points use."""
         if len(self.points) <= max_points:
             return [self]
-        if len(self.resources) + len(self.scopes) + len(self.metrics) <= _SHARE_TABLES_UP_TO:
+        tables = (self.resources, self.scopes, self.metrics, self.attributes)
+        if sum(len(t) for t in tables) <= _SHARE_TABLES_UP_TO:
             # Small tables (the usual case: one resource, a few scopes, tens of metrics) are
             # shared by every chunk as they are; an entry a chunk does not use costs nothing.
             return [
-                PointBatch(self.resources, self.scopes, self.metrics, self.points[start : start + max_points], f"{self.id}.{i}")
+                PointBatch(
+                    self.resources, self.scopes, self.metrics, self.points[start : start + max_points], f"{self.id}.{i}", self.attributes
+                )
                 for i, start in enumerate(range(0, len(self.points), max_points))
             ]
-        out = []
-        for chunk_index, start in enumerate(range(0, len(self.points), max_points)):
-            maps: tuple[dict[int, int], dict[int, int], dict[int, int]] = ({}, {}, {})
-            tables: tuple[list[list[Any]], list[list[Any]], list[list[Any]]] = ([], [], [])
-            sources = (self.resources, self.scopes, self.metrics)
-            points = []
-            for p in self.points[start : start + max_points]:
-                q = p.copy()
-                for k in (0, 1, 2):
-                    index = maps[k].get(p[k])
-                    if index is None:
-                        index = maps[k][p[k]] = len(tables[k])
-                        tables[k].append(sources[k][p[k]])
-                    q[k] = index
-                points.append(q)
-            out.append(PointBatch(tables[0], tables[1], tables[2], points, f"{self.id}.{chunk_index}"))
+        return [
+            self.select(self.points[start : start + max_points], f"{self.id}.{i}")
+            for i, start in enumerate(range(0, len(self.points), max_points))
+        ]
+
+    def halves(self) -> tuple[PointBatch, PointBatch]:
+        """The first and second half of the points (to find the point a receiver refuses)."""
+        middle = len(self.points) // 2
+        return self.select(self.points[:middle], f"{self.id}.a"), self.select(self.points[middle:], f"{self.id}.b")
+
+    def select(self, points: Sequence[Point], batch_id: str) -> PointBatch:
+        """A batch of ``points`` (from this batch) with only the table entries they use."""
+        maps: tuple[dict[int, int], ...] = ({}, {}, {}, {})
+        sources = (self.resources, self.scopes, self.metrics, self.attributes)
+        out = PointBatch(id=batch_id)
+        targets: tuple[list[Any], ...] = (out.resources, out.scopes, out.metrics, out.attributes)
+        for p in points:
+            q = p.copy()
+            for k in (RESOURCE, SCOPE, METRIC, ATTRIBUTES):
+                index = maps[k].get(p[k])
+                if index is None:
+                    index = maps[k][p[k]] = len(targets[k])
+                    targets[k].append(sources[k][p[k]])
+                q[k] = index
+            out.points.append(q)
         return out
 
 
@@ -216,12 +334,13 @@ def exponential_histogram(
 
 
 class BatchBuilder:
-    """Builds a :class:`PointBatch`, interning resources, scopes and metric descriptions."""
+    """Builds a :class:`PointBatch`, interning resources, scopes, metric descriptions and attribute sets."""
 
     def __init__(self) -> None:
         self._resources: dict[str, int] = {}
         self._scopes: dict[str, int] = {}
         self._metrics: dict[tuple[Any, ...], int] = {}
+        self._attributes: dict[str, int] = {}
         # id(mapping) -> (mapping, index): a logging source passes the same resource object on
         # every call, so one identity check replaces serialising the resource per item.
         self._resource_objects: dict[int, tuple[Mapping[str, Any], int]] = {}
@@ -268,15 +387,54 @@ class BatchBuilder:
             self.batch.metrics.append(list(key))
         return index
 
+    def attributes(self, text: str) -> int:
+        """The index of a canonical-JSON attribute set (see :func:`canonical_json`)."""
+        index = self._attributes.get(text)
+        if index is None:
+            index = self._attributes[text] = len(self.batch.attributes)
+            self.batch.attributes.append(text)
+        return index
+
+    def add_point(
+        self,
+        resource: int,
+        scope: int,
+        metric: int,
+        attributes_json: str,
+        start_time_unix_nano: int,
+        time_unix_nano: int,
+        value: float | int | None,
+        step: int | None = None,
+        epoch: int | None = None,
+        histogram: dict[str, Any] | None = None,
+        extra: dict[str, Any] | None = None,
+    ) -> None:
+        """Append one point; ``attributes_json`` is interned (see :meth:`attributes`)."""
+        self.batch.points.append(
+            new_point(
+                resource,
+                scope,
+                metric,
+                self.attributes(attributes_json),
+                start_time_unix_nano,
+                time_unix_nano,
+                value,
+                step,
+                epoch,
+                histogram,
+                extra,
+            )
+        )
+
     def add_point_from(self, source: PointBatch, point: Point) -> None:
         """Copy one point of another batch, re-interning what it refers to."""
-        res_attrs, res_schema = source.resources[point[0]]
-        sc_name, sc_version, sc_attrs, sc_schema = source.scopes[point[1]]
-        m = source.metrics[point[2]]
+        res_attrs, res_schema = source.resources[point[RESOURCE]]
+        sc_name, sc_version, sc_attrs, sc_schema = source.scopes[point[SCOPE]]
         new = list(point)
-        new[0] = self.resource(res_attrs, res_schema)
-        new[1] = self.scope(sc_name, sc_version, sc_attrs, sc_schema)
-        new[2] = self.metric(*m)
+        new[RESOURCE] = self.resource(res_attrs, res_schema)
+        new[SCOPE] = self.scope(sc_name, sc_version, sc_attrs, sc_schema)
+        new[METRIC] = self.metric(*source.metrics[point[METRIC]])
+        new[ATTRIBUTES] = self.attributes(source.attributes[point[ATTRIBUTES]])
         self.batch.points.append(new)
 
     def build(self) -> PointBatch:

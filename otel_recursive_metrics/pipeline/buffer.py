@@ -1,11 +1,31 @@
-"""The in-memory hand-off between the caller's thread and the worker.
+"""The in-memory hand-off between the caller's thread and the worker, bounded in size and in time.
 
 :meth:`MemoryBuffer.offer` is the only thing the exporter, ``TrainingMetrics.log`` and
 ``submit_metric`` do on the caller's thread: an atomic ``deque.append`` of a reference, plus a
 wake-up once ``batch_size`` items wait. No lock is taken on that path; it never touches disk or
-network. Past ``max_items`` the overflow policy applies and every refused or evicted item is
-counted (``buffer_full``): ``drop_oldest`` evicts, ``drop_newest`` refuses, ``block`` waits up to
-``block_timeout_s`` for the worker to make room, then refuses.
+network.
+
+Two caps apply, and past either one the overflow policy decides (every refused or evicted item
+is counted, with its reason):
+
+- ``max_items`` (``max_buffer_items``), a hard cap on memory;
+- :attr:`MemoryBuffer.capacity`, the number of items the worker can make durable within about
+  half of ``flush_interval_s``, which the ingest stage keeps up to date from the rate it
+  measures. A loop that logs faster than the worker can write therefore meets the policy within
+  seconds, instead of piling up minutes of data that a ``kill -9`` would take with it.
+
+``drop_oldest`` evicts the oldest item, ``drop_newest`` refuses the new one, ``block`` waits up
+to ``block_timeout_s`` for the worker to make room, then refuses. Whatever the policy, an item
+still in memory :data:`STALE_AFTER_S` past ``flush_interval_s`` is dropped by the worker when it
+reaches it (reason ``overload``, or the reason the disk refused it): the promise is that a
+point is on disk within the interval, or counted.
+
+What is queued (the *items*):
+
+- a ``TrainingMetrics.log`` call: a plain tuple ``(context, time_unix_nano, step, epoch,
+  values)`` read through the ``LOG_*`` indexes; plain, because a tuple of numbers and a dict of
+  floats is not tracked by the garbage collector, and this is built once per training step;
+- an SDK export: :class:`ExportItem`; a submitted record: :class:`RecordItem`.
 
 Thread safety: many producers, one consumer (the worker's ingest thread).
 """
@@ -16,9 +36,63 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
-__all__ = ["MemoryBuffer"]
+from opentelemetry.sdk.metrics.export import MetricsData
+
+__all__ = [
+    "LOG_CONTEXT",
+    "LOG_EPOCH",
+    "LOG_STEP",
+    "LOG_TIME",
+    "LOG_VALUES",
+    "STALE_AFTER_S",
+    "ExportItem",
+    "MemoryBuffer",
+    "RecordItem",
+    "item_points",
+    "item_time_unix_nano",
+    "metrics_data_points",
+]
+
+#: Fields of a queued ``log`` call.
+LOG_CONTEXT, LOG_TIME, LOG_STEP, LOG_EPOCH, LOG_VALUES = range(5)
+
+#: How long past ``flush_interval_s`` an item may still wait in memory before the worker drops it.
+STALE_AFTER_S = 0.75
+
+
+class ExportItem(NamedTuple):
+    """An SDK export as queued: when it was offered, and the SDK's snapshot."""
+
+    offered_unix_nano: int
+    data: MetricsData
+
+
+class RecordItem(NamedTuple):
+    """A submitted record (already validated) as queued."""
+
+    offered_unix_nano: int
+    record: dict[str, Any]
+
+
+def item_time_unix_nano(item: Any) -> int:
+    """When an item was offered (wall clock, Unix nanoseconds)."""
+    return int(item[LOG_TIME] if type(item) is tuple else item[0])
+
+
+def metrics_data_points(data: MetricsData) -> int:
+    """How many points an SDK export holds."""
+    return sum(len(m.data.data_points) for rm in data.resource_metrics for sm in rm.scope_metrics for m in sm.metrics)
+
+
+def item_points(item: Any) -> int:
+    """How many points an item holds."""
+    if type(item) is tuple:
+        return len(item[LOG_VALUES])
+    if type(item) is ExportItem:
+        return metrics_data_points(item.data)
+    return 1
 
 
 class MemoryBuffer:
@@ -38,6 +112,8 @@ class MemoryBuffer:
         self.overflow = overflow
         self.block_timeout_s = block_timeout_s
         self._on_drop = on_drop
+        #: The cap in force now (<= max_items); see the module docstring.
+        self.capacity = max_items
         self.reset()
 
     def reset(self) -> None:
@@ -45,14 +121,22 @@ class MemoryBuffer:
         self.items: deque[Any] = deque()
         self.wake = threading.Event()
         self._room = threading.Condition(threading.Lock())
+        self.capacity = self.max_items
 
     def __len__(self) -> int:
         return len(self.items)
 
+    def set_capacity(self, items: int) -> None:
+        """Cap what may wait in memory at ``items`` (never above ``max_items``, never below 1)."""
+        self.capacity = max(1, min(self.max_items, int(items)))
+        if self.overflow == "block":
+            with self._room:
+                self._room.notify_all()
+
     def offer(self, item: Any) -> bool:
         """Queue ``item`` for the worker; False if the overflow policy refused it."""
         items = self.items
-        if len(items) >= self.max_items and not self._make_room():
+        if len(items) >= self.capacity and not self._make_room():
             self._on_drop(item)
             return False
         items.append(item)
@@ -71,13 +155,41 @@ class MemoryBuffer:
             deadline = time.monotonic() + self.block_timeout_s
             self.wake.set()
             with self._room:
-                while len(self.items) >= self.max_items:
+                while len(self.items) >= self.capacity:
                     remaining = deadline - time.monotonic()
                     if remaining <= 0:
                         return False
                     self._room.wait(remaining)
             return True
         return False
+
+    def oldest_time_unix_nano(self) -> int | None:
+        """When the oldest waiting item was offered, or None when nothing waits."""
+        try:
+            return item_time_unix_nano(self.items[0])
+        except IndexError:
+            return None
+
+    def drop_older_than(self, cutoff_unix_nano: int, on_drop: Callable[[Any], None]) -> int:
+        """Drop (through ``on_drop``) the items offered before ``cutoff_unix_nano``; how many."""
+        items = self.items
+        dropped = 0
+        while True:
+            try:
+                item = items[0]
+            except IndexError:
+                break
+            if item_time_unix_nano(item) >= cutoff_unix_nano:
+                break
+            try:
+                item = items.popleft()
+            except IndexError:
+                break
+            on_drop(item)
+            dropped += 1
+        if dropped:
+            self._notify_room()
+        return dropped
 
     def drain(self, limit: int | None = None) -> list[Any]:
         """Take up to ``limit`` items (all if None), oldest first; wakes blocked producers."""
@@ -90,7 +202,11 @@ class MemoryBuffer:
                 out.append(popleft())
             except IndexError:
                 break
-        if out and self.overflow == "block":
+        if out:
+            self._notify_room()
+        return out
+
+    def _notify_room(self) -> None:
+        if self.overflow == "block":
             with self._room:
                 self._room.notify_all()
-        return out

@@ -22,7 +22,16 @@ from opentelemetry.sdk.metrics.export import (
     Sum,
 )
 
-from .batch import BatchBuilder, canonical_json, canonical_json_of_immutable, explicit_histogram, exponential_histogram
+from .batch import (
+    AttributeLimits,
+    BatchBuilder,
+    canonical_json,
+    canonical_json_of_immutable,
+    explicit_histogram,
+    exponential_histogram,
+    limit_attributes,
+    new_point,
+)
 
 __all__ = ["LogContext", "LogItem", "add_log_item", "add_metrics_data", "add_record", "context_number"]
 
@@ -66,12 +75,19 @@ def _temporality(value: Any) -> int:
     return int(getattr(value, "value", value) or 0)
 
 
-def add_metrics_data(builder: BatchBuilder, data: MetricsData) -> int:
-    """Add every point of an SDK export; returns how many points were added."""
+def add_metrics_data(builder: BatchBuilder, data: MetricsData, limits: AttributeLimits) -> int:
+    """Add every point of an SDK export; returns how many attribute keys or values ``limits`` cut."""
     points = builder.batch.points
     append = points.append
-    attrs_json = canonical_json_of_immutable
-    before = len(points)
+    intern = builder.attributes
+    cut = 0
+
+    def attrs_json(attributes: Any) -> int:
+        nonlocal cut
+        text, n = canonical_json_of_immutable(attributes, limits)
+        cut += n
+        return intern(text)
+
     for rm in data.resource_metrics:
         res = builder.resource(dict(rm.resource.attributes), rm.schema_url or rm.resource.schema_url or "")
         for sm in rm.scope_metrics:
@@ -87,13 +103,13 @@ def add_metrics_data(builder: BatchBuilder, data: MetricsData) -> int:
                         m = builder.metric(metric.name, desc, unit, "gauge")
                     for p in d.data_points:
                         attrs = attrs_json(p.attributes)
-                        append([res, sc, m, attrs, p.start_time_unix_nano or 0, p.time_unix_nano, p.value, None, None, None, None])
+                        append(new_point(res, sc, m, attrs, p.start_time_unix_nano or 0, p.time_unix_nano, p.value))
                 elif isinstance(d, Histogram):
                     m = builder.metric(metric.name, desc, unit, "histogram", _temporality(d.aggregation_temporality))
                     for h in d.data_points:
                         hist = explicit_histogram(h.count, h.sum, _finite(h.min), _finite(h.max), h.explicit_bounds, h.bucket_counts)
                         attrs = attrs_json(h.attributes)
-                        append([res, sc, m, attrs, h.start_time_unix_nano, h.time_unix_nano, None, None, None, hist, None])
+                        append(new_point(res, sc, m, attrs, h.start_time_unix_nano, h.time_unix_nano, None, histogram=hist))
                 elif isinstance(d, ExponentialHistogram):
                     m = builder.metric(metric.name, desc, unit, "exponential_histogram", _temporality(d.aggregation_temporality))
                     for e in d.data_points:
@@ -102,8 +118,8 @@ def add_metrics_data(builder: BatchBuilder, data: MetricsData) -> int:
                             (e.positive.offset, e.positive.bucket_counts), (e.negative.offset, e.negative.bucket_counts), e.flags,
                         )  # fmt: skip
                         attrs = attrs_json(e.attributes)
-                        append([res, sc, m, attrs, e.start_time_unix_nano, e.time_unix_nano, None, None, None, hist, None])
-    return len(points) - before
+                        append(new_point(res, sc, m, attrs, e.start_time_unix_nano, e.time_unix_nano, None, histogram=hist))
+    return cut
 
 
 def _finite(value: float | None) -> float | None:
@@ -114,15 +130,16 @@ def _finite(value: float | None) -> float | None:
 
 def add_log_item(builder: BatchBuilder, item: LogItem) -> int:
     """Add one ``log`` call: a gauge point per value, all with the call's time and step."""
-    key, time_ns, step, epoch, values = item
+    key, time_ns, step, epoch, values = item  # the LOG_* fields, in order
     ctx = _contexts[key] if isinstance(key, int) else key
     res = builder.resource_object(ctx.resource)
     sc = builder.plain_scope(ctx.scope_name, ctx.scope_version)
-    points = builder.batch.points
-    attrs = ctx.attributes_json
+    append = builder.batch.points.append
+    attrs = builder.attributes(ctx.attributes_json)
+    metric, prefix, unit = builder.metric, ctx.prefix, ctx.unit
     for name, value in values.items():
-        m = builder.metric(ctx.prefix + name, "", ctx.unit, "gauge")
-        points.append([res, sc, m, attrs, 0, time_ns, value, step, epoch, None, None])
+        # new_point()'s field order, written out: this loop runs once per logged value.
+        append([res, sc, metric(prefix + name, "", unit, "gauge"), attrs, 0, time_ns, value, step, epoch, None, None])
     return len(values)
 
 
@@ -132,8 +149,10 @@ _RECORD_CORE = frozenset(
 )
 
 
-def add_record(builder: BatchBuilder, record: Mapping[str, Any], resource: Mapping[str, Any], scope: tuple[str, str]) -> int:
-    """Add one submitted record (already validated at the call) as a gauge point."""
+def add_record(
+    builder: BatchBuilder, record: Mapping[str, Any], resource: Mapping[str, Any], scope: tuple[str, str], limits: AttributeLimits
+) -> int:
+    """Add one submitted record (validated at the call) as a gauge point; returns attributes cut by ``limits``."""
     attrs: dict[str, Any] = {}
     for key in ("tags", "labels", "attributes"):
         extra_attrs = record.get(key)
@@ -145,22 +164,20 @@ def add_record(builder: BatchBuilder, record: Mapping[str, Any], resource: Mappi
     res = builder.resource_object(resource)
     sc = builder.plain_scope(*scope)
     m = builder.metric(record["metric_name"], str(record.get("description") or ""), str(record.get("unit") or ""), "gauge")
-    builder.batch.points.append(
-        [
-            res,
-            sc,
-            m,
-            canonical_json(attrs),
-            0,
-            int(record["_time_unix_nano"]),
-            record["value"],
-            record.get("step"),
-            record.get("epoch"),
-            None,
-            extra or None,
-        ]
+    limited, cut = limit_attributes(attrs, limits)
+    builder.add_point(
+        res,
+        sc,
+        m,
+        canonical_json(limited),
+        0,
+        int(record["_time_unix_nano"]),
+        record["value"],
+        record.get("step"),
+        record.get("epoch"),
+        extra=extra or None,
     )
-    return 1
+    return cut
 
 
 def _attr_value(value: Any) -> Any:

@@ -12,10 +12,17 @@ Files are written owner-only, to a temporary name then renamed, so a crash never
 entry. The folder is capped by bytes; past the cap new entries are refused and counted as
 dropped (reason ``dead_letter_full``), leaving the evidence already there untouched.
 Header values are never written: entries hold data points only.
+
+A damaged entry (its sidecar missing or unreadable) is still listed, marked damaged, with its
+points counted from the OTLP JSON, and stays replayable from it: to an OTLP endpoint as it is,
+into the store without steps (the store then skips points it already holds at any step, so a
+replay never duplicates them). A point OTLP cannot carry at all is left out of the OTLP JSON
+and kept in the sidecar only (``points_not_in_otlp_json``).
 """
 
 from __future__ import annotations
 
+import calendar
 import itertools
 import json
 import os
@@ -27,8 +34,8 @@ from pathlib import Path
 from typing import Any
 
 from .._files import make_private_dir, write_private
-from ..sinks.otlp.codec import encode_request, request_to_json_line
-from .batch import PointBatch
+from ..sinks.otlp.codec import decode_request, encode_request, request_from_json_line, request_to_json_line
+from .batch import BatchBuilder, PointBatch
 
 __all__ = ["DeadLetterEntry", "DeadLetterQueue"]
 
@@ -37,7 +44,7 @@ _seq = itertools.count()
 
 @dataclass(frozen=True)
 class DeadLetterEntry:
-    """One dead-lettered batch."""
+    """One dead-lettered batch; ``damaged`` says why its sidecar is unusable (None if it is fine)."""
 
     path: Path
     meta_path: Path
@@ -46,25 +53,26 @@ class DeadLetterEntry:
     time_unix_nano: int
     points: int
     bytes: int
+    damaged: str | None = None
 
     @property
     def id(self) -> str:
         return self.path.name[: -len(".jsonl")]
 
-    def batch(self) -> PointBatch:
-        """The batch in full fidelity (from the meta file), or decoded from the OTLP JSON."""
-        meta = json.loads(self.meta_path.read_text(encoding="utf-8")) if self.meta_path.exists() else {}
-        if "batch" in meta:
-            return PointBatch.decode(json.dumps(meta["batch"]))
-        from ..sinks.otlp.codec import decode_request, request_from_json_line
+    @property
+    def steps_known(self) -> bool:
+        """False when the batch can only be rebuilt from its OTLP JSON, which has no steps."""
+        return self.damaged is None
 
-        batches = [
-            decode_request(request_from_json_line(line)) for line in self.path.read_text(encoding="utf-8").splitlines() if line.strip()
-        ]
+    def batch(self) -> PointBatch:
+        """The batch in full fidelity (from the sidecar), or decoded from the OTLP JSON (no steps)."""
+        if self.damaged is None:
+            meta = json.loads(self.meta_path.read_text(encoding="utf-8"))
+            if "batch" in meta:
+                return PointBatch.decode(json.dumps(meta["batch"]))
+        batches = [decode_request(request_from_json_line(line)) for line in self.json_lines()]
         if len(batches) == 1:
             return batches[0]
-        from .batch import BatchBuilder
-
         b = BatchBuilder()
         for one in batches:
             for p in one.points:
@@ -82,6 +90,41 @@ class DeadLetterEntry:
                 pass
 
 
+def _count_json_points(path: Path) -> int:
+    """Data points in an OTLP JSON Lines file, without building protobuf objects."""
+    total = 0
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if not line.strip():
+            continue
+        for rm in json.loads(line).get("resourceMetrics", []):
+            for sm in rm.get("scopeMetrics", []):
+                for metric in sm.get("metrics", []):
+                    for kind in ("gauge", "sum", "histogram", "exponentialHistogram", "summary"):
+                        if kind in metric:
+                            total += len(metric[kind].get("dataPoints", []))
+    return total
+
+
+def _json_line(batch: PointBatch) -> tuple[str, int]:
+    """The batch as one OTLP JSON line, and how many points OTLP could not carry (left out).
+
+    Such points cannot reach a receiver whatever is done; they stay in the sidecar's
+    full-fidelity copy, which replay into the store uses.
+    """
+    try:
+        return request_to_json_line(encode_request(batch)) + "\n", 0
+    except (ValueError, TypeError, OverflowError):
+        pass
+    keep = []
+    for point in batch.points:
+        try:
+            encode_request(batch.select([point], batch.id))
+        except (ValueError, TypeError, OverflowError):
+            continue
+        keep.append(point)
+    return request_to_json_line(encode_request(batch.select(keep, batch.id))) + "\n", len(batch) - len(keep)
+
+
 class DeadLetterQueue:
     """Writes, lists and removes dead-letter entries in one folder. Thread-safe."""
 
@@ -91,6 +134,10 @@ class DeadLetterQueue:
         self._lock = threading.Lock()
         self._bytes: int | None = None
 
+    def reset_after_fork(self) -> None:
+        """In a forked child: a new lock (the parent's may have been held at the fork)."""
+        self._lock = threading.Lock()
+
     def _current_bytes(self) -> int:
         if self._bytes is None:
             self._bytes = sum(e.bytes for e in self.entries())
@@ -98,15 +145,17 @@ class DeadLetterQueue:
 
     def add(self, batch: PointBatch, *, reason: str, sink: str) -> DeadLetterEntry | None:
         """Write ``batch`` as an entry; None (nothing written) when the byte cap is reached."""
-        line = request_to_json_line(encode_request(batch)) + "\n"
+        line, left_out = _json_line(batch)
         now = time.time_ns()
-        meta = {
+        meta: dict[str, Any] = {
             "reason": reason,
             "sink": sink,
             "time_unix_nano": now,
             "points": len(batch),
             "batch": batch.to_json(),
         }
+        if left_out:
+            meta["points_not_in_otlp_json"] = left_out
         meta_text = json.dumps(meta, separators=(",", ":"), ensure_ascii=False)
         size = len(line.encode("utf-8")) + len(meta_text.encode("utf-8"))
         with self._lock:
@@ -123,17 +172,40 @@ class DeadLetterQueue:
         return DeadLetterEntry(path, meta_path, reason, sink, now, len(batch), size)
 
     def entries(self) -> Iterator[DeadLetterEntry]:
-        """Every entry, oldest first."""
+        """Every entry, oldest first; one whose sidecar is missing or unreadable is listed as damaged."""
         if not self.folder.is_dir():
             return
         for path in sorted(self.folder.glob("*.jsonl")):
             meta_path = path.with_name(path.name[: -len(".jsonl")] + ".meta.json")
+            damaged: str | None = None
             meta: dict[str, Any] = {}
             try:
-                if meta_path.exists():
-                    meta = json.loads(meta_path.read_text(encoding="utf-8"))
-                size = path.stat().st_size + (meta_path.stat().st_size if meta_path.exists() else 0)
-            except (OSError, ValueError):
+                size = path.stat().st_size
+            except OSError:
+                continue  # removed meanwhile
+            try:
+                loaded = json.loads(meta_path.read_text(encoding="utf-8"))
+                if not isinstance(loaded, dict) or "batch" not in loaded:
+                    raise ValueError("no batch in it")
+                meta = loaded
+                size += meta_path.stat().st_size
+            except FileNotFoundError:
+                damaged = "sidecar .meta.json missing"
+            except (OSError, ValueError) as exc:
+                damaged = f"sidecar .meta.json unreadable: {exc}"
+                try:
+                    size += meta_path.stat().st_size
+                except OSError:
+                    pass
+            if damaged is not None:
+                try:
+                    points = _count_json_points(path)
+                except (OSError, ValueError, AttributeError) as exc:
+                    damaged += f"; OTLP JSON unreadable too: {exc}"
+                    points = 0
+                yield DeadLetterEntry(
+                    path, meta_path, f"damaged entry ({damaged})", "unknown", _time_from_name(path), points, size, damaged
+                )
                 continue
             yield DeadLetterEntry(
                 path=path,
@@ -157,3 +229,12 @@ class DeadLetterQueue:
             if self._bytes is not None:
                 self._bytes = max(0, self._bytes - entry.bytes)
 
+
+def _time_from_name(path: Path) -> int:
+    """An entry's time from its file name (``20260101T120000123456789-...``), 0 if unreadable."""
+    stamp = path.name[:24]
+    try:
+        seconds = calendar.timegm(time.strptime(stamp[:15], "%Y%m%dT%H%M%S"))
+        return seconds * 1_000_000_000 + int(stamp[15:24])
+    except ValueError:
+        return 0

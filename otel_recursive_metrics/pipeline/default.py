@@ -27,7 +27,7 @@ def get_default_pipeline() -> Pipeline:
     """The default pipeline, built from the environment on first use."""
     global _default
     with _lock:
-        if _default is None or _default._closed:
+        if _default is None or _default.closed:
             from ..config import load_config
             from .worker import Pipeline
 

@@ -1,11 +1,19 @@
 """The delivery stage: one sink's loop from the durable queue, through retry, to a final outcome.
 
 Each sink gets its own :class:`SinkDelivery` on its own thread. It reads the first record after
-the sink's cursor, hands the batch to the :class:`~otel_recursive_metrics.pipeline.retry.Retrier`, and
-moves the cursor only once the batch has a final outcome: delivered, or written to the
+the sink's cursor, hands the batch to the :class:`~otel_recursive_metrics.pipeline.retry.Retrier`,
+and moves the cursor only once the batch has a final outcome: delivered, or written to the
 dead-letter queue with its reason. A stop request interrupts a backoff and leaves the batch in
 the queue, to be sent at the next start. Because each sink has its own cursor and thread, a sink
 that is down never holds another one back.
+
+One bad point never costs its neighbours: when a sink refuses a batch permanently *about its
+data* (:attr:`~otel_recursive_metrics.errors.PermanentError.splittable`: an HTTP 400, a value
+the store cannot hold), the halves are sent apart, and so on down to the offending points, which
+alone are dead-lettered (as one entry per batch). The search is bounded: when the first halves
+and quarters are all refused, the refusal is about every point and the batch is dead-lettered
+whole; otherwise at most :data:`MAX_SPLIT_SENDS` sends, after which what is still refused is
+dead-lettered as it stands.
 
 Logging is rate-limited: the first retry of a batch is logged, not every one; a dead letter is
 logged at most once per ``_LOG_EVERY_S`` per sink, with a count of the ones in between.
@@ -13,6 +21,7 @@ logged at most once per ``_LOG_EVERY_S`` per sink, with a count of the ones in b
 
 from __future__ import annotations
 
+import collections
 import functools
 import logging
 import threading
@@ -21,17 +30,22 @@ from collections.abc import Callable
 
 from ..config import Config
 from ..sinks.base import Sink
-from .batch import PointBatch
+from .batch import BatchBuilder, PointBatch
 from .dead_letter import DeadLetterQueue
 from .ingest import RecentBatches, Report
-from .queue import DurableQueue
-from .retry import Outcome, Retrier, RetryPolicy
-from .telemetry import Stats
+from .queue import QueueSlot
+from .retry import Outcome, Result, Retrier, RetryPolicy
+from .telemetry import DropReason, Stats
 
-__all__ = ["SinkDelivery", "safe_error"]
+__all__ = ["MAX_SPLIT_SENDS", "SinkDelivery", "safe_error"]
 
 _log = logging.getLogger(__name__)
 _LOG_EVERY_S = 60.0
+
+#: Most sends spent looking for the points a receiver refuses in one batch (each half is one).
+MAX_SPLIT_SENDS = 64
+#: When the halves and quarters are all refused too, the whole batch is (no point in going on).
+_GIVE_UP_AFTER = 4
 
 
 def safe_error(exc: BaseException) -> str:
@@ -43,6 +57,19 @@ def _send(sink: Sink, batch: PointBatch, deadline: float) -> None:
     sink.send(batch, deadline)
 
 
+def _merge(parts: list[PointBatch]) -> PointBatch:
+    """The points of several parts of one batch, as one batch (one dead letter)."""
+    if len(parts) == 1:
+        return parts[0]
+    builder = BatchBuilder()
+    for part in parts:
+        for point in part.points:
+            builder.add_point_from(part, point)
+    merged = builder.build()
+    merged.id = parts[0].id + "+"
+    return merged
+
+
 class SinkDelivery:
     """Delivers one sink's records in queue order until ``stop`` is set."""
 
@@ -51,7 +78,7 @@ class SinkDelivery:
         sink: Sink,
         *,
         config: Config,
-        queue: DurableQueue,
+        queue: QueueSlot,
         stats: Stats,
         dead_letters: DeadLetterQueue,
         recent: RecentBatches,
@@ -72,21 +99,19 @@ class SinkDelivery:
         self.wake = wake
         self._on_progress = on_progress
         self._current_points = 0
-        self._rejected_seen = int(getattr(sink, "rejected_points", 0) or 0)
+        self._rejected_seen = sink.rejected_points
         self._last_dead_letter_log = float("-inf")
         self._unlogged_dead_letters = 0
-        cfg = config
         self.retrier = Retrier(
-            RetryPolicy(
-                cfg.retry_delay_s, cfg.retry_multiplier, cfg.retry_jitter, cfg.retry_max_delay_s, cfg.retry_max_elapsed_s, cfg.max_retries
-            ),
-            attempt_timeout_s=cfg.send_timeout_s,
+            RetryPolicy.from_config(config),
+            attempt_timeout_s=config.send_timeout_s,
             sleep=stop.wait,
             on_retry=self._on_retry,
             on_failing=self._on_failing,
         )
 
-    def run(self) -> None:
+    def run(self, *, until_id: int | None = None) -> None:
+        """Deliver until stopped; with ``until_id``, return once every record up to it is final."""
         stop, queue = self.stop, self.queue
         while not stop.is_set():
             try:
@@ -97,7 +122,9 @@ class SinkDelivery:
                 _log.exception("otel-recursive-metrics: reading the durable queue failed")
                 stop.wait(1.0)
                 continue
-            if record is None:
+            if record is None or (until_id is not None and record.id > until_id):
+                if until_id is not None:
+                    return
                 self.wake.wait(self.config.flush_interval_s)
                 self.wake.clear()
                 continue
@@ -106,35 +133,73 @@ class SinkDelivery:
             try:
                 batch = cached if cached is not None else PointBatch.decode(queue.payload(record.id))
             except (ValueError, KeyError) as exc:
-                self.stats.add("dropped_points", record.points, "corrupt")
+                self.stats.drop(record.points, DropReason.CORRUPT)
                 _log.error("otel-recursive-metrics: record %d in the durable queue is unreadable: %s", record.id, exc)
+                self._report(exc, sink=self.name, points=record.points, reason=DropReason.CORRUPT.value, outcome="dropped")
                 self._finish(record.id)
                 continue
             except Exception:  # noqa: BLE001 - e.g. the disk is busy: keep the thread, try again
                 _log.exception("otel-recursive-metrics: reading record %d of the durable queue failed", record.id)
                 stop.wait(1.0)
                 continue
-            started = time.monotonic()
-            result = self.retrier.deliver(functools.partial(_send, self.sink, batch), stop.is_set)
-            if result.outcome is Outcome.STOPPED:
-                return
-            if result.outcome is Outcome.DELIVERED:
-                self.stats.sent(self.name, record.points, time.monotonic() - started)
-                self._count_rejected()
-            else:
-                self._dead_letter(batch, result.reason)
+            if not self._deliver(batch):
+                return  # stopping: the record stays queued
             self._finish(record.id)
 
-    def _count_rejected(self) -> None:
-        """OTLP ``partial_success``: the sink keeps a running count of refused points."""
-        rejected = int(getattr(self.sink, "rejected_points", 0) or 0)
+    def _deliver(self, batch: PointBatch) -> bool:
+        """Deliver ``batch`` (splitting it to isolate refused points); False if stopped first."""
+        started = time.monotonic()
+        result = self._attempt(batch)
+        if result.outcome is Outcome.STOPPED:
+            return False
+        if result.outcome is Outcome.DELIVERED:
+            self._delivered(len(batch), started)
+            return True
+        if not result.splittable or len(batch) < 2:
+            self._dead_letter(batch, result.reason)
+            return True
+        # The receiver refuses something in this batch: find what, keep the rest.
+        delivered = 0
+        refused: list[tuple[PointBatch, Result]] = []
+        parts = collections.deque(batch.halves())
+        sends = 0
+        while parts:
+            part = parts.popleft()
+            sends += 1
+            outcome = self._attempt(part)
+            if outcome.outcome is Outcome.STOPPED:
+                # Whatever was delivered is sent again at the next start (at least once).
+                return False
+            if outcome.outcome is Outcome.DELIVERED:
+                delivered += len(part)
+            elif sends >= _GIVE_UP_AFTER and not delivered:
+                # Halves and quarters all refused: the refusal is about every point (a wrong
+                # schema, say), not one of them. Keep the whole batch as one dead letter.
+                self._dead_letter(batch, result.reason)
+                return True
+            elif outcome.splittable and len(part) > 1 and sends + len(parts) + 2 <= MAX_SPLIT_SENDS:
+                parts.extend(part.halves())
+            else:
+                refused.append((part, outcome))
+        if delivered:
+            self._delivered(delivered, started)
+        if refused:
+            self._dead_letter(_merge([part for part, _ in refused]), refused[0][1].reason)
+        return True
+
+    def _attempt(self, batch: PointBatch) -> Result:
+        return self.retrier.deliver(functools.partial(_send, self.sink, batch), self.stop.is_set)
+
+    def _delivered(self, points: int, started: float) -> None:
+        self.stats.sent(self.name, points, time.monotonic() - started)
+        # OTLP partial_success: the sink keeps a running count of refused points.
+        rejected = self.sink.rejected_points
         if rejected > self._rejected_seen:
-            self.stats.add("rejected_points", rejected - self._rejected_seen, self.name)
+            self.stats.reject(self.name, rejected - self._rejected_seen)
             self._rejected_seen = rejected
 
     def _on_retry(self, retry: int, exc: BaseException, delay_s: float) -> None:
-        self.stats.add("retries", 1, self.name)
-        self.stats.set_last_error(self.name, safe_error(exc))
+        self.stats.retry(self.name, safe_error(exc))
         if retry <= 1:
             _log.warning("otel-recursive-metrics: sink %s failed (%s); retrying in %.1fs", self.name, safe_error(exc), delay_s)
 
@@ -146,18 +211,18 @@ class SinkDelivery:
         name, points = self.name, len(batch)
         try:
             entry = self.dead_letters.add(batch, reason=reason, sink=name)
-        except Exception as exc:  # noqa: BLE001 - a full disk, or data the encoder refuses
-            self.stats.add("dropped_points", points, "dead_letter_failed")
+        except Exception as exc:  # noqa: BLE001 - a full disk, or an unwritable folder
+            self.stats.drop(points, DropReason.DEAD_LETTER_FAILED)
+            self.stats.set_last_error(name, f"writing a dead letter failed: {safe_error(exc)}")
             _log.error("otel-recursive-metrics: writing a dead letter failed (%s); dropped %d point(s) for sink %s", exc, points, name)
-            self._report(exc, sink=name, points=points, reason="dead_letter_failed", outcome="dropped")
+            self._report(exc, sink=name, points=points, reason=DropReason.DEAD_LETTER_FAILED.value, outcome="dropped")
             return
         if entry is None:
-            self.stats.add("dropped_points", points, "dead_letter_full")
+            self.stats.drop(points, DropReason.DEAD_LETTER_FULL)
             _log.error("otel-recursive-metrics: dead-letter folder full; dropped %d point(s) for sink %s: %s", points, name, reason)
-            self._report(RuntimeError(reason), sink=name, points=points, reason="dead_letter_full", outcome="dropped")
+            self._report(RuntimeError(reason), sink=name, points=points, reason=DropReason.DEAD_LETTER_FULL.value, outcome="dropped")
             return
-        self.stats.add("dead_lettered_points", points, name)
-        self.stats.set_last_error(name, reason)
+        self.stats.dead_lettered(name, points, reason)
         now = time.monotonic()
         if now - self._last_dead_letter_log >= _LOG_EVERY_S:
             more = f" (and {self._unlogged_dead_letters} more batch(es) since the last message)" if self._unlogged_dead_letters else ""

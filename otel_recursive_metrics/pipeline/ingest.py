@@ -1,40 +1,54 @@
 """The ingest stage: accepted items from memory, as point batches, into the durable queue.
 
 This is the batcher of the data flow. The worker's ingest thread calls :meth:`Ingest.run_once`
-every ``flush_interval_s``, or sooner once ``batch_size`` items wait or a flush is asked for.
-One run drains the memory buffer, converts the items (SDK exports, ``log`` calls, submitted
-records) into point batches of at most ``max_batch_points``, and appends each batch to the
-durable queue as soon as it is full, so the sinks start on it while the rest of a large drain is
-still being converted.
+every ``flush_interval_s`` (sooner once ``batch_size`` items wait, or a flush is asked for). One
+run drains the memory buffer, converts the items (SDK exports, ``log`` calls, submitted records)
+into point batches of at most ``max_batch_points``, and appends each batch to the durable queue
+as soon as it is full, so the sinks start on it while the rest of a large drain is still being
+converted.
 
-When the queue is at its byte cap, the overflow policy decides: ``drop_oldest`` makes room (the
-queue reports what it evicted), ``drop_newest`` drops the new batches, ``block`` holds them here
-and tries again at the next run (meanwhile the memory buffer fills and producers wait). Every
-drop is counted and reported.
+Durable within the interval, or counted. An item still in memory :data:`~.buffer.STALE_AFTER_S`
+past ``flush_interval_s`` is dropped when the worker reaches it (``overload``; or, while the
+disk refuses writes, the disk's reason), so that after a ``kill -9`` nothing older than that is
+missing without having been counted. The rate this stage achieves sets the memory buffer's
+:attr:`~.buffer.MemoryBuffer.capacity`, so a loop that outruns the worker meets the overflow
+policy at the call within seconds rather than piling data up in memory.
 
-Thread safety: one ingest thread calls ``run_once``; ``pending_points`` and
+When the queue refuses a write:
+
+- at its byte cap, the overflow policy decides: ``drop_oldest`` makes room (the queue reports
+  what it evicted), ``drop_newest`` drops the new batches, ``block`` holds them and tries again
+  (meanwhile the memory buffer fills and producers wait);
+- on a full disk or an unusable folder, the converted batches are held and retried every run,
+  nothing more is converted, and memory stays within the buffer's caps and the time bound. The
+  condition is put in ``get_stats()["last_error"]["queue"]``, reported once to the error
+  callbacks, and logged once per condition per minute (a traceback only the first time an
+  unexpected error appears). Writing resumes by itself when the disk takes it again.
+
+Thread safety: one ingest thread calls ``run_once``; ``pending_points``, ``oldest_unwritten`` and
 :class:`RecentBatches` may be read from any thread.
 """
 
 from __future__ import annotations
 
 import collections
+import errno
 import logging
+import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterator
-from typing import Any
-
-from opentelemetry.sdk.metrics.export import MetricsData
+from dataclasses import dataclass
+from typing import Any, NamedTuple
 
 from ..config import Config
-from .batch import BatchBuilder, PointBatch
-from .buffer import MemoryBuffer
+from .batch import AttributeLimits, BatchBuilder, PointBatch
+from .buffer import STALE_AFTER_S, ExportItem, MemoryBuffer, item_points, item_time_unix_nano
 from .convert import add_log_item, add_metrics_data, add_record
-from .queue import DurableQueue, QueueFull
-from .telemetry import Stats
+from .queue import QueueFull, QueueSlot
+from .telemetry import DropReason, Stats
 
-__all__ = ["Ingest", "RecentBatches", "item_points"]
+__all__ = ["Held", "Ingest", "RecentBatches", "Report", "classify_queue_error"]
 
 _log = logging.getLogger(__name__)
 
@@ -42,21 +56,32 @@ _log = logging.getLogger(__name__)
 Report = Callable[..., None]
 
 _YIELD_EVERY_POINTS = 1024
+_LOG_EVERY_S = 60.0
+#: Runs shorter than this many points say little about the rate.
+_RATE_MIN_POINTS = 2000
 
 # Scope of the points of submitted records (the seed API).
 _RECORD_SCOPE = ("otel_recursive_metrics", "")
 
-#: An encoded chunk waiting for the queue: (created_unix_nano, points, payload, batch).
-Held = tuple[int, int, bytes, PointBatch]
+
+class Held(NamedTuple):
+    """A converted chunk waiting for the durable queue."""
+
+    created_unix_nano: int
+    #: When its oldest item was offered: the chunk must be on disk within the interval of that.
+    oldest_unix_nano: int
+    points: int
+    payload: bytes
+    batch: PointBatch
 
 
-def item_points(item: Any) -> int:
-    """How many points an accepted item holds."""
-    if isinstance(item, MetricsData):
-        return sum(len(m.data.data_points) for rm in item.resource_metrics for sm in rm.scope_metrics for m in sm.metrics)
-    if isinstance(item, tuple):
-        return len(item[4])
-    return 1
+def classify_queue_error(exc: BaseException) -> DropReason:
+    """What a failed queue write means: a full disk, or a queue that cannot be used at all."""
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return DropReason.DISK_FULL
+    if isinstance(exc, sqlite3.DatabaseError) and "full" in str(exc).lower():
+        return DropReason.DISK_FULL
+    return DropReason.QUEUE_UNAVAILABLE
 
 
 class RecentBatches:
@@ -85,6 +110,14 @@ class RecentBatches:
                 self._batches.popitem(last=False)
 
 
+@dataclass
+class _Failure:
+    reason: DropReason
+    since: float
+    logged_at: float
+    traceback_logged: bool
+
+
 class Ingest:
     """Drains the memory buffer into the durable queue; see the module docstring."""
 
@@ -104,90 +137,253 @@ class Ingest:
         self._report = report
         self._resource_attributes = resource_attributes
         self.recent = recent
+        self.limits = AttributeLimits(config.attribute_count_limit, config.attribute_value_length_limit)
         self.held: list[Held] = []
         self.last_written_id = 0
         self.in_flight_items = 0
+        self._in_flight_oldest: int | None = None
+        self._failure: _Failure | None = None
+        self._attributes_warned = False
+        self._points_per_s: float | None = None
+        self._points_per_item = 1.0
+        self._max_age_ns = int((config.flush_interval_s + STALE_AFTER_S) * 1e9)
+
+    # -- introspection (any thread) ----------------------------------------------------------
 
     def pending_points(self) -> int:
         """Points converted but not yet in the durable queue."""
-        return sum(h[1] for h in list(self.held))
+        return sum(h.points for h in list(self.held))
 
-    def run_once(self, queue: DurableQueue, *, stopping: bool, on_written: Callable[[], None]) -> None:
-        """Drain, convert and append; ``on_written`` is called after each successful append."""
+    def oldest_unwritten(self) -> int | None:
+        """When the oldest item not yet on disk was offered (Unix ns), or None if everything is."""
+        times = [t for t in (self.buffer.oldest_time_unix_nano(), self._in_flight_oldest) if t is not None]
+        times.extend(h.oldest_unix_nano for h in list(self.held))
+        return min(times) if times else None
+
+    @property
+    def failing(self) -> DropReason | None:
+        """Why the queue refuses writes now, or None."""
+        failure = self._failure
+        return None if failure is None else failure.reason
+
+    # -- one run ------------------------------------------------------------------------------
+
+    def run_once(self, queue: QueueSlot, *, stopping: bool, on_written: Callable[[], None]) -> bool:
+        """Drain, convert and append; never raises. True when nothing accepted waits in memory."""
+        self.drop_stale()
+        if self.held and not self._write_held(queue, stopping=stopping, on_written=on_written):
+            return False
         items = self.buffer.drain()
-        if items:
-            self.in_flight_items = len(items)  # taken from memory, not yet on disk: still queued
-            self.stats.add("accepted_items", len(items))
-            kept = 0  # items whose points are held or written
-            try:
-                for done, chunks in self._encode(items):
-                    self.held.extend(chunks)
-                    kept = done
-                    self._write_held(queue, stopping=stopping, on_written=on_written)
-                    self.in_flight_items = len(items) - done
-            except BaseException:
-                # Put back what was not converted yet, in order, for the next run.
-                self.stats.add("accepted_items", -(len(items) - kept))
-                self.buffer.items.extendleft(reversed(items[kept:]))
-                raise
-            finally:
-                self.in_flight_items = 0
-        self._write_held(queue, stopping=stopping, on_written=on_written)
+        if not items:
+            return True
+        started = time.perf_counter()
+        self.in_flight_items = len(items)  # taken from memory, not yet on disk: still queued
+        self._in_flight_oldest = item_time_unix_nano(items[0])
+        self.stats.accepted(len(items))
+        done = 0
+        points = 0
+        try:
+            for done, chunks in self._encode(items):
+                self.held.extend(chunks)
+                points += sum(c.points for c in chunks)
+                if not self._write_held(queue, stopping=stopping, on_written=on_written):
+                    # The disk refuses: keep what is left unconverted, in order, for a later run.
+                    self.buffer.items.extendleft(reversed(items[done:]))
+                    self.stats.accepted(-(len(items) - done))
+                    return False
+                self.in_flight_items = len(items) - done
+                self._in_flight_oldest = item_time_unix_nano(items[done]) if done < len(items) else None
+        except Exception as exc:  # noqa: BLE001 - a bug in conversion must not lose the rest
+            self.buffer.items.extendleft(reversed(items[done:]))
+            self.stats.accepted(-(len(items) - done))
+            self.failed(exc, unexpected=True)
+            return False
+        finally:
+            self.in_flight_items = 0
+            self._in_flight_oldest = None
+        self._measure(len(items), points, time.perf_counter() - started)
+        return True
 
-    def _write_held(self, queue: DurableQueue, *, stopping: bool, on_written: Callable[[], None]) -> None:
-        if not self.held:
+    def drop_stale(self) -> None:
+        """Drop what waited in memory past the interval's bound (see the module docstring)."""
+        cutoff = time.time_ns() - self._max_age_ns
+        reason = self._stale_reason()
+        if self.held and self.held[0].oldest_unix_nano < cutoff:
+            keep = [h for h in self.held if h.oldest_unix_nano >= cutoff]
+            lost = sum(h.points for h in self.held) - sum(h.points for h in keep)
+            self.held = keep
+            self._dropped(lost, reason)
+        lost_points = 0
+
+        def count(item: Any) -> None:
+            nonlocal lost_points
+            lost_points += item_points(item)
+
+        if self.buffer.drop_older_than(cutoff, count):
+            self._dropped(lost_points, reason)
+
+    def _stale_reason(self) -> DropReason:
+        failure = self._failure
+        return DropReason.OVERLOAD if failure is None else failure.reason
+
+    def _dropped(self, points: int, reason: DropReason) -> None:
+        if points <= 0:
             return
+        self.stats.drop(points, reason)
+        self._report(
+            RuntimeError(f"{points} point(s) dropped: {reason.value}"), sink="*", points=points, reason=reason.value, outcome="dropped"
+        )
+
+    def _measure(self, items: int, points: int, seconds: float) -> None:
+        """Update the measured rate, and from it the memory buffer's capacity."""
+        if points < _RATE_MIN_POINTS or seconds <= 0:
+            return
+        rate = points / seconds
+        self._points_per_s = rate if self._points_per_s is None else 0.7 * self._points_per_s + 0.3 * rate
+        self._points_per_item = 0.7 * self._points_per_item + 0.3 * (points / max(1, items))
+        budget_s = (self.config.flush_interval_s + STALE_AFTER_S) * 0.5
+        capacity = self._points_per_s * budget_s / max(1.0, self._points_per_item)
+        self.buffer.set_capacity(max(1000, 2 * self.config.batch_size, int(capacity)))
+
+    # -- writing ------------------------------------------------------------------------------
+
+    def _write_held(self, queue: QueueSlot, *, stopping: bool, on_written: Callable[[], None]) -> bool:
+        """Append the held chunks; False (keeping them) when the queue refuses for now."""
+        if not self.held:
+            return True
         policy = self.config.overflow
         try:
-            last_id, dropped = queue.append([h[:3] for h in self.held], drop_oldest=policy == "drop_oldest")
+            last_id, dropped = queue.append(
+                [(h.created_unix_nano, h.points, h.payload) for h in self.held], drop_oldest=policy == "drop_oldest"
+            )
         except QueueFull as exc:
             if policy == "drop_newest" or stopping:
-                lost = sum(h[1] for h in self.held)
-                self.stats.add("dropped_points", lost, "queue_full")
-                self._report(exc, sink="*", points=lost, reason="queue_full", outcome="dropped")
+                lost = sum(h.points for h in self.held)
                 self.held = []
-            return  # overflow=block: keep holding; the memory buffer fills and producers wait
+                self.stats.drop(lost, DropReason.QUEUE_FULL)
+                self._report(exc, sink="*", points=lost, reason=DropReason.QUEUE_FULL.value, outcome="dropped")
+                return True
+            self.failed(exc, reason=DropReason.QUEUE_FULL)
+            return False  # overflow=block: keep holding; the memory buffer fills and producers wait
+        except Exception as exc:  # noqa: BLE001 - a full disk, a folder gone read-only, ...
+            self.failed(exc)
+            return False
         # One writer, one transaction: the records got consecutive ids ending at last_id.
-        self.recent.add(last_id - len(self.held) + 1, [h[3] for h in self.held])
+        self.recent.add(last_id - len(self.held) + 1, [h.batch for h in self.held])
         self.held = []
         self.last_written_id = last_id
         if dropped:
-            self.stats.add("dropped_points", dropped, "queue_full")
+            self.stats.drop(dropped, DropReason.QUEUE_FULL)
+        self._recovered()
         on_written()
+        return True
+
+    def failed(self, exc: BaseException, *, reason: DropReason | None = None, unexpected: bool = False) -> None:
+        """Record that the queue refused (or could not be opened): stats, callbacks, a rate-limited log line."""
+        reason = reason or classify_queue_error(exc)
+        now = time.monotonic()
+        text = f"durable queue in {self.config.queue_dir}: {reason.value}: {type(exc).__name__}: {exc}"
+        self.stats.set_last_error("queue", text)
+        failure = self._failure
+        if failure is None or failure.reason is not reason:
+            self._failure = _Failure(reason, now, now, unexpected)
+            _log.error(
+                "otel-recursive-metrics: %s; %d point(s) wait in memory and are retried every run%s",
+                text,
+                self.pending_points(),
+                "" if unexpected else " (further failures of this kind: at most one line a minute)",
+                exc_info=exc if unexpected else None,
+            )
+            self._report(exc, sink="*", points=self.pending_points(), reason=reason.value, outcome="failing")
+        elif now - failure.logged_at >= _LOG_EVERY_S:
+            failure.logged_at = now
+            show_traceback = unexpected and not failure.traceback_logged
+            failure.traceback_logged = failure.traceback_logged or unexpected
+            _log.error("otel-recursive-metrics: %s (for %.0f s now)", text, now - failure.since, exc_info=exc if show_traceback else None)
+
+    def _recovered(self) -> None:
+        failure = self._failure
+        if failure is None:
+            return
+        self._failure = None
+        self.stats.clear_last_error("queue")
+        _log.warning(
+            "otel-recursive-metrics: the durable queue in %s takes writes again after %.1f s (%s)",
+            self.config.queue_dir,
+            time.monotonic() - failure.since,
+            failure.reason.value,
+        )
+
+    # -- converting ---------------------------------------------------------------------------
 
     def _encode(self, items: list[Any]) -> Iterator[tuple[int, list[Held]]]:
         """Yield ``(items converted so far, encoded chunks)`` each time a chunk fills up."""
         builder = BatchBuilder()
         resource = None
+        limits = self.limits
         limit = self.config.max_batch_points
-        next_yield = _YIELD_EVERY_POINTS
+        next_check = _YIELD_EVERY_POINTS
+        cutoff = time.time_ns() - self._max_age_ns
+        chunk_oldest: int | None = None
+        stale_points = 0
         for done, item in enumerate(items, 1):
             converted = len(builder.batch.points)
             if converted >= limit:
-                yield done - 1, self._encode_batch(builder.build())
-                builder, next_yield = BatchBuilder(), _YIELD_EVERY_POINTS
-            elif converted >= next_yield:
+                if stale_points:
+                    self._dropped(stale_points, self._stale_reason())
+                    stale_points = 0
+                yield done - 1, self._encode_batch(builder.build(), chunk_oldest)
+                builder, next_check, chunk_oldest = BatchBuilder(), _YIELD_EVERY_POINTS, None
+            elif converted >= next_check:
                 # Hand the GIL over if the training thread is waiting for it (back from a
                 # NumPy or CUDA call), rather than making it wait for the switch interval.
                 time.sleep(0)
-                next_yield = converted + _YIELD_EVERY_POINTS
+                next_check = converted + _YIELD_EVERY_POINTS
+                cutoff = time.time_ns() - self._max_age_ns
+            offered = item_time_unix_nano(item)
+            if offered < cutoff:
+                stale_points += item_points(item)
+                continue
+            if chunk_oldest is None:
+                chunk_oldest = offered
             try:
-                if isinstance(item, MetricsData):
-                    add_metrics_data(builder, item)
-                elif isinstance(item, tuple):
+                if type(item) is tuple:
                     add_log_item(builder, item)
+                    cut = 0
+                elif type(item) is ExportItem:
+                    cut = add_metrics_data(builder, item.data, limits)
                 else:
                     if resource is None:
                         resource = self._resource_attributes()
-                    add_record(builder, item, resource, _RECORD_SCOPE)
+                    cut = add_record(builder, item.record, resource, _RECORD_SCOPE, limits)
             except Exception as exc:  # noqa: BLE001 - one bad item must not lose the rest
                 n = item_points(item)
-                self.stats.add("dropped_points", n, "invalid")
+                self.stats.drop(n, DropReason.INVALID)
                 _log.warning("otel-recursive-metrics: dropped %d point(s) that could not be converted: %s", n, exc)
-                self._report(exc, sink="*", points=n, reason="invalid", outcome="dropped")
-        yield len(items), self._encode_batch(builder.build())
+                self._report(exc, sink="*", points=n, reason=DropReason.INVALID.value, outcome="dropped")
+                continue
+            if cut:
+                self._attributes_cut(cut)
+        if stale_points:
+            self._dropped(stale_points, self._stale_reason())
+        yield len(items), self._encode_batch(builder.build(), chunk_oldest)
 
-    def _encode_batch(self, batch: PointBatch) -> list[Held]:
-        self.stats.add("received_points", len(batch))
+    def _attributes_cut(self, n: int) -> None:
+        self.stats.cut_attributes(n)
+        if not self._attributes_warned:
+            self._attributes_warned = True
+            _log.warning(
+                "otel-recursive-metrics: point attributes cut to the limits (%d attributes, %d characters a value;"
+                " OTEL_ATTRIBUTE_COUNT_LIMIT / OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT); further cuts are counted in"
+                " get_stats()['attributes_cut']",
+                self.limits.count,
+                self.limits.value_length,
+            )
+
+    def _encode_batch(self, batch: PointBatch, oldest: int | None) -> list[Held]:
+        if not len(batch):
+            return []
+        self.stats.received(len(batch))
         now = time.time_ns()
-        return [(now, len(chunk), chunk.encode(), chunk) for chunk in batch.split(self.config.max_batch_points) if len(chunk)]
+        first = oldest if oldest is not None else now
+        return [Held(now, first, len(chunk), chunk.encode(), chunk) for chunk in batch.split(self.config.max_batch_points) if len(chunk)]

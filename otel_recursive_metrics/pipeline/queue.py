@@ -2,16 +2,36 @@
 
 Like the Collector's persistent queue it keeps a write index (records get increasing ids) and,
 per sink, a read index (``cursors``: the last record that sink finished with). A record is
-deleted once every configured sink's cursor has passed it. What a sink was sending when the
-process died is simply the first record after its cursor, so it is sent again at restart:
-at-least-once on the wire, exactly once in the store (which de-duplicates).
+deleted once every sink's cursor has passed it. What a sink was sending when the process died
+is simply the first record after its cursor, so it is sent again at restart: at-least-once on
+the wire, exactly once in the store (which de-duplicates).
 
 On disk: ``$DIR/queue/slot-N.db`` (SQLite, WAL), each guarded by ``slot-N.lock`` held with
 ``flock`` for the life of the process. A process takes the first free slot, so DDP ranks or a
 forked DataLoader worker sharing one data folder never read each other's records; after a crash
 the kernel frees the lock and the next process to start adopts the orphaned slot's records.
 Writes commit with ``synchronous=NORMAL`` (safe against ``kill -9`` at any instant) and
-:meth:`DurableQueue.sync` checkpoints with fsync, which the worker calls every flush interval.
+:meth:`QueueSlot.sync` checkpoints with fsync, which the worker calls every flush interval.
+
+Tables of a slot::
+
+    records(id, created_unix_nano, points, bytes, payload)   -- payload: PointBatch.encode()
+    cursors(sink, done_id)                                   -- one row per sink
+    meta(key, value)                                         -- offline_sinks, pid
+
+What a sink's cursor says is owned by whoever delivers to it: the process itself for the sinks
+it sends to, ``otel-recursive-metrics sync`` for the sinks an offline run leaves alone
+(``meta.offline_sinks``), which may therefore advance them while the run goes on.
+
+Faults are handled here, never lost silently:
+
+- a slot SQLite cannot read (damaged) is moved aside to ``slot-N.db.corrupt-<time>``, its
+  pending points are counted (as far as they can be read) through ``on_corrupt``, its lock is
+  released, and a fresh slot takes its place;
+- a cursor for a sink no longer configured, with records still pending for it, is handed to
+  ``on_foreign`` (the worker dead-letters those records for that sink) before anything is
+  deleted; in an adopted slot too;
+- a drained slot gives its space back (incremental vacuum; the WAL is truncated).
 
 Thread safety: one connection behind one lock; every method is safe from any thread.
 """
@@ -24,12 +44,14 @@ import logging
 import os
 import sqlite3
 import threading
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from .._files import connect, make_private_dir
 
-__all__ = ["DurableQueue", "QueueFull", "QueueRecord"]
+__all__ = ["DurableQueue", "ForeignRecords", "QueueFull", "QueueRecord", "QueueSlot", "abandoned", "quarantine"]
 
 _log = logging.getLogger(__name__)
 
@@ -37,11 +59,17 @@ _SCHEMA = (
     "CREATE TABLE IF NOT EXISTS records(id INTEGER PRIMARY KEY AUTOINCREMENT, created_unix_nano INTEGER NOT NULL,"
     " points INTEGER NOT NULL, bytes INTEGER NOT NULL, payload BLOB NOT NULL)",
     "CREATE TABLE IF NOT EXISTS cursors(sink TEXT PRIMARY KEY, done_id INTEGER NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL)",
 )
 
-# Connections abandoned in a forked child: never closed there (closing would touch the
-# parent's locks), kept referenced so the garbage collector does not close them either.
-_abandoned: list[object] = []
+#: Free pages (4 KiB each) past which a sync gives space back to the file system.
+_VACUUM_FREE_PAGES = 256
+#: The WAL is cut back to this after a checkpoint.
+_WAL_LIMIT_BYTES = 4 * 1024 * 1024
+
+# Connections and descriptors abandoned in a forked child: never closed there (closing would
+# touch the parent's locks), kept referenced so the garbage collector does not close them either.
+abandoned: list[object] = []
 
 
 class QueueFull(Exception):
@@ -55,94 +83,102 @@ class QueueRecord:
     payload: bytes
 
 
-class DurableQueue:
-    """Batches on disk with one read position per sink; see the module docstring."""
+#: ``on_foreign(sink, records)``: records still pending for a sink no longer configured. Must
+#: keep them (dead-letter them) or raise; they are deleted only after it returns.
+ForeignRecords = Callable[[str, list[QueueRecord]], None]
+#: ``on_corrupt(moved_to, points or None if unknown, error)``.
+CorruptSlot = Callable[[Path, "int | None", BaseException], None]
 
-    def __init__(self, folder: Path, sinks: tuple[str, ...], *, max_bytes: int, fsync: bool = True) -> None:
-        self.folder = Path(folder)
+
+def _is_damage(exc: BaseException) -> bool:
+    """A file SQLite cannot read as a database (not a lock or a full disk)."""
+    if not isinstance(exc, sqlite3.DatabaseError):
+        return False
+    text = str(exc).lower()
+    return "malformed" in text or "not a database" in text or "file is encrypted" in text or "corrupt" in text
+
+
+def quarantine(path: Path) -> Path:
+    """Move a damaged SQLite file (and its WAL and index) aside; returns the new name."""
+    stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
+    target = path.with_name(f"{path.name}.corrupt-{stamp}")
+    for suffix in ("", "-wal", "-shm"):
+        try:
+            os.replace(str(path) + suffix, str(target) + suffix)
+        except FileNotFoundError:
+            pass
+    return target
+
+
+def _count_pending(path: Path) -> int | None:
+    """Points still pending in a (maybe damaged) slot file, or None if unreadable."""
+    try:
+        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=1.0)
+        try:
+            cursors = [int(d) for (d,) in conn.execute("SELECT done_id FROM cursors")]
+            floor = min(cursors, default=0)
+            return int(conn.execute("SELECT ifnull(sum(points), 0) FROM records WHERE id > ?", (floor,)).fetchone()[0])
+        finally:
+            conn.close()
+    except Exception:  # noqa: BLE001 - damaged: say "unknown" rather than guess
+        return None
+
+
+class QueueSlot:
+    """One slot file: records, a cursor per sink, and the process's metadata.
+
+    ``sinks`` are the sinks this process delivers itself (their cursors are kept in memory);
+    ``offline_sinks`` the ones it leaves to ``sync``. Opening raises ``sqlite3.DatabaseError``
+    if the file is damaged (see :func:`quarantine`).
+    """
+
+    def __init__(
+        self, path: Path, sinks: tuple[str, ...], *, max_bytes: int, fsync: bool = True, offline_sinks: tuple[str, ...] = ()
+    ) -> None:
+        self.path = Path(path)
         self.sinks = sinks
+        self.offline_sinks = offline_sinks
         self.max_bytes = max_bytes
         self._fsync = fsync
         self._lock = threading.Lock()
-        make_private_dir(self.folder)
-        self._lock_fd, self.slot = self._take_slot()
-        self.path = self.folder / f"slot-{self.slot}.db"
         self._conn = self._open(self.path)
-        self._cursor: dict[str, int] = {}
-        for sink in sinks:
-            self._conn.execute("INSERT OR IGNORE INTO cursors(sink, done_id) VALUES (?, 0)", (sink,))
-        for sink, done in self._conn.execute("SELECT sink, done_id FROM cursors"):
-            if sink in sinks:
-                self._cursor[sink] = int(done)
-        self.bytes = int(self._conn.execute("SELECT ifnull(sum(bytes), 0) FROM records").fetchone()[0])
-        self.adopted_records = self._adopt_orphans()
-        self._delete_done()
+        try:
+            for sink in (*sinks, *offline_sinks):
+                self._conn.execute("INSERT OR IGNORE INTO cursors(sink, done_id) VALUES (?, 0)", (sink,))
+            self._conn.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('offline_sinks', ?)", (",".join(offline_sinks),))
+            self._conn.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('pid', ?)", (str(os.getpid()),))
+            self._cursor: dict[str, int] = {}
+            self._external: dict[str, int] = {}
+            self._read_cursors()
+            self.bytes = int(self._conn.execute("SELECT ifnull(sum(bytes), 0) FROM records").fetchone()[0])
+        except BaseException:
+            self._conn.close()
+            raise
 
-    # -- opening -------------------------------------------------------------------------------
-
-    def _take_slot(self) -> tuple[int, int]:
-        for slot in range(4096):
-            fd = os.open(self.folder / f"slot-{slot}.lock", os.O_CREAT | os.O_RDWR | os.O_CLOEXEC, 0o600)
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except OSError as exc:
-                os.close(fd)
-                if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
-                    continue
-                raise
-            return fd, slot
-        raise RuntimeError(f"no free queue slot in {self.folder} (4096 taken)")
-
-    def _open(self, path: Path) -> sqlite3.Connection:
+    @staticmethod
+    def _open(path: Path) -> sqlite3.Connection:
+        new = not path.exists() or path.stat().st_size == 0
         conn = connect(path)
-        conn.execute("PRAGMA synchronous=NORMAL")
-        for statement in _SCHEMA:
-            conn.execute(statement)
+        try:
+            if new:
+                # Must precede the first table: lets a drained slot give pages back.
+                conn.execute("PRAGMA auto_vacuum=INCREMENTAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            conn.execute(f"PRAGMA journal_size_limit={_WAL_LIMIT_BYTES}")
+            for statement in _SCHEMA:
+                conn.execute(statement)
+        except BaseException:
+            conn.close()
+            raise
         return conn
 
-    def _adopt_orphans(self) -> int:
-        """Move undelivered records of slots no live process holds into ours."""
-        moved = 0
-        for lock_path in sorted(self.folder.glob("slot-*.lock")):
-            try:
-                slot = int(lock_path.stem.split("-", 1)[1])
-            except ValueError:
-                continue
-            db_path = self.folder / f"slot-{slot}.db"
-            if slot == self.slot or not db_path.exists():
-                continue
-            fd = os.open(lock_path, os.O_RDWR | os.O_CLOEXEC)
-            try:
-                try:
-                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                except OSError:
-                    continue  # a live process owns it
-                other = self._open(db_path)
-                try:
-                    cursors = {s: int(d) for s, d in other.execute("SELECT sink, done_id FROM cursors")}
-                    floor = min((cursors.get(s, 0) for s in self.sinks), default=0)
-                    rows = other.execute(
-                        "SELECT created_unix_nano, points, bytes, payload FROM records WHERE id > ? ORDER BY id", (floor,)
-                    ).fetchall()
-                    if rows:
-                        # Records another sink already finished are sent again: at-least-once.
-                        self._conn.execute("BEGIN IMMEDIATE")
-                        self._conn.executemany("INSERT INTO records(created_unix_nano, points, bytes, payload) VALUES (?,?,?,?)", rows)
-                        self._conn.execute("COMMIT")
-                        self.bytes += sum(r[2] for r in rows)
-                        moved += len(rows)
-                finally:
-                    other.close()
-                for suffix in ("", "-wal", "-shm"):
-                    try:
-                        os.unlink(str(db_path) + suffix)
-                    except FileNotFoundError:
-                        pass
-                if moved:
-                    _log.info("adopted %d undelivered record(s) from %s", len(rows), db_path)
-            finally:
-                os.close(fd)
-        return moved
+    def _read_cursors(self) -> None:
+        rows = self._conn.execute("SELECT sink, done_id FROM cursors").fetchall()
+        for sink, done in rows:
+            if sink in self.sinks:
+                self._cursor.setdefault(sink, int(done))
+            else:
+                self._external[sink] = int(done)
 
     # -- writing -------------------------------------------------------------------------------
 
@@ -159,11 +195,11 @@ class DurableQueue:
             conn = self._conn
             conn.execute("BEGIN IMMEDIATE")
             try:
+                freed = 0
                 if self.bytes + new_bytes > self.max_bytes:
                     if not drop_oldest:
                         raise QueueFull(f"durable queue at its byte cap ({self.max_bytes} bytes)")
                     need = self.bytes + new_bytes - self.max_bytes
-                    freed = 0
                     victims: list[int] = []
                     for rid, points, size in conn.execute("SELECT id, points, bytes FROM records ORDER BY id"):
                         if freed >= need:
@@ -172,27 +208,34 @@ class DurableQueue:
                         dropped += points
                         freed += size
                     conn.executemany("DELETE FROM records WHERE id = ?", [(v,) for v in victims])
-                    self.bytes -= freed
-                cur = conn.executemany(
+                conn.executemany(
                     "INSERT INTO records(created_unix_nano, points, bytes, payload) VALUES (?,?,?,?)",
                     [(t, n, len(p), p) for t, n, p in payloads],
                 )
-                del cur
                 last_id = int(conn.execute("SELECT ifnull(max(id), 0) FROM records").fetchone()[0])
                 conn.execute("COMMIT")
             except BaseException:
                 if conn.in_transaction:
                     conn.execute("ROLLBACK")
                 raise
-            self.bytes += new_bytes
+            self.bytes += new_bytes - freed
             return last_id, dropped
 
     def sync(self) -> None:
-        """Make everything committed so far survive a power loss (fsync via checkpoint)."""
-        if not self._fsync:
-            return
+        """Make what is committed survive a power loss (fsync via checkpoint), and give drained space back."""
         with self._lock:
-            self._conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+            conn = self._conn
+            self._refresh_external_locked()
+            free = int(conn.execute("PRAGMA freelist_count").fetchone()[0])
+            if free > _VACUUM_FREE_PAGES:
+                conn.execute("PRAGMA incremental_vacuum").fetchall()
+            empty = conn.execute("SELECT 1 FROM records LIMIT 1").fetchone() is None
+            if empty and free > _VACUUM_FREE_PAGES and int(conn.execute("PRAGMA auto_vacuum").fetchone()[0]) == 0:
+                # A slot file made before incremental vacuum: rewriting an empty one is cheap.
+                conn.execute("VACUUM")
+            if self._fsync or empty:
+                conn.execute(f"PRAGMA wal_checkpoint({'TRUNCATE' if empty else 'PASSIVE'})").fetchall()
+            self.bytes = int(conn.execute("SELECT ifnull(sum(bytes), 0) FROM records").fetchone()[0])
 
     # -- reading -------------------------------------------------------------------------------
 
@@ -201,7 +244,7 @@ class DurableQueue:
         column = "payload" if with_payload else "x''"
         with self._lock:
             row = self._conn.execute(
-                f"SELECT id, points, {column} FROM records WHERE id > ? ORDER BY id LIMIT 1", (self._cursor[sink],)
+                f"SELECT id, points, {column} FROM records WHERE id > ? ORDER BY id LIMIT 1", (self._cursor_locked(sink),)
             ).fetchone()
         return None if row is None else QueueRecord(int(row[0]), int(row[1]), bytes(row[2]))
 
@@ -213,26 +256,78 @@ class DurableQueue:
             raise KeyError(record_id)
         return bytes(row[0])
 
+    def records_after(self, record_id: int, *, until_id: int | None = None) -> Iterator[QueueRecord]:
+        """Every record after ``record_id`` (up to ``until_id``), in order, read in small groups."""
+        last = record_id
+        while True:
+            with self._lock:
+                rows = self._conn.execute(
+                    "SELECT id, points, payload FROM records WHERE id > ? AND id <= ? ORDER BY id LIMIT 16",
+                    (last, until_id if until_id is not None else 2**63 - 1),
+                ).fetchall()
+            if not rows:
+                return
+            for row in rows:
+                yield QueueRecord(int(row[0]), int(row[1]), bytes(row[2]))
+            last = int(rows[-1][0])
+
     def done(self, sink: str, record_id: int) -> None:
         """Record that ``sink`` has a final outcome for every record up to ``record_id``."""
         with self._lock:
-            self._cursor[sink] = max(self._cursor[sink], record_id)
-            self._conn.execute("UPDATE cursors SET done_id = ? WHERE sink = ?", (self._cursor[sink], sink))
+            if sink in self._cursor:
+                self._cursor[sink] = max(self._cursor[sink], record_id)
+                value = self._cursor[sink]
+            else:
+                value = max(self._external.get(sink, 0), record_id)
+                self._external[sink] = value
+            self._conn.execute("UPDATE cursors SET done_id = max(done_id, ?) WHERE sink = ?", (value, sink))
             self._delete_done_locked()
 
-    def _delete_done(self) -> None:
+    def forget_sink(self, sink: str) -> None:
+        """Drop a sink's cursor (its pending records were dead-lettered); deletes what nobody needs."""
+        with self._lock:
+            self._conn.execute("DELETE FROM cursors WHERE sink = ?", (sink,))
+            self._external.pop(sink, None)
+            self._delete_done_locked()
+
+    def delete_done(self) -> None:
         with self._lock:
             self._delete_done_locked()
 
+    def _refresh_external_locked(self) -> None:
+        for sink, done in self._conn.execute("SELECT sink, done_id FROM cursors").fetchall():
+            if sink not in self._cursor:
+                self._external[sink] = int(done)
+
+    def _floor_locked(self) -> int:
+        values = [*self._cursor.values(), *self._external.values()]
+        return min(values) if values else 0
+
     def _delete_done_locked(self) -> None:
-        floor = min(self._cursor.values()) if self._cursor else 0
+        floor = self._floor_locked()
         row = self._conn.execute("SELECT ifnull(sum(bytes), 0), count(*) FROM records WHERE id <= ?", (floor,)).fetchone()
         if row[1]:
             self._conn.execute("DELETE FROM records WHERE id <= ?", (floor,))
             self.bytes -= int(row[0])
 
+    def _cursor_locked(self, sink: str) -> int:
+        if sink in self._cursor:
+            return self._cursor[sink]
+        return self._external.get(sink, 0)
+
     def cursor(self, sink: str) -> int:
-        return self._cursor[sink]
+        with self._lock:
+            return self._cursor_locked(sink)
+
+    def foreign_sinks(self) -> dict[str, int]:
+        """Sinks with a cursor here that this process neither delivers nor leaves to ``sync``."""
+        with self._lock:
+            self._refresh_external_locked()
+            return {s: c for s, c in self._external.items() if s not in self.offline_sinks}
+
+    def meta(self) -> dict[str, str]:
+        with self._lock:
+            return dict(self._conn.execute("SELECT key, value FROM meta").fetchall())
 
     def last_id(self) -> int:
         with self._lock:
@@ -241,10 +336,20 @@ class DurableQueue:
 
     def pending(self, sink: str | None = None) -> tuple[int, int]:
         """``(records, points)`` not yet finished by ``sink`` (by the slowest sink if None)."""
-        floor = self._cursor[sink] if sink is not None else (min(self._cursor.values()) if self._cursor else 0)
         with self._lock:
+            floor = self._cursor_locked(sink) if sink is not None else self._floor_locked()
             row = self._conn.execute("SELECT count(*), ifnull(sum(points), 0) FROM records WHERE id > ?", (floor,)).fetchone()
         return int(row[0]), int(row[1])
+
+    def pending_by_sink(self) -> dict[str, int]:
+        """Points not yet finished, per sink with a cursor here."""
+        with self._lock:
+            self._refresh_external_locked()
+            cursors = {**self._external, **self._cursor}
+            out = {}
+            for sink, done in cursors.items():
+                out[sink] = int(self._conn.execute("SELECT ifnull(sum(points), 0) FROM records WHERE id > ?", (done,)).fetchone()[0])
+        return out
 
     # -- closing -------------------------------------------------------------------------------
 
@@ -253,13 +358,167 @@ class DurableQueue:
             try:
                 if self._fsync:
                     self._conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
-                self._conn.close()
             finally:
-                os.close(self._lock_fd)
+                self._conn.close()
+
+
+class DurableQueue(QueueSlot):
+    """The first free slot of ``folder``, locked for this process, with orphaned slots adopted.
+
+    See the module docstring for ``on_foreign`` and ``on_corrupt``.
+    """
+
+    def __init__(
+        self,
+        folder: Path,
+        sinks: tuple[str, ...],
+        *,
+        max_bytes: int,
+        fsync: bool = True,
+        offline_sinks: tuple[str, ...] = (),
+        on_foreign: ForeignRecords | None = None,
+        on_corrupt: CorruptSlot | None = None,
+    ) -> None:
+        self.folder = Path(folder)
+        self._on_foreign = on_foreign
+        self._on_corrupt = on_corrupt
+        make_private_dir(self.folder)
+        self._lock_fd, self.slot = self._take_slot()
+        path = self.folder / f"slot-{self.slot}.db"
+        try:
+            try:
+                super().__init__(path, sinks, max_bytes=max_bytes, fsync=fsync, offline_sinks=offline_sinks)
+            except sqlite3.DatabaseError as exc:
+                if not _is_damage(exc):
+                    raise
+                self._quarantine(path, exc)
+                super().__init__(path, sinks, max_bytes=max_bytes, fsync=fsync, offline_sinks=offline_sinks)
+            self.handle_foreign(self)
+            self.adopted_records = self._adopt_orphans()
+            self.delete_done()
+        except BaseException:
+            os.close(self._lock_fd)
+            raise
+
+    # -- opening -------------------------------------------------------------------------------
+
+    def _take_slot(self) -> tuple[int, int]:
+        for slot in range(4096):
+            fd = os.open(self.folder / f"slot-{slot}.lock", os.O_CREAT | os.O_RDWR | os.O_CLOEXEC, 0o600)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError as exc:
+                os.close(fd)
+                if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                    continue
+                raise
+            return fd, slot
+        raise RuntimeError(f"no free queue slot in {self.folder} (4096 taken)")
+
+    def _quarantine(self, path: Path, exc: BaseException) -> None:
+        points = _count_pending(path)
+        moved = quarantine(path)
+        _log.error(
+            "otel-recursive-metrics: queue slot %s is damaged (%s); moved aside to %s; %s point(s) in it are lost",
+            path,
+            exc,
+            moved,
+            "an unknown number of" if points is None else points,
+        )
+        if self._on_corrupt is not None:
+            self._on_corrupt(moved, points, exc)
+
+    def handle_foreign(self, slot: QueueSlot) -> bool:
+        """Hand what ``slot`` holds for sinks no longer configured to ``on_foreign``; True if all went."""
+        for sink, done in slot.foreign_sinks().items():
+            records = list(slot.records_after(done))
+            if records and self._on_foreign is not None:
+                try:
+                    self._on_foreign(sink, records)
+                except Exception as exc:  # noqa: BLE001 - keep them on disk for the next start
+                    _log.error(
+                        "otel-recursive-metrics: keeping %d record(s) pending for removed sink %s in %s: %s",
+                        len(records),
+                        sink,
+                        slot.path,
+                        exc,
+                    )
+                    return False
+            elif records:
+                return False
+            slot.forget_sink(sink)
+        return True
+
+    def _adopt_orphans(self) -> int:
+        """Move undelivered records of slots no live process holds into ours."""
+        adopted = 0
+        for lock_path in sorted(self.folder.glob("slot-*.lock")):
+            try:
+                slot = int(lock_path.stem.split("-", 1)[1])
+            except ValueError:
+                continue
+            db_path = self.folder / f"slot-{slot}.db"
+            if slot == self.slot or not db_path.exists():
+                continue
+            fd = os.open(lock_path, os.O_RDWR | os.O_CLOEXEC)
+            try:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except OSError:
+                    continue  # a live process owns it
+                adopted += self._adopt(db_path)
+            finally:
+                os.close(fd)
+        return adopted
+
+    def _adopt(self, db_path: Path) -> int:
+        try:
+            # The orphan's own sinks are ours plus whatever it had: open it delivering ours.
+            other = QueueSlot(db_path, self.sinks, max_bytes=2**62, fsync=False, offline_sinks=self.offline_sinks)
+        except sqlite3.DatabaseError as exc:
+            if not _is_damage(exc):
+                raise
+            self._quarantine(db_path, exc)
+            return 0
+        try:
+            if not self.handle_foreign(other):
+                return 0  # leave it for a later start
+            floor = min((other.cursor(s) for s in (*self.sinks, *self.offline_sinks)), default=0)
+            moved = 0
+            rows = list(other.records_after(floor))
+            if rows:
+                # Records another sink already finished are sent again: at-least-once.
+                with self._lock:
+                    self._conn.execute("BEGIN IMMEDIATE")
+                    self._conn.executemany(
+                        "INSERT INTO records(created_unix_nano, points, bytes, payload) VALUES (?,?,?,?)",
+                        [(time.time_ns(), r.points, len(r.payload), r.payload) for r in rows],
+                    )
+                    self._conn.execute("COMMIT")
+                    self.bytes += sum(len(r.payload) for r in rows)
+                moved = len(rows)
+        finally:
+            other.close()
+        for suffix in ("", "-wal", "-shm"):
+            try:
+                os.unlink(str(db_path) + suffix)
+            except FileNotFoundError:
+                pass
+        if moved:
+            _log.info("otel-recursive-metrics: adopted %d undelivered record(s) from %s", moved, db_path)
+        return moved
+
+    # -- closing -------------------------------------------------------------------------------
+
+    def close(self) -> None:
+        try:
+            super().close()
+        finally:
+            os.close(self._lock_fd)
 
     def abandon_after_fork(self) -> None:
         """In a forked child: drop this queue without touching the parent's files or locks."""
-        _abandoned.append(self._conn)
+        abandoned.append(self._conn)
         try:
             # Our copy of the lock's open file description; the parent keeps its own.
             os.close(self._lock_fd)

@@ -11,7 +11,7 @@ capped at ``retry_max_delay_s``, drawn uniformly from ``delay * (1 +/- jitter)``
 shorter than the receiver's ``Retry-After``. Time and sleep are injected: tests pass a fake
 clock, and the worker passes its stop event's ``wait`` so shutdown interrupts a backoff.
 
-    >>> policy = RetryPolicy(initial_delay_s=1.0, multiplier=1.5, jitter=0.0, max_delay_s=30.0, max_elapsed_s=300.0)
+    >>> policy = RetryPolicy(initial_delay_s=1.0, multiplier=1.5, jitter=0.0, max_delay_s=30.0, max_elapsed_s=300.0, report_after_retries=3)
     >>> [policy.delay_s(n) for n in range(4)]
     [1.0, 1.5, 2.25, 3.375]
 """
@@ -25,23 +25,42 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from ..config import Config
 from ..errors import PermanentError, RetryableError
 
 __all__ = ["Outcome", "Result", "Retrier", "RetryPolicy"]
 
 _log = logging.getLogger(__name__)
+_DEFAULTS = Config()
 
 
 @dataclass(frozen=True)
 class RetryPolicy:
-    """Exponential backoff with jitter, a cap per delay and a time budget per batch."""
+    """Exponential backoff with jitter, a cap per delay and a time budget per batch.
 
-    initial_delay_s: float = 1.0
-    multiplier: float = 1.5
-    jitter: float = 0.5
-    max_delay_s: float = 30.0
-    max_elapsed_s: float = 300.0
-    report_after_retries: int = 3
+    Build it from the configuration with :meth:`from_config`, by keyword; its defaults are
+    :class:`~otel_recursive_metrics.config.Config`'s, the one place they are written.
+    """
+
+    initial_delay_s: float = _DEFAULTS.retry_delay_s
+    multiplier: float = _DEFAULTS.retry_multiplier
+    jitter: float = _DEFAULTS.retry_jitter
+    max_delay_s: float = _DEFAULTS.retry_max_delay_s
+    #: Budget for one batch from its first attempt; 0 means retry for ever.
+    max_elapsed_s: float = _DEFAULTS.retry_max_elapsed_s
+    #: After this many retries of one batch the sink is reported failing (it keeps retrying).
+    report_after_retries: int = _DEFAULTS.max_retries
+
+    @classmethod
+    def from_config(cls, config: Config) -> RetryPolicy:
+        return cls(
+            initial_delay_s=config.retry_delay_s,
+            multiplier=config.retry_multiplier,
+            jitter=config.retry_jitter,
+            max_delay_s=config.retry_max_delay_s,
+            max_elapsed_s=config.retry_max_elapsed_s,
+            report_after_retries=config.max_retries,
+        )
 
     def delay_s(self, retry_index: int, rng: Callable[[], float] = random.random) -> float:
         base = min(self.max_delay_s, self.initial_delay_s * self.multiplier**retry_index)
@@ -51,16 +70,30 @@ class RetryPolicy:
 
 
 class Outcome(enum.Enum):
+    """How one batch's delivery ended."""
+
     DELIVERED = "delivered"
-    DEAD_LETTERED = "dead_lettered"
+    #: The receiver refused it for good (a PermanentError): dead-letter it.
+    PERMANENT = "permanent"
+    #: Retryable failures until the time budget ran out: dead-letter it.
+    BUDGET_SPENT = "budget_spent"
+    #: Asked to stop: the batch stays queued.
     STOPPED = "stopped"
 
 
 @dataclass(frozen=True)
 class Result:
+    """A delivery's outcome, the attempts it took, and for a failure the reason and the last error."""
+
     outcome: Outcome
     attempts: int
     reason: str = ""
+    error: BaseException | None = None
+
+    @property
+    def splittable(self) -> bool:
+        """A permanent refusal about the data, which may come from some of the points only."""
+        return self.outcome is Outcome.PERMANENT and bool(getattr(self.error, "splittable", False))
 
 
 class Retrier:
@@ -100,7 +133,7 @@ class Retrier:
                 send(self._clock() + self.attempt_timeout_s)
                 return Result(Outcome.DELIVERED, retries + 1)
             except PermanentError as exc:
-                return Result(Outcome.DEAD_LETTERED, retries + 1, f"permanent error: {exc}")
+                return Result(Outcome.PERMANENT, retries + 1, f"permanent error: {exc}", exc)
             except Exception as exc:  # noqa: BLE001 - anything else is worth another try
                 retry_after = exc.retry_after_s if isinstance(exc, RetryableError) else None
                 delay = self.policy.delay_s(retries, self._rng)
@@ -110,9 +143,10 @@ class Retrier:
                 budget = self.policy.max_elapsed_s
                 if budget and elapsed + delay > budget:
                     return Result(
-                        Outcome.DEAD_LETTERED,
+                        Outcome.BUDGET_SPENT,
                         retries + 1,
                         f"retry budget of {budget:g}s spent after {retries + 1} attempt(s); last error: {_describe(exc)}",
+                        exc,
                     )
                 retries += 1
                 if self._on_retry is not None:

@@ -2,7 +2,9 @@
 
 Counters are named after the Collector's ``otelcol_exporter_*`` family. Every point handed to
 the pipeline ends in exactly one of, per sink: ``sent``, ``dead_lettered``, or ``dropped`` with a
-reason (``queue_full``, ``buffer_full``, ``dead_letter_full``, ``shutdown``, ``invalid``).
+:class:`DropReason`, so that, once the queue is empty::
+
+    accepted points = sent + dead-lettered + dropped        (for each sink)
 
 The figures are exported as OTel instruments only through a meter *you* pass to
 :func:`register_instruments`, typically a second ``MeterProvider`` with another exporter: they
@@ -14,6 +16,7 @@ Thread safety: every mutation takes one lock; :meth:`Stats.snapshot` copies unde
 
 from __future__ import annotations
 
+import enum
 import threading
 from collections import defaultdict
 from collections.abc import Callable, Iterable
@@ -21,9 +24,35 @@ from typing import Any
 
 from opentelemetry.metrics import CallbackOptions, Meter, Observation
 
-__all__ = ["METRIC_PREFIX", "Stats", "register_instruments"]
+__all__ = ["METRIC_PREFIX", "DropReason", "Stats", "register_instruments"]
 
 METRIC_PREFIX = "otel_recursive_metrics.exporter."
+
+
+class DropReason(str, enum.Enum):
+    """Why points were dropped; the value is the key in ``get_stats()["dropped_points"]``."""
+
+    #: The memory buffer was full (``max_buffer_items``, or what the worker can write within the
+    #: flush interval) and the overflow policy refused or evicted the item.
+    BUFFER_FULL = "buffer_full"
+    #: The item waited in memory longer than ``flush_interval_s`` allows: the worker is behind.
+    OVERLOAD = "overload"
+    #: The durable queue reached ``max_queue_bytes`` and the overflow policy refused or evicted.
+    QUEUE_FULL = "queue_full"
+    #: The disk is full: the durable queue could not take the points in time.
+    DISK_FULL = "disk_full"
+    #: The durable queue could not be opened or written (a folder gone read-only, say).
+    QUEUE_UNAVAILABLE = "queue_unavailable"
+    #: The dead-letter folder reached ``dead_letter_max_bytes``.
+    DEAD_LETTER_FULL = "dead_letter_full"
+    #: Writing a dead letter failed (a full disk, an unwritable folder).
+    DEAD_LETTER_FAILED = "dead_letter_failed"
+    #: Offered after shutdown, or still in memory when shutdown (or SIGTERM) ran out of time.
+    SHUTDOWN = "shutdown"
+    #: Could not be converted into points.
+    INVALID = "invalid"
+    #: An unreadable record or slot of the durable queue.
+    CORRUPT = "corrupt"
 
 
 class Stats:
@@ -34,6 +63,7 @@ class Stats:
         self.reset()
 
     def reset(self) -> None:
+        """Zero everything and recreate the lock (a forked child starts with its own)."""
         self._lock = threading.Lock()
         self.accepted_items = 0
         self.received_points = 0
@@ -49,17 +79,51 @@ class Stats:
         # OTLP partial_success: points a receiver accepted the request for but rejected (a
         # subset of sent_points, never retried), per sink.
         self.rejected_points: defaultdict[str, int] = defaultdict(int)
+        # Attribute keys or values cut by the attribute limits.
+        self.attributes_cut = 0
 
-    def add(self, counter: str, n: float = 1, key: str | None = None) -> None:
+    def accepted(self, items: int) -> None:
         with self._lock:
-            if key is None:
-                setattr(self, counter, getattr(self, counter) + n)
-            else:
-                getattr(self, counter)[key] += n
+            self.accepted_items += items
 
-    def set_last_error(self, sink: str, text: str) -> None:
+    def received(self, points: int) -> None:
         with self._lock:
-            self.last_error[sink] = text
+            self.received_points += points
+
+    def drop(self, points: int, reason: DropReason) -> None:
+        with self._lock:
+            self.dropped_points[reason.value] += points
+
+    def dead_lettered(self, sink: str, points: int, reason: str) -> None:
+        with self._lock:
+            self.dead_lettered_points[sink] += points
+            self.last_error[sink] = reason
+
+    def retry(self, sink: str, error: str) -> None:
+        with self._lock:
+            self.retries[sink] += 1
+            self.last_error[sink] = error
+
+    def reject(self, sink: str, points: int) -> None:
+        with self._lock:
+            self.rejected_points[sink] += points
+
+    def ignored_forked_export(self) -> None:
+        with self._lock:
+            self.ignored_forked_exports += 1
+
+    def cut_attributes(self, n: int) -> None:
+        with self._lock:
+            self.attributes_cut += n
+
+    def set_last_error(self, key: str, text: str) -> None:
+        """The latest problem of a sink (by name) or of the ``queue``."""
+        with self._lock:
+            self.last_error[key] = text
+
+    def clear_last_error(self, key: str) -> None:
+        with self._lock:
+            self.last_error.pop(key, None)
 
     def set_failing(self, sink: str) -> None:
         with self._lock:
@@ -71,6 +135,11 @@ class Stats:
             self.sent_batches[sink] += 1
             self.send_seconds_total[sink] += seconds
             self.failing[sink] = False
+
+    def losses(self) -> int:
+        """Points dead-lettered or dropped so far (all sinks, all reasons)."""
+        with self._lock:
+            return sum(self.dead_lettered_points.values()) + sum(self.dropped_points.values())
 
     def snapshot(self) -> dict[str, Any]:
         with self._lock:
@@ -87,6 +156,7 @@ class Stats:
                 "failing": dict(self.failing),
                 "ignored_forked_exports": self.ignored_forked_exports,
                 "rejected_points": dict(self.rejected_points),
+                "attributes_cut": self.attributes_cut,
             }
 
 
@@ -135,4 +205,10 @@ def register_instruments(meter: Meter, stats_source: Callable[[], dict[str, Any]
     meter.create_observable_gauge(p + "queue_bytes", [scalar("queue_bytes")], unit="By", description="Bytes in the durable queue.")
     meter.create_observable_gauge(
         p + "queue_capacity", [scalar("queue_capacity_bytes")], unit="By", description="Byte cap of the durable queue."
+    )
+    meter.create_observable_gauge(
+        p + "durability_lag",
+        [scalar("durability_lag_s")],
+        unit="s",
+        description="Age of the oldest accepted point not yet on disk (0 when everything is).",
     )

@@ -16,6 +16,9 @@ class Sink(Protocol):
     """Delivers a batch or raises a classified error; called from one worker thread at a time."""
 
     name: str
+    #: Points the receiver accepted the request for but refused (OTLP ``partial_success``),
+    #: cumulative; never retried. 0 for sinks that only refuse whole batches.
+    rejected_points: int
 
     def send(self, batch: PointBatch, deadline: float) -> None:
         """Deliver ``batch`` before ``deadline`` (``time.monotonic()`` seconds) or raise."""

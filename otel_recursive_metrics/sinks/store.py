@@ -21,6 +21,8 @@ class StoreSink:
     """Writes batches to a :class:`~otel_recursive_metrics.store.point_store.PointStore`, idempotently."""
 
     name = "store"
+    #: The store refuses points only as a whole batch (see the Sink protocol).
+    rejected_points = 0
 
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
@@ -32,11 +34,12 @@ class StoreSink:
             self._store = PointStore(self.path)
         return self._store
 
-    def send(self, batch: PointBatch, deadline: float) -> None:
+    def send(self, batch: PointBatch, deadline: float, *, steps_unknown: bool = False) -> None:
+        """Write ``batch`` in one transaction; ``steps_unknown`` as in :meth:`PointStore.write_batch`."""
         try:
             store = self.store
             store.set_busy_timeout(deadline - time.monotonic())
-            store.write_batch(batch)
+            store.write_batch(batch, steps_unknown=steps_unknown)
         except sqlite3.OperationalError as exc:
             if any(word in str(exc).lower() for word in _TRANSIENT):
                 raise RetryableError(f"store {self.path}: {exc}") from exc
@@ -48,7 +51,10 @@ class StoreSink:
                 and not isinstance(exc, (sqlite3.IntegrityError, sqlite3.DataError, sqlite3.InterfaceError))
             ):
                 raise RetryableError(f"store {self.path}: {exc}") from exc
-            raise PermanentError(f"store {self.path}: cannot store this batch: {type(exc).__name__}: {exc}") from exc
+            # A value SQLite cannot hold is about one point: let delivery find it. A damaged file
+            # ("malformed") refuses everything alike.
+            splittable = "malformed" not in str(exc).lower()
+            raise PermanentError(f"store {self.path}: cannot store this batch: {type(exc).__name__}: {exc}", splittable=splittable) from exc
 
     def close(self) -> None:
         if self._store is not None:

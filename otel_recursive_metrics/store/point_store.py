@@ -34,7 +34,21 @@ from pathlib import Path
 from typing import Any
 
 from .._files import connect, connect_readonly
-from ..pipeline.batch import PointBatch, canonical_json
+from ..pipeline.batch import (
+    ATTRIBUTES,
+    EPOCH,
+    EXTRA,
+    HISTOGRAM,
+    METRIC,
+    RESOURCE,
+    SCOPE,
+    START_TIME,
+    STEP,
+    TIME,
+    VALUE,
+    PointBatch,
+    canonical_json,
+)
 from ..resource import RANK_KEY, RUN_ID_KEY
 
 __all__ = ["SCHEMA_VERSION", "PointStore", "StoredPoint"]
@@ -104,6 +118,13 @@ _INSERT_POINT = (
 
 
 _ONE_ROW = "(?,?,?,?,?,?,?,?,?,?,?)"
+# A point without a step (back from OTLP) is new only if no point has its identity at any step.
+_INSERT_POINT_UNLESS_PRESENT = (
+    "INSERT OR IGNORE INTO points(metric_id, resource_id, scope_id, attributes_id, start_time_unix_nano,"
+    " time_unix_nano, value, step, epoch, histogram, extra) SELECT ?,?,?,?,?,?,?,?,?,?,? WHERE NOT EXISTS"
+    " (SELECT 1 FROM points WHERE metric_id = ? AND resource_id = ? AND scope_id = ? AND attributes_id = ?"
+    " AND start_time_unix_nano = ? AND time_unix_nano = ?)"
+)
 _INSERT_POINTS_GROUP = _INSERT_POINT.replace(f") VALUES {_ONE_ROW}", ") VALUES " + ",".join([_ONE_ROW] * _ROWS_PER_STATEMENT))
 
 
@@ -224,8 +245,13 @@ class PointStore:
                 cache.update(rows)
         return cache
 
-    def write_batch(self, batch: PointBatch) -> int:
-        """Insert a batch in one transaction; returns how many points were new."""
+    def write_batch(self, batch: PointBatch, *, steps_unknown: bool = False) -> int:
+        """Insert a batch in one transaction; returns how many points were new.
+
+        ``steps_unknown``: the batch came back from OTLP (a dead letter whose full-fidelity copy
+        is lost), so its points have no step; a point the store already holds at the same
+        metric, resource, scope, attributes and times, whatever its step, is then not added again.
+        """
         with self._lock:
             conn = self._conn
             conn.execute("BEGIN IMMEDIATE")
@@ -266,27 +292,33 @@ class PointStore:
                             mparams,
                         )
                     )
-                attr_ids = self._attribute_set_ids({p[3] for p in batch.points})
+                ids_by_text = self._attribute_set_ids(set(batch.attributes))
+                attr_ids = [ids_by_text[text] for text in batch.attributes]
                 dumps = json.dumps
                 # A generator, not a list: executemany builds each row between SQLite steps, which
                 # run without the GIL, so the training thread never waits behind a long burst.
                 rows = (
                     (
-                        metric_ids[p[2]],
-                        res_ids[p[0]],
-                        scope_ids[p[1]],
-                        attr_ids[p[3]],
-                        p[4] or 0,
-                        p[5],
-                        p[6],
-                        p[7],
-                        p[8],
-                        None if p[9] is None else dumps(p[9]),
-                        None if p[10] is None else dumps(p[10]),
+                        metric_ids[p[METRIC]],
+                        res_ids[p[RESOURCE]],
+                        scope_ids[p[SCOPE]],
+                        attr_ids[p[ATTRIBUTES]],
+                        p[START_TIME] or 0,
+                        p[TIME],
+                        p[VALUE],
+                        p[STEP],
+                        p[EPOCH],
+                        None if p[HISTOGRAM] is None else dumps(p[HISTOGRAM]),
+                        None if p[EXTRA] is None else dumps(p[EXTRA]),
                     )
                     for p in batch.points
                 )
                 before = conn.total_changes
+                if steps_unknown:
+                    conn.executemany(_INSERT_POINT_UNLESS_PRESENT, ((*row, *row[:6]) for row in rows))
+                    inserted = conn.total_changes - before
+                    conn.execute("COMMIT")
+                    return inserted
                 # Rows go in groups of _ROWS_PER_STATEMENT per INSERT: SQLite then inserts a whole
                 # group per step with the GIL released, instead of handing the GIL back and forth
                 # around every single row.

@@ -55,21 +55,16 @@ per instance and best-effort across threads (it only affects the warning and the
 
 from __future__ import annotations
 
-import atexit
 import logging
-import math
-import numbers
-import re
 import time
-import weakref
 from collections.abc import Mapping
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
-from ..errors import MetricValueError
-from ..pipeline.batch import canonical_json
+from ..pipeline.batch import AttributeLimits, canonical_json, limit_attributes
 from ..pipeline.convert import context_number
 from ..resource import RANK_KEY
+from .values import CLOCK, INT64_MAX, check_attributes, next_time_unix_nano, refuse, to_index, to_number, valid_name
 
 if TYPE_CHECKING:
     from ..pipeline.convert import LogContext
@@ -77,100 +72,9 @@ if TYPE_CHECKING:
 
 __all__ = ["TrainingMetrics", "next_time_unix_nano", "to_index", "to_number"]
 
-_log = logging.getLogger(__name__)
-
-_INT64_MIN = -(2**63)
-_INT64_MAX = 2**63 - 1
-_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_.\-/]{0,254}\Z")
-
 _time_ns = time.time_ns
-# The last timestamp handed out in this process; see "Time" in the module docstring.
-_last_time_ns = 0
-# Pipelines that TrainingMetrics instances log into, flushed at interpreter exit.
-_in_use: weakref.WeakSet[Any] = weakref.WeakSet()
-_owned: weakref.WeakSet[Any] = weakref.WeakSet()
 
-
-def next_time_unix_nano() -> int:
-    """The wall clock in nanoseconds, strictly increasing within the process."""
-    global _last_time_ns
-    now = _time_ns()
-    if now <= _last_time_ns:
-        now = _last_time_ns + 1
-    _last_time_ns = now
-    return now
-
-
-def _refuse(field: str, value: Any, why: str) -> MetricValueError:
-    shown = repr(value)
-    if len(shown) > 80:
-        shown = shown[:77] + "..."
-    return MetricValueError(f"{field}={shown}: {why}")
-
-
-def to_number(field: str, value: Any) -> float | int:
-    """``value`` as a Python ``float`` or ``int``, or :class:`MetricValueError` naming ``field``.
-
-    The slow path of :meth:`TrainingMetrics.log` (its fast path takes ``float`` as is), shared
-    with ``submit_metric``. One-element tensors go through ``.item()``, which synchronises a GPU.
-    """
-    kind = type(value)
-    if kind is float:
-        return cast(float, value)
-    if kind is int:
-        if _INT64_MIN <= value <= _INT64_MAX:
-            return cast(int, value)
-        raise _refuse(field, value, "integer outside the 64-bit range; pass float(value) to keep it approximately")
-    if kind is bool or value is None or isinstance(value, (str, bytes, bool)):
-        raise _refuse(field, value, "expected a number (int, float, a NumPy scalar or a one-element tensor)")
-    if isinstance(value, numbers.Integral):
-        return to_number(field, int(value))
-    if isinstance(value, numbers.Real):
-        return float(value)
-    item = getattr(value, "item", None)
-    if item is None and callable(getattr(value, "numpy", None)):
-        # TensorFlow eager tensors have .numpy() but no .item().
-        try:
-            return to_number(field, value.numpy())
-        except MetricValueError:
-            raise
-        except Exception as exc:
-            raise _refuse(field, value, f"could not read the tensor's value: {exc}") from exc
-    if callable(item):
-        shape = getattr(value, "shape", None)
-        if shape is not None:
-            try:
-                size = math.prod(int(d) for d in shape)
-            except (TypeError, ValueError):
-                size = 1
-            if size != 1:
-                raise _refuse(field, value, f"expected a number or a one-element tensor, got shape {tuple(shape)}")
-        try:
-            scalar = item()
-        except Exception as exc:
-            raise _refuse(field, value, f"expected a number; .item() failed: {exc}") from exc
-        if type(scalar) is bool:
-            raise _refuse(field, value, "expected a number, got a boolean tensor")
-        return to_number(field, scalar)
-    raise _refuse(field, value, f"expected a number (int, float, a NumPy scalar or a one-element tensor), got {type(value).__name__}")
-
-
-def to_index(field: str, value: Any) -> int:
-    """A step or epoch as a non-negative ``int`` within 64 bits, or :class:`MetricValueError`."""
-    if type(value) is not int:
-        if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-            if callable(getattr(value, "item", None)) and not isinstance(value, (str, bytes)):
-                try:
-                    return to_index(field, getattr(value, "item")())  # noqa: B009
-                except MetricValueError:
-                    pass
-                except Exception:  # noqa: BLE001 - reported below with the field named
-                    pass
-            raise _refuse(field, value, "expected a non-negative integer")
-        value = int(value)
-    if not 0 <= value <= _INT64_MAX:
-        raise _refuse(field, value, "expected a non-negative integer within 64 bits")
-    return cast(int, value)
+_log = logging.getLogger(__name__)
 
 
 class TrainingMetrics:
@@ -200,9 +104,9 @@ class TrainingMetrics:
         **options: Any,
     ) -> None:
         if not isinstance(prefix, str):
-            raise _refuse("prefix", prefix, "expected a string")
+            raise refuse("prefix", prefix, "expected a string")
         self.prefix = prefix
-        self.attributes = dict(attributes or {})
+        self.attributes = check_attributes("attributes", attributes)
         self._owns_pipeline = False
         self._explicit_pipeline = pipeline is not None or bool(options)
         if pipeline is not None and options:
@@ -214,15 +118,24 @@ class TrainingMetrics:
             pipeline = _Pipeline(load_config(**options))
             self._owns_pipeline = True
         self._pipeline: Pipeline = self._resolve(pipeline)
+        cfg = self._pipeline.config
+        self.attributes, cut = limit_attributes(
+            self.attributes, AttributeLimits(cfg.attribute_count_limit, cfg.attribute_value_length_limit)
+        )
+        if cut:
+            self._pipeline.stats.cut_attributes(cut)
+            _log.warning(
+                "otel-recursive-metrics: TrainingMetrics attributes cut to %d attributes of at most %d characters (%d cut);"
+                " see OTEL_ATTRIBUTE_COUNT_LIMIT / OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT",
+                cfg.attribute_count_limit,
+                cfg.attribute_value_length_limit,
+                cut,
+            )
         self._context: LogContext = self._make_context(self._pipeline)
         self._context_number = context_number(self._context)
         self._offer = self._pipeline.offer
         self.rank = int(self._context.resource.get(RANK_KEY, 0) or 0)
         self._muted = bool(rank_zero_only) and self.rank != 0
-        if not self._muted:
-            _in_use.add(self._pipeline)
-            if self._owns_pipeline:
-                _owned.add(self._pipeline)
         self._known: set[str] = set()
         self._last_step = -1
         self.steps_backwards = 0
@@ -255,7 +168,6 @@ class TrainingMetrics:
         number (nothing of the call is queued then). A ``step`` lower than the previous call's
         is kept and counted (``steps_backwards``).
         """
-        global _last_time_ns
         if self._muted:
             return
         out = dict(values)
@@ -265,17 +177,19 @@ class TrainingMetrics:
                 break
         if not self._known.issuperset(out):
             self._check_names(out)
-        if type(step) is not int or not 0 <= step <= _INT64_MAX:
+        if type(step) is not int or not 0 <= step <= INT64_MAX:
             step = to_index("step", step)
-        if epoch is not None and (type(epoch) is not int or not 0 <= epoch <= _INT64_MAX):
+        if epoch is not None and (type(epoch) is not int or not 0 <= epoch <= INT64_MAX):
             epoch = to_index("epoch", epoch)
         if step < self._last_step:
             self._step_went_back(step)
         self._last_step = step
+        # CLOCK(), inlined: this is the training thread's per-step path.
+        clock = CLOCK
         now = _time_ns()
-        if now <= _last_time_ns:
-            now = _last_time_ns + 1
-        _last_time_ns = now
+        if now <= clock.last:
+            now = clock.last + 1
+        clock.last = now
         if not self._offer((self._context_number, now, step, epoch, out)):
             self._refused((self._context_number, now, step, epoch, out))
 
@@ -290,9 +204,9 @@ class TrainingMetrics:
             if key in self._known:
                 continue
             if not isinstance(key, str):
-                raise _refuse("key", key, "metric names must be strings")
-            if not _NAME.match(self.prefix + key):
-                raise _refuse(
+                raise refuse("key", key, "metric names must be strings")
+            if not valid_name(self.prefix + key):
+                raise refuse(
                     "key",
                     key,
                     f"not a valid metric name{' with prefix ' + repr(self.prefix) if self.prefix else ''}:"
@@ -314,14 +228,13 @@ class TrainingMetrics:
     def _refused(self, item: Any) -> None:
         # The shared default pipeline was shut down (the exporter's provider ended, say): follow
         # the new default rather than losing the rest of the run.
-        if not self._explicit_pipeline and self._pipeline._closed:
+        if not self._explicit_pipeline and self._pipeline.closed:
             from ..pipeline import default as _registry
 
             self._pipeline = _registry.get_default_pipeline()
             self._context = self._make_context(self._pipeline)
             self._context_number = context_number(self._context)
             self._offer = self._pipeline.offer
-            _in_use.add(self._pipeline)
             if self._offer((self._context_number, *item[1:])):
                 return
         # Otherwise the pipeline counted the drop by reason (buffer_full, shutdown).
@@ -358,22 +271,3 @@ class TrainingMetrics:
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
         self.close()
-
-
-@atexit.register
-def _flush_at_exit() -> None:
-    # Values still in memory would be lost at exit: flush (or shut down the pipelines built by a
-    # TrainingMetrics) within one 5-second budget. Pipelines already shut down (by the SDK's own
-    # exit handler, say) are skipped.
-    deadline = time.monotonic() + 5.0
-    for pipeline in list(_in_use):
-        remaining = max(0.0, deadline - time.monotonic())
-        try:
-            if getattr(pipeline, "_closed", True) or not getattr(pipeline, "_started", False):
-                continue
-            if pipeline in _owned:
-                pipeline.shutdown(remaining)
-            else:
-                pipeline.flush(remaining)
-        except Exception:  # noqa: BLE001 - never fail the interpreter's exit
-            _log.exception("otel-recursive-metrics: flushing at exit failed")

@@ -33,9 +33,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ... import __version__
-from ...errors import RetryableError
+from ...config import display_url
+from ...errors import PermanentError, RetryableError
 from .codec import encode_request
-from .errors import _check_headers, _clip, _display_url, _Redactor
+from .errors import Redactor, check_headers, clip_message
 
 if TYPE_CHECKING:
     from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
@@ -85,15 +86,15 @@ class _OtlpSink:
         client_certificate: Path | None = None,
     ) -> None:
         self.endpoint = endpoint
-        self.display_endpoint = _display_url(endpoint)
+        self.display_endpoint = display_url(endpoint)
         self.timeout_s = timeout_s
         self.compression = compression
         self.certificate = certificate
         self.client_key = client_key
         self.client_certificate = client_certificate
         self._headers = tuple((str(k).lower(), str(v)) for k, v in headers)
-        self._redact = _Redactor(v for _, v in self._headers)
-        self._setup_error = _check_headers(self._headers)
+        self._redact = Redactor(v for _, v in self._headers)
+        self._setup_error = check_headers(self._headers)
         #: Points the receiver refused in a ``partial_success`` (cumulative; never retried).
         self.rejected_points = 0
         #: Responses that carried a ``partial_success`` message or rejection.
@@ -112,7 +113,15 @@ class _OtlpSink:
 
     def send(self, batch: PointBatch, deadline: float) -> None:
         """Deliver ``batch`` in one request before ``deadline`` (monotonic seconds) or raise."""
-        self.send_request(encode_request(batch), deadline)
+        try:
+            request = encode_request(batch)
+        except (ValueError, TypeError, OverflowError) as exc:
+            # A value OTLP cannot carry (an integer attribute beyond 64 bits, say): no receiver
+            # will ever take it, but the points beside it are fine.
+            raise PermanentError(
+                f"OTLP {self.display_endpoint}: cannot encode the batch: {type(exc).__name__}: {exc}", splittable=True
+            ) from None
+        self.send_request(request, deadline)
 
     def send_request(self, request: ExportMetricsServiceRequest, deadline: float) -> None:
         """Deliver one ``ExportMetricsServiceRequest`` as it is (dead-letter replay uses this)."""
@@ -145,7 +154,7 @@ class _OtlpSink:
                 return
             suppressed, self._partial_suppressed = self._partial_suppressed, 0
             self._partial_logged_at = now
-        text = _clip(self._redact(message)) or "(no message)"
+        text = clip_message(self._redact(message)) or "(no message)"
         more = f" ({suppressed} similar response(s) not logged)" if suppressed else ""
         if rejected > 0:
             _log.error(

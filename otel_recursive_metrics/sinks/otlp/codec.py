@@ -20,7 +20,21 @@ from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportM
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.metrics.v1 import metrics_pb2 as pb
 
-from ...pipeline.batch import BatchBuilder, PointBatch, explicit_histogram, exponential_histogram
+from ...pipeline.batch import (
+    ATTRIBUTES,
+    HISTOGRAM,
+    METRIC,
+    RESOURCE,
+    SCOPE,
+    START_TIME,
+    TIME,
+    VALUE,
+    BatchBuilder,
+    PointBatch,
+    canonical_json,
+    explicit_histogram,
+    exponential_histogram,
+)
 
 __all__ = ["decode_request", "encode_request", "request_from_json_line", "request_to_json_line"]
 
@@ -81,8 +95,9 @@ def encode_request(batch: PointBatch) -> ExportMetricsServiceRequest:
         attr_cache.clear()
     # resource index -> (ResourceMetrics, {scope index -> (ScopeMetrics, {metric index -> Metric})})
     tree: dict[int, tuple[pb.ResourceMetrics, dict[int, tuple[pb.ScopeMetrics, dict[int, pb.Metric]]]]] = {}
+    attribute_texts = batch.attributes
     for p in batch.points:
-        res_i, sc_i, m_i, attrs_json = p[0], p[1], p[2], p[3]
+        res_i, sc_i, m_i, attrs_json = p[RESOURCE], p[SCOPE], p[METRIC], attribute_texts[p[ATTRIBUTES]]
         node = tree.get(res_i)
         if node is None:
             rm = request.resource_metrics.add()
@@ -123,13 +138,13 @@ def encode_request(batch: PointBatch) -> ExportMetricsServiceRequest:
         kind = batch.metrics[m_i][3]
         if kind in ("gauge", "sum"):
             dp = (metric.gauge if kind == "gauge" else metric.sum).data_points.add()
-            value = p[6]
+            value = p[VALUE]
             if isinstance(value, int) and not isinstance(value, bool):
                 dp.as_int = value
             else:
                 dp.as_double = float(value)
         elif kind == "histogram":
-            h = p[9]
+            h = p[HISTOGRAM]
             dp = metric.histogram.data_points.add()
             dp.count = h["count"]
             dp.sum = h["sum"]
@@ -140,7 +155,7 @@ def encode_request(batch: PointBatch) -> ExportMetricsServiceRequest:
             dp.bucket_counts.extend(h["counts"])
             dp.explicit_bounds.extend(h["bounds"])
         else:
-            h = p[9]
+            h = p[HISTOGRAM]
             dp = metric.exponential_histogram.data_points.add()
             dp.count, dp.sum, dp.scale, dp.zero_count = h["count"], h["sum"], h["scale"], h["zero_count"]
             if h.get("min") is not None:
@@ -153,8 +168,8 @@ def encode_request(batch: PointBatch) -> ExportMetricsServiceRequest:
             dp.negative.bucket_counts.extend(h["negative"][1])
             dp.flags = h.get("flags") or 0
         dp.attributes.extend(kvs)
-        dp.start_time_unix_nano = p[4] or 0
-        dp.time_unix_nano = p[5]
+        dp.start_time_unix_nano = p[START_TIME] or 0
+        dp.time_unix_nano = p[TIME]
     return request
 
 
@@ -165,10 +180,8 @@ def _opt(point: Any, name: str) -> float | None:
 
 def decode_request(request: ExportMetricsServiceRequest) -> PointBatch:
     """The points of an OTLP request as a batch (step and epoch are unknown: None)."""
-    from ...pipeline.batch import canonical_json
-
     b = BatchBuilder()
-    points = b.batch.points
+    add = b.add_point
     for rm in request.resource_metrics:
         res = b.resource(_attrs(rm.resource.attributes), rm.schema_url)
         for sm in rm.scope_metrics:
@@ -187,8 +200,9 @@ def decode_request(request: ExportMetricsServiceRequest) -> PointBatch:
                     m = b.metric(metric.name, metric.description, metric.unit, "histogram", metric.histogram.aggregation_temporality)
                     for h in metric.histogram.data_points:
                         hist = explicit_histogram(h.count, h.sum, _opt(h, "min"), _opt(h, "max"), h.explicit_bounds, h.bucket_counts)
-                        attrs = canonical_json(_attrs(h.attributes))
-                        points.append([res, sc, m, attrs, h.start_time_unix_nano, h.time_unix_nano, None, None, None, hist, None])
+                        add(
+                            res, sc, m, canonical_json(_attrs(h.attributes)), h.start_time_unix_nano, h.time_unix_nano, None, histogram=hist
+                        )
                     continue
                 elif which == "exponential_histogram":
                     kind, temporality = "exponential_histogram", metric.exponential_histogram.aggregation_temporality
@@ -198,28 +212,15 @@ def decode_request(request: ExportMetricsServiceRequest) -> PointBatch:
                             e.count, e.sum, _opt(e, "min"), _opt(e, "max"), e.scale, e.zero_count,
                             (e.positive.offset, e.positive.bucket_counts), (e.negative.offset, e.negative.bucket_counts), e.flags,
                         )  # fmt: skip
-                        attrs = canonical_json(_attrs(e.attributes))
-                        points.append([res, sc, m, attrs, e.start_time_unix_nano, e.time_unix_nano, None, None, None, hist, None])
+                        add(
+                            res, sc, m, canonical_json(_attrs(e.attributes)), e.start_time_unix_nano, e.time_unix_nano, None, histogram=hist
+                        )
                     continue
                 else:
                     continue  # summaries are not produced by the SDK; skip them
                 for dp in dps:
                     value = dp.as_int if dp.WhichOneof("value") == "as_int" else dp.as_double
-                    points.append(
-                        [
-                            res,
-                            sc,
-                            m,
-                            canonical_json(_attrs(dp.attributes)),
-                            dp.start_time_unix_nano,
-                            dp.time_unix_nano,
-                            value,
-                            None,
-                            None,
-                            None,
-                            None,
-                        ]
-                    )
+                    add(res, sc, m, canonical_json(_attrs(dp.attributes)), dp.start_time_unix_nano, dp.time_unix_nano, value)
     return b.build()
 
 

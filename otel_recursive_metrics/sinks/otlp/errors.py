@@ -10,7 +10,10 @@ module is where a receiver's answer gets that class, as in the Collector:
 - gRPC ``RESOURCE_EXHAUSTED`` is retryable only when the server sent ``RetryInfo`` (the OTLP
   spec: without it the receiver is not expected to recover);
 - every other status is a :class:`~otel_recursive_metrics.errors.PermanentError`: straight to
-  the dead-letter queue, the receiver is not asked again.
+  the dead-letter queue, the receiver is not asked again. HTTP 400, 413, 422 and gRPC
+  ``INVALID_ARGUMENT``, ``RESOURCE_EXHAUSTED`` (without ``RetryInfo``), ``FAILED_PRECONDITION``
+  are about the data, so they are *splittable*: the delivery stage sends the halves apart and
+  dead-letters only the points refused.
 
 >>> error = classify_http_response(503, "Service Unavailable", {"Retry-After": "7"}, b"", where="collector:4318")
 >>> type(error).__name__, error.retry_after_s
@@ -18,9 +21,9 @@ module is where a receiver's answer gets that class, as in the Collector:
 >>> classify_http_response(400, "Bad Request", {}, b"bad metric name", where="collector:4318")
 PermanentError('OTLP/HTTP collector:4318: HTTP 400 Bad Request: bad metric name')
 
-Header values are secrets. :class:`_Redactor` removes them from any text a receiver sends back
-(some echo the token in their error message) before it reaches an exception; :func:`_display_url`
-drops the user info and query string of an endpoint; :func:`_check_headers` names a bad header
+Header values are secrets. :class:`Redactor` removes them from any text a receiver sends back
+(some echo the token in their error message) before it reaches an exception; :func:`display_url`
+drops the user info and query string of an endpoint; :func:`check_headers` names a bad header
 by its key, never its value. A receiver's message is clipped to ``_MAX_MESSAGE_CHARS``.
 
 Everything here is a pure function of its arguments (the ``now`` of :func:`parse_retry_after`
@@ -34,14 +37,15 @@ import math
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
-from urllib.parse import urlsplit
 
 from google.rpc import error_details_pb2, status_pb2  # type: ignore[import-untyped]
 
 from ...errors import DeliveryError, PermanentError, RetryableError
 
 __all__ = [
+    "GRPC_DATA_CODES",
     "GRPC_RETRYABLE_CODES",
+    "HTTP_DATA_STATUSES",
     "HTTP_RETRYABLE_STATUSES",
     "classify_grpc_error",
     "classify_http_response",
@@ -52,6 +56,10 @@ __all__ = [
 HTTP_RETRYABLE_STATUSES = frozenset({429, 502, 503, 504})
 #: gRPC codes retried unconditionally (RESOURCE_EXHAUSTED only with RetryInfo).
 GRPC_RETRYABLE_CODES = frozenset({"UNAVAILABLE", "DEADLINE_EXCEEDED", "ABORTED", "CANCELLED", "OUT_OF_RANGE", "DATA_LOSS"})
+#: Permanent refusals about the data itself (maybe of one point, or of the request's size):
+#: the batch is split to find what is refused. Others (401, 403, 404, ...) concern every request.
+HTTP_DATA_STATUSES = frozenset({400, 413, 422})
+GRPC_DATA_CODES = frozenset({"INVALID_ARGUMENT", "RESOURCE_EXHAUSTED", "FAILED_PRECONDITION"})
 
 #: Longest part of a receiver's message that goes into an error text.
 _MAX_MESSAGE_CHARS = 300
@@ -61,7 +69,7 @@ _REDACTED = "<redacted>"
 # -- secrets -----------------------------------------------------------------------------------
 
 
-class _Redactor:
+class Redactor:
     """Removes header values (and their longer words, e.g. the token after ``Bearer``) from text."""
 
     def __init__(self, values: Iterable[str]) -> None:
@@ -79,22 +87,7 @@ class _Redactor:
         return text
 
 
-def _display_url(url: str) -> str:
-    """``url`` safe for messages: no user info, no query string (either may hold a credential)."""
-    try:
-        # "collector:4317" (no scheme, as gRPC endpoints often are) would parse as scheme
-        # "collector"; parse it as a network location instead.
-        parts = urlsplit(url if "://" in url else "//" + url)
-    except ValueError:
-        return "<unparseable endpoint>"
-    netloc = parts.netloc
-    if "@" in netloc:
-        netloc = _REDACTED + "@" + netloc.rpartition("@")[2]
-    shown = f"{parts.scheme}://{netloc}{parts.path}" if parts.scheme else netloc + parts.path
-    return shown + ("?<redacted>" if parts.query else "")
-
-
-def _check_headers(headers: Sequence[tuple[str, str]]) -> str | None:
+def check_headers(headers: Sequence[tuple[str, str]]) -> str | None:
     """A problem with the headers, naming the key and never the value, or None."""
     for key, value in headers:
         if not key or any(c.isspace() or c in ':()<>@,;\\"/[]?={}' or ord(c) < 33 or ord(c) > 126 for c in key):
@@ -108,7 +101,7 @@ def _check_headers(headers: Sequence[tuple[str, str]]) -> str | None:
     return None
 
 
-def _clip(text: str) -> str:
+def clip_message(text: str) -> str:
     return text if len(text) <= _MAX_MESSAGE_CHARS else text[: _MAX_MESSAGE_CHARS - 3] + "..."
 
 
@@ -164,11 +157,11 @@ def classify_http_response(
     """The error for a non-2xx OTLP/HTTP response: retryable for 429/502/503/504, else permanent."""
     scrub = redact or (lambda text: text)
     lowered = {k.lower(): v for k, v in headers.items()}
-    detail = _clip(scrub(_status_message(body, lowered.get("content-type", ""))))
+    detail = clip_message(scrub(_status_message(body, lowered.get("content-type", ""))))
     text = f"OTLP/HTTP {where}: HTTP {status} {scrub(reason or '')}".rstrip() + (f": {detail}" if detail else "")
     if status in HTTP_RETRYABLE_STATUSES:
         return RetryableError(text, parse_retry_after(lowered.get("retry-after")))
-    return PermanentError(text)
+    return PermanentError(text, splittable=status in HTTP_DATA_STATUSES)
 
 
 # -- gRPC --------------------------------------------------------------------------------------
@@ -202,7 +195,7 @@ def classify_grpc_error(error: Any, *, where: str, timeout_s: float | None = Non
     except Exception:  # noqa: BLE001
         code_name = "UNKNOWN"
     try:
-        details = _clip(scrub(str(error.details() or "")))
+        details = clip_message(scrub(str(error.details() or "")))
     except Exception:  # noqa: BLE001
         details = ""
     try:
@@ -219,4 +212,4 @@ def classify_grpc_error(error: Any, *, where: str, timeout_s: float | None = Non
         return RetryableError(text, delay)
     if code_name == "RESOURCE_EXHAUSTED":
         text += " (no RetryInfo: not retried)"
-    return PermanentError(text)
+    return PermanentError(text, splittable=code_name in GRPC_DATA_CODES)

@@ -28,9 +28,10 @@ from urllib.parse import urlsplit
 import grpc
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2_grpc import MetricsServiceStub
 
+from ...config import display_url
 from ...errors import DeliveryError, RetryableError
 from .base import _count_points, _OtlpSink, _user_agent
-from .errors import _display_url, classify_grpc_error
+from .errors import classify_grpc_error
 
 if TYPE_CHECKING:
     from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
@@ -46,9 +47,9 @@ def grpc_target(endpoint: str, insecure: bool) -> tuple[str, bool]:
         parts = urlsplit(endpoint)
         scheme = parts.scheme.lower()
         if scheme not in ("http", "https"):
-            raise ValueError(f"otlp_endpoint={_display_url(endpoint)!r}: expected an http:// or https:// URL or host:port")
+            raise ValueError(f"otlp_endpoint={display_url(endpoint)!r}: expected an http:// or https:// URL or host:port")
         if not parts.netloc:
-            raise ValueError(f"otlp_endpoint={_display_url(endpoint)!r}: no host")
+            raise ValueError(f"otlp_endpoint={display_url(endpoint)!r}: no host")
         host = parts.netloc.rpartition("@")[2]
         return host, scheme == "https"
     return endpoint.strip().rstrip("/"), not insecure
