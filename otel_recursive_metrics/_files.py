@@ -58,6 +58,8 @@ def connect_readonly(path: Path | str, *, busy_timeout_s: float = 30.0) -> sqlit
     index is missing, so the fallback is ``immutable=1``: SQLite then reads the file as it is,
     which is right there, since nobody can be writing it.
     """
+    if not Path(path).is_file():
+        raise sqlite3.OperationalError(f"unable to open database file: {path} does not exist")
     uri = "file:" + quote(str(Path(path).resolve()))
     try:
         conn = sqlite3.connect(uri + "?mode=ro", uri=True, timeout=busy_timeout_s, isolation_level=None, check_same_thread=False)
@@ -67,7 +69,7 @@ def connect_readonly(path: Path | str, *, busy_timeout_s: float = 30.0) -> sqlit
         text = str(exc).lower()
         if "readonly" not in text and "unable to open" not in text and "read-only" not in text:
             raise
-    conn = sqlite3.connect(uri + "?immutable=1", uri=True, isolation_level=None, check_same_thread=False)
+    conn = sqlite3.connect(uri + "?mode=ro&immutable=1", uri=True, isolation_level=None, check_same_thread=False)
     conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
     return conn
 

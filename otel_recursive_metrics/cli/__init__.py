@@ -14,7 +14,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from .. import __version__
-from . import dlq, plot, query, runs
+from . import dlq, plot, query, runs, sync
 from ._output import CommandError, fail
 
 __all__ = ["build_parser", "main"]
@@ -22,7 +22,7 @@ __all__ = ["build_parser", "main"]
 _Handler = Callable[[argparse.Namespace], int]
 
 #: The subcommand modules, in the order ``--help`` lists them.
-_COMMANDS = (query, runs, plot, dlq)
+_COMMANDS = (query, runs, plot, dlq, sync)
 
 
 def build_parser() -> argparse.ArgumentParser:

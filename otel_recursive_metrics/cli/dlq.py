@@ -171,6 +171,7 @@ def cmd_list(args: argparse.Namespace) -> int:
                 "points": e.points,
                 "bytes": e.bytes,
                 "reason": e.reason,
+                "damaged": e.damaged,
                 "path": str(e.path),
             }
             out.write(json.dumps(record, separators=(",", ":"), ensure_ascii=False) + "\n")
@@ -182,6 +183,12 @@ def cmd_list(args: argparse.Namespace) -> int:
     rows += [[e.id, format_time(e.time_unix_nano), e.sink, str(e.points), str(e.bytes), _one_line(e.reason)] for e in entries]
     render_table(rows, out, right=(3, 4), free_last=True)
     out.write(f"{_entries(len(entries))}, {sum(e.points for e in entries)} point(s), {_size(sum(e.bytes for e in entries))}\n")
+    damaged = [e for e in entries if e.damaged]
+    if damaged:
+        out.write(
+            f"{_entries(len(damaged))} damaged (sidecar missing or unreadable): still replayable from the OTLP JSON;"
+            " into the store without steps, skipping points it already has\n"
+        )
     return 0
 
 
@@ -290,9 +297,12 @@ def _sends(entry: DeadLetterEntry, sink: Any, to: str) -> list[Callable[[float],
     """One ``send(deadline)`` per request in ``entry``; raises OSError/ValueError if unreadable."""
     if to == "store":
         batch = entry.batch()
+        # A damaged entry comes back from its OTLP JSON, without steps: the store then skips the
+        # points it already holds at any step, so a replay never duplicates them.
+        steps_unknown = not entry.steps_known
 
         def send_batch(deadline: float) -> object:
-            sink.send(batch, deadline)
+            sink.send(batch, deadline, steps_unknown=steps_unknown)
             return None
 
         return [send_batch]
@@ -355,7 +365,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
                 for send in sends:
                     result = retrier.deliver(send, stop.is_set)
                     if result.outcome is not Outcome.DELIVERED:
-                        ok, permanent, result_reason = False, result.reason.startswith("permanent error"), result.reason
+                        ok, permanent, result_reason = False, result.outcome is Outcome.PERMANENT, result.reason
                         break
             if ok:
                 dlq.remove(entry)

@@ -86,7 +86,10 @@ class SinkDelivery:
         stop: threading.Event,
         wake: threading.Event,
         on_progress: Callable[[], None],
+        dead_letter_when_budget_spent: bool = True,
     ) -> None:
+        """``dead_letter_when_budget_spent=False`` (``sync``): a batch still failing when its retry
+        budget is spent stays queued, and :meth:`run` returns; a run dead-letters it and goes on."""
         self.sink = sink
         self.name = sink.name
         self.config = config
@@ -98,6 +101,7 @@ class SinkDelivery:
         self.stop = stop
         self.wake = wake
         self._on_progress = on_progress
+        self._keep_when_budget_spent = not dead_letter_when_budget_spent
         self._current_points = 0
         self._rejected_seen = sink.rejected_points
         self._last_dead_letter_log = float("-inf")
@@ -151,6 +155,9 @@ class SinkDelivery:
         started = time.monotonic()
         result = self._attempt(batch)
         if result.outcome is Outcome.STOPPED:
+            return False
+        if result.outcome is Outcome.BUDGET_SPENT and self._keep_when_budget_spent:
+            self.stats.set_last_error(self.name, result.reason)
             return False
         if result.outcome is Outcome.DELIVERED:
             self._delivered(len(batch), started)

@@ -128,12 +128,20 @@ class QueueSlot:
     """One slot file: records, a cursor per sink, and the process's metadata.
 
     ``sinks`` are the sinks this process delivers itself (their cursors are kept in memory);
-    ``offline_sinks`` the ones it leaves to ``sync``. Opening raises ``sqlite3.DatabaseError``
-    if the file is damaged (see :func:`quarantine`).
+    ``offline_sinks`` the ones it leaves to ``sync``. ``claim=False`` opens a slot another
+    process owns (``sync``): its cursors and metadata are read, not written. Opening raises
+    ``sqlite3.DatabaseError`` if the file is damaged (see :func:`quarantine`).
     """
 
     def __init__(
-        self, path: Path, sinks: tuple[str, ...], *, max_bytes: int, fsync: bool = True, offline_sinks: tuple[str, ...] = ()
+        self,
+        path: Path,
+        sinks: tuple[str, ...],
+        *,
+        max_bytes: int,
+        fsync: bool = True,
+        offline_sinks: tuple[str, ...] = (),
+        claim: bool = True,
     ) -> None:
         self.path = Path(path)
         self.sinks = sinks
@@ -143,10 +151,11 @@ class QueueSlot:
         self._lock = threading.Lock()
         self._conn = self._open(self.path)
         try:
-            for sink in (*sinks, *offline_sinks):
-                self._conn.execute("INSERT OR IGNORE INTO cursors(sink, done_id) VALUES (?, 0)", (sink,))
-            self._conn.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('offline_sinks', ?)", (",".join(offline_sinks),))
-            self._conn.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('pid', ?)", (str(os.getpid()),))
+            if claim:
+                for sink in (*sinks, *offline_sinks):
+                    self._conn.execute("INSERT OR IGNORE INTO cursors(sink, done_id) VALUES (?, 0)", (sink,))
+                self._conn.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('offline_sinks', ?)", (",".join(offline_sinks),))
+                self._conn.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('pid', ?)", (str(os.getpid()),))
             self._cursor: dict[str, int] = {}
             self._external: dict[str, int] = {}
             self._read_cursors()

@@ -140,6 +140,7 @@ class Pipeline:
             recent=self._recent,
         )
         self._released = False
+        self._losses_answered = 0
 
     # -- the caller's side ------------------------------------------------------------------------
 
@@ -437,7 +438,6 @@ class Pipeline:
             self._start()
         if self.in_forked_child and not self._threads:
             return True
-        losses_before = self.stats.losses()
         request = _Request()
         with self._progress:
             self._flush_requests.append(request)
@@ -446,7 +446,18 @@ class Pipeline:
             return False
         if not self._wait_delivered(request.target_id, deadline):
             return False
-        return self.stats.losses() == losses_before
+        return self._nothing_lost_since_last_asked()
+
+    def _nothing_lost_since_last_asked(self) -> bool:
+        """No point dead-lettered or dropped since the previous flush or shutdown answered.
+
+        What was lost between two flushes was accepted before the second one, so it makes that
+        one False; the next starts with a clean slate.
+        """
+        losses = self.stats.losses()
+        clean = losses == self._losses_answered
+        self._losses_answered = losses
+        return clean
 
     def _wait_delivered(self, target_id: int, deadline: float) -> bool:
         queue = self._queue
@@ -472,16 +483,16 @@ class Pipeline:
         if not self._started and not len(self.buffer):
             self._closed = True
             return True
-        losses_before = self.stats.losses()
         persisted = self.persist(deadline - time.monotonic())
         queue = self._queue
         delivered = False
         if persisted and queue is not None:
             grace_deadline = min(deadline, time.monotonic() + self.config.shutdown_grace_s)
             delivered = self._wait_delivered(queue.last_id(), grace_deadline)
+        waiting = self._pending_by_sink()  # while the queue is still open
         self._stop_threads(deadline)
-        self._report_leftovers(persisted)
-        return delivered and persisted and self.stats.losses() == losses_before
+        self._report_leftovers(persisted, waiting)
+        return self._nothing_lost_since_last_asked() and delivered and persisted
 
     def _stop_threads(self, deadline: float) -> None:
         self._closed = True
@@ -502,7 +513,7 @@ class Pipeline:
             if release:
                 self._close_resources()
 
-    def _report_leftovers(self, persisted: bool) -> None:
+    def _report_leftovers(self, persisted: bool, waiting: dict[str, int]) -> None:
         """At the end: count what memory still held, say what waits on disk and what was lost."""
         leftovers = list(self.buffer.items) if not persisted else []
         lost = sum(item_points(i) for i in leftovers) + (self._ingest.pending_points() if not persisted else 0)
@@ -513,7 +524,6 @@ class Pipeline:
             self._report(
                 RuntimeError(f"{lost} point(s) not on disk at shutdown"), sink="*", points=lost, reason=reason.value, outcome="dropped"
             )
-        waiting = self._pending_by_sink()
         if waiting:
             where = ", ".join(
                 f"{points} for {sink}" + (" (offline)" if sink in self.offline_sinks else "") for sink, points in waiting.items()

@@ -1,0 +1,271 @@
+"""``otel-recursive-metrics sync --dir DIR``: deliver everything still pending in a data folder.
+
+What waits there:
+
+- the batches an offline run (``OTEL_RECURSIVE_METRICS_OFFLINE=true``) keeps for its network
+  sinks, also while that run is still writing (like ``wandb sync``): sync sends what is there
+  when it starts and moves the run's cursor for those sinks; the run goes on and a later sync
+  sends the rest;
+- the queue slots of runs that ended before delivering everything (an endpoint down at exit,
+  a ``kill -9``, a SIGTERM): every sink's share, store and OTLP alike.
+
+A slot a live process delivers itself is left to that process. The sinks are built from the
+usual settings (``OTEL_RECURSIVE_METRICS_*``, ``OTEL_EXPORTER_OTLP_[METRICS_]*``) and the options
+below, which win. Each batch is retried with backoff for up to ``--retry-s`` seconds; a batch
+the receiver refuses for good goes to the dead-letter queue, as in a run, split to keep the
+points it accepts.
+
+Progress goes to stderr (a bar on a terminal). Exit codes: 0 when nothing is left pending
+(also when there was nothing to do), 1 when something could not be delivered (the last error is
+printed; what is left stays on disk for the next sync), 2 bad usage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import fcntl
+import os
+import sqlite3
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TextIO
+
+from ..config import Config, load_config
+from ..errors import ConfigError
+from ..pipeline.dead_letter import DeadLetterQueue
+from ..pipeline.delivery import SinkDelivery
+from ..pipeline.ingest import RecentBatches
+from ..pipeline.queue import QueueSlot
+from ..pipeline.telemetry import Stats
+from ..sinks.base import Sink, build_sinks
+from ._output import CommandError
+
+__all__ = ["register", "sync_folder"]
+
+
+def register(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "sync",
+        help="deliver what a data folder still holds (offline runs, runs that ended before delivering)",
+        description="Deliver every batch still pending in <dir>/queue to its sinks; safe while a run is writing there.",
+    )
+    parser.add_argument("--dir", help="data folder (default: $OTEL_RECURSIVE_METRICS_DIR or ./otel-metrics)")
+    parser.add_argument("--endpoint", help="OTLP endpoint (default: OTEL_EXPORTER_OTLP_[METRICS_]ENDPOINT or localhost)")
+    parser.add_argument("--protocol", choices=("grpc", "http/protobuf"), help="OTLP protocol (default: the usual variables, else grpc)")
+    parser.add_argument("--store", help="SQLite store file for the store sink's share (default: <dir>/metrics.db)")
+    parser.add_argument("--retry-s", type=float, default=60.0, help="how long to keep retrying one batch (default 60)")
+    parser.set_defaults(handler=cmd_sync)
+
+
+@dataclasses.dataclass
+class SyncResult:
+    """What a sync did: points delivered and dead-lettered per sink, what is left, and why."""
+
+    delivered: dict[str, int] = dataclasses.field(default_factory=dict)
+    dead_lettered: dict[str, int] = dataclasses.field(default_factory=dict)
+    left: dict[str, int] = dataclasses.field(default_factory=dict)
+    errors: list[str] = dataclasses.field(default_factory=list)
+    slots: int = 0
+
+    @property
+    def complete(self) -> bool:
+        return not any(self.left.values()) and not self.errors
+
+
+class _Progress:
+    """Points done of the total, as a bar on a terminal or a line per slot otherwise."""
+
+    def __init__(self, total: int, stream: TextIO) -> None:
+        self.total, self.done, self.stream = total, 0, stream
+        self.tty = bool(getattr(stream, "isatty", lambda: False)())
+
+    def advance(self, points: int, where: str) -> None:
+        self.done += points
+        if self.tty:
+            width = 30
+            filled = int(width * self.done / max(1, self.total))
+            self.stream.write(f"\rsync [{'#' * filled}{'.' * (width - filled)}] {self.done}/{self.total} points")
+        else:
+            self.stream.write(f"sync: {where}: {self.done}/{self.total} points\n")
+        self.stream.flush()
+
+    def finish(self) -> None:
+        if self.tty and self.total:
+            self.stream.write("\n")
+            self.stream.flush()
+
+
+def _slots(queue_dir: Path) -> list[tuple[Path, Path]]:
+    out = []
+    for lock in sorted(queue_dir.glob("slot-*.lock")):
+        db = lock.with_suffix(".db")
+        if db.exists():
+            out.append((lock, db))
+    return out
+
+
+def _open_slot(db: Path, *, live: bool) -> tuple[QueueSlot, tuple[str, ...]]:
+    """A slot, and the sinks sync may deliver from it (a live one: only its offline sinks)."""
+    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=30.0)
+    try:
+        sinks = tuple(s for (s,) in conn.execute("SELECT sink FROM cursors"))
+        offline = tuple(s for s in dict(conn.execute("SELECT key, value FROM meta").fetchall()).get("offline_sinks", "").split(",") if s)
+    finally:
+        conn.close()
+    ours = offline if live else sinks
+    # Opened as the owner of ``ours`` cursors; the others (the live run's own) stay its business.
+    slot = QueueSlot(db, ours, max_bytes=2**62, fsync=True, offline_sinks=tuple(s for s in sinks if s not in ours), claim=False)
+    return slot, ours
+
+
+def sync_folder(
+    config: Config,
+    *,
+    retry_s: float = 60.0,
+    sink_factory: Callable[[Config], list[Sink]] = build_sinks,
+    stream: TextIO | None = None,
+) -> SyncResult:
+    """Deliver what ``config.queue_dir`` holds (see the module docstring); never raises for a sink's failure."""
+    stream = stream or sys.stderr
+    result = SyncResult()
+    queue_dir = config.queue_dir
+    if not queue_dir.is_dir():
+        return result
+    plans: list[tuple[QueueSlot, tuple[str, ...], int | None, int]] = []
+    for lock_path, db in _slots(queue_dir):
+        fd = os.open(lock_path, os.O_RDWR | os.O_CLOEXEC)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            live = False
+        except OSError:
+            live = True
+        try:
+            slot, sinks = _open_slot(db, live=live)
+        except sqlite3.DatabaseError as exc:
+            result.errors.append(f"{db}: cannot read it ({exc}); it is left as it is")
+            os.close(fd)
+            continue
+        if not sinks:
+            slot.close()
+            os.close(fd)
+            continue
+        plans.append((slot, sinks, fd if not live else None, slot.last_id()))
+        if live:
+            os.close(fd)
+    total = sum(slot.pending(s)[1] for slot, sinks, _, _ in plans for s in sinks)
+    progress = _Progress(total, stream)
+    names = sorted({s for _, sinks, _, _ in plans for s in sinks})
+    sinks_by_name: dict[str, Sink] = {}
+    if names:
+        try:
+            built = sink_factory(dataclasses.replace(config, sinks=tuple(names), offline=False))
+        except Exception as exc:  # noqa: BLE001 - reported, nothing is lost: the slots stay
+            result.errors.append(f"cannot build the sinks: {type(exc).__name__}: {exc}")
+            built = []
+        sinks_by_name = {s.name: s for s in built}
+    stats = Stats()
+    dead_letters = DeadLetterQueue(config.dead_letter_dir, max_bytes=config.dead_letter_max_bytes)
+    sync_config = dataclasses.replace(config, retry_max_elapsed_s=max(retry_s, 1e-9), flush_interval_s=1.0)
+    stop = threading.Event()
+    try:
+        for slot, sinks, lock_fd, until_id in plans:
+            result.slots += 1
+            for name in sinks:
+                sink = sinks_by_name.get(name)
+                before = slot.pending(name)[1]
+                if sink is None:
+                    result.left[name] = result.left.get(name, 0) + before
+                    continue
+                if not before:
+                    continue
+                delivery = SinkDelivery(
+                    sink,
+                    config=sync_config,
+                    queue=slot,
+                    stats=stats,
+                    dead_letters=dead_letters,
+                    recent=RecentBatches(),
+                    report=lambda *a, **k: None,
+                    stop=stop,
+                    wake=threading.Event(),
+                    on_progress=lambda: None,
+                    dead_letter_when_budget_spent=False,
+                )
+                delivery.run(until_id=until_id)
+                left = _left(slot, name, until_id)
+                progress.advance(before - left, f"{slot.path.name} -> {name}")
+                if left:
+                    result.left[name] = result.left.get(name, 0) + left
+                    error = stats.snapshot()["last_error"].get(name, "not delivered")
+                    result.errors.append(f"{name}: {left} point(s) of {slot.path.name} not delivered: {error}")
+            empty = slot.pending()[1] == 0
+            slot.sync()
+            slot.close()
+            if lock_fd is not None:
+                if empty:
+                    for suffix in ("", "-wal", "-shm"):
+                        try:
+                            os.unlink(str(slot.path) + suffix)
+                        except FileNotFoundError:
+                            pass
+                os.close(lock_fd)
+    finally:
+        progress.finish()
+        for sink in sinks_by_name.values():
+            try:
+                sink.close()
+            except Exception:  # noqa: BLE001 - closing must not hide the summary
+                pass
+    snap = stats.snapshot()
+    result.delivered = dict(snap["sent_points"])
+    result.dead_lettered = dict(snap["dead_lettered_points"])
+    return result
+
+
+def _left(slot: QueueSlot, sink: str, until_id: int | None) -> int:
+    """Points up to ``until_id`` that ``sink`` has not finished."""
+    done = slot.cursor(sink)
+    return sum(r.points for r in slot.records_after(done, until_id=until_id))
+
+
+def _config(args: argparse.Namespace) -> Config:
+    options: dict[str, Any] = {}
+    if args.dir:
+        options["dir"] = args.dir
+    if args.endpoint:
+        options["otlp_endpoint"] = args.endpoint
+    if args.protocol:
+        options["otlp_protocol"] = args.protocol
+    if args.store:
+        options["store_path"] = args.store
+    try:
+        return load_config(**options)
+    except ConfigError as exc:
+        raise CommandError(str(exc)) from None
+
+
+def cmd_sync(args: argparse.Namespace) -> int:
+    if args.retry_s < 0:
+        raise CommandError("--retry-s must be >= 0")
+    config = _config(args)
+    started = time.monotonic()
+    result = sync_folder(config, retry_s=args.retry_s)
+    took = time.monotonic() - started
+    sent = ", ".join(f"{n} to {s}" for s, n in sorted(result.delivered.items())) or "nothing"
+    dead = sum(result.dead_lettered.values())
+    line = f"otel-recursive-metrics: sync of {config.queue_dir}: delivered {sent} in {took:.1f} s"
+    if dead:
+        line += f"; {dead} point(s) refused for good, moved to {config.dead_letter_dir}"
+    print(line, file=sys.stderr)
+    if result.complete:
+        return 0
+    for error in result.errors:
+        print(f"otel-recursive-metrics: {error}", file=sys.stderr)
+    left = sum(result.left.values())
+    if left:
+        print(f"otel-recursive-metrics: {left} point(s) are still pending in {config.queue_dir}; run sync again", file=sys.stderr)
+    return 1

