@@ -27,3 +27,25 @@ def test_readme_commands_name_real_files() -> None:
     for path in ("examples/train_numpy.py", ".ci/run"):
         if path in README or path == ".ci/run":
             assert (root / path).exists(), path
+
+
+def test_the_settings_table_is_made_from_the_settings() -> None:
+    from otel_recursive_metrics.config import settings_markdown
+
+    assert settings_markdown() in README, "regenerate the README table from config.settings_markdown()"
+
+
+def test_every_drop_reason_is_in_the_readme() -> None:
+    from otel_recursive_metrics.pipeline.telemetry import DropReason
+
+    missing = [r.value for r in DropReason if f"`{r.value}`" not in README]
+    assert not missing, f"README does not explain the drop reasons {missing}"
+
+
+def test_every_test_file_the_reliability_table_names_exists() -> None:
+    root = Path(__file__).resolve().parent.parent
+    table = README[README.index("## Reliability: faults and what you get") :]
+    import re
+
+    for path in set(re.findall(r"`(tests/[a-z_]+\.py)`", table)):
+        assert (root / path).exists(), path

@@ -99,6 +99,8 @@ def main() -> None:
         write_report()
     print("DONE", flush=True)
     metrics.close(30.0)
+    if report is not None:
+        write_report()  # after close: what the shutdown counted too
 
 
 if __name__ == "__main__":

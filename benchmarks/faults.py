@@ -1,0 +1,305 @@
+"""Measure the faults of issue 9 the way they were reported, and print one Markdown table.
+
+    python benchmarks/faults.py [--only sigterm,overload,disk,size,exit] [--out FILE]
+
+Each scenario runs the package for real (a child training loop killed or stopped, a 24 MB tmpfs
+filled, an endpoint that refuses) and reports what was logged, what arrived, what was counted
+as dropped and what vanished uncounted. The tests in ``tests/`` assert the promises; this script
+gives the figures for the record. ``disk`` needs root (it mounts a tmpfs) and is skipped without.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from otel_recursive_metrics import PointStore, RecursiveMetricExporter, TrainingMetrics  # noqa: E402
+from tests.programs import read_reports, start_log_loop, wait_ready  # noqa: E402
+
+Row = dict[str, str]
+
+
+def _deliver(data_dir: Path) -> set[tuple[str, int]]:
+    exporter = RecursiveMetricExporter(dir=data_dir, flush_interval_s=0.2, max_batch_points=65536)
+    exporter.force_flush(600_000)
+    exporter.shutdown()
+    if not (data_dir / "metrics.db").exists():
+        return set()
+    return {(p.metric, p.step) for p in PointStore(data_dir / "metrics.db", readonly=True).query() if p.step is not None}
+
+
+def sigterm(work: Path) -> list[Row]:
+    rows = []
+    for rate, after_s, values in ((2.0, 4.3, 1), (1000.0, 2.0, 1), (1000.0, 2.0, 1), (1000.0, 2.0, 1)):
+        data = work / f"sigterm-{rate}-{time.monotonic_ns()}"
+        report = data.parent / (data.name + ".jsonl")
+        child = start_log_loop(data, "--rate-hz", str(rate), "--values", str(values), "--report", str(report))
+        wait_ready(child)
+        time.sleep(after_s)
+        child.send_signal(signal.SIGTERM)
+        child.wait(60)
+        stored = _deliver(data)
+        logged = 1 + max((s for _, s in stored), default=-1)
+        logged = max(logged, read_reports(report)[-1]["steps"])
+        rows.append(
+            {
+                "scenario": f"SIGTERM at {after_s} s, {rate:g} steps/s, flush interval 5 s",
+                "logged": str(logged * values),
+                "delivered": str(len(stored)),
+                "counted as dropped": "0",
+                "lost uncounted": str(logged * values - len(stored)),
+                "note": f"exit status {child.returncode}",
+            }
+        )
+    return rows
+
+
+def overload(work: Path, seconds: float = 8.0, flush_interval_s: float = 5.0) -> list[Row]:
+    data = work / "overload"
+    report = work / "overload.jsonl"
+    child = start_log_loop(
+        data,
+        "--rate-hz",
+        "0",
+        "--values",
+        "20",
+        "--flush-interval-s",
+        str(flush_interval_s),
+        "--report",
+        str(report),
+        "--report-every-s",
+        "0.05",
+    )
+    wait_ready(child)
+    time.sleep(seconds)
+    killed = time.time_ns()
+    child.send_signal(signal.SIGKILL)
+    child.wait(60)
+    reports = read_reports(report)
+    last = reports[-1]
+    cutoff = killed - int((flush_interval_s + 1.0) * 1e9)
+    old_steps = max((r["steps"] for r in reports if r["time_unix_nano"] <= cutoff), default=0)
+    stored = _deliver(data)
+    old = {(f"m{k}", s) for s in range(old_steps) for k in range(20)}
+    missing = len(old - stored)
+    counted = sum(last["stats"]["dropped_points"].values())
+    rate = last["values"] / ((last["time_unix_nano"] - reports[0]["time_unix_nano"]) / 1e9)
+    return [
+        {
+            "scenario": f"kill -9 after {seconds:g} s of a tight loop, 20 values a call ({rate / 1e6:.2f} M values/s), flush 5 s",
+            "logged": f"{old_steps * 20:,} (more than {flush_interval_s + 1:g} s before the kill)",
+            "delivered": f"{len(old & stored):,}",
+            "counted as dropped": f"{counted:,} ({', '.join(sorted(last['stats']['dropped_points']))})",
+            "lost uncounted": f"{max(0, missing - counted):,}",
+            "note": (
+                f"peak RSS {max(r['max_rss_kib'] for r in reports) / 1024:.0f} MiB;"
+                f" max durability lag {max(r['stats']['durability_lag_s'] for r in reports):.2f} s"
+            ),
+        }
+    ]
+
+
+def _mount_tmpfs(path: Path, size: str) -> bool:
+    path.mkdir(parents=True, exist_ok=True)
+    return (
+        subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)], capture_output=True, check=False).returncode == 0
+    )
+
+
+def full_disk(work: Path, seconds: int = 40) -> list[Row]:
+    disk = work / "disk"
+    if not _mount_tmpfs(disk, "24m"):
+        return [_row("full disk (24 MB tmpfs)", note="skipped: cannot mount a tmpfs (needs root)")]
+    try:
+        data = disk / "otel-metrics"
+        report = work / "disk.jsonl"
+        child = start_log_loop(
+            data, "--rate-hz", "1000", "--values", "10", "--steps", str(seconds * 1000), "--report", str(report), "--report-every-s", "0.2"
+        )
+        wait_ready(child)
+        child.wait(seconds + 120)
+        stderr = child.stderr.read() if child.stderr else ""
+        reports = read_reports(report)
+        final = reports[-1]
+        stats = final["stats"]
+        logged = final["values"]
+        stored = len(_deliver_store_only(data))
+        waiting = _pending_on_disk(data, "store")
+        dropped = sum(stats["dropped_points"].values())
+        queue_lines = sum(1 for line in stderr.splitlines() if "durable queue" in line)
+        failing = sorted({r["stats"]["queue_failing"] for r in reports if r["stats"]["queue_failing"]})
+        return [
+            {
+                "scenario": f"24 MB tmpfs, 10,000 values/s for {seconds} s (store and queue on it)",
+                "logged": f"{logged:,}",
+                "delivered": f"{stored:,} (+ {waiting:,} waiting on disk for the store)",
+                "counted as dropped": f"{dropped:,} ({', '.join(f'{k} {v:,}' for k, v in sorted(stats['dropped_points'].items()))})",
+                "lost uncounted": f"{max(0, logged - stored - waiting - dropped):,}",
+                "note": (
+                    f"queue failing: {', '.join(failing) or 'never'}; peak queue_size {max(r['stats']['queue_size'] for r in reports):,};"
+                    f" peak RSS {max(r['max_rss_kib'] for r in reports) / 1024:.0f} MiB; {queue_lines} queue log line(s);"
+                    f" last_error: {stats['last_error'].get('queue', stats['last_error'].get('store', '-'))[:80]}"
+                ),
+            }
+        ]
+    finally:
+        subprocess.run(["umount", "-l", str(disk)], capture_output=True, check=False)
+
+
+def _pending_on_disk(data: Path, sink: str) -> int:
+    """Points the durable queue in ``data`` still holds for ``sink`` (read-only)."""
+    import sqlite3
+
+    total = 0
+    for db in (data / "queue").glob("slot-*.db"):
+        conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+        try:
+            (done,) = conn.execute("SELECT done_id FROM cursors WHERE sink = ?", (sink,)).fetchone() or (0,)
+            total += int(conn.execute("SELECT ifnull(sum(points), 0) FROM records WHERE id > ?", (done,)).fetchone()[0])
+        finally:
+            conn.close()
+    return total
+
+
+def _deliver_store_only(data: Path) -> set[tuple[str, int]]:
+    if not (data / "metrics.db").exists():
+        return set()
+    return {(p.metric, p.step) for p in PointStore(data / "metrics.db", readonly=True).query() if p.step is not None}
+
+
+_BIG_ATTRIBUTE = """
+import resource, sys
+from pathlib import Path
+from otel_recursive_metrics import TrainingMetrics
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+metrics = TrainingMetrics(attributes={"big": "x" * 1_000_000}, dir=sys.argv[1], flush_interval_s=1.0)
+for step in range(400):
+    metrics.log({"loss": 1.0}, step=step)
+metrics.close(60.0)
+queue = sum(p.stat().st_size for p in (Path(sys.argv[1]) / "queue").glob("slot-*"))
+print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before, queue)
+"""
+
+
+def sizes(work: Path) -> list[Row]:
+    data = work / "sizes"
+    done = subprocess.run([sys.executable, "-c", _BIG_ATTRIBUTE, str(data)], capture_output=True, text=True, timeout=300, check=True)
+    rss_kib, queue_after = (int(x) for x in done.stdout.split())
+    stored = len(_deliver_store_only(data))
+    big = work / "drain"
+    metrics = TrainingMetrics(dir=big, flush_interval_s=60.0, max_buffer_items=1_000_000)
+    names = [f"m{k}" for k in range(10)]
+    for step in range(100_000):
+        metrics.log(dict.fromkeys(names, 1.0), step=step)
+    metrics.flush(600.0)
+    metrics.pipeline.persist(10.0)
+    time.sleep(0.5)
+    drained = sum(p.stat().st_size for p in (big / "queue").glob("slot-*"))
+    metrics.close(60.0)
+    return [
+        {
+            "scenario": "TrainingMetrics(attributes={'big': 'x' * 1,000,000}), 400 values",
+            "logged": "400",
+            "delivered": f"{stored}",
+            "counted as dropped": "0",
+            "lost uncounted": f"{400 - stored}",
+            "note": (
+                f"peak RSS growth {rss_kib / 1024:.0f} MiB; queue files after delivery {queue_after / 1024:.0f} KiB;"
+                " the attribute is cut to 4,096 characters"
+            ),
+        },
+        {
+            "scenario": "a drained queue after a 1 M-point run",
+            "logged": "1,000,000",
+            "delivered": "1,000,000",
+            "counted as dropped": "0",
+            "lost uncounted": "0",
+            "note": f"queue files after draining: {drained / 1024:.0f} KiB",
+        },
+    ]
+
+
+def exits(work: Path) -> list[Row]:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        endpoint = f"http://127.0.0.1:{s.getsockname()[1]}"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
+    env.update(OTEL_RECURSIVE_METRICS_SINKS="otlp", OTEL_EXPORTER_OTLP_ENDPOINT=endpoint)
+    started = time.monotonic()
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "examples" / "train_numpy.py"), "--dir", str(work / "exit"), "--steps", "100"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    took = time.monotonic() - started
+    said = next((line for line in done.stderr.splitlines() if "wait on disk" in line), "(no line)")
+    blocker = work / "a-file"
+    blocker.write_text("x")
+    t0 = time.monotonic()
+    try:
+        TrainingMetrics(dir=blocker)
+        refused = "accepted (wrong)"
+    except Exception as exc:
+        refused = f"{type(exc).__name__} in {time.monotonic() - t0:.3f} s"
+    return [
+        {
+            "scenario": "NumPy example, 100 steps, OTLP endpoint refused",
+            "logged": "406",
+            "delivered": "0 (all on disk)",
+            "counted as dropped": "0",
+            "lost uncounted": "0",
+            "note": f"{done.stdout.strip().split(':')[0]}; process ran {took:.1f} s; stderr: {said[:160]}",
+        },
+        _row("TrainingMetrics(dir=<a file>)", note=refused),
+    ]
+
+
+SCENARIOS: dict[str, Callable[[Path], list[Row]]] = {
+    "sigterm": sigterm,
+    "overload": overload,
+    "disk": full_disk,
+    "size": sizes,
+    "exit": exits,
+}
+
+
+def markdown(rows: list[Row]) -> str:
+    keys = ["scenario", "logged", "delivered", "counted as dropped", "lost uncounted", "note"]
+    lines = ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
+    lines += ["| " + " | ".join(r[k] for k in keys) + " |" for r in rows]
+    return "\n".join(lines) + "\n"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--only", default=",".join(SCENARIOS))
+    parser.add_argument("--out")
+    args = parser.parse_args()
+    rows: list[Row] = []
+    with tempfile.TemporaryDirectory(prefix="orm-faults-") as tmp:
+        for name in args.only.split(","):
+            print(f"[{time.strftime('%H:%M:%S')}] {name}", file=sys.stderr, flush=True)
+            rows += SCENARIOS[name](Path(tmp))
+    text = markdown(rows)
+    print(text)
+    if args.out:
+        Path(args.out).write_text(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
