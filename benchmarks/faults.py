@@ -30,6 +30,10 @@ from tests.programs import read_reports, start_log_loop, wait_ready  # noqa: E40
 Row = dict[str, str]
 
 
+def _row(scenario: str, note: str) -> Row:
+    return {"scenario": scenario, "logged": "-", "delivered": "-", "counted as dropped": "-", "lost uncounted": "-", "note": note}
+
+
 def _deliver(data_dir: Path) -> set[tuple[str, int]]:
     exporter = RecursiveMetricExporter(dir=data_dir, flush_interval_s=0.2, max_batch_points=65536)
     exporter.force_flush(600_000)
