@@ -10,14 +10,17 @@ starts, all on 127.0.0.1 with free ports and in a temporary folder:
 - one gateway Collector (``base.yaml`` + ``gateway.yaml``), synchronous: it answers an agent only
   once Prometheus has the samples (``GATEWAY_PROCESSORS='[memory_limiter]' PRW_QUEUE_ENABLED=false``,
   collector-config/README.md "Crash safety"), and copies ``training.rank`` and ``training.run.id``
-  onto every series (``PRW_RESOURCE_LABELS``);
+  onto every series (``PRW_RESOURCE_LABELS``). With ``--gateways N`` there are N of them, on
+  ``127.0.0.2``, ``127.0.0.3``, ... and one port, behind one DNS name that a
+  :class:`~fleet_observe.LoopbackDNS` answers with all their addresses; the agents resolve it
+  themselves and spread their requests over the gateways (gRPC ``round_robin``);
 - one agent Collector per simulated node (``base.yaml`` + ``agent.yaml``), each with its sending
   queue on disk (``file_storage``);
 - ``--ranks`` rank processes (``fleet_rank.py``), ``--ranks / --nodes`` per node, with the
   variables torchrun sets; even ranks export OTLP/gRPC, odd ranks OTLP/HTTP, to their node's agent.
 
 Faults, on a schedule spread over the run (``--faults``, each once): ``agent`` SIGKILLs agent 0
-and starts it again after ``--agent-outage-s``; ``gateway`` SIGKILLs the gateway and starts it
+and starts it again after ``--agent-outage-s``; ``gateway`` SIGKILLs (the first) gateway and starts it
 again after ``--gateway-outage-s``; ``prometheus`` cuts the link for ``--prometheus-outage-s``.
 
 Afterwards PromQL must answer, for every rank and metric, exactly what the rank logged (the
@@ -62,13 +65,21 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from fleet_observe import ACCEPTED, QUEUE_SIZE, SENT, CuttableLink, ProcessSampler, PrometheusWatcher, Watched  # noqa: E402
+from fleet_observe import ACCEPTED, QUEUE_SIZE, SENT, CuttableLink, LoopbackDNS, ProcessSampler, PrometheusWatcher, Watched  # noqa: E402
 
 from tests.collector.stack import CONFIG_DIR, Collector, Prometheus, Server, free_port, start_prometheus  # noqa: E402
 
 RANK_SCRIPT = Path(__file__).resolve().with_name("fleet_rank.py")
 FAULT_KINDS = ("agent", "gateway", "prometheus")
 READY_TIMEOUT_S = 300.0  # all ranks importing the SDK and gRPC at once on two cores
+GATEWAYS_NAME = "gateways.fleet.test"  # the one DNS name of several gateways (.test: reserved, never real)
+# With several addresses behind one name, the agents' gRPC client spreads its requests over all
+# of them (the default policy, pick_first, would send everything to the first that answers).
+ROUND_ROBIN_OVERLAY = """\
+exporters:
+  otlp_grpc/gateway:
+    balancer_name: round_robin
+"""
 IDLE_MIN_S = 10.0  # the Collectors' idle CPU is measured over at least this long before the go
 LATENCY_METRIC = "fleet_v00"  # the watcher follows one metric per rank; all of a step's values travel together
 
@@ -139,7 +150,8 @@ class Fleet:
     run_id: str
     prometheus: Prometheus | None = None
     link: CuttableLink | None = None
-    gateway: Collector | None = None
+    gateways: list[Collector] = field(default_factory=list)
+    dns: LoopbackDNS | None = None
     agents: list[Collector] = field(default_factory=list)
     ranks: list[Rank] = field(default_factory=list)
 
@@ -147,32 +159,57 @@ class Fleet:
         self.prometheus = start_prometheus(prometheus_binary, self.workdir / "prometheus")
         self.link = CuttableLink(free_port(), self.prometheus.port)
         self.link.start()
-        self.gateway = self._collector(
-            otelcol,
-            "gateway",
-            "gateway.yaml",
-            PRW_ENDPOINT=f"http://127.0.0.1:{self.link.port}/api/v1/write",
-            GATEWAY_PROCESSORS="[memory_limiter]",
-            PRW_QUEUE_ENABLED="false",
-            PRW_RESOURCE_LABELS="[training.rank, training.run.id]",
-        )
-        self.gateway.start()
+        gateway_env = {
+            "PRW_ENDPOINT": f"http://127.0.0.1:{self.link.port}/api/v1/write",
+            "GATEWAY_PROCESSORS": "[memory_limiter]",
+            "PRW_QUEUE_ENABLED": "false",
+            "PRW_RESOURCE_LABELS": "[training.rank, training.run.id]",
+        }
+        agent_overlays = ["agent.yaml"]
+        if self.args.gateways == 1:
+            gateway = self._collector(otelcol, "gateway-0", "gateway.yaml", **gateway_env)
+            self.gateways.append(gateway)
+            gateway_endpoint = f"127.0.0.1:{gateway.grpc_port}"
+        else:
+            # One port on several loopback addresses, one name for them all.
+            grpc_port, http_port = free_port(), free_port()
+            addresses = [f"127.0.0.{2 + i}" for i in range(self.args.gateways)]
+            for i, address in enumerate(addresses):
+                gateway = self._collector(
+                    otelcol,
+                    f"gateway-{i}",
+                    "gateway.yaml",
+                    **gateway_env,
+                    OTLP_GRPC_ENDPOINT=f"{address}:{grpc_port}",
+                    OTLP_HTTP_ENDPOINT=f"{address}:{http_port}",
+                )
+                gateway.grpc_port = grpc_port
+                self.gateways.append(gateway)
+            self.dns = LoopbackDNS(free_port(), GATEWAYS_NAME, addresses)
+            self.dns.start()
+            gateway_endpoint = f"dns://127.0.0.1:{self.dns.port}/{GATEWAYS_NAME}:{grpc_port}"
+            overlay = self.workdir / "agent-round-robin.yaml"
+            overlay.write_text(ROUND_ROBIN_OVERLAY)
+            agent_overlays.append(str(overlay))
+        for gateway in self.gateways:
+            gateway.start()
         for node in range(self.args.nodes):
             folder = self.workdir / f"agent-{node}"
             agent = self._collector(
                 otelcol,
                 f"agent-{node}",
-                "agent.yaml",
-                GATEWAY_ENDPOINT=f"127.0.0.1:{self.gateway.grpc_port}",
+                *agent_overlays,
+                GATEWAY_ENDPOINT=gateway_endpoint,
                 AGENT_QUEUE_DIR=str(folder / "queue"),
             )
             self.agents.append(agent)
             agent.start()
 
-    def _collector(self, otelcol: str, name: str, overlay: str, **env: str) -> Collector:
+    def _collector(self, otelcol: str, name: str, *overlays: str, **env: str) -> Collector:
+        """A Collector of ``base.yaml`` plus ``overlays`` (names in collector-config/ or paths), not started."""
         folder = self.workdir / name
         folder.mkdir(parents=True, exist_ok=True)
-        return Collector(otelcol, [CONFIG_DIR / "base.yaml", CONFIG_DIR / overlay], folder, env=env)
+        return Collector(otelcol, [CONFIG_DIR / "base.yaml", *(CONFIG_DIR / o for o in overlays)], folder, env=env)
 
     def start_ranks(self) -> None:
         per_node = self.args.ranks // self.args.nodes
@@ -251,7 +288,7 @@ class Fleet:
         """Stop every process by its process group: ranks first, then the Collectors, Prometheus last."""
         for r in self.ranks:
             r.server.stop(timeout_s=5)
-        collectors = [c for c in (*self.agents, self.gateway) if c is not None and c.server is not None]
+        collectors = [c for c in (*self.agents, *self.gateways) if c.server is not None]
         for c in collectors:
             assert c.server is not None
             c.server.signal_group(signal.SIGTERM)
@@ -259,14 +296,15 @@ class Fleet:
             c.stop()
         if self.link is not None:
             self.link.stop()
+        if self.dns is not None:
+            self.dns.stop()
         if self.prometheus is not None:
             self.prometheus.server.stop()
 
     def logs_tail(self) -> str:
         parts = []
-        for c in (self.gateway, *self.agents):
-            if c is not None:
-                parts.append(f"--- {c.folder.name} log tail:\n{c.log_tail(25)}")
+        for c in (*self.gateways, *self.agents):
+            parts.append(f"--- {c.folder.name} log tail:\n{c.log_tail(25)}")
         if self.prometheus is not None:
             parts.append(f"--- prometheus log tail:\n{self.prometheus.server.log_tail(15)}")
         return "\n".join(parts)
@@ -282,9 +320,9 @@ def pid_of(collector: Collector) -> int | None:
 
 def inject(fault: Fault, fleet: Fleet, sampler: ProcessSampler, watcher: PrometheusWatcher) -> None:
     """Cause ``fault``, wait out its outage, repair it; its start and end times are recorded on it."""
-    assert fleet.gateway is not None and fleet.link is not None
+    assert fleet.link is not None
     if fault.kind in ("agent", "gateway"):
-        collector, role = (fleet.agents[0], "agent-0") if fault.kind == "agent" else (fleet.gateway, "gateway")
+        collector, role = (fleet.agents[0], "agent-0") if fault.kind == "agent" else (fleet.gateways[0], "gateway-0")
         sampler.read_cpu(role)  # its last CPU reading before the process is gone
         fault.started_s = time.time()
         collector.kill()
@@ -325,6 +363,7 @@ def check(prometheus: Prometheus, run_id: str, results: dict[int, dict[str, Any]
             "steps": r["stats"]["last_step"] + 1,
             "points_logged": r["stats"]["received_points"],
             "points_seen": 0,
+            "late_steps": r["late_steps"],
             "lost": 0,
             "duplicated": 0,
             "wrong_metrics": [],
@@ -409,12 +448,14 @@ def figures(
 ) -> dict[str, Any]:
     """The measured figures, from the sampler's timeline, the watcher's polls and the ranks' results."""
     agents = [f"agent-{n}" for n in range(args.nodes)]
+    gateways = [f"gateway-{n}" for n in range(args.gateways)]
     timeline = sampler.rows()
     latencies, visible, recoveries = watcher.snapshot()
     points = sum(row["points_logged"] for row in rows)
     go_s, drained_s = marks["go_s"], marks["drained_s"]
     run_s = drained_s - go_s
-    out: dict[str, Any] = {"points": points, "run_s": run_s}
+    out: dict[str, Any] = {"points": points, "run_s": run_s, "steps": sum(row["steps"] for row in rows)}
+    out["late_steps"] = sum(row["late_steps"] for row in rows)
 
     # Throughput: what was logged, what the chain carried end to end, and its fastest catch-up.
     out["logged_points_per_s"] = points / args.seconds
@@ -430,7 +471,7 @@ def figures(
 
     # CPU: per 1,000 points over the whole run (idle CPU measured before the go is subtracted too).
     cpu: dict[str, Any] = {}
-    for group, roles, group_points in (("agents", agents, points), ("gateway", ["gateway"], points)):
+    for group, roles, group_points in (("agents", agents, points), ("gateway", gateways, points)):
         used_s = sum(sampler.cpu_s(role) for role in roles) - sum(marks["cpu_at_go"][role] for role in roles)
         idle_s = sum(marks["idle_cpu_per_s"][role] for role in roles) * run_s
         cpu[group] = {
@@ -447,7 +488,7 @@ def figures(
 
     # Memory: resident set, peak and at the end of the logging, per role.
     memory: dict[str, Any] = {}
-    for role in [*agents, "gateway", "prometheus"]:
+    for role in [*agents, *gateways, "prometheus"]:
         rss = [row[role].get("VmRSS", 0) for row in timeline if role in row and row[role].get("VmRSS")]
         memory[role] = {"peak_mib": max(rss, default=0) / 1024, "median_mib": statistics.median(rss) / 1024 if rss else 0.0}
     out["memory"] = memory
@@ -521,11 +562,13 @@ def fmt(value: Any, digits: int = 1) -> str:
 def report(args: argparse.Namespace, faults: list[Fault], rows: list[dict[str, Any]], figs: dict[str, Any], context: dict[str, Any]) -> str:
     lat, cpu, mem = figs["latency_s"], figs["cpu"], figs["memory"]
     agents = [f"agent-{n}" for n in range(args.nodes)]
+    gateways = [f"gateway-{n}" for n in range(args.gateways)]
     lines = [
         "## Fleet run",
         "",
         f"- Command: `{context['command']}`",
-        f"- Run id `{context['run_id']}`; {args.ranks} ranks on {args.nodes} nodes, {args.values} values a step every "
+        f"- Run id `{context['run_id']}`; {args.ranks} ranks on {args.nodes} nodes, {args.gateways} gateway(s), "
+        f"{args.values} values a step every "
         f"{args.step_ms:g} ms for {args.seconds:g} s; faults: {', '.join(f.name for f in faults) or 'none'}",
         f"- Result: **{'PASS' if passed(rows) else 'FAIL'}**, {sum(r['lost'] for r in rows)} lost, "
         f"{sum(r['duplicated'] for r in rows)} duplicated, {sum(bool(r['wrong_metrics']) for r in rows)} ranks with an altered series",
@@ -539,18 +582,19 @@ def report(args: argparse.Namespace, faults: list[Fault], rows: list[dict[str, A
         "| figure | value |",
         "|---|---:|",
         f"| points logged | {figs['points']:,} ({fmt(figs['logged_points_per_s'], 0)} points/s) |",
+        f"| steps logged more than one step late (the ranks were short of CPU) | {figs['late_steps']:,} of {figs['steps']:,} |",
         f"| end to end: all points in Prometheus, from the go | {fmt(figs['run_s'])} s "
         f"= {fmt(figs['end_to_end_points_per_s'], 0)} points/s |",
         f"| fastest 5 s into Prometheus (catching up after a fault) | {fmt(figs['peak_points_per_s_5s'], 0)} points/s |",
         f"| agents' CPU per 1,000 points (all {args.nodes} together; net of idle) | {fmt(cpu['agents']['ms_per_1000_points'], 2)} ms "
         f"({fmt(cpu['agents']['ms_per_1000_points_net_of_idle'], 2)} ms) |",
-        f"| gateway's CPU per 1,000 points (net of idle) | {fmt(cpu['gateway']['ms_per_1000_points'], 2)} ms "
+        f"| gateway's CPU per 1,000 points ({args.gateways} together; net of idle) | {fmt(cpu['gateway']['ms_per_1000_points'], 2)} ms "
         f"({fmt(cpu['gateway']['ms_per_1000_points_net_of_idle'], 2)} ms) |",
         f"| points per CPU-second: one agent / the gateway | {fmt(cpu['agents']['points_per_cpu_s'], 0)} / "
         f"{fmt(cpu['gateway']['points_per_cpu_s'], 0)} |",
         f"| Prometheus CPU per 1,000 points | {fmt(cpu['prometheus']['ms_per_1000_points'], 2)} ms |",
-        f"| RSS peak: agents (each) / gateway / Prometheus | {' '.join(fmt(mem[a]['peak_mib'], 0) for a in agents)} / "
-        f"{fmt(mem['gateway']['peak_mib'], 0)} / {fmt(mem['prometheus']['peak_mib'], 0)} MiB |",
+        f"| RSS peak: agents (each) / gateways (each) / Prometheus | {' '.join(fmt(mem[a]['peak_mib'], 0) for a in agents)} / "
+        f"{' '.join(fmt(mem[g]['peak_mib'], 0) for g in gateways)} / {fmt(mem['prometheus']['peak_mib'], 0)} MiB |",
         f"| latency log() → PromQL, all {lat['samples']:,} samples of {LATENCY_METRIC}: p50 / p99 / max | {fmt(lat['p50'], 2)} / "
         f"{fmt(lat['p99'], 2)} / {fmt(lat['max'], 2)} s |",
         f"| the same, outside fault windows ({lat['outside_faults_samples']:,} samples): p50 / p99 | {fmt(lat['outside_faults_p50'], 2)} / "
@@ -672,6 +716,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--values", type=int, default=20, help="values logged per step by each rank")
     parser.add_argument("--step-ms", type=float, default=50.0, help="time between a rank's steps (>= 2)")
     parser.add_argument("--seconds", type=float, default=120.0, help="how long the ranks log")
+    parser.add_argument("--gateways", type=int, default=1, help="gateways behind one DNS name (2 or more: on 127.0.0.2, .3, ...)")
     parser.add_argument("--faults", default="agent,gateway,prometheus", help="comma-separated, in order, from: " + ", ".join(FAULT_KINDS))
     parser.add_argument("--agent-outage-s", type=float, default=5.0)
     parser.add_argument("--gateway-outage-s", type=float, default=15.0)
@@ -688,6 +733,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.ranks < 1 or args.nodes < 1 or args.ranks % args.nodes:
         parser.error("--ranks must be a positive multiple of --nodes")
+    if not 1 <= args.gateways <= 200:
+        parser.error("--gateways must be between 1 and 200")
     if args.step_ms < 2:
         parser.error("--step-ms must be at least 2: Prometheus keeps one sample per series per millisecond")
     kinds = [k.strip() for k in args.faults.split(",") if k.strip() and k.strip() != "none"]
@@ -729,9 +776,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         try:
             say(f"workdir {workdir}; run id {run_id}")
             fleet.start_backends(otelcol, prometheus_binary)
-            assert fleet.gateway is not None and fleet.prometheus is not None
+            assert fleet.prometheus is not None
             prometheus_server = fleet.prometheus.server
-            gateway = fleet.gateway
             watched = [
                 Watched(
                     f"agent-{n}",
@@ -741,9 +787,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                 )
                 for n, agent in enumerate(fleet.agents)
             ]
-            watched.append(
-                Watched("gateway", functools.partial(pid_of, gateway), metrics_url=f"http://127.0.0.1:{gateway.metrics_port}/metrics")
-            )
+            watched += [
+                Watched(f"gateway-{n}", functools.partial(pid_of, gateway), metrics_url=f"http://127.0.0.1:{gateway.metrics_port}/metrics")
+                for n, gateway in enumerate(fleet.gateways)
+            ]
             watched.append(Watched("prometheus", lambda: prometheus_server.process.pid if prometheus_server.process else None))
             sampler = ProcessSampler(watched)
             idle_from = (time.monotonic(), {w.role: sampler.sample()[w.role].get("cpu_s", 0.0) for w in watched})

@@ -360,3 +360,81 @@ class CuttableLink:
             pass
         finally:
             writer.close()  # one direction ended: end the connection (the other pipe then ends too)
+
+
+# -- one DNS name for several gateways -------------------------------------------------------------
+
+
+class LoopbackDNS:
+    """A DNS server on ``127.0.0.1`` (UDP) that answers one name with several A records.
+
+    Stands in for the cluster's DNS in front of several gateways: the agents' gRPC client asks it
+    directly (an endpoint ``dns://127.0.0.1:PORT/NAME:GRPC_PORT``), so the machine's resolver and
+    ``/etc/hosts`` are not touched. Every A query for ``name`` gets all ``addresses``; any other
+    query type for it gets an empty answer, any other name NXDOMAIN. Answers carry a 1 s TTL.
+    """
+
+    def __init__(self, port: int, name: str, addresses: list[str]) -> None:
+        self.port = port
+        self.name = name.rstrip(".").lower()
+        self.addresses = addresses
+        self.queries = 0
+        self._socket: Any = None
+        self._thread = threading.Thread(target=self._serve, name="fleet-dns", daemon=True)
+        self._stop = threading.Event()
+
+    def start(self) -> None:
+        import socket
+
+        self._socket = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self._socket.bind(("127.0.0.1", self.port))
+        self._socket.settimeout(0.5)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+        if self._socket is not None:
+            self._socket.close()
+
+    def _serve(self) -> None:
+        while not self._stop.is_set():
+            try:
+                query, client = self._socket.recvfrom(512)
+            except OSError:  # the timeout, or the socket closed by stop()
+                continue
+            answer = self.answer(query)
+            if answer:
+                self.queries += 1
+                self._socket.sendto(answer, client)
+
+    def answer(self, query: bytes) -> bytes | None:
+        """The response to one DNS query message (RFC 1035 section 4), or None if it cannot be read."""
+        if len(query) < 12:
+            return None
+        labels, offset = [], 12
+        while offset < len(query) and query[offset]:
+            length = query[offset]
+            labels.append(query[offset + 1 : offset + 1 + length].decode("ascii", "replace"))
+            offset += 1 + length
+        offset += 1
+        if offset + 4 > len(query):
+            return None
+        question = query[12 : offset + 4]
+        qtype = int.from_bytes(query[offset : offset + 2], "big")
+        known = ".".join(labels).lower() == self.name
+        rd = query[2] & 0x01  # echo "recursion desired"
+        records = [ip for ip in self.addresses] if known and qtype == 1 else []
+        flags = 0x8400 | (rd << 8) | (0 if known else 3)  # response, authoritative; NXDOMAIN for other names
+        header = query[:2] + flags.to_bytes(2, "big") + (1).to_bytes(2, "big") + len(records).to_bytes(2, "big") + bytes(4)
+        body = b"".join(
+            b"\xc0\x0c"
+            + (1).to_bytes(2, "big")
+            + (1).to_bytes(2, "big")
+            + (1).to_bytes(4, "big")
+            + (4).to_bytes(2, "big")
+            # the name is a pointer to the question; type A, class IN, TTL 1 s, 4 bytes of address
+            + bytes(int(part) for part in ip.split("."))
+            for ip in records
+        )
+        return header + question + body

@@ -60,13 +60,10 @@ def sleep_until(wall_time_s: float) -> None:
         time.sleep(delay_s)
 
 
-def next_free_millisecond(last_ms: int) -> int:
-    """Sleep until the wall clock is past millisecond ``last_ms``; return the current millisecond."""
-    now_ms = time.time_ns() // 1_000_000
-    while now_ms <= last_ms:
+def next_free_millisecond(last_ms: int) -> None:
+    """Sleep until the wall clock is past millisecond ``last_ms``."""
+    while time.time_ns() // 1_000_000 <= last_ms:
         time.sleep(0.0005)
-        now_ms = time.time_ns() // 1_000_000
-    return now_ms
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -97,12 +94,15 @@ def main(argv: list[str] | None = None) -> int:
         if scheduled_s >= end_s:
             break
         sleep_until(scheduled_s)
-        last_ms = next_free_millisecond(last_ms)
+        next_free_millisecond(last_ms)
         now_s = time.time()
         if now_s > scheduled_s + step_s:
             late_steps += 1
         value = float(steps)
         metrics.log(dict.fromkeys(names, value), step=steps)
+        # The call took its timestamp somewhere before it returned, possibly in a later millisecond
+        # than the one waited for above: the next step waits for a millisecond after this one.
+        last_ms = time.time_ns() // 1_000_000
         if steps == 0:
             first_log_s = now_s
         last_log_s = now_s
