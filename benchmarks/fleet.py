@@ -512,16 +512,22 @@ def figures(
 
     # Faults: time down, recovery (until every rank's data up to the repair is visible), queues.
     out["faults"] = []
-    for fault in faults:
+    for i, fault in enumerate(faults):
         entry: dict[str, Any] = {
             "fault": fault.name,
             "at_s": fault.started_s - go_s,
             "down_s": fault.ended_s - fault.started_s,
             "recovery_s": recoveries.get(fault.name),
         }
+        # Caught up only after the next fault began: the figure is that fault's too, not this one's.
+        next_start_s = faults[i + 1].started_s if i + 1 < len(faults) else math.inf
+        entry["recovery_overlaps_next_fault"] = fault.ended_s + (entry["recovery_s"] or math.inf) > next_start_s
+        entry["quiet_after_s"] = next_start_s - fault.ended_s if next_start_s < math.inf else None
         before = [row for row in timeline if row["t"] <= fault.started_s]
         during = between(timeline, fault.started_s, fault.ended_s + 1.5)
-        if before and during:
+        # While an agent is down its successor's counters start at zero: the queue figures are
+        # those of the faults downstream of the agents, where the agents hold the backlog.
+        if before and during and fault.kind != "agent":
             base = before[-1]
             queued = []
             for row in during:
@@ -601,9 +607,12 @@ def report(args: argparse.Namespace, faults: list[Fault], rows: list[dict[str, A
         f"{fmt(lat['outside_faults_p99'], 2)} s |",
     ]
     for fault in figs["faults"]:
+        recovered = f"{fmt(fault['recovery_s'])} s"
+        if fault["recovery_overlaps_next_fault"]:
+            recovered = f"not within the {fmt(fault['quiet_after_s'])} s before the next fault ({recovered} counting it)"
         lines.append(
-            f"| {fault['fault']} at {fmt(fault['at_s'], 0)} s: down / recovered after repair | {fmt(fault['down_s'])} s / "
-            f"{fmt(fault['recovery_s'])} s |"
+            f"| {fault['fault']} at {fmt(fault['at_s'], 0)} s: down / all data up to the repair visible after "
+            f"| {fmt(fault['down_s'])} s / {recovered} |"
         )
         peak = fault.get("agents_queue_peak")
         if peak:
