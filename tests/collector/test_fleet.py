@@ -1,4 +1,4 @@
-"""The fleet harness's short form: 8 ranks on 2 nodes for 60 s, the gateway SIGKILLed once, nothing lost.
+"""The fleet harness's short form: 8 ranks on 2 nodes for 60 s, a gateway SIGKILLed once, nothing lost.
 
 ``benchmarks/fleet.py`` starts the whole shape on loopback (an agent Collector per node with its
 queue on disk, a synchronous gateway, Prometheus, ranks exporting over OTLP gRPC and HTTP) and
@@ -7,6 +7,9 @@ test runs it as a user would, with the Collector and Prometheus the other end-to
 (so it skips, or fails under ``CI=true``, for the same reasons), and reads its JSON record: per
 rank 0 lost, 0 duplicated, no altered series. Its timings are recorded by the harness, never
 asserted here; the long form's figures are in ``benchmarks/results/``.
+
+Twice: with one gateway, and with two gateways behind one DNS name (the route beyond one gateway
+that collector-config/README.md calls tested), where the other gateway carries on meanwhile.
 """
 
 from __future__ import annotations
@@ -29,7 +32,10 @@ RUN_TIMEOUT_S = 540.0
 
 
 @pytest.mark.timeout(RUN_TIMEOUT_S + 60)
-def test_fleet_with_a_gateway_kill_loses_and_repeats_nothing_per_rank(otelcol_binary: str, prometheus_binary: str, tmp_path: Path) -> None:
+@pytest.mark.parametrize("gateways", [1, 2], ids=["one-gateway", "two-gateways-one-dns-name"])
+def test_fleet_with_a_gateway_kill_loses_and_repeats_nothing_per_rank(
+    gateways: int, otelcol_binary: str, prometheus_binary: str, tmp_path: Path
+) -> None:
     record_path = tmp_path / "fleet.json"
     argv = [
         sys.executable,
@@ -38,6 +44,7 @@ def test_fleet_with_a_gateway_kill_loses_and_repeats_nothing_per_rank(otelcol_bi
         "--nodes=2",
         "--seconds=60",
         "--faults=gateway",
+        f"--gateways={gateways}",
         f"--otelcol={otelcol_binary}",
         f"--prometheus={prometheus_binary}",
         f"--workdir={tmp_path / 'fleet'}",
@@ -62,9 +69,16 @@ def test_fleet_with_a_gateway_kill_loses_and_repeats_nothing_per_rank(otelcol_bi
     assert {row["protocol"] for row in ranks} == {"gRPC", "HTTP"}
     faults = record["figures"]["faults"]
     assert [fault["fault"] for fault in faults] == ["gateway kill -9"], faults
-    # The gateway was down while the ranks logged: the agents' queues held points for it.
-    peak = faults[0].get("agents_queue_peak") or {}
-    assert peak.get("queued_points", 0) > 0, f"the agents queued nothing during the outage: {faults}"
+    if gateways == 1:
+        # The gateway was down while the ranks logged: the agents' queues held points for it.
+        peak = faults[0].get("agents_queue_peak") or {}
+        assert peak.get("queued_points", 0) > 0, f"the agents queued nothing during the outage: {faults}"
+    else:
+        # Both gateways carried points (the agents spread their requests over the name's addresses).
+        carried = [
+            max(row[f"gateway-{n}"].get("otelcol_exporter_sent_metric_points", 0) for row in record["timeline"]) for n in range(gateways)
+        ]
+        assert all(points > 0 for points in carried), f"points sent per gateway: {carried}"
     for row in ranks:
         assert (row["lost"], row["duplicated"], row["wrong_metrics"]) == (0, 0, []), f"rank {row['rank']}: {row}\n{output[-4000:]}"
         assert row["points_seen"] == row["points_logged"] == row["steps"] * 20, row
