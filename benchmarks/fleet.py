@@ -824,6 +824,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                 inject(fault, fleet, sampler, watcher)
             fleet.wait_ranks(time.monotonic() + max(0.0, go_s + args.seconds - time.time()) + args.close_timeout_s + 60)
             say("ranks done; waiting for Prometheus to have every point")
+            missing = [r for r in fleet.ranks if not r.result.exists()]
+            if missing:
+                r = missing[0]
+                raise RuntimeError(f"ranks {[m.rank for m in missing]} wrote no result; rank {r.rank}'s log:\n{r.server.log_tail()}")
             results = {r.rank: json.loads(r.result.read_text()) for r in fleet.ranks}
             expected_steps = sum(res["stats"]["last_step"] + 1 for res in results.values())
             drain_deadline = time.monotonic() + args.drain_timeout_s

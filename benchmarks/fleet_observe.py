@@ -1,4 +1,4 @@
-"""What the fleet harness watches while the run goes on, and the one fault that needs a helper.
+"""What the fleet harness watches while the run goes on, and the two pieces of network it fakes.
 
 - :class:`ProcessSampler` reads ``/proc/<pid>/stat`` and ``/proc/<pid>/status`` of each Collector
   every second (CPU seconds, resident memory) and scrapes the Collector's own metrics endpoint
@@ -11,6 +11,8 @@
 - :class:`CuttableLink` is a TCP relay on loopback between the gateway and Prometheus. Cutting it
   closes its listening socket and resets every connection, so the gateway finds Prometheus
   unreachable (connection refused) while Prometheus itself keeps running and stays queryable.
+- :class:`LoopbackDNS` answers one name with several addresses, so that several gateways can sit
+  behind one DNS name without touching the machine's resolver.
 
 Thread safety: each class runs one daemon thread of its own; the readers (``summary()``,
 ``latencies()``, ...) take the same lock as the thread that writes.
@@ -424,7 +426,7 @@ class LoopbackDNS:
         qtype = int.from_bytes(query[offset : offset + 2], "big")
         known = ".".join(labels).lower() == self.name
         rd = query[2] & 0x01  # echo "recursion desired"
-        records = [ip for ip in self.addresses] if known and qtype == 1 else []
+        records = list(self.addresses) if known and qtype == 1 else []
         flags = 0x8400 | (rd << 8) | (0 if known else 3)  # response, authoritative; NXDOMAIN for other names
         header = query[:2] + flags.to_bytes(2, "big") + (1).to_bytes(2, "big") + len(records).to_bytes(2, "big") + bytes(4)
         body = b"".join(
