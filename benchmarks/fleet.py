@@ -672,16 +672,10 @@ def versions(otelcol: str, prometheus_binary: str) -> str:
 
 
 def machine() -> str:
-    model = "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    from bench_core import cpu_model  # the benchmarks' one reading of the CPU model
+
     memory_gib = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
-    return f"{os.cpu_count()} cores, {model}, {memory_gib:.1f} GiB RAM, {platform.system()} {platform.release()}"
+    return f"{os.cpu_count()} cores, {cpu_model()}, {memory_gib:.1f} GiB RAM, {platform.system()} {platform.release()}"
 
 
 def load_average() -> str:
