@@ -23,7 +23,7 @@ import pytest
 
 from tests.conftest import required_in_ci
 
-from .stack import CONFIG_DIR, PROMETHEUS_CONFIG, Collector, Prometheus, Server, StartCollector, TrainingRun, free_port, http_get
+from .stack import CONFIG_DIR, Collector, Prometheus, StartCollector, TrainingRun, start_prometheus
 
 # Read at import: the suite's autouse fixture removes every OTEL_RECURSIVE_METRICS_* variable
 # from the environment before each test.
@@ -45,29 +45,11 @@ def prometheus_binary() -> str:
 @pytest.fixture(scope="session")
 def prometheus(prometheus_binary: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Prometheus]:
     """One Prometheus for the session (each test tells its series apart by its run id)."""
-    folder = tmp_path_factory.mktemp("prometheus")
-    config = folder / "prometheus.yml"
-    config.write_text(PROMETHEUS_CONFIG)
-    port = free_port()
-    server = Server(
-        "prometheus",
-        [
-            prometheus_binary,
-            f"--config.file={config}",
-            f"--storage.tsdb.path={folder / 'data'}",
-            f"--web.listen-address=127.0.0.1:{port}",
-            "--web.enable-remote-write-receiver",
-        ],
-        log_path=folder / "prometheus.log",
-        cwd=folder,
-    )
-    server.start()
+    prom = start_prometheus(prometheus_binary, tmp_path_factory.mktemp("prometheus"))
     try:
-        prom = Prometheus(server, port)
-        server.wait_ready(lambda: http_get(f"{prom.url}/-/ready", timeout_s=2)[0] == 200)
         yield prom
     finally:
-        server.stop()
+        prom.server.stop()
 
 
 # -- the Collector --------------------------------------------------------------------------------

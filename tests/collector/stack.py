@@ -204,6 +204,38 @@ storage:
 """
 
 
+def start_prometheus(binary: str, folder: Path, *, config: str = PROMETHEUS_CONFIG, port: int | None = None) -> Prometheus:
+    """Start ``binary`` on loopback with the remote-write receiver, data in ``folder``; returns once ready.
+
+    ``config`` is the Prometheus configuration (by default :data:`PROMETHEUS_CONFIG`, with the
+    out-of-order window); ``port`` defaults to a free one. The caller stops ``.server``.
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    config_path = folder / "prometheus.yml"
+    config_path.write_text(config)
+    port = port or free_port()
+    server = Server(
+        "prometheus",
+        [
+            binary,
+            f"--config.file={config_path}",
+            f"--storage.tsdb.path={folder / 'data'}",
+            f"--web.listen-address=127.0.0.1:{port}",
+            "--web.enable-remote-write-receiver",
+        ],
+        log_path=folder / "prometheus.log",
+        cwd=folder,
+    )
+    server.start()
+    prometheus = Prometheus(server, port)
+    try:
+        server.wait_ready(lambda: http_get(f"{prometheus.url}/-/ready", timeout_s=2)[0] == 200)
+    except BaseException:
+        server.stop()
+        raise
+    return prometheus
+
+
 @dataclass
 class Collector:
     """otelcol-recursive with ``base.yaml`` plus overlays, on free loopback ports kept across restarts."""
