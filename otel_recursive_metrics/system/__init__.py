@@ -62,6 +62,7 @@ __all__ = [
     "DEFAULT_INTERVAL_S",
     "DEFAULT_METRIC_SET",
     "GPU_METRICS",
+    "THREAD_NAME",
     "GpuDevice",
     "GpuSource",
     "SystemMetrics",
