@@ -270,6 +270,7 @@ def test_an_empty_cuda_visible_devices_means_no_gpu_metrics_and_says_why(
 def test_without_the_nvml_binding_there_is_no_error_and_one_info_line(
     monkeypatch: pytest.MonkeyPatch, sample: Callable[..., Sampled], caplog: pytest.LogCaptureFixture, data_dir: Path
 ) -> None:
+    require_module("opentelemetry.instrumentation.system_metrics", "system")
     caplog.set_level(logging.INFO)
     monkeypatch.setitem(sys.modules, "pynvml", None)  # `import pynvml` raises ImportError
     got = sample(metrics="default")  # host metrics too: they go on without the GPU ones

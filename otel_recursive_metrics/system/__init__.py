@@ -26,8 +26,8 @@ ignored anyway); ours is not restarted after a fork. What one sample costs is me
 
 Lifecycle: :meth:`SystemMetrics.start` is idempotent, and a second sampler on a pipeline that
 already has a running one declines to start (a warning says so) rather than doubling every
-series. :meth:`SystemMetrics.shutdown` stops the thread, takes a last sample and releases NVML,
-all within its deadline; it never shuts the pipeline down, which belongs to its owner (the main
+series. :meth:`SystemMetrics.shutdown` has the thread take a last sample and end, then releases
+NVML, all within its deadline; it never shuts the pipeline down, which belongs to its owner (the main
 exporter, ``TrainingMetrics``, ``configure()``); that is why the private exporter's ``shutdown`` is
 a no-op. If the pipeline is shut down first, the sampler notices at its next tick and stops.
 
@@ -143,6 +143,7 @@ class SystemMetrics:
         self._lock = threading.Lock()
         self._collect_lock = threading.Lock()
         self._stop = threading.Event()
+        self._final_deadline = 0.0
         self._thread: threading.Thread | None = None
         self._provider: MeterProvider | None = None
         self._reader: PeriodicExportingMetricReader | None = None
@@ -249,6 +250,10 @@ class SystemMetrics:
             now = time.monotonic()
             if next_at < now:  # a sample overran (a hung driver call): skip the missed ticks
                 next_at = now + self.interval_s
+        # Stopping: one last sample (the energy total, say), here rather than on the thread that
+        # called shutdown, which may be the training thread at exit.
+        if not _pipeline_closed(self.pipeline):
+            self._collect(deadline=self._final_deadline)
 
     def _collect(self, deadline: float) -> bool:
         reader = self._reader
@@ -276,7 +281,10 @@ class SystemMetrics:
     # -- shutdown ------------------------------------------------------------------------------------
 
     def shutdown(self, timeout_s: float = 5.0) -> bool:
-        """Stop sampling within ``timeout_s``, after one last sample; True if everything stopped in time.
+        """Stop sampling within ``timeout_s``, after one last sample taken on the sampler thread.
+
+        True if the thread ended in time (False: it was stuck in a driver call; it is a daemon
+        and the vendor library stays open under it).
 
         Idempotent. The pipeline is left running (flush or shut it down afterwards).
         """
@@ -288,14 +296,12 @@ class SystemMetrics:
             started = self._started
         if not started:
             return True
-        self._stop.set()
+        self._final_deadline = deadline
+        self._stop.set()  # the thread takes its last sample and ends
         thread = self._thread
         if thread is not None and thread.is_alive():
             thread.join(max(0.0, deadline - time.monotonic()))
         stopped = thread is None or not thread.is_alive()
-        in_parent = os.getpid() == self._pid
-        if stopped and in_parent and not _pipeline_closed(self.pipeline):
-            self._collect(deadline)  # the last values (the energy total, say) before the run ends
         if self._gpu is not None and stopped:
             self._gpu.close()  # not while the thread may still be inside a driver call
         if self._provider is not None:

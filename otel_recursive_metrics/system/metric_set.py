@@ -26,7 +26,8 @@ read from left to right:
 =====================================  ===============================================================
 ``default``                            the default set
 ``all``                                every metric the instrumentation knows, plus every GPU metric
-``default,system.swap.usage``          add a metric, with the instrumentation's own default states
+``default,system.swap.usage``          add a metric, with its default states (ours if the default set
+                                       has it, else the instrumentation's)
 ``default,-system.*``                  remove every metric matching a glob
 ``process.cpu.time,hw.gpu.utilization``  exactly these (a list that does not start with ``default``
                                        or ``all`` starts from nothing)
@@ -153,7 +154,7 @@ def parse_metric_set(
                 chosen = {k: v for k, v in chosen.items() if not fnmatch.fnmatchcase(k, pattern)}
             else:
                 _check_names([token], known)
-                states = (known or {}).get(token)
+                states = DEFAULT_METRIC_SET[token] if token in DEFAULT_METRIC_SET else (known or {}).get(token)
                 chosen[token] = None if states is None else list(states)
     else:
         raise ValueError(f"expected a string or a mapping of metric -> states, got {type(value).__name__}")
