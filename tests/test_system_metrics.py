@@ -428,3 +428,18 @@ def test_stats_say_what_is_sampled(pipeline_factory: Callable[..., Pipeline]) ->
         "running": False,
     }
     json.dumps(stats)  # plain data
+
+
+def test_the_benchmark_prints_its_markdown_row(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, str(Path(__file__).resolve().parent.parent / "benchmarks" / "bench_system.py"), "--samples", "3"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    lines = done.stdout.splitlines()
+    header = next(i for i, line in enumerate(lines) if line.startswith("| metric set"))
+    assert set(lines[header + 1]) <= set("|-") and lines[header + 2].startswith("| `default` |")
+    assert lines[header + 2].count("|") == lines[header].count("|")
