@@ -443,3 +443,42 @@ def test_the_benchmark_prints_its_markdown_row(tmp_path: Path) -> None:
     header = next(i for i, line in enumerate(lines) if line.startswith("| metric set"))
     assert set(lines[header + 1]) <= set("|-") and lines[header + 2].startswith("| `default` |")
     assert lines[header + 2].count("|") == lines[header].count("|")
+
+
+def test_a_sampler_that_fails_to_start_costs_nothing_and_frees_its_place(
+    pipeline_factory: Callable[..., Pipeline], monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from otel_recursive_metrics import system
+
+    pipeline = pipeline_factory()
+
+    def broken(*args: Any, **kwargs: Any) -> list[str]:
+        raise RuntimeError("instrumentation exploded")
+
+    working = system.instrument_host
+    monkeypatch.setattr(system, "instrument_host", broken)
+    caplog.set_level(logging.ERROR, logger="otel_recursive_metrics")
+    failed = SystemMetrics(pipeline, interval_s=3600, metrics="process.memory.usage")
+    assert not failed.start()
+    assert not failed.active and not failed.sample_now()
+    assert any("did not start" in r.getMessage() for r in caplog.records)
+    assert THREAD_NAME not in {t.name for t in threading.enumerate()}
+    monkeypatch.setattr(system, "instrument_host", working)
+    assert start_system_metrics(pipeline, interval_s=3600, metrics="process.memory.usage") is not failed
+
+
+def test_asking_for_system_metrics_again_while_starting_returns_the_starting_sampler(pipeline_factory: Callable[..., Pipeline]) -> None:
+    pipeline = pipeline_factory()
+    seen: list[SystemMetrics] = []
+
+    class AskingAgain(ThreadRecordingSource):
+        def devices(self) -> Sequence[GpuDevice]:
+            # As a constructor wired to start system metrics would, from inside the first start.
+            seen.append(start_system_metrics(pipeline, interval_s=3600))
+            return super().devices()
+
+    first = start_system_metrics(pipeline, interval_s=3600, metrics="hw.gpu.utilization", gpu_source=AskingAgain())
+    try:
+        assert first.running and seen == [first]
+    finally:
+        assert first.shutdown(10.0)

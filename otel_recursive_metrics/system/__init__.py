@@ -80,6 +80,9 @@ METER_NAME = "otel_recursive_metrics.system"
 # cannot be reused while the entry lives; the entry goes when the sampler does.
 _samplers: weakref.WeakValueDictionary[int, SystemMetrics] = weakref.WeakValueDictionary()
 _samplers_lock = threading.Lock()
+# Serialises start_system_metrics (check, create, start); re-entrant because starting builds a
+# RecursiveMetricExporter, whose constructor may be wired to ask for system metrics again.
+_start_lock = threading.RLock()
 
 
 def _pipeline_closed(pipeline: Any) -> bool:
@@ -150,6 +153,7 @@ class SystemMetrics:
         self._gpu: GpuMetrics | None = None
         self._host_metrics: list[str] = []
         self._started = False
+        self._starting = False
         self._closed = False
         self._pid = os.getpid()
         self.samples = 0
@@ -163,6 +167,11 @@ class SystemMetrics:
         """True while the sampling thread of this process runs."""
         thread = self._thread
         return self._started and not self._closed and thread is not None and thread.is_alive() and os.getpid() == self._pid
+
+    @property
+    def active(self) -> bool:
+        """True while starting or running: a second sampler on the pipeline would double its series."""
+        return self._starting or self.running
 
     @property
     def metric_names(self) -> list[str]:
@@ -197,16 +206,38 @@ class SystemMetrics:
                 return False
             with _samplers_lock:
                 other = _samplers.get(id(self.pipeline))
-                if other is not None and other is not self and other.running:
+                if other is not None and other is not self and other.active:
                     _log.warning("otel-recursive-metrics: this pipeline already has a system metrics sampler; a second one is not started")
                     return False
                 _samplers[id(self.pipeline)] = self
-            self._build()
-            self._thread = threading.Thread(target=self._run, name=THREAD_NAME, daemon=True)
-            self._started = True
-            self._thread.start()
+                self._starting = True
+            try:
+                self._build()
+                self._thread = threading.Thread(target=self._run, name=THREAD_NAME, daemon=True)
+                self._started = True
+                self._thread.start()
+            except Exception:  # noqa: BLE001 - system metrics must never cost the training run
+                _log.exception("otel-recursive-metrics: system metrics did not start")
+                self._abandon()
+                return False
+            finally:
+                self._starting = False
         _log.debug("otel-recursive-metrics: system metrics every %g s: %s", self.interval_s, ", ".join(self.metric_names) or "none")
         return True
+
+    def _abandon(self) -> None:
+        self._started = False
+        self._closed = True
+        if self._gpu is not None:
+            self._gpu.close()
+        if self._provider is not None:
+            try:
+                self._provider.shutdown(timeout_millis=1000.0)
+            except Exception:  # noqa: BLE001
+                _log.debug("shutting the system metrics provider down failed", exc_info=True)
+        with _samplers_lock:
+            if _samplers.get(id(self.pipeline)) is self:
+                del _samplers[id(self.pipeline)]
 
     def _build(self) -> None:
         from .. import __version__
@@ -324,14 +355,11 @@ def start_system_metrics(pipeline: Pipeline, **options: Any) -> SystemMetrics:
     one pipeline share one sampler (the first one's options win). ``options`` are
     :class:`SystemMetrics`' keyword arguments.
     """
-    with _samplers_lock:
-        current = _samplers.get(id(pipeline))
-        if current is not None and current.running:
-            return current
-    sampler = SystemMetrics(pipeline, **options)
-    if not sampler.start():
+    with _start_lock:
         with _samplers_lock:
             current = _samplers.get(id(pipeline))
-        if current is not None and current.running:
+        if current is not None and current.active:
             return current
-    return sampler
+        sampler = SystemMetrics(pipeline, **options)
+        sampler.start()
+        return sampler
