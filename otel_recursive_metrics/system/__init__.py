@@ -14,8 +14,10 @@ exporter may be something else entirely.
 
 What is sampled (:mod:`.metric_set`): host and process metrics from OpenTelemetry's own
 system-metrics instrumentation (:mod:`.host`), GPU metrics from NVML under ``hw.gpu.*`` names for
-the devices this rank uses (:mod:`.gpu`, :mod:`.nvml`). Either part may be missing (no ``system``
-extra, no GPU): the other still runs, and a log line says why.
+the devices this rank uses (:mod:`.gpu`, :mod:`.nvml`). ``process.*`` and ``hw.*`` come from every
+rank, ``system.*`` (the same for every rank on a host) only from each node's local rank 0 unless
+``host_metrics_every_rank``. Either part may be missing (no ``system`` extra, no GPU): the other
+still runs, and a log line says why.
 
 The thread: ``otel-recursive-metrics-system`` (daemon) collects the provider every ``interval_s``
 (default 10 s) on a fixed schedule; the training thread never takes a sample. The reader's own

@@ -3,18 +3,19 @@
 What is recorded, one point per selected device per collection (names and units from the
 hardware semantic conventions, where ``hw.type`` is ``gpu``):
 
-=======================  ==============  =====  ===========================================================
-metric                   instrument      unit   value
-=======================  ==============  =====  ===========================================================
-``hw.gpu.utilization``   gauge           ``1``  fraction of the last sample period in which a kernel ran
-                                                (``hw.gpu.task="general"``)
-``hw.gpu.memory.usage``  up-down count.  ``By`` device memory in use
-``hw.gpu.memory.limit``  up-down count.  ``By`` device memory size
-``hw.power``             gauge           ``W``  power drawn now
-``hw.energy``            counter         ``J``  energy used since the driver loaded
-``hw.temperature``       gauge           ``Cel`` die temperature
-``hw.gpu.speed``         gauge           ``Hz`` SM clock; not in the conventions yet, named after ``hw.cpu.speed``
-=======================  ==============  =====  ===========================================================
+=======================  ===============  =======  ====================================================
+metric                   instrument       unit     value
+=======================  ===============  =======  ====================================================
+``hw.gpu.utilization``   gauge            ``1``    fraction of the last sample period in which a kernel
+                                                   ran (``hw.gpu.task="general"``)
+``hw.gpu.memory.usage``  up-down counter  ``By``   device memory in use
+``hw.gpu.memory.limit``  up-down counter  ``By``   device memory size
+``hw.power``             gauge            ``W``    power drawn now
+``hw.energy``            counter          ``J``    energy used since the driver loaded
+``hw.temperature``       gauge            ``Cel``  die temperature
+``hw.gpu.speed``         gauge            ``Hz``   SM clock; not in the conventions yet, named after
+                                                   ``hw.cpu.speed``
+=======================  ===============  =======  ====================================================
 
 Attributes on every point: ``hw.id`` (the device UUID, ``GPU-...`` or ``MIG-...``), ``hw.name``
 (the product name), ``hw.type="gpu"``, ``hw.vendor``, ``gpu.index`` (the driver's index, as

@@ -23,22 +23,23 @@ ignored.
 :func:`parse_metric_set` reads a set given as a mapping, a JSON object, or a comma-separated list,
 read from left to right:
 
-=====================================  ===============================================================
-``default``                            the default set
-``all``                                every metric the instrumentation knows, plus every GPU metric
-``default,system.swap.usage``          add a metric, with its default states (ours if the default set
-                                       has it, else the instrumentation's)
-``default,-system.*``                  remove every metric matching a glob
-``process.cpu.time,hw.gpu.utilization``  exactly these (a list that does not start with ``default``
-                                       or ``all`` starts from nothing)
-``{"system.cpu.utilization": ["idle"]}``  a JSON object: exactly this set, states included
-=====================================  ===============================================================
+==========================================  ==========================================================
+``default``                                 the default set
+``all``                                     every metric the instrumentation knows, and every GPU metric
+``default,system.swap.usage``               add a metric, with its default states (ours if the default
+                                            set has it, else the instrumentation's)
+``default,-system.*``                       remove every metric matching a glob
+``process.cpu.time,hw.gpu.utilization``     exactly these (a list that does not start with ``default``
+                                            or ``all`` starts from nothing)
+``{"system.cpu.utilization": ["idle"]}``    a JSON object: exactly this set, states included
+==========================================  ==========================================================
 
 The instrumentation's own variable ``OTEL_PYTHON_SYSTEM_METRICS_EXCLUDED_METRICS`` (globs,
 comma-separated) is honoured on top, GPU names included: the instrumentation applies it only to
 its own default set, which we never use, so without this it would be silently ignored.
 
-Everything here is a pure function of its arguments; safe from any thread.
+Functions without state (they read only the environment mapping given, ``os.environ`` by default);
+safe from any thread.
 """
 
 from __future__ import annotations
