@@ -55,8 +55,8 @@ def _process_cpu_s() -> float:
 def run(*, samples: int = 300, warmup: int = 5, metrics: str = "default", interval_s: float = 10.0) -> dict[str, Any]:
     from otel_recursive_metrics import PointStore
     from otel_recursive_metrics.config import load_config
+    from otel_recursive_metrics.pipeline import Pipeline
     from otel_recursive_metrics.system import SystemMetrics
-    from otel_recursive_metrics.worker import Pipeline
 
     with tempfile.TemporaryDirectory(prefix="bench-system-") as folder:
         pipeline = Pipeline(load_config(dir=folder, sinks="store"))

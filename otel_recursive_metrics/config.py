@@ -152,6 +152,20 @@ def _optional_str(value: Any) -> str | None:
     return text or None
 
 
+def _system_metric_set(value: Any) -> str:
+    """A system metric set (see :mod:`otel_recursive_metrics.system.metric_set`), kept as text."""
+    import json
+
+    from .system.metric_set import parse_metric_set
+
+    text = json.dumps(dict(value)) if isinstance(value, Mapping) else str(value).strip() or "default"
+    try:
+        parse_metric_set(text, environ={})
+    except ValueError as exc:
+        raise _Invalid(f"a system metric set: `default`, `all`, metric names, `-glob`, or a JSON object ({exc})") from None
+    return text
+
+
 def _headers(value: Any) -> tuple[tuple[str, str], ...]:
     """Parse ``k1=v1,k2=v2`` (W3C-baggage style, values URL-decoded) or a mapping."""
     if value is None or value == "":
@@ -242,6 +256,23 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("fsync", _bool, "fsync the durable queue at least every `flush_interval_s` (off: survives a process crash, not a power loss)."),
     Setting("export_in_forked_child", _bool, "Let SDK exports in a forked child through (they would repeat the parent's data)."),
     Setting(
+        "system_metrics",
+        _bool,
+        "Sample host, process and GPU metrics into the pipeline (extras `system`, `gpu`); see System and GPU metrics.",
+    ),
+    Setting(
+        "system_metrics_interval_s",
+        _float(0.0, exclusive=True),
+        "Seconds between system metric samples.",
+        (ENV_PREFIX + "SYSTEM_METRICS_INTERVAL",),
+    ),
+    Setting(
+        "system_metrics_set",
+        _system_metric_set,
+        "Which system metrics: `default`, `all`, metric names, `-glob` to remove, or a JSON object of metric -> states.",
+    ),
+    Setting("system_metrics_gpu", _bool, "Include the GPU metrics (NVML) in the system metrics."),
+    Setting(
         "offline",
         _bool,
         "Keep every sink but send nothing over the network: OTLP batches wait on disk for `otel-recursive-metrics sync`.",
@@ -319,6 +350,10 @@ class Config:
     dead_letter_max_bytes: int = 256 * MiB
     fsync: bool = True
     export_in_forked_child: bool = False
+    system_metrics: bool = False
+    system_metrics_interval_s: float = 10.0
+    system_metrics_set: str = "default"
+    system_metrics_gpu: bool = True
     offline: bool = False
     shutdown_grace_s: float = 3.0
     handle_sigterm: bool = True

@@ -40,6 +40,7 @@ from opentelemetry.sdk.metrics.export import (
 )
 
 from .config import Config, load_config
+from .pipeline import default as default_pipeline
 from .pipeline.buffer import ExportItem
 from .pipeline.worker import ErrorCallback, Pipeline
 
@@ -83,15 +84,14 @@ class RecursiveMetricExporter(MetricExporter):
             preferred_temporality=preferred_temporality or _temporality_from_env(),
             preferred_aggregation=preferred_aggregation,
         )
+        self._failed_logged = False
         if pipeline is not None:
+            # Someone else's pipeline (the system-metrics sampler's, say): not made the default.
             self._pipeline = pipeline
         else:
             resolved = config if isinstance(config, Config) else load_config(config, **options)
             self._pipeline = Pipeline(resolved)
-        self._failed_logged = False
-        from .pipeline import default as _registry
-
-        _registry.set_default_pipeline(self._pipeline)
+            default_pipeline.set_default_pipeline(self._pipeline)
 
     @property
     def config(self) -> Config:

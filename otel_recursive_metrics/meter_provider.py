@@ -38,6 +38,8 @@ def configure(
     attrs.update(resource_attributes or {})
     resource = Resource.create(attrs)
     exporter.pipeline.resource_attributes = dict(resource.attributes)
+    if exporter.config.system_metrics:
+        exporter.pipeline.start_system_metrics()  # now, with the provider's resource; not at the first point
     interval_ms = None if export_interval_s is None else export_interval_s * 1000.0
     reader = PeriodicExportingMetricReader(exporter, export_interval_millis=interval_ms)
     provider = MeterProvider(resource=resource, metric_readers=[reader])

@@ -25,8 +25,8 @@ import pytest
 
 from otel_recursive_metrics import PointStore, StoredPoint
 from otel_recursive_metrics.config import load_config
+from otel_recursive_metrics.pipeline import Pipeline
 from otel_recursive_metrics.system import THREAD_NAME, GpuDevice, SystemMetrics
-from otel_recursive_metrics.worker import Pipeline
 
 from .conftest import require_module
 from .fake_pynvml import NVML_ERROR_GPU_IS_LOST, NVML_ERROR_LIBRARY_NOT_FOUND, FakeGpu, FakeMig, FakeNvml, mig_uuid, uuid

@@ -23,8 +23,8 @@ import pytest
 
 from otel_recursive_metrics import PointStore, StoredPoint, TrainingMetrics
 from otel_recursive_metrics.config import load_config
+from otel_recursive_metrics.pipeline import Pipeline
 from otel_recursive_metrics.system import THREAD_NAME, GpuDevice, SystemMetrics, parse_metric_set, start_system_metrics
-from otel_recursive_metrics.worker import Pipeline
 
 from .conftest import require_module
 from .otlp_receiver import GrpcReceiver, HttpReceiver, wait_until

@@ -141,6 +141,8 @@ class Pipeline:
         )
         self._released = False
         self._losses_answered = 0
+        #: The SystemMetrics sampler (``system_metrics`` or :meth:`start_system_metrics`).
+        self._system: Any = None
 
     # -- the caller's side ------------------------------------------------------------------------
 
@@ -244,7 +246,28 @@ class Pipeline:
                 )
                 self._threads.append(thread)
                 thread.start()
+        if cfg.system_metrics:
+            # Here, on the worker: psutil and NVML start-up stay off the training thread.
+            self.start_system_metrics()
         return True
+
+    def start_system_metrics(self, **overrides: Any) -> Any:
+        """Sample host, process and GPU metrics into this pipeline (idempotent); the sampler, or None.
+
+        Settings come from the config (``system_metrics_*``); ``overrides`` (``interval_s``,
+        ``gpu``, ``metrics``) win. See :mod:`otel_recursive_metrics.system`.
+        """
+        if self._closed or self.in_forked_child:
+            return None
+        from ..system import start_system_metrics
+
+        cfg = self.config
+        options = {"interval_s": cfg.system_metrics_interval_s, "gpu": cfg.system_metrics_gpu, "metrics": cfg.system_metrics_set}
+        try:
+            self._system = start_system_metrics(self, **{**options, **overrides})
+        except Exception:  # noqa: BLE001 - system metrics must never cost the run
+            _log.exception("otel-recursive-metrics: system metrics did not start")
+        return self._system
 
     def _dead_letter_foreign(self, sink: str, records: list[QueueRecord]) -> None:
         """Records left pending for a sink no longer configured: dead-letter them for that sink."""
@@ -480,6 +503,10 @@ class Pipeline:
         deadline = time.monotonic() + max(0.0, timeout_s)
         if self._closed:
             return True
+        system = self._system
+        if system is not None:
+            # First, so that its last sample is persisted below; at most 5 s of the budget.
+            system.shutdown(max(0.0, min(5.0, deadline - time.monotonic())))
         if not self._started and not len(self.buffer):
             self._closed = True
             return True

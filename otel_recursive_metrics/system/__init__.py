@@ -58,7 +58,7 @@ from .host import host_scope, instrument_host
 from .metric_set import DEFAULT_METRIC_SET, parse_metric_set, split_metric_set
 
 if TYPE_CHECKING:
-    from ..worker import Pipeline
+    from ..pipeline import Pipeline
 
 __all__ = [
     "DEFAULT_INTERVAL_S",
@@ -88,10 +88,7 @@ _start_lock = threading.RLock()
 
 
 def _pipeline_closed(pipeline: Any) -> bool:
-    closed = getattr(pipeline, "closed", None)
-    if closed is None:
-        closed = getattr(pipeline, "_closed", False)  # until Pipeline has a public `closed`
-    return bool(closed)
+    return bool(getattr(pipeline, "closed", False))
 
 
 def _first_int(*values: Any) -> int | None:

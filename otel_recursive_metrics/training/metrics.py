@@ -108,6 +108,7 @@ class TrainingMetrics:
         self.prefix = prefix
         self.attributes = check_attributes("attributes", attributes)
         self._owns_pipeline = False
+        system_metrics = bool(options.pop("system_metrics", False))
         self._explicit_pipeline = pipeline is not None or bool(options)
         if pipeline is not None and options:
             raise TypeError("pass either pipeline= or pipeline settings, not both")
@@ -136,6 +137,8 @@ class TrainingMetrics:
         self._offer = self._pipeline.offer
         self.rank = int(self._context.resource.get(RANK_KEY, 0) or 0)
         self._muted = bool(rank_zero_only) and self.rank != 0
+        if system_metrics and not self._muted:
+            self._pipeline.start_system_metrics()
         self._known: set[str] = set()
         self._last_step = -1
         self.steps_backwards = 0
@@ -145,9 +148,9 @@ class TrainingMetrics:
     @staticmethod
     def _resolve(pipeline: Any) -> Pipeline:
         if pipeline is None:
-            from ..pipeline import default as _registry
+            from ..pipeline import default as default_pipeline
 
-            return _registry.get_default_pipeline()
+            return default_pipeline.get_default_pipeline()
         return getattr(pipeline, "pipeline", pipeline)  # type: ignore[no-any-return]
 
     def _make_context(self, pipeline: Pipeline) -> LogContext:
@@ -229,9 +232,9 @@ class TrainingMetrics:
         # The shared default pipeline was shut down (the exporter's provider ended, say): follow
         # the new default rather than losing the rest of the run.
         if not self._explicit_pipeline and self._pipeline.closed:
-            from ..pipeline import default as _registry
+            from ..pipeline import default as default_pipeline
 
-            self._pipeline = _registry.get_default_pipeline()
+            self._pipeline = default_pipeline.get_default_pipeline()
             self._context = self._make_context(self._pipeline)
             self._context_number = context_number(self._context)
             self._offer = self._pipeline.offer

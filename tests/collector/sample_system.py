@@ -20,8 +20,8 @@ from collections.abc import Sequence
 
 from otel_recursive_metrics import TrainingMetrics
 from otel_recursive_metrics.config import load_config
+from otel_recursive_metrics.pipeline import Pipeline
 from otel_recursive_metrics.system import GpuDevice, SystemMetrics
-from otel_recursive_metrics.worker import Pipeline
 
 READINGS = {
     "hw.gpu.utilization": 0.75,
