@@ -17,8 +17,6 @@ and the median is reported; the ratio compares medians taken in the same run on 
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import shutil
 import socket
 import sqlite3
@@ -27,38 +25,21 @@ import sys
 import tempfile
 import time
 from collections.abc import Sequence
-from importlib.metadata import version
 from pathlib import Path
 from typing import Any
+
+if __package__ in (None, ""):  # run as a file: import the package from the repository root
+    sys.path[0] = str(Path(__file__).resolve().parents[1])
 
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader, MetricsData
 
+from benchmarks.common import machine, version
 from otel_recursive_metrics import RecursiveMetricExporter
 
 
-def cpu_model() -> str:
-    """The CPU's model name (from /proc/cpuinfo where there is one)."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine() or "unknown CPU"
-
-
-def machine() -> str:
-    return f"{os.cpu_count()} cores, {cpu_model()}"
-
-
 def versions() -> dict[str, str]:
-    return {
-        "python": platform.python_version(),
-        "otel-recursive-metrics": version("otel-recursive-metrics"),
-        "opentelemetry-sdk": version("opentelemetry-sdk"),
-        "sqlite": sqlite3.sqlite_version,
-    }
+    return {name: version(name) for name in ("python", "otel-recursive-metrics", "opentelemetry-sdk", "sqlite")}
 
 
 def _collections(series: int, exports: int) -> list[MetricsData]:

@@ -45,11 +45,14 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Sequence
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-_ROOT = Path(__file__).resolve().parent.parent
+if __package__ in (None, ""):  # run as a file: import the package from the repository root
+    sys.path[0] = str(Path(__file__).resolve().parents[1])
+
+from benchmarks.common import REPO as _ROOT
+from benchmarks.common import version
 
 __all__ = ["PATHS", "ReceiverProcess", "calibrate", "main", "markdown", "run"]
 
@@ -397,14 +400,8 @@ def run(
 
 
 def versions() -> dict[str, str]:
-    def v(dist: str) -> str:
-        try:
-            return metadata.version(dist)
-        except metadata.PackageNotFoundError:
-            return "not installed"
-
     out = {
-        name: v(name)
+        name: version(name)
         for name in (
             "otel-recursive-metrics",
             "opentelemetry-sdk",

@@ -22,19 +22,20 @@ from __future__ import annotations
 import argparse
 import gc
 import json
+import os
 import platform
 import sys
 import tempfile
 import threading
 import time
 from collections.abc import Sequence
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-_ROOT = Path(__file__).resolve().parent.parent
-if str(_ROOT) not in sys.path:  # for tests/otlp_receiver.py when run as a script
-    sys.path.insert(0, str(_ROOT))
+if __package__ in (None, ""):  # run as a file: import the package from the repository root
+    sys.path[0] = str(Path(__file__).resolve().parents[1])
+
+from benchmarks.common import version
 
 __all__ = ["add_arguments", "main", "markdown", "run", "run_outage", "run_throughput", "versions"]
 
@@ -55,24 +56,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def versions() -> dict[str, str]:
-    def v(dist: str) -> str:
-        try:
-            return metadata.version(dist)
-        except metadata.PackageNotFoundError:
-            return "-"
-
-    import os
-
-    return {
-        "python": platform.python_version(),
-        "platform": f"{platform.system()} {platform.machine()}, {os.cpu_count()} CPUs",
-        "otel-recursive-metrics": v("otel-recursive-metrics"),
-        "opentelemetry-sdk": v("opentelemetry-sdk"),
-        "opentelemetry-exporter-otlp-proto-grpc": v("opentelemetry-exporter-otlp-proto-grpc"),
-        "opentelemetry-exporter-otlp-proto-http": v("opentelemetry-exporter-otlp-proto-http"),
-        "grpcio": v("grpcio"),
-        "protobuf": v("protobuf"),
-    }
+    names = (
+        "python",
+        "otel-recursive-metrics",
+        "opentelemetry-sdk",
+        "opentelemetry-exporter-otlp-proto-grpc",
+        "opentelemetry-exporter-otlp-proto-http",
+        "grpcio",
+        "protobuf",
+    )
+    return {"platform": f"{platform.system()} {platform.machine()}, {os.cpu_count()} CPUs", **{n: version(n) for n in names}}
 
 
 # -- helpers -----------------------------------------------------------------------------------

@@ -35,9 +35,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+if __package__ in (None, ""):  # run as a file: import the package from the repository root
+    sys.path[0] = str(Path(__file__).resolve().parents[1])
 
-from bench_core import machine  # the benchmarks folder is not a package
+from benchmarks.common import machine
 
 __all__ = ["main", "markdown", "run"]
 

@@ -41,9 +41,13 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Sequence
-from importlib import metadata
 from pathlib import Path
 from typing import Any
+
+if __package__ in (None, ""):  # run as a file: import the package from the repository root
+    sys.path[0] = str(Path(__file__).resolve().parents[1])
+
+from benchmarks.common import cpu_model, version
 
 VENV = Path.home() / ".cache" / "otel-recursive-metrics" / "bench-training-venv"
 PEER_PACKAGES = ("tensorboardX", "mlflow-skinny", "sqlalchemy", "alembic")
@@ -188,27 +192,15 @@ def _importable(module: str) -> bool:
     return importlib.util.find_spec(module) is not None
 
 
-def _version(distribution: str) -> str:
-    try:
-        return metadata.version(distribution)
-    except metadata.PackageNotFoundError:
-        return "not installed"
-
-
 def _machine() -> dict[str, Any]:
-    here = str(Path(__file__).resolve().parent)
-    if here not in sys.path:  # loaded by file path (a test), not run from this folder
-        sys.path.insert(0, here)
-    from bench_core import cpu_model
-
     return {"cpu": cpu_model(), "cores": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()}
 
 
 def _versions() -> dict[str, str]:
     return {
-        name: _version(name)
+        name: version(name)
         for name in ("otel-recursive-metrics", "opentelemetry-sdk", "tensorboardX", "mlflow-skinny", "mlflow", "numpy")
-        if name != "mlflow" or _version("mlflow") != "not installed"
+        if name != "mlflow" or version("mlflow") != "not installed"
     }
 
 

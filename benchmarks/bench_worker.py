@@ -42,13 +42,14 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Sequence
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+if __package__ in (None, ""):  # run as a file: import the package from the repository root
+    sys.path[0] = str(Path(__file__).resolve().parents[1])
 
-from bench_loop import ReceiverProcess  # the benchmarks folder is not a package
+from benchmarks.bench_loop import ReceiverProcess
+from benchmarks.common import version
 
 __all__ = ["main", "markdown", "run", "run_cpu", "run_flush"]
 
@@ -474,12 +475,6 @@ def run_flush(*, points: int, repeats: int, peers: bool, endpoint: str, progress
 
 
 def versions() -> dict[str, str]:
-    def v(dist: str) -> str:
-        try:
-            return metadata.version(dist)
-        except metadata.PackageNotFoundError:
-            return "not installed"
-
     names = (
         "otel-recursive-metrics",
         "opentelemetry-sdk",
@@ -489,7 +484,7 @@ def versions() -> dict[str, str]:
         "mlflow-skinny",
         "psutil",
     )
-    return {name: v(name) for name in names}
+    return {name: version(name) for name in names}
 
 
 def run(

@@ -21,11 +21,12 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+if __package__ in (None, ""):  # run as a file: import the package from the repository root
+    sys.path[0] = str(Path(__file__).resolve().parents[1])
 
-from otel_recursive_metrics import PointStore, RecursiveMetricExporter, TrainingMetrics  # noqa: E402
-from tests.programs import read_reports, start_log_loop, wait_ready  # noqa: E402
+from benchmarks.common import REPO as ROOT
+from otel_recursive_metrics import PointStore, RecursiveMetricExporter, TrainingMetrics
+from tests.programs import read_reports, start_log_loop, wait_ready
 
 Row = dict[str, str]
 

@@ -59,15 +59,12 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-REPO = Path(__file__).resolve().parents[1]
-# The end-to-end stack's helpers live in tests/collector/stack.py; the benchmarks are scripts,
-# not a package, so the repository root goes on the path for that one import.
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
+if __package__ in (None, ""):  # run as a file: import the package from the repository root
+    sys.path[0] = str(Path(__file__).resolve().parents[1])
 
-from fleet_observe import ACCEPTED, QUEUE_SIZE, SENT, CuttableLink, LoopbackDNS, ProcessSampler, PrometheusWatcher, Watched  # noqa: E402
-
-from tests.collector.stack import CONFIG_DIR, Collector, Prometheus, Server, free_port, start_prometheus  # noqa: E402
+from benchmarks.common import REPO, cpu_model
+from benchmarks.fleet_observe import ACCEPTED, QUEUE_SIZE, SENT, CuttableLink, LoopbackDNS, ProcessSampler, PrometheusWatcher, Watched
+from tests.collector.stack import CONFIG_DIR, Collector, Prometheus, Server, free_port, start_prometheus
 
 RANK_SCRIPT = Path(__file__).resolve().with_name("fleet_rank.py")
 FAULT_KINDS = ("agent", "gateway", "prometheus")
@@ -672,7 +669,6 @@ def versions(otelcol: str, prometheus_binary: str) -> str:
 
 
 def machine() -> str:
-    from bench_core import cpu_model  # the benchmarks' one reading of the CPU model
 
     memory_gib = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
     return f"{os.cpu_count()} cores, {cpu_model()}, {memory_gib:.1f} GiB RAM, {platform.system()} {platform.release()}"

@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tests.collector.stack import http_get  # fleet.py puts the repository root on sys.path
+from tests.collector.stack import http_get
 
 CLOCK_TICKS_PER_S = os.sysconf("SC_CLK_TCK")
 

@@ -28,7 +28,6 @@ import datetime
 import importlib.util
 import json
 import os
-import platform
 import sqlite3
 import statistics
 import subprocess
@@ -37,17 +36,15 @@ import tempfile
 import time
 import traceback
 from collections.abc import Callable, Sequence
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-HERE = Path(__file__).resolve().parent
-ROOT = HERE.parent
-for _path in (str(HERE), str(ROOT)):
-    if _path not in sys.path:
-        sys.path.insert(0, _path)
+if __package__ in (None, ""):  # run as a file: import the package from the repository root
+    sys.path[0] = str(Path(__file__).resolve().parents[1])
 
-import bench_training  # noqa: E402 - the benchmarks folder is not a package
+from benchmarks import bench_training
+from benchmarks.common import REPO as ROOT
+from benchmarks.common import machine, results_path, say, version, versions_line
 
 __all__ = ["main"]
 
@@ -62,41 +59,11 @@ ROWS = {
 PEER_MODULES = ("tensorboardX", "mlflow")
 
 
-def _say(message: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
-
-
-def _version(distribution: str) -> str:
-    try:
-        return metadata.version(distribution)
-    except metadata.PackageNotFoundError:
-        return "not installed"
-
-
-def _versions(*names: str) -> str:
-    out = []
-    for name in names:
-        if name == "python":
-            out.append(f"Python {platform.python_version()}")
-        elif name == "sqlite":
-            out.append(f"SQLite {sqlite3.sqlite_version}")
-        else:
-            out.append(f"{name} {_version(name)}")
-    return "Versions: " + ", ".join(out) + "."
-
-
-def _machine() -> str:
-    from bench_core import cpu_model
-
-    cpu = cpu_model()
-    memory = ""
-    try:
-        import psutil
-
-        memory = f", {psutil.virtual_memory().total / 2**30:.1f} GiB RAM"
-    except ImportError:
-        pass
-    return f"{os.cpu_count()} cores, {cpu}{memory}, {platform.system()} {platform.release()} ({platform.machine()})"
+HERE = ROOT / "benchmarks"
+_say = say
+_version = version
+_versions = versions_line
+_machine = machine
 
 
 def _load() -> str:
@@ -128,7 +95,7 @@ def _bench_otlp() -> Any:
     """``bench_otlp`` if it is there (it may be missing from a checkout); None otherwise."""
     if not (HERE / "bench_otlp.py").exists():
         return None
-    import bench_otlp
+    from benchmarks import bench_otlp
 
     return bench_otlp
 
@@ -181,7 +148,7 @@ def row1(args: argparse.Namespace, report: Report) -> str:
 
 
 def row2(args: argparse.Namespace, report: Report) -> str:
-    import bench_loop
+    from benchmarks import bench_loop
 
     result = bench_loop.run(
         steps=30 if args.quick else 500,
@@ -242,7 +209,7 @@ def raw_sqlite_indexed(series: int, exports: int, workdir: Path) -> float:
 
 
 def row3(args: argparse.Namespace, report: Report) -> str:
-    import bench_core
+    from benchmarks import bench_core
 
     otlp = _bench_otlp()
     repeats = 1 if args.quick else args.repeats
@@ -320,7 +287,7 @@ def row3(args: argparse.Namespace, report: Report) -> str:
 
 
 def row4(args: argparse.Namespace, report: Report) -> str:
-    import bench_worker
+    from benchmarks import bench_worker
 
     result = bench_worker.run(
         cpu_points=2_000 if args.quick else 100_000,
@@ -376,7 +343,7 @@ def row5(args: argparse.Namespace, report: Report) -> str:
 
 
 def row6(args: argparse.Namespace, report: Report) -> str:
-    import bench_worker
+    from benchmarks import bench_worker
 
     result = bench_worker.run(
         flush_points=2_000 if args.quick else 100_000,
@@ -438,7 +405,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="tiny sizes and no peers (unless --peers): a smoke run")
     parser.add_argument("--only", default="1,2,3,4,5,6", help="comma-separated rows to run (default all: 1,2,3,4,5,6)")
-    parser.add_argument("--out", type=Path, help="also write the document to this file")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        help="write the document to this file (default: benchmarks/results/<date>-<commit>[-rows-N-M].md; none with --quick)",
+    )
     parser.add_argument("--no-peers", action="store_true", help="skip tensorboardX and MLflow (nothing is installed)")
     parser.add_argument("--peers", action="store_true", help="with --quick: include the peers anyway")
     parser.add_argument("--repeats", type=int, default=3, help="repeats of each measurement (row 2 uses at least 9)")
@@ -446,7 +417,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--rate", type=int, default=10_000, help="row 5's points per second (default 10000)")
     args = parser.parse_args(argv)
     args.argv = argv
-    import bench_loop
+    from benchmarks import bench_loop
 
     bench_loop.pin_blas()  # row 2's step on one core; before anything imports NumPy
     args.peers = not args.no_peers and (args.peers or not args.quick)
@@ -479,6 +450,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         _say(f"row {number}: {time.monotonic() - row_started:.0f} s")
     text = document(args, report, started, load_at_start, time.monotonic() - t0)
     print(text)
+    if args.out is None and not args.quick:
+        args.out = results_path("" if rows == sorted(RUNNERS) else "rows-" + "-".join(map(str, rows)))
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(text + "\n")

@@ -20,19 +20,35 @@ field, the value it was given, where that value came from and what would be acce
     ConfigError: invalid otel-recursive-metrics configuration (2 problem(s)):
       - batch_size=0 (keyword argument): expected an integer >= 1
       - overflow='explode' (keyword argument): expected one of drop_oldest, drop_newest, block
+
+Why this module is long: the settings table is the one place every setting is written down
+(parser, variables, meaning; the README's table is made from it) beside the :class:`Config`
+fields that hold its defaults; a split would put the two halves of one list in two files.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import math
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote, urlsplit
+from urllib.parse import urlsplit
 
+from ._parsers import (
+    Invalid,
+    parse_bool,
+    parse_choice,
+    parse_float,
+    parse_headers,
+    parse_int,
+    parse_optional_path,
+    parse_optional_str,
+    parse_path,
+    parse_sinks,
+    parse_system_metric_set,
+)
 from .errors import ConfigError
 
 __all__ = [
@@ -58,133 +74,9 @@ SEED_KEYS: dict[str, str] = {
     "metrics_retry_delay_sec": "retry_delay_s",
 }
 
-SINK_NAMES = ("store", "otlp")
 OVERFLOW_POLICIES = ("drop_oldest", "drop_newest", "block")
 OTLP_PROTOCOLS = ("grpc", "http/protobuf")
 COMPRESSIONS = ("none", "gzip")
-
-
-class _Invalid(Exception):
-    """Raised by a parser with the text of what would be accepted."""
-
-
-def _int(minimum: int) -> Callable[[Any], int]:
-    def parse(value: Any) -> int:
-        if isinstance(value, bool):
-            raise _Invalid(f"an integer >= {minimum}")
-        try:
-            number = int(str(value).strip()) if isinstance(value, str) else int(value)
-        except (TypeError, ValueError):
-            raise _Invalid(f"an integer >= {minimum}") from None
-        if isinstance(value, float) and value != number:
-            raise _Invalid(f"an integer >= {minimum}")
-        if number < minimum:
-            raise _Invalid(f"an integer >= {minimum}")
-        return number
-
-    return parse
-
-
-def _float(minimum: float, *, exclusive: bool = False) -> Callable[[Any], float]:
-    words = f"a number {'>' if exclusive else '>='} {minimum:g}"
-
-    def parse(value: Any) -> float:
-        if isinstance(value, bool):
-            raise _Invalid(words)
-        try:
-            number = float(value)
-        except (TypeError, ValueError):
-            raise _Invalid(words) from None
-        if math.isnan(number) or math.isinf(number):
-            raise _Invalid(words)
-        if number < minimum or (exclusive and number == minimum):
-            raise _Invalid(words)
-        return number
-
-    return parse
-
-
-def _bool(value: Any) -> bool:
-    if isinstance(value, bool):
-        return value
-    text = str(value).strip().lower()
-    if text in ("1", "true", "yes", "on"):
-        return True
-    if text in ("0", "false", "no", "off"):
-        return False
-    raise _Invalid("true or false")
-
-
-def _choice(options: tuple[str, ...]) -> Callable[[Any], str]:
-    def parse(value: Any) -> str:
-        text = str(value).strip().lower()
-        if text not in options:
-            raise _Invalid("one of " + ", ".join(options))
-        return text
-
-    return parse
-
-
-def _sinks(value: Any) -> tuple[str, ...]:
-    items = [str(v) for v in value] if isinstance(value, (list, tuple)) else str(value).split(",")
-    names = tuple(dict.fromkeys(s.strip().lower() for s in items if s.strip()))
-    if not names or any(n not in SINK_NAMES for n in names):
-        raise _Invalid("a comma-separated list of store, otlp")
-    return names
-
-
-def _path(value: Any) -> Path:
-    if value is None or str(value).strip() == "":
-        raise _Invalid("a file system path")
-    return Path(str(value)).expanduser()
-
-
-def _optional_path(value: Any) -> Path | None:
-    if value is None or str(value).strip() == "":
-        return None
-    return _path(value)
-
-
-def _optional_str(value: Any) -> str | None:
-    if value is None:
-        return None
-    text = str(value).strip()
-    return text or None
-
-
-def _system_metric_set(value: Any) -> str:
-    """A system metric set (see :mod:`otel_recursive_metrics.system.metric_set`), kept as text."""
-    import json
-
-    from .system.metric_set import parse_metric_set
-
-    text = json.dumps(dict(value)) if isinstance(value, Mapping) else str(value).strip() or "default"
-    try:
-        parse_metric_set(text, environ={})
-    except ValueError as exc:
-        raise _Invalid(f"a system metric set: `default`, `all`, metric names, `-glob`, or a JSON object ({exc})") from None
-    return text
-
-
-def _headers(value: Any) -> tuple[tuple[str, str], ...]:
-    """Parse ``k1=v1,k2=v2`` (W3C-baggage style, values URL-decoded) or a mapping."""
-    if value is None or value == "":
-        return ()
-    if isinstance(value, Mapping):
-        pairs = [(str(k), str(v)) for k, v in value.items()]
-    else:
-        pairs = []
-        for part in str(value).split(","):
-            if not part.strip():
-                continue
-            if "=" not in part:
-                # Never echo the value: it may be a token.
-                raise _Invalid("comma-separated key=value pairs")
-            key, _, val = part.partition("=")
-            pairs.append((unquote(key.strip()), unquote(val.strip())))
-    if any(not k for k, _ in pairs):
-        raise _Invalid("comma-separated key=value pairs")
-    return tuple((k.lower(), v) for k, v in pairs)
 
 
 @dataclass(frozen=True)
@@ -212,113 +104,117 @@ def _otlp_env(suffix: str) -> tuple[str, ...]:
 MiB = 1024 * 1024
 
 SETTINGS: tuple[Setting, ...] = (
-    Setting("sinks", _sinks, "Where points go: `store`, `otlp` or `store,otlp`."),
-    Setting("dir", _path, "Data folder for the store, durable queue and dead letters."),
-    Setting("store_path", _optional_path, "SQLite store file (default `$DIR/metrics.db`).", (ENV_PREFIX + "STORE",)),
-    Setting("batch_size", _int(1), "Accepted items (an SDK export, a `log` call, a record) that wake the worker before the interval."),
+    Setting("sinks", parse_sinks, "Where points go: `store`, `otlp` or `store,otlp`."),
+    Setting("dir", parse_path, "Data folder for the store, durable queue and dead letters."),
+    Setting("store_path", parse_optional_path, "SQLite store file (default `$DIR/metrics.db`).", (ENV_PREFIX + "STORE",)),
+    Setting("batch_size", parse_int(1), "Accepted items (an SDK export, a `log` call, a record) that wake the worker before the interval."),
     Setting(
         "flush_interval_s",
-        _float(0.0, exclusive=True),
+        parse_float(0.0, exclusive=True),
         "Longest time (seconds) a point waits in memory before it is on disk and sent.",
         (ENV_PREFIX + "FLUSH_INTERVAL",),
     ),
     Setting(
         "max_retries",
-        _int(0),
+        parse_int(0),
         "Retries of one batch before the sink is reported failing (error callbacks); retrying goes on within `retry_max_elapsed_s`.",
     ),
     Setting(
         "retry_delay_s",
-        _float(0.0),
+        parse_float(0.0),
         "First backoff delay (seconds); each next one is x`retry_multiplier`, with jitter.",
         (ENV_PREFIX + "RETRY_DELAY",),
     ),
-    Setting("retry_multiplier", _float(1.0), "Backoff growth factor."),
-    Setting("retry_jitter", _float(0.0), "Randomization factor: each delay is drawn from delay*(1 +/- jitter)."),
-    Setting("retry_max_delay_s", _float(0.0), "Cap on one backoff delay."),
+    Setting("retry_multiplier", parse_float(1.0), "Backoff growth factor."),
+    Setting("retry_jitter", parse_float(0.0), "Randomization factor: each delay is drawn from delay*(1 +/- jitter)."),
+    Setting("retry_max_delay_s", parse_float(0.0), "Cap on one backoff delay."),
     Setting(
         "retry_max_elapsed_s",
-        _float(0.0),
+        parse_float(0.0),
         "Time budget for one batch from its first attempt; then it is dead-lettered. 0 means retry forever.",
     ),
-    Setting("send_timeout_s", _float(0.0, exclusive=True), "Deadline of one delivery attempt."),
-    Setting("max_batch_points", _int(1), "Most points in one delivery (one OTLP request, one store transaction)."),
+    Setting("send_timeout_s", parse_float(0.0, exclusive=True), "Deadline of one delivery attempt."),
+    Setting("max_batch_points", parse_int(1), "Most points in one delivery (one OTLP request, one store transaction)."),
     Setting(
         "max_buffer_items",
-        _int(1),
+        parse_int(1),
         "Most items waiting in memory for the worker (it also caps them at what it can write within the flush interval);"
         " past it the overflow policy applies.",
     ),
-    Setting("max_queue_bytes", _int(MiB), "Byte cap of the durable on-disk queue; past it the overflow policy applies."),
-    Setting("overflow", _choice(OVERFLOW_POLICIES), "When memory or disk is full: `drop_oldest`, `drop_newest` or `block`."),
-    Setting("block_timeout_s", _float(0.0), "With `overflow=block`, longest wait for room before dropping the newest."),
-    Setting("dead_letter_max_bytes", _int(0), "Byte cap of the dead-letter folder; past it new dead letters are dropped and counted."),
-    Setting("fsync", _bool, "fsync the durable queue at least every `flush_interval_s` (off: survives a process crash, not a power loss)."),
-    Setting("export_in_forked_child", _bool, "Let SDK exports in a forked child through (they would repeat the parent's data)."),
+    Setting("max_queue_bytes", parse_int(MiB), "Byte cap of the durable on-disk queue; past it the overflow policy applies."),
+    Setting("overflow", parse_choice(OVERFLOW_POLICIES), "When memory or disk is full: `drop_oldest`, `drop_newest` or `block`."),
+    Setting("block_timeout_s", parse_float(0.0), "With `overflow=block`, longest wait for room before dropping the newest."),
+    Setting("dead_letter_max_bytes", parse_int(0), "Byte cap of the dead-letter folder; past it new dead letters are dropped and counted."),
+    Setting(
+        "fsync", parse_bool, "fsync the durable queue at least every `flush_interval_s` (off: survives a process crash, not a power loss)."
+    ),
+    Setting("export_in_forked_child", parse_bool, "Let SDK exports in a forked child through (they would repeat the parent's data)."),
     Setting(
         "system_metrics",
-        _bool,
+        parse_bool,
         "Sample host, process and GPU metrics into the pipeline (extras `system`, `gpu`); see System and GPU metrics.",
     ),
     Setting(
         "system_metrics_interval_s",
-        _float(0.0, exclusive=True),
+        parse_float(0.0, exclusive=True),
         "Seconds between system metric samples.",
         (ENV_PREFIX + "SYSTEM_METRICS_INTERVAL",),
     ),
     Setting(
         "system_metrics_set",
-        _system_metric_set,
+        parse_system_metric_set,
         "Which system metrics: `default`, `all`, metric names, `-glob` to remove, or a JSON object of metric -> states.",
     ),
-    Setting("system_metrics_gpu", _bool, "Include the GPU metrics (NVML) in the system metrics."),
+    Setting("system_metrics_gpu", parse_bool, "Include the GPU metrics (NVML) in the system metrics."),
     Setting(
         "offline",
-        _bool,
+        parse_bool,
         "Keep every sink but send nothing over the network: OTLP batches wait on disk for `otel-recursive-metrics sync`.",
     ),
     Setting(
         "shutdown_grace_s",
-        _float(0.0),
+        parse_float(0.0),
         "Once everything is on disk, how long shutdown still waits for delivery; what is left is sent at the next start or by `sync`.",
     ),
     Setting(
         "handle_sigterm",
-        _bool,
+        parse_bool,
         "On SIGTERM, put what is in memory on disk, then chain to the program's own handler (or end as SIGTERM would).",
     ),
-    Setting("sigterm_timeout_s", _float(0.0), "Longest time the SIGTERM handler spends putting memory on disk."),
+    Setting("sigterm_timeout_s", parse_float(0.0), "Longest time the SIGTERM handler spends putting memory on disk."),
     Setting(
         "attribute_count_limit",
-        _int(1),
+        parse_int(1),
         "Most attributes a point keeps (`OTEL_ATTRIBUTE_COUNT_LIMIT`); the rest are cut and counted.",
         ("OTEL_ATTRIBUTE_COUNT_LIMIT",),
     ),
     Setting(
         "attribute_value_length_limit",
-        _int(1),
+        parse_int(1),
         "Longest attribute string value in characters (`OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT`); longer ones are cut and counted.",
         ("OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT",),
     ),
     Setting(
         "otlp_endpoint",
-        _optional_str,
+        parse_optional_str,
         "OTLP endpoint (default `http://localhost:4317` for grpc, `http://localhost:4318/v1/metrics` for http).",
         _otlp_env("ENDPOINT"),
     ),
-    Setting("otlp_protocol", _choice(OTLP_PROTOCOLS), "`grpc` or `http/protobuf`.", _otlp_env("PROTOCOL")),
-    Setting("otlp_headers", _headers, "Headers as `k=v,k2=v2`; values are secrets and never logged.", _otlp_env("HEADERS"), secret=True),
+    Setting("otlp_protocol", parse_choice(OTLP_PROTOCOLS), "`grpc` or `http/protobuf`.", _otlp_env("PROTOCOL")),
+    Setting(
+        "otlp_headers", parse_headers, "Headers as `k=v,k2=v2`; values are secrets and never logged.", _otlp_env("HEADERS"), secret=True
+    ),
     Setting(
         "otlp_timeout_s",
-        _float(0.0, exclusive=True),
+        parse_float(0.0, exclusive=True),
         "OTLP per-request timeout (the standard variable is in milliseconds).",
         _otlp_env("TIMEOUT"),
     ),
-    Setting("otlp_compression", _choice(COMPRESSIONS), "`none` or `gzip`.", _otlp_env("COMPRESSION")),
-    Setting("otlp_insecure", _bool, "gRPC without TLS when the endpoint has no scheme.", _otlp_env("INSECURE")),
-    Setting("otlp_certificate", _optional_path, "CA bundle to verify the server.", _otlp_env("CERTIFICATE")),
-    Setting("otlp_client_key", _optional_path, "Client private key for mTLS.", _otlp_env("CLIENT_KEY")),
-    Setting("otlp_client_certificate", _optional_path, "Client certificate for mTLS.", _otlp_env("CLIENT_CERTIFICATE")),
+    Setting("otlp_compression", parse_choice(COMPRESSIONS), "`none` or `gzip`.", _otlp_env("COMPRESSION")),
+    Setting("otlp_insecure", parse_bool, "gRPC without TLS when the endpoint has no scheme.", _otlp_env("INSECURE")),
+    Setting("otlp_certificate", parse_optional_path, "CA bundle to verify the server.", _otlp_env("CERTIFICATE")),
+    Setting("otlp_client_key", parse_optional_path, "Client private key for mTLS.", _otlp_env("CLIENT_KEY")),
+    Setting("otlp_client_certificate", parse_optional_path, "Client certificate for mTLS.", _otlp_env("CLIENT_CERTIFICATE")),
 )
 
 _BY_NAME = {s.name: s for s in SETTINGS}
@@ -476,7 +372,7 @@ def env_setting(name: str, environ: Mapping[str, str] | None = None) -> Any:
         return setting.default
     try:
         return setting.parse(found[1])
-    except _Invalid as invalid:
+    except Invalid as invalid:
         shown = "<redacted>" if setting.secret else repr(found[1])
         raise ConfigError([f"{name}={shown} ({found[0]}): expected {invalid}"]) from None
 
@@ -520,7 +416,7 @@ def load_config(
             source, value = found[0], found[1]
         try:
             values[setting.name] = setting.parse(value)
-        except _Invalid as invalid:
+        except Invalid as invalid:
             shown = "<redacted>" if setting.secret else repr(value)
             problems.append(f"{setting.name}={shown} ({source}): expected {invalid}")
 

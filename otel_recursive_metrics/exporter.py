@@ -32,6 +32,9 @@ from opentelemetry.sdk.metrics import (
     ObservableUpDownCounter,
     UpDownCounter,
 )
+
+# The synchronous Gauge (SDK >= 1.23, the pin is 1.27) is exported only under a private name.
+from opentelemetry.sdk.metrics import _Gauge as SyncGauge
 from opentelemetry.sdk.metrics.export import (
     AggregationTemporality,
     MetricExporter,
@@ -48,16 +51,9 @@ __all__ = ["RecursiveMetricExporter"]
 
 _log = logging.getLogger(__name__)
 
-try:  # the synchronous Gauge arrived in SDK 1.23 under a private name
-    from opentelemetry.sdk.metrics import _Gauge as _SyncGauge
-except ImportError:  # pragma: no cover
-    _SyncGauge = None  # type: ignore[assignment,misc]
-
 
 def _cumulative() -> dict[type, AggregationTemporality]:
-    kinds: list[type] = [Counter, UpDownCounter, Histogram, ObservableCounter, ObservableUpDownCounter, ObservableGauge]
-    if _SyncGauge is not None:
-        kinds.append(_SyncGauge)
+    kinds: list[type] = [Counter, UpDownCounter, Histogram, ObservableCounter, ObservableUpDownCounter, ObservableGauge, SyncGauge]
     return {k: AggregationTemporality.CUMULATIVE for k in kinds}
 
 

@@ -50,10 +50,13 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, ClassVar
 
+from .config import load_config
 from .errors import ConfigError
-from .pipeline.batch import AttributeLimits, BatchBuilder
+from .pipeline.attributes import AttributeLimits
+from .pipeline.batch import BatchBuilder
 from .pipeline.convert import add_record
-from .store.point_store import PointStore
+from .resource import default_resource_attributes
+from .store import PointStore
 from .training.records import iso_time, new_id, parse_timestamp, prepare_record, record_from_point
 
 __all__ = ["MetricsStore", "get_metrics_store", "new_id", "prepare_record", "record_from_point", "reset_metrics_store"]
@@ -116,8 +119,6 @@ class MetricsStore:
     @property
     def resource_attributes(self) -> dict[str, Any]:
         if self._resource is None:
-            from .resource import default_resource_attributes
-
             self._resource = default_resource_attributes()
         return self._resource
 
@@ -284,8 +285,6 @@ def _store_path(config: Mapping[str, Any]) -> Path:
     if config.get("metrics_path"):
         path = Path(str(config["metrics_path"])).expanduser()
         return path if path.suffix in (".db", ".sqlite", ".sqlite3") else path / "metrics.db"
-    from .config import load_config
-
     settings = load_config(dir=config["dir"]) if config.get("dir") else load_config()
     return settings.resolved_store_path
 

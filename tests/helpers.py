@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import threading
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +13,10 @@ from opentelemetry.sdk.resources import Resource
 from otel_recursive_metrics import PointStore, RecursiveMetricExporter
 from otel_recursive_metrics.errors import PermanentError, RetryableError
 from otel_recursive_metrics.pipeline.batch import PointBatch
+
+from .otlp_receiver import wait_until
+
+__all__ = ["ScriptedSink", "deliver_queued", "run_cli", "run_example", "sdk_provider", "store_path", "wait_until"]
 
 
 class ScriptedSink:
@@ -63,14 +65,6 @@ def sdk_provider(exporter: RecursiveMetricExporter, resource: dict[str, Any] | N
     return MeterProvider(resource=Resource.create(resource or {"service.name": "test"}), metric_readers=[reader])
 
 
-def wait_until(predicate: Callable[[], bool], timeout_s: float = 30.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout_s
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
-        time.sleep(0.01)
-
-
 def store_path(data_dir: Path) -> Path:
     return data_dir / "metrics.db"
 
@@ -85,3 +79,21 @@ def run_example(script: str, data_dir: Path, *args: str) -> PointStore:
     path = Path(__file__).resolve().parents[1] / "examples" / script
     subprocess.run([sys.executable, str(path), "--dir", str(data_dir), *args], env=env, check=True, timeout=600, capture_output=True)
     return PointStore(data_dir / "metrics.db")
+
+
+def run_cli(capsys: Any, *args: str) -> tuple[int, str, str]:
+    """Run the command line in-process: ``(exit code, stdout, stderr)``."""
+    from otel_recursive_metrics.cli import main
+
+    code = main(list(args))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def deliver_queued(data_dir: Path, **options: Any) -> PointStore | None:
+    """What the next start with ``data_dir`` does: deliver what is queued; the store (None if none)."""
+    exporter = RecursiveMetricExporter(dir=data_dir, flush_interval_s=0.1, max_batch_points=65536, **options)
+    assert exporter.force_flush(300_000)
+    exporter.shutdown()
+    store = data_dir / "metrics.db"
+    return PointStore(store, readonly=True) if store.exists() else None

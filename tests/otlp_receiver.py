@@ -42,7 +42,7 @@ from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
 __all__ = ["Attempt", "Fault", "GrpcReceiver", "HttpReceiver", "TlsFiles", "make_tls_files", "wait_until"]
 
 
-def wait_until(predicate: Callable[[], bool], timeout_s: float = 20.0, interval_s: float = 0.02, what: str = "condition") -> None:
+def wait_until(predicate: Callable[[], bool], timeout_s: float = 20.0, what: str = "condition", *, interval_s: float = 0.02) -> None:
     """Poll ``predicate`` until true; AssertionError naming ``what`` after ``timeout_s``."""
     deadline = time.monotonic() + timeout_s
     while not predicate():
@@ -614,7 +614,8 @@ def otlp_points(requests: list[ExportMetricsServiceRequest]) -> list[tuple[Any, 
 
 def sample_batch(n: int = 3, *, metric: str = "train.loss", first_step: int = 0) -> Any:
     """A PointBatch of ``n`` gauge points with steps, as the training API would make it."""
-    from otel_recursive_metrics.pipeline.batch import BatchBuilder, canonical_json
+    from otel_recursive_metrics.pipeline.attributes import canonical_json
+    from otel_recursive_metrics.pipeline.batch import BatchBuilder
 
     builder = BatchBuilder()
     res = builder.resource({"service.name": "trainer", "training.run.id": "run-1"})

@@ -9,6 +9,7 @@ points are dead-lettered, the rest are delivered.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 from opentelemetry.sdk.metrics import MeterProvider
@@ -98,3 +99,22 @@ def test_the_store_refusing_one_point_keeps_the_others(data_dir: Path, monkeypat
     assert [p.step for p in PointStore(data_dir / "metrics.db").query("loss")] == list(range(20))
     assert pipeline.get_stats()["dead_lettered_points"] == {"store": 1}
     pipeline.shutdown(5.0)
+
+
+def _pipeline(data_dir: Path, **options: Any) -> Pipeline:
+    return Pipeline(load_config(dir=data_dir, flush_interval_s=0.05, **options))
+
+
+def test_an_invalid_unicode_attribute_loses_nothing_beside_it(data_dir: Path) -> None:
+    p = _pipeline(data_dir)
+    bad = TrainingMetrics(prefix="bad.", attributes={"split": "\ud800"}, pipeline=p)
+    good = TrainingMetrics(prefix="good.", pipeline=p)
+    for step in range(50):
+        good.log({"loss": 1.0}, step=step)
+        bad.log({"loss": 2.0}, step=step)
+    assert p.flush(20.0)
+    store = PointStore(data_dir / "metrics.db")
+    assert len(store.query("good.loss")) == 50
+    bad_points = store.query("bad.loss")
+    assert len(bad_points) == 50 and bad_points[0].attributes == {"split": "?"}
+    p.shutdown(5.0)

@@ -15,10 +15,9 @@ from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
 from otel_recursive_metrics import RecursiveMetricExporter
-from otel_recursive_metrics.cli import main
 from otel_recursive_metrics.pipeline.telemetry import METRIC_PREFIX, register_instruments
 
-from .helpers import sdk_provider
+from .helpers import run_cli, sdk_provider
 
 
 @pytest.fixture
@@ -30,12 +29,6 @@ def store_file(data_dir: Path) -> Path:
     meter.create_histogram("step.time", unit="s").record(0.2)
     provider.shutdown()
     return data_dir / "metrics.db"
-
-
-def run_cli(capsys: Any, *args: str) -> tuple[int, str, str]:
-    code = main(list(args))
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def test_json_lines_carry_the_documented_keys(store_file: Path, capsys: Any) -> None:

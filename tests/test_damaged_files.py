@@ -13,18 +13,12 @@ from typing import Any
 import pytest
 
 from otel_recursive_metrics import PointStore, TrainingMetrics
-from otel_recursive_metrics.cli import main
 from otel_recursive_metrics.config import load_config
 from otel_recursive_metrics.pipeline.dead_letter import DeadLetterQueue
 from otel_recursive_metrics.pipeline.worker import Pipeline
 
+from .helpers import run_cli
 from .otlp_receiver import Fault, HttpReceiver
-
-
-def run_cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
-    code = main(list(args))
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def small_store(data_dir: Path, steps: int = 20) -> Path:

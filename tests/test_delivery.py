@@ -259,3 +259,16 @@ def test_block_policy_waits_for_room_then_refuses(data_dir: Path) -> None:
         pipeline.buffer.drain = original  # type: ignore[method-assign]
     sink.release.set()
     pipeline.shutdown(5.0)
+
+
+def _pipeline(data_dir: Path, **options: Any) -> Pipeline:
+    return Pipeline(load_config(dir=data_dir, flush_interval_s=0.05, **options))
+
+
+def test_flush_after_shutdown_answers_at_once(data_dir: Path) -> None:
+    p = _pipeline(data_dir)
+    p.offer(RecordItem(time.time_ns(), {"metric_name": "loss", "value": 1.0, "_time_unix_nano": 1}))
+    assert p.shutdown(10.0)
+    started = time.monotonic()
+    assert p.flush(30.0) is False
+    assert time.monotonic() - started < 10.0  # not the whole 30 s timeout

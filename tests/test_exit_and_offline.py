@@ -10,11 +10,13 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from otel_recursive_metrics import ConfigError, PointStore, TrainingMetrics, load_config
 from otel_recursive_metrics.cli import main
+from otel_recursive_metrics.pipeline.worker import Pipeline
 
 from .otlp_receiver import GrpcReceiver, HttpReceiver, otlp_points
 from .programs import read_reports, start_log_loop, wait_ready
@@ -153,3 +155,16 @@ def test_sync_while_an_offline_run_is_still_writing(data_dir: Path, tmp_path: Pa
         steps = sorted(p[-1] for p in otlp_points(rec.accepted))
         assert steps[:logged] == [float(s) for s in range(logged)] and len(steps) == len(set(steps)) >= logged
         assert not list((data_dir / "queue").glob("slot-*.db")), "a finished run's drained slot is removed"
+
+
+def _pipeline(data_dir: Path, **options: Any) -> Pipeline:
+    return Pipeline(load_config(dir=data_dir, flush_interval_s=0.05, **options))
+
+
+def test_a_data_folder_that_cannot_be_used_fails_at_construction(tmp_path: Path) -> None:
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("a file where the data folder should be")
+    with pytest.raises(ConfigError, match=r"dir=.*not-a-folder.*cannot keep the durable queue"):
+        _pipeline(blocker / "otel-metrics")
+    with pytest.raises(ConfigError, match="not-a-folder"):
+        TrainingMetrics(dir=blocker)

@@ -21,6 +21,8 @@ import pytest
 
 from otel_recursive_metrics import PointStore, TrainingMetrics
 from otel_recursive_metrics.config import load_config
+from otel_recursive_metrics.pipeline.buffer import RecordItem
+from otel_recursive_metrics.pipeline.queue import DurableQueue
 from otel_recursive_metrics.pipeline.worker import Pipeline
 
 from .helpers import wait_until
@@ -175,3 +177,26 @@ def test_a_queue_that_cannot_grow_holds_a_bounded_backlog_and_resumes(data_dir: 
     logged = 1 + loop.steps * VALUES
     dropped = sum(stats["dropped_points"].values())
     assert logged == stored_points(data_dir / "metrics.db") + dropped
+
+
+def _pipeline(data_dir: Path, **options: Any) -> Pipeline:
+    return Pipeline(load_config(dir=data_dir, flush_interval_s=0.05, **options))
+
+
+def test_a_failed_queue_write_keeps_the_items_for_the_next_run(data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    original = DurableQueue.append
+    failures = [OSError("disk hiccup")]
+
+    def flaky(self: DurableQueue, *args: Any, **kwargs: Any) -> Any:
+        if failures:
+            raise failures.pop()
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(DurableQueue, "append", flaky)
+    p = _pipeline(data_dir, max_batch_points=10)
+    for i in range(50):
+        p.offer(RecordItem(time.time_ns(), {"metric_name": "loss", "value": float(i), "step": i, "_time_unix_nano": 1_000 + i}))
+    assert p.flush(20.0)
+    assert [pt.step for pt in PointStore(data_dir / "metrics.db").query("loss")] == list(range(50))
+    assert p.get_stats()["dropped_points"] == {}
+    p.shutdown(5.0)

@@ -11,10 +11,11 @@ import signal
 import time
 from pathlib import Path
 
-from otel_recursive_metrics import PointStore, RecursiveMetricExporter, TrainingMetrics
+from otel_recursive_metrics import TrainingMetrics
 from otel_recursive_metrics.config import load_config
 from otel_recursive_metrics.pipeline.worker import Pipeline
 
+from .helpers import deliver_queued
 from .programs import read_reports, start_log_loop, wait_ready
 
 VALUES = 20
@@ -22,10 +23,8 @@ FLUSH_INTERVAL_S = 1.0
 
 
 def stored_steps(data_dir: Path) -> set[int]:
-    exporter = RecursiveMetricExporter(dir=data_dir, flush_interval_s=0.2, max_batch_points=65536)
-    assert exporter.force_flush(300_000)
-    exporter.shutdown()
-    store = PointStore(data_dir / "metrics.db", readonly=True)
+    store = deliver_queued(data_dir)
+    assert store is not None
     return {p.step for p in store.query("m0") if p.step is not None}
 
 

@@ -11,19 +11,14 @@ import signal
 import time
 from pathlib import Path
 
-from otel_recursive_metrics import PointStore, RecursiveMetricExporter
-
+from .helpers import deliver_queued
 from .programs import read_reports, start_log_loop, wait_ready
 
 
 def deliver_what_is_queued(data_dir: Path) -> list[int]:
     """The next start with this data folder: deliver, then the steps of ``m0`` in the store."""
-    exporter = RecursiveMetricExporter(dir=data_dir, flush_interval_s=0.1)
-    assert exporter.force_flush(60_000)
-    exporter.shutdown()
-    if not (data_dir / "metrics.db").exists():
-        return []  # nothing was ever delivered
-    return sorted(p.step for p in PointStore(data_dir / "metrics.db", readonly=True).query("m0") if p.step is not None)
+    store = deliver_queued(data_dir)
+    return [] if store is None else sorted(p.step for p in store.query("m0") if p.step is not None)
 
 
 def terminate_after(child: object, seconds: float) -> None:

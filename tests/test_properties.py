@@ -22,7 +22,8 @@ from hypothesis import strategies as st
 
 from otel_recursive_metrics import ConfigError, MetricValueError, PointStore, TrainingMetrics, load_config
 from otel_recursive_metrics.config import SETTINGS
-from otel_recursive_metrics.pipeline.batch import AttributeLimits, BatchBuilder
+from otel_recursive_metrics.pipeline.attributes import AttributeLimits
+from otel_recursive_metrics.pipeline.batch import BatchBuilder
 from otel_recursive_metrics.pipeline.convert import add_record
 from otel_recursive_metrics.pipeline.worker import Pipeline
 from otel_recursive_metrics.sinks.otlp.codec import encode_request

@@ -300,3 +300,17 @@ def test_seed_usage_example_script(tmp_path: Path) -> None:
     assert "Found 1 matching metrics." in result.stdout and "Status: ok" in result.stdout
     names = {p.metric for p in stored(tmp_path / "data" / "metrics.db")}
     assert {"training_accuracy", "training_loss", "cost.usd"} <= names
+
+
+def _pipeline(data_dir: Path, **options: Any) -> Pipeline:
+    return Pipeline(load_config(dir=data_dir, flush_interval_s=0.05, **options))
+
+
+def test_two_records_with_one_timestamp_are_two_points(data_dir: Path) -> None:
+    from otel_recursive_metrics.async_metrics_collector import AsyncMetricsCollector
+
+    collector = AsyncMetricsCollector({"metrics_flush_interval_sec": 0.05}, pipeline=_pipeline(data_dir))
+    collector.submit_metric({"metric_name": "acc", "value": 0.5, "timestamp": 1_700_000_000.0, "id": "A"})
+    collector.submit_metric({"metric_name": "acc", "value": 0.7, "timestamp": 1_700_000_000.0, "id": "B"})
+    collector.stop(wait_for_completion=True, timeout=20)
+    assert sorted(p.value for p in PointStore(data_dir / "metrics.db").query("acc")) == [0.5, 0.7]

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+import otel_recursive_metrics.store.point_store as store_module
 from otel_recursive_metrics.pipeline.batch import BatchBuilder, PointBatch
 from otel_recursive_metrics.pipeline.queue import DurableQueue, QueueFull
 from otel_recursive_metrics.store import PointStore
@@ -152,3 +153,15 @@ def test_overlapping_batches_store_each_point_once(tmp_path: Path) -> None:
     # 50 already there, 150 new, in groups that mix both.
     assert store.write_batch(batch_of(200, start=50)) == 150
     assert [p.step for p in store.query("loss")] == list(range(250))
+
+
+def test_the_attribute_cache_refills_after_it_is_cleared(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(store_module, "_ATTR_CACHE_MAX", 3)
+    store = PointStore(tmp_path / "m.db")
+    for round_ in range(3):
+        b = BatchBuilder()
+        res, sc, m = b.resource({}), b.scope("s"), b.metric("loss", "", "", "gauge")
+        for i in range(4):
+            b.add_point(res, sc, m, f'{{"k":"{i}"}}', 0, round_ * 10 + i, 1.0)
+        assert store.write_batch(b.build()) == 4
+    assert store.count() == 12

@@ -284,3 +284,17 @@ def test_a_forked_child_logs_its_own_points_and_never_repeats_the_parents(data_d
     pipeline.shutdown(30)
     assert [p.step for p in stored(data_dir, "loss")] == list(range(10))
     assert len(stored(data_dir, "child")) == 1
+
+
+def _pipeline(data_dir: Path, **options: Any) -> Pipeline:
+    return Pipeline(load_config(dir=data_dir, flush_interval_s=0.05, **options))
+
+
+def test_steps_and_epochs_beyond_64_bits_are_refused_at_the_call(data_dir: Path) -> None:
+    p = _pipeline(data_dir)
+    metrics = TrainingMetrics(pipeline=p)
+    with pytest.raises(MetricValueError, match="step"):
+        metrics.log({"loss": 1.0}, step=2**63)
+    with pytest.raises(MetricValueError, match="epoch"):
+        metrics.log({"loss": 1.0}, step=1, epoch=-5)
+    p.shutdown(1.0)

@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 
 from .. import __version__
 from . import dlq, plot, query, runs, sync
-from ._output import CommandError, fail
+from ._output import CommandError, damaged_store_message, fail
 
 __all__ = ["build_parser", "main"]
 
@@ -44,8 +44,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         return fail(str(exc))
     except sqlite3.DatabaseError as exc:
         # Damage found while reading (a page SQLite cannot decode), after the store opened fine.
-        from ._output import damaged_store_message
-
         return fail(damaged_store_message(getattr(args, "store", None) or "the store", exc))
     except BrokenPipeError:  # `| head`
         return 0

@@ -21,6 +21,7 @@ from ..store import PointStore
 
 __all__ = [
     "CommandError",
+    "Progress",
     "add_store_arg",
     "damaged_store_message",
     "default_store",
@@ -115,3 +116,43 @@ def render_table(rows: Sequence[Sequence[str]], out: TextIO, *, right: Sequence[
         if i == 0:
             rule = ["-" * w for w in widths] + (["-" * 6] if free_last else [])
             out.write("  ".join(rule) + "\n")
+
+
+class Progress:
+    """Progress of a long command on stderr: a bar on a terminal, one line per step otherwise.
+
+    ``total_points`` and, when the work comes in entries (dead letters), ``total_entries``;
+    :meth:`advance` records one step: the points it finished (0 if it failed) and what it was
+    (shown in the line-per-step form, which is what a log file or CI keeps).
+    """
+
+    def __init__(self, label: str, total_points: int, *, total_entries: int | None = None, stream: TextIO | None = None) -> None:
+        self.label = label
+        self.total_points, self.points = total_points, 0
+        self.total_entries, self.entries = total_entries, 0
+        self.stream = stream or sys.stderr
+        self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
+        self._drawn = False
+
+    def advance(self, points: int, what: str) -> None:
+        self.points += points
+        self.entries += 1
+        count = f"{self.points}/{self.total_points} points"
+        if self.total_entries is not None:
+            count = f"{self.entries}/{self.total_entries} entries, {count}"
+        if self.tty:
+            width = 30
+            share = self.entries / max(1, self.total_entries) if self.total_entries is not None else self.points / max(1, self.total_points)
+            filled = int(width * share)
+            self.stream.write(f"\r{self.label} [{'#' * filled}{'.' * (width - filled)}] {count}")
+            self._drawn = True
+        else:
+            self.stream.write(f"{self.label}: {what}: {count}\n")
+        self.stream.flush()
+
+    def finish(self) -> None:
+        """End the bar's line (before anything else is printed)."""
+        if self._drawn:
+            self.stream.write("\n")
+            self.stream.flush()
+            self._drawn = False

@@ -35,15 +35,16 @@ import sys
 import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any
 
 from ..config import Config, env_setting, load_config
 from ..errors import ConfigError
 from ..pipeline.dead_letter import DeadLetterEntry, DeadLetterQueue
 from ..pipeline.retry import Outcome, Retrier, RetryPolicy
+from ..sinks.otlp import build_otlp_sink
 from ..sinks.otlp.codec import request_from_json_line
 from ..sinks.store import StoreSink
-from ._output import add_store_arg, default_store, fail, format_time, render_table
+from ._output import Progress, add_store_arg, default_store, fail, format_time, render_table
 
 __all__ = ["register"]
 
@@ -230,44 +231,7 @@ def cmd_show(args: argparse.Namespace) -> int:
 # -- replay ------------------------------------------------------------------------------------
 
 
-class _Progress:
-    """A progress bar on a terminal, one line per entry otherwise; always on ``stream`` (stderr)."""
-
-    def __init__(self, total_entries: int, total_points: int, stream: TextIO, destination: str) -> None:
-        self.total_entries = total_entries
-        self.total_points = total_points
-        self.stream = stream
-        self.destination = destination
-        self.tty = bool(getattr(stream, "isatty", lambda: False)())
-        self.entries = 0
-        self.points = 0
-
-    def update(self, entry: DeadLetterEntry, delivered: bool) -> None:
-        self.entries += 1
-        if delivered:
-            self.points += entry.points
-        if self.tty:
-            width = 30
-            filled = int(width * self.entries / max(1, self.total_entries))
-            self.stream.write(
-                f"\rreplay to {self.destination} [{'#' * filled}{'.' * (width - filled)}] "
-                f"{self.entries}/{self.total_entries} entries, {self.points}/{self.total_points} points"
-            )
-        else:
-            state = "delivered" if delivered else "NOT delivered"
-            count = f"{self.entries}/{self.total_entries}"
-            self.stream.write(f"replay to {self.destination}: {count} {entry.id} {state} ({entry.points} points)\n")
-        self.stream.flush()
-
-    def done(self) -> None:
-        if self.tty and self.entries:
-            self.stream.write("\n")
-            self.stream.flush()
-
-
 def _otlp_sink(args: argparse.Namespace) -> Any:
-    from ..sinks.otlp import build_otlp_sink
-
     options: dict[str, Any] = {"sinks": "otlp", "otlp_timeout_s": args.timeout}
     for option, setting in (
         ("endpoint", "otlp_endpoint"),
@@ -350,7 +314,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
         attempt_timeout_s=args.timeout,
         sleep=stop.wait,
     )
-    progress = _Progress(len(entries), sum(e.points for e in entries), sys.stderr, destination)
+    progress = Progress(f"replay to {destination}", sum(e.points for e in entries), total_entries=len(entries))
     delivered = failed = 0
     try:
         for entry in entries:
@@ -370,17 +334,17 @@ def cmd_replay(args: argparse.Namespace) -> int:
             if ok:
                 dlq.remove(entry)
                 delivered += 1
-                progress.update(entry, True)
+                progress.advance(entry.points, f"{entry.id} delivered")
                 continue
             failed += 1
-            progress.update(entry, False)
-            progress.done()
+            progress.advance(0, f"{entry.id} NOT delivered ({entry.points} points)")
+            progress.finish()
             print(f"otel-recursive-metrics: {entry.id} not delivered: {_one_line(result_reason)}", file=sys.stderr)
             if not (permanent and args.keep_going):
                 break
     except KeyboardInterrupt:
         stop.set()
-        progress.done()
+        progress.finish()
         print(f"otel-recursive-metrics: interrupted; {_entries(delivered)} delivered and removed", file=sys.stderr)
         return 130
     finally:
@@ -388,7 +352,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
             sink.close()
         except Exception:  # noqa: BLE001 - closing must not hide the summary
             pass
-    progress.done()
+    progress.finish()
     left = len(entries) - delivered
     print(
         f"otel-recursive-metrics: replayed {delivered} of {_entries(len(entries))} to {destination}"

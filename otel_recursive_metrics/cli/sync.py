@@ -39,10 +39,10 @@ from ..errors import ConfigError
 from ..pipeline.dead_letter import DeadLetterQueue
 from ..pipeline.delivery import SinkDelivery
 from ..pipeline.ingest import RecentBatches
-from ..pipeline.queue import QueueSlot
+from ..pipeline.slot import QueueSlot
 from ..pipeline.telemetry import Stats
 from ..sinks.base import Sink, build_sinks
-from ._output import CommandError
+from ._output import CommandError, Progress
 
 __all__ = ["register", "sync_folder"]
 
@@ -74,29 +74,6 @@ class SyncResult:
     @property
     def complete(self) -> bool:
         return not any(self.left.values()) and not self.errors
-
-
-class _Progress:
-    """Points done of the total, as a bar on a terminal or a line per slot otherwise."""
-
-    def __init__(self, total: int, stream: TextIO) -> None:
-        self.total, self.done, self.stream = total, 0, stream
-        self.tty = bool(getattr(stream, "isatty", lambda: False)())
-
-    def advance(self, points: int, where: str) -> None:
-        self.done += points
-        if self.tty:
-            width = 30
-            filled = int(width * self.done / max(1, self.total))
-            self.stream.write(f"\rsync [{'#' * filled}{'.' * (width - filled)}] {self.done}/{self.total} points")
-        else:
-            self.stream.write(f"sync: {where}: {self.done}/{self.total} points\n")
-        self.stream.flush()
-
-    def finish(self) -> None:
-        if self.tty and self.total:
-            self.stream.write("\n")
-            self.stream.flush()
 
 
 def _slots(queue_dir: Path) -> list[tuple[Path, Path]]:
@@ -157,7 +134,7 @@ def sync_folder(
         if live:
             os.close(fd)
     total = sum(slot.pending(s)[1] for slot, sinks, _, _ in plans for s in sinks)
-    progress = _Progress(total, stream)
+    progress = Progress("sync", total, stream=stream)
     names = sorted({s for _, sinks, _, _ in plans for s in sinks})
     sinks_by_name: dict[str, Sink] = {}
     if names:

@@ -9,6 +9,7 @@ from typing import Any
 
 from ..errors import MetricValueError
 from ..training.metrics import TrainingMetrics, to_number
+from ..training.records import prepare_record
 
 __all__ = ["FrameworkLogger", "clean_name"]
 
@@ -66,10 +67,8 @@ class FrameworkLogger:
 
     def log_hyperparams(self, params: Any, *, name: str = "hparams") -> None:
         """Keep ``params`` (a mapping, Namespace or dataclass) as one record in the store."""
-        if self.metrics._muted:
+        if self.metrics.muted:
             return
-        from ..training.records import prepare_record
-
         if not isinstance(params, Mapping):
             params = dict(vars(params)) if hasattr(params, "__dict__") else {"value": str(params)}
         record, _ = prepare_record({"metric_name": self.metrics.prefix + name, "value": 1, "hparams": _jsonable(params)})

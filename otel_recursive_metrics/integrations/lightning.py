@@ -44,7 +44,7 @@ class OtelRecursiveMetricsLogger(Logger):  # type: ignore[misc,unused-ignore]
 
     @property
     def version(self) -> str:
-        return str(self._logger.metrics._context.resource.get(RUN_ID_KEY, "0"))
+        return str(self._logger.metrics.resource.get(RUN_ID_KEY, "0"))
 
     @property
     def experiment(self) -> Any:

@@ -38,6 +38,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from .attributes import canonical_json
+
 __all__ = [
     "ATTRIBUTES",
     "EPOCH",
@@ -50,15 +52,11 @@ __all__ = [
     "STEP",
     "TIME",
     "VALUE",
-    "AttributeLimits",
     "BatchBuilder",
     "Point",
     "PointBatch",
-    "canonical_json",
-    "canonical_json_of_immutable",
     "explicit_histogram",
     "exponential_histogram",
-    "limit_attributes",
     "new_point",
 ]
 
@@ -69,11 +67,9 @@ Point = list[Any]
 
 FORMAT_VERSION = 2
 
-_dumps = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=True).encode
 _compact = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
 _ENCODE_SLICE = 1024
 _SHARE_TABLES_UP_TO = 256
-_CACHE_MAX = 100_000
 
 
 def new_point(
@@ -91,75 +87,6 @@ def new_point(
 ) -> Point:
     """One point; the first four are indexes into its batch's tables (see :class:`BatchBuilder`)."""
     return [resource, scope, metric, attributes, start_time_unix_nano, time_unix_nano, value, step, epoch, histogram, extra]
-
-
-# -- attributes ----------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class AttributeLimits:
-    """Caps on point attributes, after the SDK's ``OTEL_ATTRIBUTE_*_LIMIT`` settings.
-
-    ``count``: most attributes a point keeps (the first ones in sorted key order);
-    ``value_length``: longest string value (and string element of a list) in characters.
-    Past either, values are cut, never refused: a label must not cost the point.
-    """
-
-    count: int = 128
-    value_length: int = 4096
-
-
-def limit_attributes(attributes: Mapping[str, Any], limits: AttributeLimits) -> tuple[dict[str, Any], int]:
-    """``attributes`` within ``limits``, and how many keys or values were cut to get there."""
-    cut = 0
-    items = sorted(attributes.items())
-    if len(items) > limits.count:
-        cut += len(items) - limits.count
-        items = items[: limits.count]
-    out: dict[str, Any] = {}
-    size = limits.value_length
-    for key, value in items:
-        if isinstance(value, str) and len(value) > size:
-            out[key], cut = value[:size], cut + 1
-        elif isinstance(value, (list, tuple)) and any(isinstance(v, str) and len(v) > size for v in value):
-            out[key], cut = [v[:size] if isinstance(v, str) else v for v in value], cut + 1
-        else:
-            out[key] = value
-    return out, cut
-
-
-def canonical_json(attributes: Mapping[str, Any] | None) -> str:
-    """Attributes as canonical JSON text: sorted keys, compact, sequences as lists."""
-    if not attributes:
-        return "{}"
-    return _dumps({k: list(v) if isinstance(v, tuple) else v for k, v in attributes.items()})
-
-
-# Per limits, id(attributes) -> (attributes, text, cut). The SDK hands out the same immutable
-# attributes object for a series in every collection, so a hit needs only an identity check;
-# holding the object keeps its id from being reused while it is cached.
-_caches: dict[AttributeLimits, dict[int, tuple[Mapping[str, Any], str, int]]] = {}
-
-
-def canonical_json_of_immutable(attributes: Mapping[str, Any] | None, limits: AttributeLimits) -> tuple[str, int]:
-    """:func:`canonical_json` (within ``limits``) for attribute objects never mutated (the SDK's), cached.
-
-    Returns ``(text, how many keys or values were cut)``; the count is reported on a cache miss only.
-    """
-    if not attributes:
-        return "{}", 0
-    cache = _caches.get(limits)
-    if cache is None:
-        cache = _caches.setdefault(limits, {})
-    hit = cache.get(id(attributes))
-    if hit is not None and hit[0] is attributes:
-        return hit[1], 0
-    limited, cut = limit_attributes(attributes, limits)
-    text = canonical_json(limited)
-    if len(cache) >= _CACHE_MAX:
-        cache.clear()
-    cache[id(attributes)] = (attributes, text, cut)
-    return text, cut
 
 
 def _scrub(value: Any) -> Any:

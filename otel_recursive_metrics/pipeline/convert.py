@@ -22,14 +22,11 @@ from opentelemetry.sdk.metrics.export import (
     Sum,
 )
 
+from .attributes import AttributeLimits, canonical_json, canonical_json_of_immutable, limit_attributes
 from .batch import (
-    AttributeLimits,
     BatchBuilder,
-    canonical_json,
-    canonical_json_of_immutable,
     explicit_histogram,
     exponential_histogram,
-    limit_attributes,
     new_point,
 )
 

@@ -33,8 +33,8 @@ from ..sinks.base import Sink
 from .batch import BatchBuilder, PointBatch
 from .dead_letter import DeadLetterQueue
 from .ingest import RecentBatches, Report
-from .queue import QueueSlot
 from .retry import Outcome, Result, Retrier, RetryPolicy
+from .slot import QueueSlot
 from .telemetry import DropReason, Stats
 
 __all__ = ["MAX_SPLIT_SENDS", "SinkDelivery", "safe_error"]

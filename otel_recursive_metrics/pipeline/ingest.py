@@ -42,10 +42,11 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 from ..config import Config
-from .batch import AttributeLimits, BatchBuilder, PointBatch
+from .attributes import AttributeLimits
+from .batch import BatchBuilder, PointBatch
 from .buffer import STALE_AFTER_S, ExportItem, MemoryBuffer, item_points, item_time_unix_nano
 from .convert import add_log_item, add_metrics_data, add_record
-from .queue import QueueFull, QueueSlot
+from .slot import QueueFull, QueueSlot
 from .telemetry import DropReason, Stats
 
 __all__ = ["Held", "Ingest", "RecentBatches", "Report", "classify_queue_error"]

@@ -28,6 +28,12 @@ Fork safety: ``os.register_at_fork`` resets every pipeline in the child (new buf
 no threads, the parent's queue and connections abandoned untouched). The child starts its own
 threads and queue slot if it logs anything itself; SDK exports in the child, which would repeat
 the parent's data, are ignored unless ``export_in_forked_child`` is set.
+
+Why this module is long: a pipeline is one state machine over shared state (start, setup on the
+worker, ingest, one delivery loop per sink, persist, flush, shutdown with its grace, fork,
+exit); each stage's own logic lives in its module (buffer, ingest, delivery, queue, retry,
+preemption) and what is here is how they are wired and started and stopped, which reads best in
+one place.
 """
 
 from __future__ import annotations
@@ -45,18 +51,18 @@ from typing import Any
 from .._files import folder_problem
 from ..config import Config
 from ..errors import ConfigError
+from ..resource import default_resource_attributes
 from ..sinks.base import Sink, build_sinks
 from . import preemption
 from .batch import PointBatch
 from .buffer import MemoryBuffer, item_points
-from .convert import LogContext
 from .dead_letter import DeadLetterQueue
 from .delivery import SinkDelivery, safe_error
 from .ingest import Ingest, RecentBatches
 from .queue import DurableQueue, QueueRecord, abandoned
 from .telemetry import DropReason, Stats
 
-__all__ = ["ErrorCallback", "Pipeline", "log_context"]
+__all__ = ["ErrorCallback", "Pipeline"]
 
 _log = logging.getLogger(__name__)
 
@@ -150,8 +156,6 @@ class Pipeline:
     def resource_attributes(self) -> dict[str, Any]:
         """The resource of points that carry none of their own (``log`` calls, records)."""
         if self._resource_attributes is None:
-            from ..resource import default_resource_attributes
-
             self._resource_attributes = default_resource_attributes()
         return self._resource_attributes
 
@@ -688,16 +692,3 @@ def _shutdown_quietly(pipeline: Pipeline, deadline: float) -> None:
         pipeline.shutdown(max(0.0, deadline - time.monotonic()))
     except Exception:  # noqa: BLE001 - never fail the interpreter's exit
         _log.exception("otel-recursive-metrics: shutting down at exit failed")
-
-
-def log_context(resource: dict[str, Any], *, prefix: str = "", attributes_json: str = "{}") -> LogContext:
-    """A LogContext for the training API's points."""
-    from .. import __version__
-
-    return LogContext(
-        resource=resource,
-        scope_name="otel_recursive_metrics.training",
-        scope_version=__version__,
-        attributes_json=attributes_json,
-        prefix=prefix,
-    )

@@ -1,19 +1,8 @@
 """The embedded metrics store: one SQLite file that keeps the OpenTelemetry data model.
 
-Schema (version 1)::
-
-    resources(id, attributes, schema_url)                 -- attributes as canonical JSON
-    scopes(id, name, version, attributes, schema_url)
-    metrics(id, name, description, unit, kind, temporality, monotonic)
-    attribute_sets(id, attributes)                        -- each distinct point attribute set once
-    points(id, metric_id, resource_id, scope_id, attributes_id,
-           start_time_unix_nano, time_unix_nano, value, step, epoch, histogram, extra)
-
-``kind`` is ``gauge``, ``sum``, ``histogram`` or ``exponential_histogram``; ``temporality`` is
-OTLP's (1 delta, 2 cumulative); ``value`` keeps integers as integers; ``histogram`` is JSON (see
-:mod:`otel_recursive_metrics.pipeline.batch`). A unique index over a point's identity (metric, resource,
-scope, attribute set, start and end time, step) makes inserts idempotent: a batch delivered twice
-after a crash is stored once.
+The tables are in :mod:`.schema`; a unique index over a point's identity makes inserts
+idempotent, so a batch delivered twice after a crash is stored once. Reading: :class:`PointQuery`
+(in :mod:`.points`) turns filters into SQL; run summaries are in :mod:`.runs`.
 
 Concurrency: WAL mode, one writer transaction at a time per file (``BEGIN IMMEDIATE`` with a
 busy timeout), so several processes, DDP ranks for instance, can write one file. A
@@ -28,12 +17,12 @@ from __future__ import annotations
 import itertools
 import json
 import threading
-from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 from .._files import connect, connect_readonly
+from ..pipeline.attributes import canonical_json
 from ..pipeline.batch import (
     ATTRIBUTES,
     EPOCH,
@@ -47,57 +36,12 @@ from ..pipeline.batch import (
     TIME,
     VALUE,
     PointBatch,
-    canonical_json,
 )
-from ..resource import RANK_KEY, RUN_ID_KEY
+from .points import PointQuery, StoredPoint, json_path
+from .runs import summarize_runs
+from .schema import SCHEMA_VERSION, check_layout, create_schema
 
 __all__ = ["SCHEMA_VERSION", "PointStore", "StoredPoint"]
-
-SCHEMA_VERSION = 1
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS resources(
-    id INTEGER PRIMARY KEY,
-    attributes TEXT NOT NULL,
-    schema_url TEXT NOT NULL DEFAULT '',
-    UNIQUE(attributes, schema_url));
-CREATE TABLE IF NOT EXISTS scopes(
-    id INTEGER PRIMARY KEY,
-    name TEXT NOT NULL,
-    version TEXT NOT NULL,
-    attributes TEXT NOT NULL,
-    schema_url TEXT NOT NULL,
-    UNIQUE(name, version, attributes, schema_url));
-CREATE TABLE IF NOT EXISTS metrics(
-    id INTEGER PRIMARY KEY,
-    name TEXT NOT NULL,
-    description TEXT NOT NULL,
-    unit TEXT NOT NULL,
-    kind TEXT NOT NULL,
-    temporality INTEGER NOT NULL,
-    monotonic INTEGER NOT NULL,
-    UNIQUE(name, description, unit, kind, temporality, monotonic));
-CREATE TABLE IF NOT EXISTS attribute_sets(
-    id INTEGER PRIMARY KEY,
-    attributes TEXT NOT NULL UNIQUE);
-CREATE TABLE IF NOT EXISTS points(
-    id INTEGER PRIMARY KEY,
-    metric_id INTEGER NOT NULL,
-    resource_id INTEGER NOT NULL,
-    scope_id INTEGER NOT NULL,
-    attributes_id INTEGER NOT NULL,
-    start_time_unix_nano INTEGER NOT NULL,
-    time_unix_nano INTEGER NOT NULL,
-    value,
-    step INTEGER,
-    epoch INTEGER,
-    histogram TEXT,
-    extra TEXT);
-CREATE UNIQUE INDEX IF NOT EXISTS points_identity ON points(
-    metric_id, resource_id, time_unix_nano, ifnull(step, -1), attributes_id, scope_id, start_time_unix_nano);
-CREATE INDEX IF NOT EXISTS metrics_by_name ON metrics(name);
-"""
 
 _ATTR_CACHE_MAX = 200_000
 
@@ -128,46 +72,6 @@ _INSERT_POINT_UNLESS_PRESENT = (
 _INSERT_POINTS_GROUP = _INSERT_POINT.replace(f") VALUES {_ONE_ROW}", ") VALUES " + ",".join([_ONE_ROW] * _ROWS_PER_STATEMENT))
 
 
-@dataclass(frozen=True)
-class StoredPoint:
-    """One point read back from the store."""
-
-    metric: str
-    kind: str
-    unit: str
-    value: float | int | None
-    attributes: dict[str, Any]
-    resource: dict[str, Any]
-    scope: str
-    start_time_unix_nano: int
-    time_unix_nano: int
-    step: int | None
-    epoch: int | None
-    temporality: int
-    monotonic: bool
-    histogram: dict[str, Any] | None
-    extra: dict[str, Any] | None
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "metric": self.metric,
-            "kind": self.kind,
-            "unit": self.unit,
-            "value": self.value,
-            "attributes": self.attributes,
-            "resource": self.resource,
-            "scope": self.scope,
-            "start_time_unix_nano": self.start_time_unix_nano,
-            "time_unix_nano": self.time_unix_nano,
-            "step": self.step,
-            "epoch": self.epoch,
-            "temporality": self.temporality,
-            "monotonic": self.monotonic,
-            "histogram": self.histogram,
-            "extra": self.extra,
-        }
-
-
 class PointStore:
     """Reads and writes points in one SQLite file; see the module docstring for the schema."""
 
@@ -186,32 +90,22 @@ class PointStore:
         self._attr_ids: dict[str, int] = {}
         if readonly:
             self._conn = connect_readonly(self.path, busy_timeout_s=busy_timeout_s)
-            tables = {row[0] for row in self._conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-            if "points" not in tables:
-                self._conn.close()
-                raise ValueError(f"store {self.path}: not an otel-recursive-metrics store (no points table)")
-            self._check_layout()
-            return
-        self._conn = connect(self.path, busy_timeout_s=busy_timeout_s)
-        # FULL: a committed batch survives a power loss, so "stored" means durable.
-        self._conn.execute(f"PRAGMA synchronous={'FULL' if durable else 'NORMAL'}")
-        self._check_layout()
-        with self._lock:
-            self._conn.execute("BEGIN IMMEDIATE")
-            for statement in _SCHEMA.split(";"):
-                if statement.strip():
-                    self._conn.execute(statement)
-            self._conn.execute("INSERT OR IGNORE INTO meta(key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
-            self._conn.execute("COMMIT")
-
-    def _check_layout(self) -> None:
-        columns = {row[1] for row in self._conn.execute("PRAGMA table_info(points)")}
-        if columns and "attributes_id" not in columns:
+        else:
+            self._conn = connect(self.path, busy_timeout_s=busy_timeout_s)
+        try:
+            if readonly:
+                tables = {row[0] for row in self._conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+                if "points" not in tables:
+                    raise ValueError(f"store {self.path}: not an otel-recursive-metrics store (no points table)")
+                check_layout(self._conn, self.path)
+                return
+            # FULL: a committed batch survives a power loss, so "stored" means durable.
+            self._conn.execute(f"PRAGMA synchronous={'FULL' if durable else 'NORMAL'}")
+            check_layout(self._conn, self.path)
+            create_schema(self._conn)
+        except BaseException:
             self._conn.close()
-            raise ValueError(
-                f"store {self.path}: written by an earlier development layout of otel-recursive-metrics (points without"
-                " attributes_id); open it with that version, or start a new store file"
-            )
+            raise
 
     def set_busy_timeout(self, seconds: float) -> None:
         """How long a write waits for another process's write lock (a DDP rank's) before failing."""
@@ -340,115 +234,39 @@ class PointStore:
 
     # -- reading ---------------------------------------------------------------------------
 
-    def query(
-        self,
-        metric: str | Sequence[str] | None = None,
-        *,
-        run: str | None = None,
-        rank: int | None = None,
-        resource: Mapping[str, Any] | None = None,
-        attributes: Mapping[str, Any] | None = None,
-        start_time_unix_nano: int | None = None,
-        end_time_unix_nano: int | None = None,
-        step_min: int | None = None,
-        step_max: int | None = None,
-        limit: int | None = None,
-    ) -> list[StoredPoint]:
-        """Points matching every filter given, ordered by time then step.
+    def query(self, metric: str | Sequence[str] | None = None, **filters: Any) -> list[StoredPoint]:
+        """Points matching every filter given, ordered by time then step (see :class:`PointQuery`).
 
-        ``run`` and ``rank`` match the resource attributes ``training.run.id`` and
-        ``training.rank``; ``resource`` and ``attributes`` match any other keys exactly. Times
-        are inclusive bounds in Unix nanoseconds.
+        ``filters``: ``run``, ``rank``, ``resource``, ``attributes``, ``start_time_unix_nano``,
+        ``end_time_unix_nano``, ``step_min``, ``step_max``, ``limit``.
         """
-        return list(
-            self.iter_query(
-                metric,
-                run=run,
-                rank=rank,
-                resource=resource,
-                attributes=attributes,
-                start_time_unix_nano=start_time_unix_nano,
-                end_time_unix_nano=end_time_unix_nano,
-                step_min=step_min,
-                step_max=step_max,
-                limit=limit,
-            )
-        )
+        return list(self.iter_query(metric, **filters))
 
-    def iter_query(
-        self,
-        metric: str | Sequence[str] | None = None,
-        *,
-        run: str | None = None,
-        rank: int | None = None,
-        resource: Mapping[str, Any] | None = None,
-        attributes: Mapping[str, Any] | None = None,
-        start_time_unix_nano: int | None = None,
-        end_time_unix_nano: int | None = None,
-        step_min: int | None = None,
-        step_max: int | None = None,
-        limit: int | None = None,
-    ) -> Iterator[StoredPoint]:
-        """Like :meth:`query`, yielding points as they are read."""
-        where: list[str] = []
-        params: list[Any] = []
-        if metric is not None:
-            names = [metric] if isinstance(metric, str) else list(metric)
-            where.append(f"m.name IN ({','.join('?' * len(names))})")
-            params.extend(names)
-        res_filter = dict(resource or {})
-        if run is not None:
-            res_filter[RUN_ID_KEY] = run
-        if rank is not None:
-            res_filter[RANK_KEY] = rank
-        for key, value in res_filter.items():
-            where.append("json_extract(r.attributes, ?) = ?")
-            params.extend([_json_path(key), value])
-        for key, value in (attributes or {}).items():
-            where.append("json_extract(a.attributes, ?) = ?")
-            params.extend([_json_path(key), value])
-        for clause, value in (
-            ("p.time_unix_nano >= ?", start_time_unix_nano),
-            ("p.time_unix_nano <= ?", end_time_unix_nano),
-            ("p.step >= ?", step_min),
-            ("p.step <= ?", step_max),
-        ):
-            if value is not None:
-                where.append(clause)
-                params.append(value)
-        sql = (
-            "SELECT m.name, m.kind, m.unit, p.value, a.attributes, r.attributes, s.name,"
-            " p.start_time_unix_nano, p.time_unix_nano, p.step, p.epoch, m.temporality, m.monotonic,"
-            " p.histogram, p.extra"
-            " FROM points p JOIN metrics m ON m.id = p.metric_id JOIN resources r ON r.id = p.resource_id"
-            " JOIN scopes s ON s.id = p.scope_id JOIN attribute_sets a ON a.id = p.attributes_id"
-        )
-        if where:
-            sql += " WHERE " + " AND ".join(where)
-        sql += " ORDER BY p.time_unix_nano, p.step, p.id"
-        if limit is not None:
-            sql += " LIMIT ?"
-            params.append(int(limit))
+    def iter_query(self, metric: str | Sequence[str] | None = None, **filters: Any) -> Iterator[StoredPoint]:
+        """Like :meth:`query`, yielding points as SQLite reads them (a thousand at a time)."""
+        sql, params = PointQuery(metric, **filters).sql()
+        for rows in self.read_chunks(sql, params):
+            for row in rows:
+                yield StoredPoint.from_row(row)
+
+    def read(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
+        """The rows of one read-only statement (for summaries over the store's tables)."""
         with self._lock:
-            rows = self._conn.execute(sql, params).fetchall()
-        for row in rows:
-            yield StoredPoint(
-                metric=row[0],
-                kind=row[1],
-                unit=row[2],
-                value=row[3],
-                attributes=json.loads(row[4]),
-                resource=json.loads(row[5]),
-                scope=row[6],
-                start_time_unix_nano=row[7],
-                time_unix_nano=row[8],
-                step=row[9],
-                epoch=row[10],
-                temporality=row[11],
-                monotonic=bool(row[12]),
-                histogram=None if row[13] is None else json.loads(row[13]),
-                extra=None if row[14] is None else json.loads(row[14]),
-            )
+            return self._conn.execute(sql, params).fetchall()
+
+    def read_chunks(self, sql: str, params: Sequence[Any] = (), size: int = 1024) -> Iterator[list[Any]]:
+        """The rows of one statement, ``size`` at a time, without holding them all in memory."""
+        with self._lock:
+            cursor = self._conn.execute(sql, params)
+        try:
+            while True:
+                with self._lock:
+                    rows = cursor.fetchmany(size)
+                if not rows:
+                    return
+                yield rows
+        finally:
+            cursor.close()
 
     def metric_names(self) -> list[str]:
         """Every metric name that has points, sorted."""
@@ -467,68 +285,18 @@ class PointStore:
         with self._lock:
             self._conn.close()
 
-    # -- training runs (cli_runs, cli_plot, metrics_store) ----------------------------------
+    # -- summaries ------------------------------------------------------------------------
 
     def runs(self) -> list[dict[str, Any]]:
-        """One summary per training run (``training.run.id``), oldest first.
-
-        Each is ``{"run", "start_time_unix_nano", "end_time_unix_nano", "ranks", "restarts",
-        "points", "metrics"}``: ``ranks`` and ``restarts`` are the sorted distinct
-        ``training.rank`` / ``training.restart_count`` values, ``metrics`` the sorted metric
-        names. Points whose resource has no run id are summarised under ``run`` ``None``.
-        """
-        with self._lock:
-            per_resource = self._conn.execute(
-                "SELECT resource_id, min(time_unix_nano), max(time_unix_nano), count(*) FROM points GROUP BY resource_id"
-            ).fetchall()
-            resources = dict(self._conn.execute("SELECT id, attributes FROM resources").fetchall())
-            pairs = self._conn.execute(
-                "SELECT DISTINCT p.resource_id, m.name FROM (SELECT DISTINCT metric_id, resource_id FROM points) p"
-                " JOIN metrics m ON m.id = p.metric_id"
-            ).fetchall()
-        names_by_resource: dict[int, set[str]] = {}
-        for resource_id, name in pairs:
-            names_by_resource.setdefault(resource_id, set()).add(name)
-        runs: dict[Any, dict[str, Any]] = {}
-        for resource_id, first, last, count in per_resource:
-            attrs = json.loads(resources.get(resource_id, "{}"))
-            run_id = attrs.get(RUN_ID_KEY)
-            entry = runs.setdefault(
-                run_id,
-                {
-                    "run": run_id,
-                    "start_time_unix_nano": first,
-                    "end_time_unix_nano": last,
-                    "ranks": set(),
-                    "restarts": set(),
-                    "points": 0,
-                    "metrics": set(),
-                },
-            )
-            entry["start_time_unix_nano"] = min(entry["start_time_unix_nano"], first)
-            entry["end_time_unix_nano"] = max(entry["end_time_unix_nano"], last)
-            entry["points"] += count
-            if attrs.get(RANK_KEY) is not None:
-                entry["ranks"].add(attrs[RANK_KEY])
-            if attrs.get("training.restart_count") is not None:
-                entry["restarts"].add(attrs["training.restart_count"])
-            entry["metrics"] |= names_by_resource.get(resource_id, set())
-        out = []
-        for entry in sorted(runs.values(), key=lambda e: (e["start_time_unix_nano"], str(e["run"]))):
-            for key in ("ranks", "restarts", "metrics"):
-                entry[key] = sorted(
-                    entry[key], key=lambda v: (not isinstance(v, (int, float)), v if isinstance(v, (int, float)) else str(v))
-                )
-            out.append(entry)
-        return out
+        """One summary per training run, oldest first (see :func:`~.runs.summarize_runs`)."""
+        return summarize_runs(self)
 
     def query_extra(self, key: str, value: Any, *, limit: int | None = None) -> list[StoredPoint]:
         """Points whose ``extra`` field ``key`` equals ``value`` (a submitted record's ``id``, say)."""
-        with self._lock:
-            first, last = self._conn.execute(
-                "SELECT min(time_unix_nano), max(time_unix_nano) FROM points WHERE extra IS NOT NULL AND json_extract(extra, ?) = ?",
-                (_json_path(key), value),
-            ).fetchone()
+        ((first, last),) = self.read(
+            "SELECT min(time_unix_nano), max(time_unix_nano) FROM points WHERE extra IS NOT NULL AND json_extract(extra, ?) = ?",
+            (json_path(key), value),
+        )
         if first is None:
             return []
         found = [
@@ -537,7 +305,3 @@ class PointStore:
             if p.extra is not None and p.extra.get(key) == value
         ]
         return found if limit is None else found[: int(limit)]
-
-
-def _json_path(key: str) -> str:
-    return '$."' + key.replace('"', '\\"') + '"'

@@ -59,16 +59,16 @@ import logging
 import time
 from collections.abc import Mapping
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from ..pipeline.batch import AttributeLimits, canonical_json, limit_attributes
-from ..pipeline.convert import context_number
+from .. import __version__
+from ..config import load_config
+from ..pipeline import default as default_pipeline
+from ..pipeline.attributes import AttributeLimits, canonical_json, limit_attributes
+from ..pipeline.convert import LogContext, context_number
+from ..pipeline.worker import Pipeline
 from ..resource import RANK_KEY
 from .values import CLOCK, INT64_MAX, check_attributes, next_time_unix_nano, refuse, to_index, to_number, valid_name
-
-if TYPE_CHECKING:
-    from ..pipeline.convert import LogContext
-    from ..pipeline.worker import Pipeline
 
 __all__ = ["TrainingMetrics", "next_time_unix_nano", "to_index", "to_number"]
 
@@ -113,10 +113,7 @@ class TrainingMetrics:
         if pipeline is not None and options:
             raise TypeError("pass either pipeline= or pipeline settings, not both")
         if pipeline is None and options:
-            from ..config import load_config
-            from ..pipeline.worker import Pipeline as _Pipeline
-
-            pipeline = _Pipeline(load_config(**options))
+            pipeline = Pipeline(load_config(**options))
             self._owns_pipeline = True
         self._pipeline: Pipeline = self._resolve(pipeline)
         cfg = self._pipeline.config
@@ -148,19 +145,25 @@ class TrainingMetrics:
     @staticmethod
     def _resolve(pipeline: Any) -> Pipeline:
         if pipeline is None:
-            from ..pipeline import default as default_pipeline
-
             return default_pipeline.get_default_pipeline()
         return getattr(pipeline, "pipeline", pipeline)  # type: ignore[no-any-return]
 
     def _make_context(self, pipeline: Pipeline) -> LogContext:
-        from ..pipeline.worker import log_context
-
         return log_context(dict(pipeline.resource_attributes), prefix=self.prefix, attributes_json=canonical_json(self.attributes))
 
     @property
     def pipeline(self) -> Pipeline:
         return self._pipeline
+
+    @property
+    def muted(self) -> bool:
+        """True on a rank other than 0 with ``rank_zero_only``: ``log`` does nothing there."""
+        return self._muted
+
+    @property
+    def resource(self) -> dict[str, Any]:
+        """The resource attributes every point of this instance carries (run, rank, service)."""
+        return dict(self._context.resource)
 
     # -- the hot path --------------------------------------------------------------------------
 
@@ -232,8 +235,6 @@ class TrainingMetrics:
         # The shared default pipeline was shut down (the exporter's provider ended, say): follow
         # the new default rather than losing the rest of the run.
         if not self._explicit_pipeline and self._pipeline.closed:
-            from ..pipeline import default as default_pipeline
-
             self._pipeline = default_pipeline.get_default_pipeline()
             self._context = self._make_context(self._pipeline)
             self._context_number = context_number(self._context)
@@ -274,3 +275,14 @@ class TrainingMetrics:
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
         self.close()
+
+
+def log_context(resource: dict[str, Any], *, prefix: str = "", attributes_json: str = "{}") -> LogContext:
+    """What every point of one TrainingMetrics shares: its resource, scope, attributes and prefix."""
+    return LogContext(
+        resource=resource,
+        scope_name="otel_recursive_metrics.training",
+        scope_version=__version__,
+        attributes_json=attributes_json,
+        prefix=prefix,
+    )

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import time
+from pathlib import Path
 
 import pytest
 
@@ -21,9 +21,16 @@ from .test_prometheus_e2e import PACED, assert_every_step_in_prometheus, otlp_en
 
 pytestmark = [pytest.mark.collector, pytest.mark.prometheus, pytest.mark.slow]
 
-STEPS = 800
-PAUSE_S = 0.005  # the run lasts about 4 s; the Collector is down for about 1.5 s of it
-OUTAGE_S = 1.5
+STEPS = 3000
+PAUSE_S = 0.005
+#: Steps the run must log while the Collector is down (observed in its log, not timed).
+STEPS_DURING_OUTAGE = 150
+
+
+def last_step(log: Path) -> int:
+    """The last step the run reported ("step N" lines), -1 before the first."""
+    steps = [int(line.split()[1]) for line in log.read_text().splitlines() if line.startswith("step ")]
+    return steps[-1] if steps else -1
 
 
 @pytest.mark.parametrize("protocol", ["grpc", "http/protobuf"])
@@ -42,7 +49,9 @@ def test_collector_killed_mid_run_loses_nothing(
         OTEL_EXPORTER_OTLP_TIMEOUT="5000",
     )
     log = training_run.dir.parent / "train.log"
-    argv = [sys.executable, PACED, "--dir", str(training_run.dir), "--steps", str(STEPS), "--pause-s", str(PAUSE_S)]
+    argv = [
+        sys.executable, PACED, "--dir", str(training_run.dir), "--steps", str(STEPS), "--pause-s", str(PAUSE_S), "--progress-every", "10",
+    ]  # fmt: skip
     with log.open("w") as out:
         trainer = subprocess.Popen(argv, env=env, cwd=REPO, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     try:
@@ -51,7 +60,11 @@ def test_collector_killed_mid_run_loses_nothing(
         wait_for(lambda: len(prometheus_samples(prometheus, labels, "train_loss")) >= 50, 30, "the run's first 50 steps in Prometheus")
         collector.kill()
         before_kill = len(prometheus_samples(prometheus, labels, "train_loss"))
-        time.sleep(OUTAGE_S)
+        killed_at_step = last_step(log)
+        # The outage lasts until the run has logged that many steps, whatever the machine's speed.
+        wait_for(
+            lambda: last_step(log) >= killed_at_step + STEPS_DURING_OUTAGE or trainer.poll() is not None, 60, "steps during the outage"
+        )
         assert trainer.poll() is None, f"the run ended during the outage; make it longer\n{log.read_text()[-2000:]}"
         collector.start()
         trainer.wait(timeout=120)
@@ -64,7 +77,7 @@ def test_collector_killed_mid_run_loses_nothing(
     output = log.read_text()
     assert trainer.returncode == 0, f"the run did not deliver everything (status {trainer.returncode}):\n{output[-3000:]}"
     stats = json.loads(output.strip().splitlines()[-1])["stats"]
-    assert before_kill < STEPS
+    assert before_kill < killed_at_step + STEPS_DURING_OUTAGE < STEPS
     assert stats["retries"].get("otlp", 0) > 0, f"the exporter never retried, so the outage was not during the run: {stats}"
     assert not stats["dead_lettered_points"] and not stats["dropped_points"], stats
     assert_every_step_in_prometheus(prometheus, training_run, STEPS)

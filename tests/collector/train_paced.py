@@ -84,7 +84,9 @@ def main(argv: list[str] | None = None) -> int:
         time.sleep(args.pause_s)
     if provider is not None:
         provider.force_flush(timeout_millis=args.close_timeout_s * 1000)  # the counter's last value into the pipeline
-    delivered = metrics.close(timeout_s=args.close_timeout_s)  # with configure()'s pipeline: a flush
+    # Wait for delivery (up to the timeout), then close: a close alone waits only shutdown_grace_s.
+    delivered = metrics.flush(timeout_s=args.close_timeout_s)
+    delivered = metrics.close(timeout_s=args.close_timeout_s) and delivered
     if provider is not None:
         provider.shutdown(timeout_millis=args.close_timeout_s * 1000)
     print(json.dumps({"delivered": delivered, "steps": args.steps, "stats": metrics.get_stats()}, default=str), flush=True)

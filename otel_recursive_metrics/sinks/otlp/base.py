@@ -1,14 +1,14 @@
 """What the OTLP gRPC and HTTP sinks share: settings, one attempt per send, and partial success.
 
-A transport subclasses :class:`_OtlpSink` and implements two methods, ``send_request(request,
+A transport subclasses :class:`OtlpSink` and implements two methods, ``send_request(request,
 deadline)`` and ``close()``. ``send(batch, deadline)`` encodes the batch once
 (:func:`~otel_recursive_metrics.sinks.otlp.codec.encode_request`) and hands it to ``send_request``, which
 makes exactly one attempt, bounded by ``deadline`` (monotonic seconds) and by ``timeout_s``
-(:meth:`_OtlpSink._attempt_timeout_s`), and raises a classified error
+(:meth:`OtlpSink._attempt_timeout_s`), and raises a classified error
 (:mod:`~otel_recursive_metrics.sinks.otlp.errors`) on failure; the retry stage decides the rest.
 
 A response with ``partial_success.rejected_data_points > 0`` is a delivery: the rejected points
-are not retried (the spec forbids it) but counted in :attr:`_OtlpSink.rejected_points`, which the
+are not retried (the spec forbids it) but counted in :attr:`OtlpSink.rejected_points`, which the
 worker copies into its stats, and the receiver's message is logged at most once a minute::
 
     sink = OtlpHttpSink("http://collector:4318/v1/metrics", headers=[("authorization", token)])
@@ -43,7 +43,7 @@ if TYPE_CHECKING:
 
     from ...pipeline.batch import PointBatch
 
-__all__: list[str] = []
+__all__ = ["OtlpSink", "count_points", "user_agent"]
 
 # The logger keeps the name it had before the sinks were split into modules, so logging
 # configurations that name "otel_recursive_metrics.sinks.otlp" still reach these lines.
@@ -53,11 +53,11 @@ _log = logging.getLogger("otel_recursive_metrics.sinks.otlp")
 _PARTIAL_LOG_INTERVAL_S = 60.0
 
 
-def _user_agent() -> str:
+def user_agent() -> str:
     return f"otel-recursive-metrics/{__version__}"
 
 
-def _count_points(request: ExportMetricsServiceRequest) -> int:
+def count_points(request: ExportMetricsServiceRequest) -> int:
     total = 0
     for rm in request.resource_metrics:
         for sm in rm.scope_metrics:
@@ -68,7 +68,7 @@ def _count_points(request: ExportMetricsServiceRequest) -> int:
     return total
 
 
-class _OtlpSink:
+class OtlpSink:
     """What both transports share: headers, timeouts, partial success, redaction."""
 
     name = "otlp"
@@ -106,10 +106,6 @@ class _OtlpSink:
     def __repr__(self) -> str:
         # Never the headers: repr ends up in logs and tracebacks.
         return f"{type(self).__name__}(endpoint={self.display_endpoint!r}, headers=[{', '.join(k for k, _ in self._headers)}])"
-
-    @property
-    def header_names(self) -> tuple[str, ...]:
-        return tuple(k for k, _ in self._headers)
 
     def send(self, batch: PointBatch, deadline: float) -> None:
         """Deliver ``batch`` in one request before ``deadline`` (monotonic seconds) or raise."""

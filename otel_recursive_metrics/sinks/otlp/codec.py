@@ -20,6 +20,7 @@ from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportM
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.metrics.v1 import metrics_pb2 as pb
 
+from ...pipeline.attributes import canonical_json
 from ...pipeline.batch import (
     ATTRIBUTES,
     HISTOGRAM,
@@ -31,7 +32,6 @@ from ...pipeline.batch import (
     VALUE,
     BatchBuilder,
     PointBatch,
-    canonical_json,
     explicit_histogram,
     exponential_histogram,
 )

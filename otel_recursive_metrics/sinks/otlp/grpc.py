@@ -30,7 +30,7 @@ from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2_grpc import Me
 
 from ...config import display_url
 from ...errors import DeliveryError, RetryableError
-from .base import _count_points, _OtlpSink, _user_agent
+from .base import OtlpSink, count_points, user_agent
 from .errors import classify_grpc_error
 
 if TYPE_CHECKING:
@@ -55,7 +55,7 @@ def grpc_target(endpoint: str, insecure: bool) -> tuple[str, bool]:
     return endpoint.strip().rstrip("/"), not insecure
 
 
-class OtlpGrpcSink(_OtlpSink):
+class OtlpGrpcSink(OtlpSink):
     """OTLP over gRPC (``MetricsService/Export``), one channel kept open across batches."""
 
     protocol = "grpc"
@@ -84,7 +84,7 @@ class OtlpGrpcSink(_OtlpSink):
     def _connect(self) -> Any:
         backoff_ms = int(self.reconnect_backoff_max_s * 1000)
         options = [
-            ("grpc.primary_user_agent", _user_agent()),
+            ("grpc.primary_user_agent", user_agent()),
             ("grpc.initial_reconnect_backoff_ms", min(1000, backoff_ms)),
             ("grpc.max_reconnect_backoff_ms", backoff_ms),
             ("grpc.max_send_message_length", -1),
@@ -122,7 +122,7 @@ class OtlpGrpcSink(_OtlpSink):
             raise failure
         partial = response.partial_success
         if partial.rejected_data_points or partial.error_message:
-            self._partial_success(int(partial.rejected_data_points), str(partial.error_message), _count_points(request))
+            self._partial_success(int(partial.rejected_data_points), str(partial.error_message), count_points(request))
 
     def close(self) -> None:
         with self._lock:

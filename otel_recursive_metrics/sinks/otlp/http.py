@@ -35,7 +35,7 @@ from urllib.parse import urlsplit
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceResponse
 
 from ...errors import DeliveryError, RetryableError
-from .base import _count_points, _OtlpSink, _user_agent
+from .base import OtlpSink, count_points, user_agent
 from .errors import classify_http_response
 
 if TYPE_CHECKING:
@@ -46,7 +46,7 @@ __all__ = ["DEFAULT_HTTP_ENDPOINT", "OtlpHttpSink"]
 DEFAULT_HTTP_ENDPOINT = "http://localhost:4318/v1/metrics"
 
 
-class OtlpHttpSink(_OtlpSink):
+class OtlpHttpSink(OtlpSink):
     """OTLP over HTTP/1.1 with protobuf bodies; one keep-alive connection reused across batches."""
 
     protocol = "http/protobuf"
@@ -95,7 +95,7 @@ class OtlpHttpSink(_OtlpSink):
         if self._setup_error:
             raise RetryableError(f"OTLP/HTTP {where}: {self._setup_error}")
         body = request.SerializeToString()
-        headers = {"Content-Type": "application/x-protobuf", "User-Agent": _user_agent()}
+        headers = {"Content-Type": "application/x-protobuf", "User-Agent": user_agent()}
         if self.compression == "gzip":
             body = gzip.compress(body, compresslevel=6)
             headers["Content-Encoding"] = "gzip"
@@ -171,7 +171,7 @@ class OtlpHttpSink(_OtlpSink):
             return
         partial = response.partial_success
         if partial.rejected_data_points or partial.error_message:
-            self._partial_success(int(partial.rejected_data_points), str(partial.error_message), _count_points(request))
+            self._partial_success(int(partial.rejected_data_points), str(partial.error_message), count_points(request))
 
     def _drop_connection(self) -> None:
         conn, self._conn = self._conn, None

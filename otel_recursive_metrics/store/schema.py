@@ -1,0 +1,96 @@
+"""The store's schema (version 1): the OpenTelemetry data model in SQLite tables.
+
+::
+
+    resources(id, attributes, schema_url)                 -- attributes as canonical JSON
+    scopes(id, name, version, attributes, schema_url)
+    metrics(id, name, description, unit, kind, temporality, monotonic)
+    attribute_sets(id, attributes)                        -- each distinct point attribute set once
+    points(id, metric_id, resource_id, scope_id, attributes_id,
+           start_time_unix_nano, time_unix_nano, value, step, epoch, histogram, extra)
+    meta(key, value)                                      -- schema_version
+
+``kind`` is ``gauge``, ``sum``, ``histogram`` or ``exponential_histogram``; ``temporality`` is
+OTLP's (1 delta, 2 cumulative); ``value`` keeps integers as integers; ``histogram`` is JSON (see
+:mod:`otel_recursive_metrics.pipeline.batch`). A unique index over a point's identity (metric,
+resource, time, step, attribute set, scope, start time) makes inserts idempotent: a batch
+delivered twice after a crash is stored once.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+__all__ = ["SCHEMA_VERSION", "check_layout", "create_schema"]
+
+SCHEMA_VERSION = 1
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS resources(
+    id INTEGER PRIMARY KEY,
+    attributes TEXT NOT NULL,
+    schema_url TEXT NOT NULL DEFAULT '',
+    UNIQUE(attributes, schema_url));
+CREATE TABLE IF NOT EXISTS scopes(
+    id INTEGER PRIMARY KEY,
+    name TEXT NOT NULL,
+    version TEXT NOT NULL,
+    attributes TEXT NOT NULL,
+    schema_url TEXT NOT NULL,
+    UNIQUE(name, version, attributes, schema_url));
+CREATE TABLE IF NOT EXISTS metrics(
+    id INTEGER PRIMARY KEY,
+    name TEXT NOT NULL,
+    description TEXT NOT NULL,
+    unit TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    temporality INTEGER NOT NULL,
+    monotonic INTEGER NOT NULL,
+    UNIQUE(name, description, unit, kind, temporality, monotonic));
+CREATE TABLE IF NOT EXISTS attribute_sets(
+    id INTEGER PRIMARY KEY,
+    attributes TEXT NOT NULL UNIQUE);
+CREATE TABLE IF NOT EXISTS points(
+    id INTEGER PRIMARY KEY,
+    metric_id INTEGER NOT NULL,
+    resource_id INTEGER NOT NULL,
+    scope_id INTEGER NOT NULL,
+    attributes_id INTEGER NOT NULL,
+    start_time_unix_nano INTEGER NOT NULL,
+    time_unix_nano INTEGER NOT NULL,
+    value,
+    step INTEGER,
+    epoch INTEGER,
+    histogram TEXT,
+    extra TEXT);
+CREATE UNIQUE INDEX IF NOT EXISTS points_identity ON points(
+    metric_id, resource_id, time_unix_nano, ifnull(step, -1), attributes_id, scope_id, start_time_unix_nano);
+CREATE INDEX IF NOT EXISTS metrics_by_name ON metrics(name);
+"""
+
+
+def create_schema(conn: sqlite3.Connection) -> None:
+    """Create every table and index that is missing, in one write transaction."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        for statement in _SCHEMA.split(";"):
+            if statement.strip():
+                conn.execute(statement)
+        conn.execute("INSERT OR IGNORE INTO meta(key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+
+
+def check_layout(conn: sqlite3.Connection, path: Path) -> None:
+    """ValueError if ``path`` was written by an incompatible layout (the connection is left open)."""
+    columns = {row[1] for row in conn.execute("PRAGMA table_info(points)")}
+    if columns and "attributes_id" not in columns:
+        raise ValueError(
+            f"store {path}: written by an earlier development layout of otel-recursive-metrics (points without"
+            " attributes_id); open it with that version, or start a new store file"
+        )
