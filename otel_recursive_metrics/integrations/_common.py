@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import logging
 import re
+import time
 from collections.abc import Mapping
 from typing import Any
 
 from ..errors import MetricValueError
+from ..pipeline.buffer import RecordItem
 from ..training.metrics import TrainingMetrics, to_number
 from ..training.records import prepare_record
 
@@ -72,7 +74,7 @@ class FrameworkLogger:
         if not isinstance(params, Mapping):
             params = dict(vars(params)) if hasattr(params, "__dict__") else {"value": str(params)}
         record, _ = prepare_record({"metric_name": self.metrics.prefix + name, "value": 1, "hparams": _jsonable(params)})
-        self.metrics.pipeline.offer(record)
+        self.metrics.pipeline.offer(RecordItem(time.time_ns(), record))
 
     def flush(self) -> bool:
         return self.metrics.flush(self.flush_timeout_s)

@@ -41,6 +41,7 @@ from typing import Any, NamedTuple
 from opentelemetry.sdk.metrics.export import MetricsData
 
 __all__ = [
+    "INITIAL_CAPACITY_ITEMS",
     "LOG_CONTEXT",
     "LOG_EPOCH",
     "LOG_STEP",
@@ -60,6 +61,8 @@ LOG_CONTEXT, LOG_TIME, LOG_STEP, LOG_EPOCH, LOG_VALUES = range(5)
 
 #: How long past ``flush_interval_s`` an item may still wait in memory before the worker drops it.
 STALE_AFTER_S = 0.75
+#: The memory buffer's capacity before the worker has measured how fast it writes.
+INITIAL_CAPACITY_ITEMS = 10_000
 
 
 class ExportItem(NamedTuple):
@@ -77,8 +80,16 @@ class RecordItem(NamedTuple):
 
 
 def item_time_unix_nano(item: Any) -> int:
-    """When an item was offered (wall clock, Unix nanoseconds)."""
-    return int(item[LOG_TIME] if type(item) is tuple else item[0])
+    """When an item was offered (wall clock, Unix nanoseconds); now for anything unexpected.
+
+    (An item of another shape is dropped as ``invalid`` by the worker; it must not stall it.)
+    """
+    kind = type(item)
+    if kind is tuple:
+        return int(item[LOG_TIME])
+    if kind is ExportItem or kind is RecordItem:
+        return int(item[0])
+    return time.time_ns()
 
 
 def metrics_data_points(data: MetricsData) -> int:
@@ -112,8 +123,6 @@ class MemoryBuffer:
         self.overflow = overflow
         self.block_timeout_s = block_timeout_s
         self._on_drop = on_drop
-        #: The cap in force now (<= max_items); see the module docstring.
-        self.capacity = max_items
         self.reset()
 
     def reset(self) -> None:
@@ -121,7 +130,9 @@ class MemoryBuffer:
         self.items: deque[Any] = deque()
         self.wake = threading.Event()
         self._room = threading.Condition(threading.Lock())
-        self.capacity = self.max_items
+        #: The cap in force now (<= max_items); see the module docstring. Until the worker has
+        #: measured its rate, a cautious guess rather than the whole of max_items.
+        self.capacity = min(self.max_items, INITIAL_CAPACITY_ITEMS)
 
     def __len__(self) -> int:
         return len(self.items)

@@ -60,6 +60,8 @@ _YIELD_EVERY_POINTS = 1024
 _LOG_EVERY_S = 60.0
 #: Runs shorter than this many points say little about the rate.
 _RATE_MIN_POINTS = 2000
+#: The smallest slice of the buffer one pass takes, whatever the capacity.
+_MIN_SLICE_ITEMS = 1000
 
 # Scope of the points of submitted records (the seed API).
 _RECORD_SCOPE = ("otel_recursive_metrics", "")
@@ -170,13 +172,27 @@ class Ingest:
     # -- one run ------------------------------------------------------------------------------
 
     def run_once(self, queue: QueueSlot, *, stopping: bool, on_written: Callable[[], None]) -> bool:
-        """Drain, convert and append; never raises. True when nothing accepted waits in memory."""
+        """Drain, convert and append what waits now; never raises. True when all of it is on disk.
+
+        The buffer is taken in slices of about its capacity, the rate measured after each, so
+        that one long run never holds more than a slice besides what waits in the buffer.
+        """
         self.drop_stale()
         if self.held and not self._write_held(queue, stopping=stopping, on_written=on_written):
             return False
-        items = self.buffer.drain()
-        if not items:
-            return True
+        remaining = len(self.buffer)  # what was accepted before this run began: all of it, in order
+        while remaining > 0:
+            items = self.buffer.drain(min(remaining, max(_MIN_SLICE_ITEMS, self.buffer.capacity)))
+            if not items:
+                break
+            remaining -= len(items)
+            if not self._ingest_slice(items, queue, stopping=stopping, on_written=on_written):
+                return False
+            if remaining > 0:
+                self.drop_stale()
+        return True
+
+    def _ingest_slice(self, items: list[Any], queue: QueueSlot, *, stopping: bool, on_written: Callable[[], None]) -> bool:
         started = time.perf_counter()
         self.in_flight_items = len(items)  # taken from memory, not yet on disk: still queued
         self._in_flight_oldest = item_time_unix_nano(items[0])
