@@ -101,6 +101,18 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     # One pipeline (its own, in --dir) shared by the train and validation loggers.
     with TrainingMetrics(prefix="train.", dir=args.dir, flush_interval_s=1.0) as train:
         val = TrainingMetrics(prefix="val.", pipeline=train.pipeline)
+        # The run's hyperparameters: `otel-recursive-metrics runs` and `compare` show them.
+        train.log_params(
+            {
+                "lr": args.lr,
+                "hidden": args.hidden,
+                "batch_size": args.batch_size,
+                "steps": args.steps,
+                "seed": args.seed,
+                "schedule": "cosine",
+                "optimizer": {"name": "sgd", "weight_decay": 1e-4},
+            }
+        )
         steps_per_epoch = max(1, len(y_train) // args.batch_size)
         first = last = {}
         for step in range(args.steps):

@@ -14,7 +14,15 @@ import time
 from pathlib import Path
 from urllib.parse import quote
 
-__all__ = ["connect", "connect_readonly", "folder_problem", "make_private_dir", "write_private"]
+__all__ = ["connect", "connect_readonly", "folder_problem", "is_damage", "make_private_dir", "write_private"]
+
+
+def is_damage(exc: BaseException) -> bool:
+    """A file SQLite cannot read as a database (not a lock, a full disk or a bad statement)."""
+    if not isinstance(exc, sqlite3.DatabaseError):
+        return False
+    text = str(exc).lower()
+    return "malformed" in text or "not a database" in text or "file is encrypted" in text or "corrupt" in text
 
 
 def make_private_dir(path: Path) -> None:

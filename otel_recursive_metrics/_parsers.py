@@ -28,7 +28,7 @@ def parse_int(minimum: int) -> Callable[[Any], int]:
             raise Invalid(f"an integer >= {minimum}")
         try:
             number = int(str(value).strip()) if isinstance(value, str) else int(value)
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):
             raise Invalid(f"an integer >= {minimum}") from None
         if isinstance(value, float) and value != number:
             raise Invalid(f"an integer >= {minimum}")

@@ -31,7 +31,11 @@ __all__ = [
     "LOCAL_RANK_KEY",
     "RANK_KEY",
     "RESTART_COUNT_KEY",
+    "RUN_EVENT_METRIC",
     "RUN_ID_KEY",
+    "RUN_METADATA_METRICS",
+    "RUN_PARAMS_METRIC",
+    "STORE_ONLY_METRICS",
     "WORLD_SIZE_KEY",
     "default_resource_attributes",
     "training_attributes",
@@ -42,6 +46,15 @@ RANK_KEY = "training.rank"
 LOCAL_RANK_KEY = "training.local_rank"
 WORLD_SIZE_KEY = "training.world_size"
 RESTART_COUNT_KEY = "training.restart_count"
+
+#: Reserved metrics of run metadata (see :mod:`otel_recursive_metrics.training.run`): the
+#: hyperparameters as an info metric, and the start and end of each process (store-only).
+RUN_PARAMS_METRIC = "training.run.params"
+RUN_EVENT_METRIC = "training.run.event"
+#: Both: points of these are run metadata, not logged data (get_stats() does not count them).
+RUN_METADATA_METRICS = frozenset({RUN_PARAMS_METRIC, RUN_EVENT_METRIC})
+#: Metrics the store keeps as run metadata and OTLP never receives.
+STORE_ONLY_METRICS = frozenset({RUN_EVENT_METRIC})
 
 _generated_run_id: str | None = None
 

@@ -70,7 +70,7 @@ def dead_lettered_keys(data_dir: Path, sink: str) -> set[tuple[str, float]]:
         if entry.sink != sink:
             continue
         batch = entry.batch()
-        keys |= {(batch.metrics[p[METRIC]][0], float(p[STEP])) for p in batch.points}
+        keys |= {(batch.metrics[p[METRIC]][0], float(p[STEP])) for p in batch.points if p[STEP] is not None}  # not run events
     return keys
 
 

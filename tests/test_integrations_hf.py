@@ -74,9 +74,9 @@ def test_trainer_fit_logs_every_step_into_the_store(tmp_path: Path, data_dir: Pa
         assert [p.step for p in store.query("hf.eval_loss")] == [12, 24]
         assert len(store.query("hf.learning_rate")) == 24
         assert len(store.query("hf.train_runtime")) == 1
-        (hparams,) = store.query("hf.hparams")
-        assert hparams.extra is not None and hparams.extra["hparams"]["max_steps"] == 24
-        assert hparams.extra["hparams"]["learning_rate"] == 5e-3
+        (run,) = store.runs()
+        assert run["params"]["max_steps"] == 24  # the TrainingArguments, as the run's parameters
+        assert run["params"]["learning_rate"] == 5e-3
     finally:
         store.close()
     callback.metrics.close()

@@ -72,8 +72,8 @@ def test_trainer_fit_logs_every_step_into_the_store(tmp_path: Path, data_dir: Pa
         assert loss[-1].value < loss[0].value
         assert [p.epoch for p in store.query("lit.val_loss")] == [0, 1, 2]
         assert "lit.epoch" not in store.metric_names()
-        hparams = store.query("lit.hparams")
-        assert hparams and hparams[0].extra is not None and hparams[0].extra["hparams"] == {"hidden": 8, "lr": 0.05}
+        (run,) = store.runs()
+        assert run["params"] == {"hidden": 8, "lr": 0.05}  # the model's hyperparameters, as the run's parameters
     finally:
         store.close()
     logger.experiment.close()

@@ -14,7 +14,8 @@ import sys
 from collections.abc import Callable, Sequence
 
 from .. import __version__
-from . import dlq, plot, query, runs, sync
+from .._files import is_damage
+from . import compare, dlq, plot, query, runs, sync
 from ._output import CommandError, damaged_store_message, fail
 
 __all__ = ["build_parser", "main"]
@@ -22,7 +23,7 @@ __all__ = ["build_parser", "main"]
 _Handler = Callable[[argparse.Namespace], int]
 
 #: The subcommand modules, in the order ``--help`` lists them.
-_COMMANDS = (query, runs, plot, dlq, sync)
+_COMMANDS = (query, runs, compare, plot, dlq, sync)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -41,8 +42,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return handler(args)
     except CommandError as exc:
-        return fail(str(exc))
+        fail(str(exc))
+        return exc.code
     except sqlite3.DatabaseError as exc:
+        if not is_damage(exc):
+            raise
         # Damage found while reading (a page SQLite cannot decode), after the store opened fine.
         return fail(damaged_store_message(getattr(args, "store", None) or "the store", exc))
     except BrokenPipeError:  # `| head`

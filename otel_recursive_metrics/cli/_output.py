@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TextIO
 
+from .._files import is_damage
 from ..config import Config, env_setting
 from ..errors import ConfigError
 from ..store import PointStore
@@ -34,7 +35,14 @@ __all__ = [
 
 
 class CommandError(Exception):
-    """A usage or input error: its message is printed and the command exits with code 2."""
+    """A usage or input error: its message is printed and the command exits with ``code`` (2).
+
+    ``code=1`` for "nothing matched" with a hint (a misspelt metric or run).
+    """
+
+    def __init__(self, message: str, code: int = 2) -> None:
+        super().__init__(message)
+        self.code = code
 
 
 def fail(message: str) -> int:
@@ -75,7 +83,7 @@ def open_store(path: str | None) -> PointStore:
     except ValueError as exc:
         raise CommandError(f"--store {path!r}: {exc}") from None
     except sqlite3.DatabaseError as exc:
-        raise CommandError(damaged_store_message(path, exc)) from None
+        raise CommandError(damaged_store_message(path, exc) if is_damage(exc) else f"--store {path!r}: {exc}") from None
 
 
 def format_time(time_unix_nano: int, *, milliseconds: bool = False) -> str:

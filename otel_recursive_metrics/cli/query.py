@@ -1,26 +1,39 @@
 """``otel-recursive-metrics query`` and ``metrics``: points and metric names from the store.
 
-- ``query --store PATH [--metric NAME ...] [--run ID] [--rank N] [--format table|csv|json]``:
-  points from the store; ``json`` is one object a line with ``metric``, ``kind``, ``value``,
-  ``attributes``, ``resource``, ``time_unix_nano``, ``step`` and the rest of the point.
+- ``query --store PATH [--metric NAME ...] [--run ID ...] [--rank N] [--last N] [--follow]
+  [--format table|csv|json]``: points from the store, oldest first. ``--run`` may be given several
+  times (runs are matched by id or by name); the table and the CSV have a run column. ``json`` is
+  one object a line with ``metric``, ``kind``, ``value``, ``attributes``, ``resource``,
+  ``time_unix_nano``, ``step`` and the rest of the point; CSV keeps full precision (the shortest
+  text that reads back as the same float). ``--last N`` prints the newest N points, ``--limit N``
+  the first N. ``--follow`` keeps printing points as they are written until every selected run has
+  ended (or Ctrl-C), like ``tail -f``.
 - ``metrics --store PATH``: the metric names in a store, one a line.
 
-Exit codes: 0 success, 1 nothing matched, 2 bad usage or unreadable input.
+A metric or run the store does not have is an error that names what it has and the closest
+names ("did you mean"). Exit codes: 0 success, 1 nothing matched, 2 bad usage or unreadable input.
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import difflib
 import json
 import sys
-from collections.abc import Sequence
-from typing import Any
+import time
+from collections.abc import Iterable, Sequence
+from typing import Any, TextIO
 
-from ..store import StoredPoint
-from ._output import add_store_arg, format_time, open_store, render_table
+from ..resource import RANK_KEY, RUN_ID_KEY
+from ..store import PointStore, StoredPoint
+from ._output import CommandError, add_store_arg, format_time, open_store, render_table
 
-__all__ = ["add_filters", "cmd_metrics", "cmd_query", "register"]
+__all__ = ["add_filters", "cmd_metrics", "cmd_query", "did_you_mean", "register", "resolve_runs"]
+
+#: How often ``--follow`` asks the store for new points, and checks whether the runs still run.
+FOLLOW_POLL_S = 0.5
+FOLLOW_STATUS_EVERY_S = 2.0
 
 
 def register(subparsers: Any) -> None:
@@ -39,67 +52,180 @@ def register(subparsers: Any) -> None:
 def add_filters(parser: argparse.ArgumentParser) -> None:
     """The point filters ``query`` takes."""
     parser.add_argument("--metric", action="append", help="metric name; repeat for several (default: all)")
-    parser.add_argument("--run", help="training run id (resource attribute training.run.id)")
+    parser.add_argument("--run", action="append", help="training run id or name; repeat for several (default: all)")
     parser.add_argument("--rank", type=int, help="training rank (resource attribute training.rank)")
     parser.add_argument("--step-min", type=int, help="first step (inclusive)")
     parser.add_argument("--step-max", type=int, help="last step (inclusive)")
-    parser.add_argument("--limit", type=int, help="most points to print")
+    parser.add_argument("--limit", type=int, help="the first N points")
+    parser.add_argument("--last", type=int, help="the newest N points (printed oldest first)")
+    parser.add_argument("--follow", "-f", action="store_true", help="keep printing new points until the runs end (Ctrl-C to stop)")
 
 
-def _query_points(args: argparse.Namespace) -> list[StoredPoint]:
-    store = open_store(args.store)
-    try:
-        return store.query(args.metric, run=args.run, rank=args.rank, step_min=args.step_min, step_max=args.step_max, limit=args.limit)
-    finally:
-        store.close()
+def did_you_mean(what: str, wanted: str, known: Sequence[str]) -> str:
+    """An error text: ``wanted`` is not one of ``known``; the closest ones, and the list."""
+    close = difflib.get_close_matches(wanted, list(known), n=3, cutoff=0.5)
+    hint = f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
+    shown = ", ".join(known[:20]) + (f", ... ({len(known)} in all)" if len(known) > 20 else "")
+    return f"no {what} {wanted!r} in the store{hint} ({what}s: {shown or 'none'})"
 
 
-def _value_text(p: StoredPoint) -> str:
+def resolve_runs(store: PointStore, wanted: Sequence[str] | None) -> list[str] | None:
+    """Run ids for ``wanted`` (ids or names); CommandError with "did you mean" for an unknown one."""
+    if not wanted:
+        return None
+    runs = store.runs()
+    by_id = {str(r["run"]): str(r["run"]) for r in runs}
+    by_name = {str(r["name"]): str(r["run"]) for r in runs if r.get("name")}
+    out = []
+    for run in wanted:
+        if run in by_id:
+            out.append(by_id[run])
+        elif run in by_name:
+            out.append(by_name[run])
+        else:
+            raise CommandError(did_you_mean("run", run, sorted(set(by_id) | set(by_name))), code=1)
+    return out
+
+
+def _check_metrics(store: PointStore, wanted: Sequence[str] | None) -> None:
+    if not wanted:
+        return
+    known = store.metric_names()
+    for metric in wanted:
+        if metric not in known:
+            raise CommandError(did_you_mean("metric", metric, known), code=1)
+
+
+def _filters(args: argparse.Namespace, store: PointStore) -> dict[str, Any]:
+    if args.limit is not None and args.last is not None:
+        raise CommandError("--limit (the first N) and --last (the newest N): give one")
+    _check_metrics(store, args.metric)
+    return {
+        "run": resolve_runs(store, args.run),
+        "rank": args.rank,
+        "step_min": args.step_min,
+        "step_max": args.step_max,
+        "limit": args.limit,
+        "last": args.last,
+    }
+
+
+def _value_text(p: StoredPoint, *, precise: bool = False) -> str:
     if p.value is not None:
-        return f"{p.value:.6g}" if isinstance(p.value, float) else str(p.value)
+        if isinstance(p.value, float):
+            return repr(p.value) if precise else f"{p.value:.6g}"
+        return str(p.value)
     if p.histogram:
-        return f"count={p.histogram['count']} sum={p.histogram['sum']:.6g}"
+        return f"count={p.histogram['count']} sum={p.histogram['sum']!r}"
     return ""
 
 
-def cmd_query(args: argparse.Namespace) -> int:
-    points = _query_points(args)
-    out = sys.stdout
-    if args.format == "json":
+class _Printer:
+    """Writes points in one format, the header once (``--follow`` prints in several goes)."""
+
+    CSV_HEADER = ("metric", "kind", "run", "rank", "step", "epoch", "value", "time_unix_nano", "attributes")
+
+    def __init__(self, fmt: str, out: TextIO) -> None:
+        self.fmt, self.out = fmt, out
+        self.header_done = False
+        self.printed = 0
+        self._csv = csv.writer(out)
+
+    def write(self, points: Sequence[StoredPoint], *, follow: bool = False) -> None:
+        if not points and (self.header_done or follow):
+            return
+        if self.fmt == "json":
+            for p in points:
+                self.out.write(json.dumps(p.to_json(), separators=(",", ":")) + "\n")
+        elif self.fmt == "csv":
+            if not self.header_done:
+                self._csv.writerow(self.CSV_HEADER)
+            for p in points:
+                self._csv.writerow(
+                    [
+                        p.metric,
+                        p.kind,
+                        p.resource.get(RUN_ID_KEY, ""),
+                        p.resource.get(RANK_KEY, ""),
+                        p.step,
+                        p.epoch,
+                        _value_text(p, precise=True),
+                        p.time_unix_nano,
+                        json.dumps(p.attributes, sort_keys=True),
+                    ]
+                )
+        else:
+            self._table(points, follow=follow)
+        self.header_done = True
+        self.printed += len(points)
+        self.out.flush()
+
+    def _table(self, points: Sequence[StoredPoint], *, follow: bool) -> None:
+        header = ["metric", "run", "rank", "step", "value", "time (UTC)", "attributes"]
+        rows = [header]
         for p in points:
-            out.write(json.dumps(p.to_json(), separators=(",", ":")) + "\n")
-    elif args.format == "csv":
-        writer = csv.writer(out)
-        writer.writerow(["metric", "kind", "step", "epoch", "value", "time_unix_nano", "attributes", "run", "rank"])
-        for p in points:
-            writer.writerow(
+            attrs = ",".join(f"{k}={v}" for k, v in sorted(p.attributes.items()))
+            step = "" if p.step is None else str(p.step)
+            rows.append(
                 [
                     p.metric,
-                    p.kind,
-                    p.step,
-                    p.epoch,
+                    str(p.resource.get(RUN_ID_KEY, "")),
+                    str(p.resource.get(RANK_KEY, "")),
+                    step,
                     _value_text(p),
-                    p.time_unix_nano,
-                    json.dumps(p.attributes, sort_keys=True),
-                    p.resource.get("training.run.id", ""),
-                    p.resource.get("training.rank", ""),
+                    format_time(p.time_unix_nano, milliseconds=True),
+                    attrs,
                 ]
             )
-    else:
-        _print_table(points, out)
-    return 0 if points else 1
+        if follow:
+            # Widths cannot be known ahead when following: fixed ones, one line a point.
+            if not self.header_done:
+                self.out.write("  ".join(f"{h:<{w}}" for h, w in zip(header, _FOLLOW_WIDTHS, strict=False)).rstrip() + "\n")
+            for row in rows[1:]:
+                self.out.write("  ".join(f"{c:<{w}}" for c, w in zip(row, _FOLLOW_WIDTHS, strict=False)).rstrip() + "\n")
+            return
+        render_table(rows, self.out, right=(2, 3, 4))
+        if len(rows) == 1:
+            self.out.write("(no points matched)\n")
 
 
-def _print_table(points: Sequence[StoredPoint], out: Any) -> None:
-    rows = [["metric", "step", "value", "time (UTC)", "attributes", "rank"]]
-    for p in points:
-        attrs = ",".join(f"{k}={v}" for k, v in sorted(p.attributes.items()))
-        step = "" if p.step is None else str(p.step)
-        rank = str(p.resource.get("training.rank", ""))
-        rows.append([p.metric, step, _value_text(p), format_time(p.time_unix_nano, milliseconds=True), attrs, rank])
-    render_table(rows, out, right=(1, 2, 5))
-    if len(rows) == 1:
-        out.write("(no points matched)\n")
+_FOLLOW_WIDTHS = (24, 24, 4, 8, 12, 23, 0)
+
+
+def cmd_query(args: argparse.Namespace) -> int:
+    store = open_store(args.store)
+    try:
+        filters = _filters(args, store)
+        printer = _Printer(args.format, sys.stdout)
+        points = store.query(args.metric, **filters)
+        printer.write(points, follow=args.follow)
+        if args.follow:
+            _follow(store, args, filters, printer, points)
+    finally:
+        store.close()
+    return 0 if printer.printed else 1
+
+
+def _follow(store: PointStore, args: argparse.Namespace, filters: dict[str, Any], printer: _Printer, seen: Iterable[StoredPoint]) -> None:
+    """Print new points until every selected run has ended, or Ctrl-C."""
+    last_row = max((p.row_id for p in seen), default=0)
+    filters = {**filters, "limit": None, "last": None}
+    next_status = 0.0
+    try:
+        while True:
+            fresh = store.query(args.metric, **filters, after_row_id=last_row)
+            if fresh:
+                printer.write(fresh, follow=True)
+                last_row = max(p.row_id for p in fresh)
+            elif time.monotonic() >= next_status:
+                next_status = time.monotonic() + FOLLOW_STATUS_EVERY_S
+                wanted = set(filters["run"] or [])
+                runs = [r for r in store.runs() if not wanted or str(r["run"]) in wanted]
+                if runs and not any(r["status"] in ("running", "unknown") for r in runs):
+                    return
+            time.sleep(FOLLOW_POLL_S)
+    except KeyboardInterrupt:
+        return
 
 
 def cmd_metrics(args: argparse.Namespace) -> int:

@@ -14,8 +14,9 @@ values converted at the call, nothing blocking the loop) and takes the same keyw
 pipeline settings such as ``dir=``. Keys a framework logs that are not valid metric names are
 made valid (other characters become ``_``), and values that are not numbers (strings,
 booleans, multi-element tensors) are skipped and counted, so a framework's log dict can never
-stop a training run. Hyperparameters, where the framework has them, are kept as one record
-(metric ``<prefix>hparams``) whose ``extra`` holds them; they are never sent as OTLP attributes.
+stop a training run. Hyperparameters, where the framework has them, are the run's parameters
+(:meth:`~otel_recursive_metrics.TrainingMetrics.log_params`): ``otel-recursive-metrics runs`` and
+``compare`` show them, and over OTLP they are the info metric ``training.run.params``.
 
 This package imports no framework; each module imports only its own.
 """

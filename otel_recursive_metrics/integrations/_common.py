@@ -4,14 +4,11 @@ from __future__ import annotations
 
 import logging
 import re
-import time
 from collections.abc import Mapping
 from typing import Any
 
 from ..errors import MetricValueError
-from ..pipeline.buffer import RecordItem
 from ..training.metrics import TrainingMetrics, to_number
-from ..training.records import prepare_record
 
 __all__ = ["FrameworkLogger", "clean_name"]
 
@@ -67,14 +64,13 @@ class FrameworkLogger:
         if values:
             self.metrics.log(values, step=max(0, int(step)), epoch=None if epoch is None else max(0, int(epoch)))
 
-    def log_hyperparams(self, params: Any, *, name: str = "hparams") -> None:
-        """Keep ``params`` (a mapping, Namespace or dataclass) as one record in the store."""
+    def log_hyperparams(self, params: Any) -> None:
+        """Record ``params`` (a mapping, Namespace or dataclass) as the run's parameters (``log_params``)."""
         if self.metrics.muted:
             return
         if not isinstance(params, Mapping):
             params = dict(vars(params)) if hasattr(params, "__dict__") else {"value": str(params)}
-        record, _ = prepare_record({"metric_name": self.metrics.prefix + name, "value": 1, "hparams": _jsonable(params)})
-        self.metrics.pipeline.offer(RecordItem(time.time_ns(), record))
+        self.metrics.log_params(_jsonable(params))
 
     def flush(self) -> bool:
         return self.metrics.flush(self.flush_timeout_s)

@@ -8,7 +8,7 @@ built-in integrations; set ``report_to="none"`` to keep only this one). ``on_log
 rank with the Trainer's log dict (``loss``, ``learning_rate``, ``grad_norm``, ``eval_*``, ...):
 each becomes a point at ``state.global_step`` with epoch ``int(state.epoch)``. With
 ``rank_zero_only=True`` only ``state.is_world_process_zero`` logs. The ``TrainingArguments`` are
-kept once as the ``hparams`` record; ``on_train_end`` flushes. Extra: ``hf``
+the run's parameters (``log_params``); ``on_train_end`` flushes. Extra: ``hf``
 (``transformers``, ``accelerate``, ``torch``).
 """
 

@@ -5,8 +5,8 @@
 
 ``log_metrics(metrics, step)`` logs each value (tensors through ``.item()``) at ``step``; the
 ``epoch`` item Lightning adds becomes the points' epoch. Lightning logs every
-``log_every_n_steps`` (default 50): lower it to keep more steps. ``log_hyperparams`` keeps the
-hyperparameters as one ``hparams`` record; ``finalize`` flushes. ``name`` is
+``log_every_n_steps`` (default 50): lower it to keep more steps. ``log_hyperparams`` records the
+hyperparameters as the run's parameters (``log_params``); ``finalize`` flushes. ``name`` is
 ``"otel-recursive-metrics"`` and ``version`` the run id (``training.run.id``). Lightning calls a
 logger on every rank; by default every rank logs with its ``training.rank``
 (``rank_zero_only=True`` for rank 0 only). Works with ``lightning`` and ``pytorch_lightning``.

@@ -38,6 +38,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..resource import RUN_METADATA_METRICS
 from .attributes import canonical_json
 
 __all__ = [
@@ -118,6 +119,17 @@ class PointBatch:
 
     def __len__(self) -> int:
         return len(self.points)
+
+    def data_points(self) -> int:
+        """Points that are metric data: all but run metadata (parameters, run events).
+
+        What the counters of ``get_stats()`` count: metadata rides along with the data but is not
+        a logged point.
+        """
+        reserved = {i for i, m in enumerate(self.metrics) if m[0] in RUN_METADATA_METRICS}
+        if not reserved:
+            return len(self.points)
+        return sum(1 for p in self.points if p[METRIC] not in reserved)
 
     def to_json(self) -> dict[str, Any]:
         return {

@@ -40,8 +40,10 @@ from typing import Any, NamedTuple
 
 from opentelemetry.sdk.metrics.export import MetricsData
 
+from ..resource import RUN_METADATA_METRICS
+
 __all__ = [
-    "INITIAL_CAPACITY_ITEMS",
+    "ASSUMED_ITEMS_PER_S",
     "LOG_CONTEXT",
     "LOG_EPOCH",
     "LOG_STEP",
@@ -51,6 +53,7 @@ __all__ = [
     "ExportItem",
     "MemoryBuffer",
     "RecordItem",
+    "initial_capacity",
     "item_points",
     "item_time_unix_nano",
     "metrics_data_points",
@@ -61,8 +64,14 @@ LOG_CONTEXT, LOG_TIME, LOG_STEP, LOG_EPOCH, LOG_VALUES = range(5)
 
 #: How long past ``flush_interval_s`` an item may still wait in memory before the worker drops it.
 STALE_AFTER_S = 0.75
-#: The memory buffer's capacity before the worker has measured how fast it writes.
-INITIAL_CAPACITY_ITEMS = 10_000
+#: Before the worker has measured how fast it writes, it is assumed to take this many items a second.
+ASSUMED_ITEMS_PER_S = 40_000
+
+
+def initial_capacity(max_items: int, flush_interval_s: float) -> int:
+    """The buffer's capacity until the worker measured its rate: half the interval's time budget
+    at :data:`ASSUMED_ITEMS_PER_S` (all of ``max_items`` at the default 5 s; 19,000 at 0.2 s)."""
+    return max(1, min(max_items, int((flush_interval_s + STALE_AFTER_S) * 0.5 * ASSUMED_ITEMS_PER_S)))
 
 
 class ExportItem(NamedTuple):
@@ -103,6 +112,8 @@ def item_points(item: Any) -> int:
         return len(item[LOG_VALUES])
     if type(item) is ExportItem:
         return metrics_data_points(item.data)
+    if type(item) is RecordItem and item.record.get("metric_name") in RUN_METADATA_METRICS:
+        return 0  # run metadata, not a logged point
     return 1
 
 
@@ -117,8 +128,10 @@ class MemoryBuffer:
         overflow: str,
         block_timeout_s: float,
         on_drop: Callable[[Any], None],
+        start_capacity: int | None = None,
     ) -> None:
         self.max_items = max_items
+        self.start_capacity = max_items if start_capacity is None else min(max_items, start_capacity)
         self.wake_after = wake_after
         self.overflow = overflow
         self.block_timeout_s = block_timeout_s
@@ -131,8 +144,8 @@ class MemoryBuffer:
         self.wake = threading.Event()
         self._room = threading.Condition(threading.Lock())
         #: The cap in force now (<= max_items); see the module docstring. Until the worker has
-        #: measured its rate, a cautious guess rather than the whole of max_items.
-        self.capacity = min(self.max_items, INITIAL_CAPACITY_ITEMS)
+        #: measured its rate, a guess (:func:`initial_capacity`).
+        self.capacity = self.start_capacity
 
     def __len__(self) -> int:
         return len(self.items)

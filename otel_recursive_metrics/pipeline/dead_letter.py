@@ -151,7 +151,7 @@ class DeadLetterQueue:
             "reason": reason,
             "sink": sink,
             "time_unix_nano": now,
-            "points": len(batch),
+            "points": batch.data_points(),
             "batch": batch.to_json(),
         }
         if left_out:
@@ -169,7 +169,7 @@ class DeadLetterQueue:
             write_private(meta_path, meta_text.encode("utf-8"))
             write_private(path, line.encode("utf-8"))
             self._bytes = self._current_bytes() + size
-        return DeadLetterEntry(path, meta_path, reason, sink, now, len(batch), size)
+        return DeadLetterEntry(path, meta_path, reason, sink, now, batch.data_points(), size)
 
     def entries(self) -> Iterator[DeadLetterEntry]:
         """Every entry, oldest first; one whose sidecar is missing or unreadable is listed as damaged."""

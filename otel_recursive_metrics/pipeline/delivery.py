@@ -160,7 +160,7 @@ class SinkDelivery:
             self.stats.set_last_error(self.name, result.reason)
             return False
         if result.outcome is Outcome.DELIVERED:
-            self._delivered(len(batch), started)
+            self._delivered(batch.data_points(), started)
             return True
         if not result.splittable or len(batch) < 2:
             self._dead_letter(batch, result.reason)
@@ -178,7 +178,7 @@ class SinkDelivery:
                 # Whatever was delivered is sent again at the next start (at least once).
                 return False
             if outcome.outcome is Outcome.DELIVERED:
-                delivered += len(part)
+                delivered += part.data_points()
             elif sends >= _GIVE_UP_AFTER and not delivered:
                 # Halves and quarters all refused: the refusal is about every point (a wrong
                 # schema, say), not one of them. Keep the whole batch as one dead letter.
@@ -215,7 +215,7 @@ class SinkDelivery:
         self._report(exc, sink=self.name, points=self._current_points, reason=safe_error(exc), outcome="failing")
 
     def _dead_letter(self, batch: PointBatch, reason: str) -> None:
-        name, points = self.name, len(batch)
+        name, points = self.name, batch.data_points()
         try:
             entry = self.dead_letters.add(batch, reason=reason, sink=name)
         except Exception as exc:  # noqa: BLE001 - a full disk, or an unwritable folder

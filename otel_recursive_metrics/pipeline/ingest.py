@@ -146,6 +146,9 @@ class Ingest:
         self.in_flight_items = 0
         self._in_flight_oldest: int | None = None
         self._failure: _Failure | None = None
+        # When each condition was last logged (and reported): see failed().
+        self._announced: dict[DropReason, float] = {}
+        self._resumed_logged: dict[DropReason, float] = {}
         self._attributes_warned = False
         self._points_per_s: float | None = None
         self._points_per_item = 1.0
@@ -304,14 +307,18 @@ class Ingest:
         failure = self._failure
         if failure is None or failure.reason is not reason:
             self._failure = _Failure(reason, now, now, unexpected)
-            _log.error(
-                "otel-recursive-metrics: %s; %d point(s) wait in memory and are retried every run%s",
-                text,
-                self.pending_points(),
-                "" if unexpected else " (further failures of this kind: at most one line a minute)",
-                exc_info=exc if unexpected else None,
-            )
-            self._report(exc, sink="*", points=self.pending_points(), reason=reason.value, outcome="failing")
+            # A disk that fills, frees a few pages and fills again must not flood the log: one
+            # line (and one callback) per condition per minute, whatever it does in between.
+            if now - self._announced.get(reason, float("-inf")) >= _LOG_EVERY_S:
+                self._announced[reason] = now
+                _log.error(
+                    "otel-recursive-metrics: %s; %d point(s) wait in memory and are retried every run%s",
+                    text,
+                    self.pending_points(),
+                    "" if unexpected else " (further failures of this kind: at most one line a minute)",
+                    exc_info=exc if unexpected else None,
+                )
+                self._report(exc, sink="*", points=self.pending_points(), reason=reason.value, outcome="failing")
         elif now - failure.logged_at >= _LOG_EVERY_S:
             failure.logged_at = now
             show_traceback = unexpected and not failure.traceback_logged
@@ -324,6 +331,10 @@ class Ingest:
             return
         self._failure = None
         self.stats.clear_last_error("queue")
+        announced = self._announced.get(failure.reason, float("-inf"))
+        if self._resumed_logged.get(failure.reason, float("-inf")) >= announced:
+            return  # this condition's failure was not announced since the last such line: a flap
+        self._resumed_logged[failure.reason] = time.monotonic()
         _log.warning(
             "otel-recursive-metrics: the durable queue in %s takes writes again after %.1f s (%s)",
             self.config.queue_dir,
@@ -400,7 +411,8 @@ class Ingest:
     def _encode_batch(self, batch: PointBatch, oldest: int | None) -> list[Held]:
         if not len(batch):
             return []
-        self.stats.received(len(batch))
+        self.stats.received(batch.data_points())
         now = time.time_ns()
         first = oldest if oldest is not None else now
-        return [Held(now, first, len(chunk), chunk.encode(), chunk) for chunk in batch.split(self.config.max_batch_points) if len(chunk)]
+        chunks = batch.split(self.config.max_batch_points)
+        return [Held(now, first, chunk.data_points(), chunk.encode(), chunk) for chunk in chunks if len(chunk)]

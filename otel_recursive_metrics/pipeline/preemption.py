@@ -16,8 +16,9 @@ SIGTERM it:
    it held a lock, this gives up after a bounded wait instead of deadlocking);
 2. asks every running pipeline to put what it holds in memory into its durable queue, and waits
    at most ``sigterm_timeout_s`` (2 s by default) for that;
-3. logs one line: what is on disk, where, and how it will be sent (at the next start with the
-   same data folder, or now with ``otel-recursive-metrics sync``);
+3. lets the local store take what is now on disk, within what is left of that budget, and logs
+   one line: what is on disk, where, and how it will be sent (at the next start with the same
+   data folder, or now with ``otel-recursive-metrics sync``);
 4. ends as the program would have: it calls the handler the program installed (which may raise
    ``SystemExit`` or ``KeyboardInterrupt`` as usual), returns if SIGTERM was ignored, and
    otherwise restores the default action and sends SIGTERM again, so the process ends *by the
@@ -40,7 +41,7 @@ from collections.abc import Callable, Iterable
 from types import FrameType
 from typing import Any, Protocol
 
-__all__ = ["Persistable", "install", "installed", "register_meter_provider"]
+__all__ = ["Persistable", "add_hook", "install", "installed", "register_meter_provider"]
 
 _log = logging.getLogger(__name__)
 
@@ -54,6 +55,9 @@ class Persistable(Protocol):
     def persist_async(self) -> threading.Event | None:
         """Start putting memory on disk; an event set when done (None if nothing to do)."""
 
+    def deliver_locally(self, deadline: float) -> bool:
+        """Wait (until ``deadline``, monotonic) for the local store to take what is on disk."""
+
     def sigterm_summary(self, persisted: bool) -> str | None:
         """One phrase on what this pipeline kept and where, or None if it holds nothing."""
 
@@ -66,6 +70,7 @@ _installed = False
 _previous: Any = None
 _pipelines: Callable[[], Iterable[Persistable]] = list
 _providers: list[Any] = []
+_hooks: list[Callable[[], None]] = []
 
 
 def installed() -> bool:
@@ -78,6 +83,13 @@ def register_meter_provider(provider: Any) -> None:
     with _lock:
         if provider not in _providers:
             _providers.append(provider)
+
+
+def add_hook(hook: Callable[[], None]) -> None:
+    """Call ``hook()`` first on SIGTERM, before persisting (the training API records its runs' end)."""
+    with _lock:
+        if hook not in _hooks:
+            _hooks.append(hook)
 
 
 def install(pipelines: Callable[[], Iterable[Persistable]]) -> bool:
@@ -129,16 +141,28 @@ def _collect_sdk(deadline: float) -> None:
 def _on_sigterm(signum: int, frame: FrameType | None) -> None:
     started = time.monotonic()
     try:
+        for hook in list(_hooks) if _previous != signal.SIG_IGN else []:  # an ignored SIGTERM ends nothing
+            try:
+                hook()
+            except Exception:  # noqa: BLE001 - a hook must not stop the persisting
+                _log.exception("otel-recursive-metrics: a SIGTERM hook failed")
         pipelines = list(_pipelines())
         budget = max((p.sigterm_timeout_s for p in pipelines), default=0.0)
         deadline = started + budget
         if pipelines:
             _collect_sdk(deadline)
         waits = [(p, p.persist_async()) for p in pipelines]
-        lines = []
+        done_by: dict[int, bool] = {}
         for pipeline, event in waits:
-            done = event is None or event.wait(max(0.0, deadline - time.monotonic()))
-            summary = pipeline.sigterm_summary(done)
+            done_by[id(pipeline)] = event is None or event.wait(max(0.0, deadline - time.monotonic()))
+        # What remains of the budget lets the local store take what is now on disk (the run's
+        # end among it), so `runs` shows the right status without a next start.
+        for pipeline, _ in waits:
+            if done_by[id(pipeline)]:
+                pipeline.deliver_locally(deadline)
+        lines = []
+        for pipeline, _ in waits:
+            summary = pipeline.sigterm_summary(done_by[id(pipeline)])
             if summary:
                 lines.append(summary)
         if lines:

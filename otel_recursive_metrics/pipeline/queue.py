@@ -42,8 +42,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from .._files import make_private_dir
-from .slot import QueueFull, QueueRecord, QueueSlot, count_pending, is_damage, quarantine
+from .._files import is_damage, make_private_dir
+from .slot import QueueFull, QueueRecord, QueueSlot, count_pending, quarantine
 
 __all__ = ["CorruptSlot", "DurableQueue", "ForeignRecords", "QueueFull", "QueueRecord", "QueueSlot", "abandoned"]
 

@@ -29,7 +29,7 @@ from pathlib import Path
 
 from .._files import connect
 
-__all__ = ["QueueFull", "QueueRecord", "QueueSlot", "count_pending", "is_damage", "quarantine"]
+__all__ = ["QueueFull", "QueueRecord", "QueueSlot", "count_pending", "quarantine"]
 
 _SCHEMA = (
     "CREATE TABLE IF NOT EXISTS records(id INTEGER PRIMARY KEY AUTOINCREMENT, created_unix_nano INTEGER NOT NULL,"
@@ -53,14 +53,6 @@ class QueueRecord:
     id: int
     points: int
     payload: bytes
-
-
-def is_damage(exc: BaseException) -> bool:
-    """A file SQLite cannot read as a database (not a lock or a full disk)."""
-    if not isinstance(exc, sqlite3.DatabaseError):
-        return False
-    text = str(exc).lower()
-    return "malformed" in text or "not a database" in text or "file is encrypted" in text or "corrupt" in text
 
 
 def quarantine(path: Path) -> Path:

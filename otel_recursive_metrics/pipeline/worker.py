@@ -55,7 +55,7 @@ from ..resource import default_resource_attributes
 from ..sinks.base import Sink, build_sinks
 from . import preemption
 from .batch import PointBatch
-from .buffer import MemoryBuffer, item_points
+from .buffer import MemoryBuffer, initial_capacity, item_points
 from .dead_letter import DeadLetterQueue
 from .delivery import SinkDelivery, safe_error
 from .ingest import Ingest, RecentBatches
@@ -114,6 +114,7 @@ class Pipeline:
             overflow=config.overflow,
             block_timeout_s=config.block_timeout_s,
             on_drop=self._count_buffer_drop,
+            start_capacity=initial_capacity(config.max_buffer_items, config.flush_interval_s),
         )
         #: Sinks this process sends to; with ``offline``, the network ones are left to ``sync``.
         self.delivering_sinks = tuple(s for s in config.sinks if not (config.offline and s in config.network_sinks))
@@ -286,7 +287,7 @@ class Pipeline:
             entry = self.dead_letters.add(batch, reason=reason, sink=sink)
             if entry is None:
                 raise RuntimeError("the dead-letter folder is full")
-            self.stats.dead_lettered(sink, len(batch), reason)
+            self.stats.dead_lettered(sink, batch.data_points(), reason)
         points = sum(r.points for r in records)
         _log.warning(
             "otel-recursive-metrics: %d point(s) were still pending for sink %s, which is no longer configured;"
@@ -597,6 +598,21 @@ class Pipeline:
     def sigterm_timeout_s(self) -> float:
         return self.config.sigterm_timeout_s
 
+    def deliver_locally(self, deadline: float) -> bool:
+        """Wait until ``deadline`` (monotonic) for the store sink to take everything on disk."""
+        queue = self._queue
+        local = [s for s in self._sinks if s.name == "store"]
+        if queue is None or not local:
+            return True
+        target = queue.last_id()
+        with self._progress:
+            while any(queue.cursor(s.name) < target for s in local):
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+                self._progress.wait(min(remaining, 0.05))
+        return True
+
     def sigterm_summary(self, persisted: bool) -> str | None:
         """One phrase for the SIGTERM log line: what this pipeline kept and where."""
         if not persisted:
@@ -608,7 +624,8 @@ class Pipeline:
             )
         waiting = self._pending_by_sink()
         if not waiting:
-            return None
+            where = self.config.resolved_store_path if "store" in self.delivering_sinks else self.config.queue_dir
+            return f"everything logged is on disk ({where})"
         total = max(waiting.values())
         return (
             f"{total} point(s) are on disk in {self.config.queue_dir}, sent at the next start"

@@ -37,7 +37,9 @@ from ..pipeline.batch import (
     VALUE,
     PointBatch,
 )
+from .frames import points_dataframe, runs_dataframe
 from .points import PointQuery, StoredPoint, json_path
+from .run_metadata import RUN_METADATA_METRICS, write_run_metadata
 from .runs import summarize_runs
 from .schema import SCHEMA_VERSION, check_layout, create_schema
 
@@ -189,6 +191,15 @@ class PointStore:
                 ids_by_text = self._attribute_set_ids(set(batch.attributes))
                 attr_ids = [ids_by_text[text] for text in batch.attributes]
                 dumps = json.dumps
+                points: Sequence[list[Any]] = batch.points
+                metadata = {i for i, m in enumerate(batch.metrics) if m[0] in RUN_METADATA_METRICS}
+                written_metadata = 0
+                if metadata:
+                    # Run metadata (parameters, run events) goes to the run tables, not to points.
+                    names = [m[0] for m in batch.metrics]
+                    resources = list(zip(res_ids, (r[0] for r in batch.resources), strict=True))
+                    written_metadata = write_run_metadata(conn, names, [p for p in points if p[METRIC] in metadata], resources)
+                    points = [p for p in points if p[METRIC] not in metadata]
                 # A generator, not a list: executemany builds each row between SQLite steps, which
                 # run without the GIL, so the training thread never waits behind a long burst.
                 rows = (
@@ -205,9 +216,9 @@ class PointStore:
                         None if p[HISTOGRAM] is None else dumps(p[HISTOGRAM]),
                         None if p[EXTRA] is None else dumps(p[EXTRA]),
                     )
-                    for p in batch.points
+                    for p in points
                 )
-                before = conn.total_changes
+                before = conn.total_changes - written_metadata
                 if steps_unknown:
                     conn.executemany(_INSERT_POINT_UNLESS_PRESENT, ((*row, *row[:6]) for row in rows))
                     inserted = conn.total_changes - before
@@ -287,9 +298,21 @@ class PointStore:
 
     # -- summaries ------------------------------------------------------------------------
 
-    def runs(self) -> list[dict[str, Any]]:
-        """One summary per training run, oldest first (see :func:`~.runs.summarize_runs`)."""
-        return summarize_runs(self)
+    def runs(self, last_of: Sequence[str] = ()) -> list[dict[str, Any]]:
+        """One summary per training run, oldest first, with the last value of the ``last_of`` metrics.
+
+        See :func:`~.runs.summarize_runs` for the keys (run, name, status, duration, ranks,
+        points, metrics, params, tags, notes, last).
+        """
+        return summarize_runs(self, last_of)
+
+    def to_dataframe(self, metric: str | Sequence[str] | None = None, **filters: Any) -> Any:
+        """The points as a pandas DataFrame, one row a point (see :mod:`.frames`; the ``pandas`` extra)."""
+        return points_dataframe(self, metric, **filters)
+
+    def runs_dataframe(self, last_of: Sequence[str] = ()) -> Any:
+        """The runs as a pandas DataFrame, parameters as ``params.<key>`` columns (the ``pandas`` extra)."""
+        return runs_dataframe(self, last_of)
 
     def query_extra(self, key: str, value: Any, *, limit: int | None = None) -> list[StoredPoint]:
         """Points whose ``extra`` field ``key`` equals ``value`` (a submitted record's ``id``, say)."""

@@ -35,6 +35,9 @@ class StoredPoint:
     monotonic: bool
     histogram: dict[str, Any] | None
     extra: dict[str, Any] | None
+    #: The store's row id: increases as points are written (what ``--follow`` and the web view
+    #: ask "since"); not part of :meth:`to_json`.
+    row_id: int = 0
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -74,6 +77,7 @@ class StoredPoint:
             monotonic=bool(row[12]),
             histogram=None if row[13] is None else json.loads(row[13]),
             extra=None if row[14] is None else json.loads(row[14]),
+            row_id=row[15],
         )
 
 
@@ -81,7 +85,7 @@ class StoredPoint:
 POINT_COLUMNS = (
     "SELECT m.name, m.kind, m.unit, p.value, a.attributes, r.attributes, s.name,"
     " p.start_time_unix_nano, p.time_unix_nano, p.step, p.epoch, m.temporality, m.monotonic,"
-    " p.histogram, p.extra"
+    " p.histogram, p.extra, p.id"
     " FROM points p JOIN metrics m ON m.id = p.metric_id JOIN resources r ON r.id = p.resource_id"
     " JOIN scopes s ON s.id = p.scope_id JOIN attribute_sets a ON a.id = p.attributes_id"
 )
@@ -98,7 +102,7 @@ class PointQuery:
     """
 
     metric: str | Sequence[str] | None = None
-    run: str | None = None
+    run: str | Sequence[str] | None = None
     rank: int | None = None
     resource: Mapping[str, Any] | None = field(default=None, hash=False)
     attributes: Mapping[str, Any] | None = field(default=None, hash=False)
@@ -107,6 +111,10 @@ class PointQuery:
     step_min: int | None = None
     step_max: int | None = None
     limit: int | None = None
+    #: Only the last ``last`` points (still returned oldest first).
+    last: int | None = None
+    #: Only points written after the point with this row id (:attr:`StoredPoint.row_id`).
+    after_row_id: int | None = None
 
     def sql(self) -> tuple[str, list[Any]]:
         """The SELECT statement and its parameters."""
@@ -117,8 +125,12 @@ class PointQuery:
             where.append(f"m.name IN ({','.join('?' * len(names))})")
             params.extend(names)
         res_filter = dict(self.resource or {})
-        if self.run is not None:
+        if isinstance(self.run, str):
             res_filter[RUN_ID_KEY] = self.run
+        elif self.run is not None:
+            runs = list(self.run)
+            where.append(f"json_extract(r.attributes, ?) IN ({','.join('?' * len(runs))})")
+            params.extend([json_path(RUN_ID_KEY), *runs])
         if self.rank is not None:
             res_filter[RANK_KEY] = self.rank
         for key, value in res_filter.items():
@@ -132,6 +144,7 @@ class PointQuery:
             ("p.time_unix_nano <= ?", self.end_time_unix_nano),
             ("p.step >= ?", self.step_min),
             ("p.step <= ?", self.step_max),
+            ("p.id > ?", self.after_row_id),
         ):
             if value is not None:
                 where.append(clause)
@@ -139,7 +152,13 @@ class PointQuery:
         sql = POINT_COLUMNS
         if where:
             sql += " WHERE " + " AND ".join(where)
-        sql += " ORDER BY p.time_unix_nano, p.step, p.id"
+        if self.last is not None:
+            # The newest ``last`` rows, then put back in time order.
+            sql = f"SELECT * FROM ({sql} ORDER BY p.time_unix_nano DESC, p.step DESC, p.id DESC LIMIT ?)"
+            params.append(int(self.last))
+            sql += " ORDER BY 9, 10, 16"  # time_unix_nano, step, id: the columns' positions
+        else:
+            sql += " ORDER BY p.time_unix_nano, p.step, p.id"
         if self.limit is not None:
             sql += " LIMIT ?"
             params.append(int(self.limit))

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import json
+import time
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from ..resource import RANK_KEY, RESTART_COUNT_KEY, RUN_ID_KEY
+from .run_metadata import read_run_metadata, run_status
 
 if TYPE_CHECKING:
     from .point_store import PointStore
@@ -13,13 +16,17 @@ if TYPE_CHECKING:
 __all__ = ["summarize_runs"]
 
 
-def summarize_runs(store: PointStore) -> list[dict[str, Any]]:
+def summarize_runs(store: PointStore, last_of: Sequence[str] = ()) -> list[dict[str, Any]]:
     """One summary per training run (``training.run.id``), oldest first.
 
-    Each is ``{"run", "start_time_unix_nano", "end_time_unix_nano", "ranks", "restarts",
-    "points", "metrics"}``: ``ranks`` and ``restarts`` are the sorted distinct
-    ``training.rank`` / ``training.restart_count`` values, ``metrics`` the sorted metric
-    names. Points whose resource has no run id are summarised under ``run`` ``None``.
+    Each is ``{"run", "name", "status", "start_time_unix_nano", "end_time_unix_nano",
+    "duration_s", "ranks", "restarts", "points", "metrics", "params", "tags", "notes", "last"}``:
+    ``ranks`` and ``restarts`` are the sorted distinct ``training.rank`` /
+    ``training.restart_count`` values, ``metrics`` the sorted metric names, ``status`` one of
+    ``running``, ``finished``, ``failed``, ``killed``, ``crashed`` (``unknown`` for a run without
+    run events, one written through the SDK only; see :func:`~.run_metadata.run_status`),
+    ``params`` the hyperparameters, ``last`` the last value (by time) of each metric in
+    ``last_of``. Points whose resource has no run id are summarised under ``run`` ``None``.
     """
     per_resource = store.read("SELECT resource_id, min(time_unix_nano), max(time_unix_nano), count(*) FROM points GROUP BY resource_id")
     resources = dict(store.read("SELECT id, attributes FROM resources"))
@@ -54,9 +61,67 @@ def summarize_runs(store: PointStore) -> list[dict[str, Any]]:
         if attrs.get(RESTART_COUNT_KEY) is not None:
             entry["restarts"].add(attrs[RESTART_COUNT_KEY])
         entry["metrics"] |= names_by_resource.get(resource_id, set())
+    metadata = read_run_metadata(store)
+    last = _last_values(store, last_of) if last_of else {}
     out = []
     for entry in sorted(runs.values(), key=lambda e: (e["start_time_unix_nano"], str(e["run"]))):
         for key in ("ranks", "restarts", "metrics"):
             entry[key] = sorted(entry[key], key=lambda v: (not isinstance(v, (int, float)), v if isinstance(v, (int, float)) else str(v)))
+        meta = metadata.get(str(entry["run"]), {})
+        processes = meta.get("processes", [])
+        entry["name"] = meta.get("name")
+        entry["tags"] = meta.get("tags", [])
+        entry["notes"] = meta.get("notes")
+        entry["params"] = meta.get("params", {})
+        entry["status"] = run_status(processes, entry["end_time_unix_nano"])
+        starts = [p["started_unix_nano"] for p in processes if p.get("started_unix_nano")]
+        ends = [p["ended_unix_nano"] for p in processes if p.get("ended_unix_nano")]
+        if starts:
+            entry["start_time_unix_nano"] = min(entry["start_time_unix_nano"], *starts)
+        if entry["status"] != "running" and ends:
+            entry["end_time_unix_nano"] = max(entry["end_time_unix_nano"], *ends)
+        end = time.time_ns() if entry["status"] == "running" else entry["end_time_unix_nano"]
+        entry["duration_s"] = max(0.0, (end - entry["start_time_unix_nano"]) / 1e9)
+        entry["last"] = last.get(entry["run"], {})
         out.append(entry)
+    # Runs with metadata but no points yet (a run that just started) are runs too.
+    seen = {str(e["run"]) for e in out}
+    for run_id, meta in metadata.items():
+        if run_id in seen or not meta.get("processes"):
+            continue
+        started = min((p["started_unix_nano"] or 0) for p in meta["processes"])
+        status = run_status(meta["processes"], None)
+        out.append(
+            {
+                "run": run_id,
+                "name": meta.get("name"),
+                "status": status,
+                "start_time_unix_nano": started,
+                "end_time_unix_nano": started,
+                "duration_s": max(0.0, (time.time_ns() - started) / 1e9) if status == "running" else 0.0,
+                "ranks": [],
+                "restarts": [],
+                "points": 0,
+                "metrics": [],
+                "params": meta.get("params", {}),
+                "tags": meta.get("tags", []),
+                "notes": meta.get("notes"),
+                "last": {},
+            }
+        )
+    return out
+
+
+def _last_values(store: PointStore, metrics: Sequence[str]) -> dict[Any, dict[str, Any]]:
+    """Per run, the last value (by time, then step) of each of ``metrics``."""
+    marks = ",".join("?" * len(metrics))
+    rows = store.read(
+        "SELECT json_extract(r.attributes, '$.\"training.run.id\"'), m.name, p.value"
+        " FROM points p JOIN metrics m ON m.id = p.metric_id JOIN resources r ON r.id = p.resource_id"
+        f" WHERE m.name IN ({marks}) ORDER BY p.time_unix_nano, p.step, p.id",
+        list(metrics),
+    )
+    out: dict[Any, dict[str, Any]] = {}
+    for run_id, name, value in rows:
+        out.setdefault(run_id, {})[name] = value
     return out

@@ -1,4 +1,4 @@
-"""The store's schema (version 1): the OpenTelemetry data model in SQLite tables.
+"""The store's schema (version 2): the OpenTelemetry data model in SQLite tables, and run metadata.
 
 ::
 
@@ -9,12 +9,19 @@
     points(id, metric_id, resource_id, scope_id, attributes_id,
            start_time_unix_nano, time_unix_nano, value, step, epoch, histogram, extra)
     meta(key, value)                                      -- schema_version
+    run_params(run_id, key, value, time_unix_nano)        -- hyperparameters; value as JSON
+    run_info(run_id, name, tags, notes, time_unix_nano)   -- tags as a JSON list
+    run_processes(resource_id, pid, host, process, started_unix_nano, ended_unix_nano, status)
 
 ``kind`` is ``gauge``, ``sum``, ``histogram`` or ``exponential_histogram``; ``temporality`` is
 OTLP's (1 delta, 2 cumulative); ``value`` keeps integers as integers; ``histogram`` is JSON (see
 :mod:`otel_recursive_metrics.pipeline.batch`). A unique index over a point's identity (metric,
 resource, time, step, attribute set, scope, start time) makes inserts idempotent: a batch
 delivered twice after a crash is stored once.
+
+Version 2 added the three run tables (see :mod:`otel_recursive_metrics.training.run`); they are
+created in a version-1 file when it is opened for writing, and a reader of a version-1 file finds
+no run metadata, not an error.
 """
 
 from __future__ import annotations
@@ -24,7 +31,7 @@ from pathlib import Path
 
 __all__ = ["SCHEMA_VERSION", "check_layout", "create_schema"]
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -68,6 +75,27 @@ CREATE TABLE IF NOT EXISTS points(
 CREATE UNIQUE INDEX IF NOT EXISTS points_identity ON points(
     metric_id, resource_id, time_unix_nano, ifnull(step, -1), attributes_id, scope_id, start_time_unix_nano);
 CREATE INDEX IF NOT EXISTS metrics_by_name ON metrics(name);
+CREATE TABLE IF NOT EXISTS run_params(
+    run_id TEXT NOT NULL,
+    key TEXT NOT NULL,
+    value TEXT NOT NULL,
+    time_unix_nano INTEGER NOT NULL,
+    PRIMARY KEY(run_id, key));
+CREATE TABLE IF NOT EXISTS run_info(
+    run_id TEXT PRIMARY KEY,
+    name TEXT,
+    tags TEXT,
+    notes TEXT,
+    time_unix_nano INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS run_processes(
+    resource_id INTEGER NOT NULL,
+    pid INTEGER NOT NULL,
+    host TEXT NOT NULL,
+    process TEXT,
+    started_unix_nano INTEGER,
+    ended_unix_nano INTEGER,
+    status TEXT,
+    PRIMARY KEY(resource_id, pid, host));
 """
 
 
@@ -78,7 +106,7 @@ def create_schema(conn: sqlite3.Connection) -> None:
         for statement in _SCHEMA.split(";"):
             if statement.strip():
                 conn.execute(statement)
-        conn.execute("INSERT OR IGNORE INTO meta(key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+        conn.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
         conn.execute("COMMIT")
     except BaseException:
         if conn.in_transaction:

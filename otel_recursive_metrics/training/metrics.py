@@ -55,19 +55,27 @@ per instance and best-effort across threads (it only affects the warning and the
 
 from __future__ import annotations
 
+import atexit
 import logging
+import os
+import sys
+import threading
 import time
-from collections.abc import Mapping
+import weakref
+from collections.abc import Mapping, Sequence
 from types import TracebackType
 from typing import Any
 
 from .. import __version__
 from ..config import load_config
 from ..pipeline import default as default_pipeline
+from ..pipeline import preemption
 from ..pipeline.attributes import AttributeLimits, canonical_json, limit_attributes
+from ..pipeline.buffer import RecordItem
 from ..pipeline.convert import LogContext, context_number
 from ..pipeline.worker import Pipeline
 from ..resource import RANK_KEY
+from .run import event_record, flatten_params, params_record
 from .values import CLOCK, INT64_MAX, check_attributes, next_time_unix_nano, refuse, to_index, to_number, valid_name
 
 __all__ = ["TrainingMetrics", "next_time_unix_nano", "to_index", "to_number"]
@@ -101,6 +109,11 @@ class TrainingMetrics:
         attributes: Mapping[str, Any] | None = None,
         pipeline: Any = None,
         rank_zero_only: bool = False,
+        *,
+        run_name: str | None = None,
+        tags: Sequence[str] | None = None,
+        notes: str | None = None,
+        params: Mapping[str, Any] | None = None,
         **options: Any,
     ) -> None:
         if not isinstance(prefix, str):
@@ -136,6 +149,12 @@ class TrainingMetrics:
         self._muted = bool(rank_zero_only) and self.rank != 0
         if system_metrics and not self._muted:
             self._pipeline.start_system_metrics()
+        if not self._muted:
+            _RUNS.started(self._pipeline, self._context_number)
+            if run_name is not None or tags is not None or notes is not None:
+                self.set_run(name=run_name, tags=tags, notes=notes)
+            if params:
+                self.log_params(params)
         self._known: set[str] = set()
         self._last_step = -1
         self.steps_backwards = 0
@@ -244,6 +263,36 @@ class TrainingMetrics:
         # Otherwise the pipeline counted the drop by reason (buffer_full, shutdown).
         self.refused_calls += 1
 
+    # -- run metadata -------------------------------------------------------------------------
+
+    def log_params(self, params: Mapping[str, Any] | Any) -> None:
+        """Record hyperparameters and config for this run (see :mod:`.run`); never blocks on I/O.
+
+        ``params`` is a mapping (nested ones are flattened with dots: ``optim.lr``), a dataclass
+        or an ``argparse.Namespace``. Values keep their types. Call it once, or again to add or
+        change keys. ``otel-recursive-metrics runs`` and ``compare`` show them; over OTLP they are
+        the info metric ``training.run.params``.
+        """
+        if self._muted:
+            return
+        flat = flatten_params(params)
+        if flat:
+            self._offer_record(params_record(flat, CLOCK()))
+
+    def set_run(self, *, name: str | None = None, tags: Sequence[str] | None = None, notes: str | None = None) -> None:
+        """Name this run, tag it, or write notes about it (each given one replaces the last)."""
+        if self._muted:
+            return
+        if name is not None and not isinstance(name, str):
+            raise refuse("name", name, "expected a string")
+        if notes is not None and not isinstance(notes, str):
+            raise refuse("notes", notes, "expected a string")
+        tag_list = None if tags is None else [str(t) for t in ([tags] if isinstance(tags, str) else tags)]
+        self._offer_record(event_record("info", CLOCK(), name=name, run_tags=tag_list, notes=notes))
+
+    def _offer_record(self, record: dict[str, Any]) -> None:
+        self._pipeline.offer(RecordItem(time.time_ns(), record))
+
     # -- flush, close, stats -------------------------------------------------------------------
 
     def flush(self, timeout_s: float = 30.0) -> bool:
@@ -252,10 +301,19 @@ class TrainingMetrics:
             return True
         return self._pipeline.flush(timeout_s)
 
-    def close(self, timeout_s: float = 30.0) -> bool:
-        """Flush; shut the pipeline down too if this instance built it. True if all delivered."""
+    def close(self, timeout_s: float = 30.0, *, status: str = "finished") -> bool:
+        """Flush; shut the pipeline down too if this instance built it. True if all delivered.
+
+        Closing the instance that built its pipeline ends this process's part of the run
+        (``status``: ``finished``, or ``failed`` / ``killed``, which the context manager passes on an
+        exception); a shared pipeline's run ends at interpreter exit.
+        """
         if self._owns_pipeline:
+            if not self._muted:
+                _RUNS.ended(self._pipeline, self._context_number, status)
             return self._pipeline.shutdown(timeout_s)
+        if status != "finished" and not self._muted:
+            _RUNS.note_status(self._pipeline, status)
         return self.flush(timeout_s)
 
     def get_stats(self) -> dict[str, Any]:
@@ -274,7 +332,7 @@ class TrainingMetrics:
         return self
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
-        self.close()
+        self.close(status=_status_of(exc))
 
 
 def log_context(resource: dict[str, Any], *, prefix: str = "", attributes_json: str = "{}") -> LogContext:
@@ -286,3 +344,72 @@ def log_context(resource: dict[str, Any], *, prefix: str = "", attributes_json: 
         attributes_json=attributes_json,
         prefix=prefix,
     )
+
+
+def _status_of(exc: BaseException | None) -> str:
+    """How a run ends when ``exc`` ends it (None: normally)."""
+    if exc is None or (isinstance(exc, SystemExit) and exc.code in (0, None)):
+        return "finished"
+    if isinstance(exc, KeyboardInterrupt):
+        return "killed"
+    return "failed"
+
+
+class _RunEvents:
+    """The start and end of this process's part of each run, once per pipeline.
+
+    Several TrainingMetrics may share a pipeline (train and validation loggers): the first
+    records the start; the end is recorded once, by the instance that owns the pipeline when it
+    closes, else at interpreter exit (``failed`` if an uncaught exception is ending it), or on
+    SIGTERM (``killed``), before the handler puts memory on disk. A forked child records nothing
+    for its parent's runs.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        # id(pipeline) -> [pipeline (weak), context number, pid, status noted or None, ended]
+        self._runs: dict[int, list[Any]] = {}
+
+    def started(self, pipeline: Pipeline, context: int) -> None:
+        with self._lock:
+            if id(pipeline) in self._runs and self._runs[id(pipeline)][0]() is pipeline:
+                return
+            self._runs[id(pipeline)] = [weakref.ref(pipeline), context, os.getpid(), None, False]
+        pipeline.offer(RecordItem(time.time_ns(), event_record("start", CLOCK())))
+
+    def note_status(self, pipeline: Pipeline, status: str) -> None:
+        with self._lock:
+            entry = self._runs.get(id(pipeline))
+            if entry is not None and entry[3] is None:
+                entry[3] = status
+
+    def ended(self, pipeline: Pipeline, context: int, status: str) -> None:
+        with self._lock:
+            entry = self._runs.get(id(pipeline))
+            if entry is None or entry[4] or entry[0]() is not pipeline or entry[2] != os.getpid():
+                return
+            entry[4] = True
+            status = entry[3] or status
+        if not pipeline.closed:
+            pipeline.offer(RecordItem(time.time_ns(), event_record("end", CLOCK(), status=status)))
+
+    def end_all(self, status: str) -> None:
+        with self._lock:
+            live = [(e[0](), e[1]) for e in self._runs.values() if not e[4]]
+        for pipeline, context in live:
+            if pipeline is not None:
+                self.ended(pipeline, context, status)
+
+
+_RUNS = _RunEvents()
+
+
+@atexit.register
+def _end_runs_at_exit() -> None:
+    # Registered after the worker's exit handler, so it runs before it (atexit is last in,
+    # first out): the end events are offered before the pipelines persist and stop.
+    last = getattr(sys, "last_value", None)  # set when an uncaught exception ends the program
+    _RUNS.end_all(_status_of(last) if last is not None else "finished")
+
+
+preemption.add_hook(lambda: _RUNS.end_all("killed"))

@@ -7,7 +7,8 @@ integers, 64-bit integers as strings; one request per line is what the Collector
 exporter writes and its ``otlpjsonfile`` receiver reads.
 
 Step, epoch and a record's extra fields are store-only: they are not sent as attributes, so
-they never turn into unbounded label values in a backend.
+they never turn into unbounded label values in a backend. Points of the store-only metrics (run
+events) are left out of the request altogether.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from ...pipeline.batch import (
     explicit_histogram,
     exponential_histogram,
 )
+from ...resource import STORE_ONLY_METRICS
 
 __all__ = ["decode_request", "encode_request", "request_from_json_line", "request_to_json_line"]
 
@@ -96,7 +98,10 @@ def encode_request(batch: PointBatch) -> ExportMetricsServiceRequest:
     # resource index -> (ResourceMetrics, {scope index -> (ScopeMetrics, {metric index -> Metric})})
     tree: dict[int, tuple[pb.ResourceMetrics, dict[int, tuple[pb.ScopeMetrics, dict[int, pb.Metric]]]]] = {}
     attribute_texts = batch.attributes
+    store_only = {i for i, m in enumerate(batch.metrics) if m[0] in STORE_ONLY_METRICS}
     for p in batch.points:
+        if store_only and p[METRIC] in store_only:
+            continue  # run events: kept in the store, never sent
         res_i, sc_i, m_i, attrs_json = p[RESOURCE], p[SCOPE], p[METRIC], attribute_texts[p[ATTRIBUTES]]
         node = tree.get(res_i)
         if node is None:
