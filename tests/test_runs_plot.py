@@ -194,6 +194,8 @@ def test_plot_renders_one_line_per_run_from_a_real_run(example_runs: Path, tmp_p
         assert len(figure.axes) == 2
         assert [line.get_label() for line in labelled_lines(figure)] == ["spiral-a", "spiral-b"] * 2
         assert figure.axes[1].get_xlabel() == "step" and figure.axes[0].get_ylabel() == "train.loss"
+        assert figure.get_suptitle() == "runs spiral-a, spiral-b", "the title names the runs drawn, not the file"
+        assert plot_metrics(store, ["train.loss"], runs=["spiral-b"], smooth=5).get_suptitle() == "run spiral-b (trailing mean of 5)"
         loss_a = figure.axes[0].get_lines()[0].get_ydata()
         assert loss_a[-1] < loss_a[0]  # the example really learns
         one_run = plot_metrics(store, ["train.loss"], runs=["spiral-b"], x="time", smooth=10)

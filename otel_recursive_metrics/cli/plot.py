@@ -49,7 +49,7 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--smooth", type=int, default=0, metavar="K", help="draw the K-point trailing mean (default: off)")
     parser.add_argument("--step-min", type=int, help="first step (inclusive)")
     parser.add_argument("--step-max", type=int, help="last step (inclusive)")
-    parser.add_argument("--title", help="figure title (default: the store's file name)")
+    parser.add_argument("--title", help="figure title (default: the runs drawn)")
     parser.add_argument("--out", required=True, help="PNG file to write")
     parser.set_defaults(handler=cmd_plot)
 
@@ -233,5 +233,12 @@ def plot_metrics(
             ax.legend(handles=handles, fontsize=8, loc="best")
     axes[-1].set_xlabel("step" if x == "step" else "time since run start (s)")
     suffix = f" (trailing mean of {smooth})" if smooth > 1 else ""
-    figure.suptitle((title or store.path.name) + suffix, fontsize=12)
+    figure.suptitle((title or _default_title(keys)) + suffix, fontsize=12)
     return figure
+
+
+def _default_title(keys: Sequence[tuple[Any, Any, str]]) -> str:
+    """``run spiral-a`` or ``runs lr-0.1, lr-0.5`` (the first four, then how many more)."""
+    runs = list(dict.fromkeys("(no run id)" if k[0] is None else str(k[0]) for k in keys))
+    shown = ", ".join(runs[:4]) + (f" and {len(runs) - 4} more" if len(runs) > 4 else "")
+    return f"run {shown}" if len(runs) == 1 else f"runs {shown}"

@@ -39,6 +39,7 @@ from ..pipeline.batch import (
 )
 from .frames import points_dataframe, runs_dataframe
 from .points import PointQuery, StoredPoint, json_path
+from .ranks import DEFAULT_WINDOW_S, rank_skew
 from .run_metadata import RUN_METADATA_METRICS, write_run_metadata
 from .runs import summarize_runs
 from .schema import SCHEMA_VERSION, check_layout, create_schema
@@ -305,6 +306,13 @@ class PointStore:
         points, metrics, params, tags, notes, last).
         """
         return summarize_runs(self, last_of)
+
+    def rank_skew(self, run: str, window_s: float = DEFAULT_WINDOW_S) -> dict[str, Any]:
+        """Per-rank last step, step rate and GPU utilisation of ``run``, and its slowest rank.
+
+        See :func:`~.ranks.rank_skew`; raises :class:`KeyError` for a run with no points.
+        """
+        return rank_skew(self, run, window_s)
 
     def to_dataframe(self, metric: str | Sequence[str] | None = None, **filters: Any) -> Any:
         """The points as a pandas DataFrame, one row a point (see :mod:`.frames`; the ``pandas`` extra)."""
