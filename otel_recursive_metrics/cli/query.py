@@ -17,16 +17,16 @@ names ("did you mean"). Exit codes: 0 success, 1 nothing matched, 2 bad usage or
 from __future__ import annotations
 
 import argparse
-import csv
 import difflib
-import json
 import sys
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, TextIO
 
 from ..resource import RANK_KEY, RUN_ID_KEY
 from ..store import PointStore, StoredPoint
+from ..store.export import PointWriter
+from ..store.points import PointQuery
 from ._output import CommandError, add_store_arg, format_time, open_store, render_table
 
 __all__ = ["add_filters", "cmd_metrics", "cmd_query", "did_you_mean", "register", "resolve_runs"]
@@ -121,41 +121,17 @@ def _value_text(p: StoredPoint, *, precise: bool = False) -> str:
 
 
 class _Printer:
-    """Writes points in one format, the header once (``--follow`` prints in several goes)."""
-
-    CSV_HEADER = ("metric", "kind", "run", "rank", "step", "epoch", "value", "time_unix_nano", "attributes")
+    """Writes points as a table (CSV and JSON go through :class:`PointWriter`)."""
 
     def __init__(self, fmt: str, out: TextIO) -> None:
         self.fmt, self.out = fmt, out
         self.header_done = False
         self.printed = 0
-        self._csv = csv.writer(out)
 
     def write(self, points: Sequence[StoredPoint], *, follow: bool = False) -> None:
         if not points and (self.header_done or follow):
             return
-        if self.fmt == "json":
-            for p in points:
-                self.out.write(json.dumps(p.to_json(), separators=(",", ":")) + "\n")
-        elif self.fmt == "csv":
-            if not self.header_done:
-                self._csv.writerow(self.CSV_HEADER)
-            for p in points:
-                self._csv.writerow(
-                    [
-                        p.metric,
-                        p.kind,
-                        p.resource.get(RUN_ID_KEY, ""),
-                        p.resource.get(RANK_KEY, ""),
-                        p.step,
-                        p.epoch,
-                        _value_text(p, precise=True),
-                        p.time_unix_nano,
-                        json.dumps(p.attributes, sort_keys=True),
-                    ]
-                )
-        else:
-            self._table(points, follow=follow)
+        self._table(points, follow=follow)
         self.header_done = True
         self.printed += len(points)
         self.out.flush()
@@ -196,6 +172,8 @@ def cmd_query(args: argparse.Namespace) -> int:
     store = open_store(args.store)
     try:
         filters = _filters(args, store)
+        if args.format in ("csv", "json"):
+            return _export(store, args, filters)
         printer = _Printer(args.format, sys.stdout)
         points = store.query(args.metric, **filters)
         printer.write(points, follow=args.follow)
@@ -206,18 +184,45 @@ def cmd_query(args: argparse.Namespace) -> int:
     return 0 if printer.printed else 1
 
 
+def _export(store: PointStore, args: argparse.Namespace, filters: dict[str, Any]) -> int:
+    """CSV and JSON lines through :class:`~..store.export.PointWriter` (no object per point)."""
+    writer = PointWriter(store, args.format, sys.stdout)
+    query = PointQuery(args.metric, **filters)
+    _, last_row = writer.write(query)
+    if args.follow:
+
+        def fresh_rows() -> int | None:
+            nonlocal last_row
+            written, last_row = writer.write(query, after_row_id=last_row)
+            return written or None
+
+        _until_runs_end(store, filters, fresh_rows)
+    return 0 if writer.written else 1
+
+
 def _follow(store: PointStore, args: argparse.Namespace, filters: dict[str, Any], printer: _Printer, seen: Iterable[StoredPoint]) -> None:
-    """Print new points until every selected run has ended, or Ctrl-C."""
+    """Print new points as a table until every selected run has ended, or Ctrl-C."""
     last_row = max((p.row_id for p in seen), default=0)
     filters = {**filters, "limit": None, "last": None}
+
+    def fresh_points() -> int | None:
+        nonlocal last_row
+        fresh = store.query(args.metric, **filters, after_row_id=last_row)
+        if not fresh:
+            return None
+        printer.write(fresh, follow=True)
+        last_row = max(p.row_id for p in fresh)
+        return last_row
+
+    _until_runs_end(store, filters, fresh_points)
+
+
+def _until_runs_end(store: PointStore, filters: dict[str, Any], poll: Callable[[], int | None]) -> None:
+    """Call ``poll`` (which prints what is new; None when nothing was) until the runs end or Ctrl-C."""
     next_status = 0.0
     try:
         while True:
-            fresh = store.query(args.metric, **filters, after_row_id=last_row)
-            if fresh:
-                printer.write(fresh, follow=True)
-                last_row = max(p.row_id for p in fresh)
-            elif time.monotonic() >= next_status:
+            if poll() is None and time.monotonic() >= next_status:
                 next_status = time.monotonic() + FOLLOW_STATUS_EVERY_S
                 wanted = set(filters["run"] or [])
                 runs = [r for r in store.runs() if not wanted or str(r["run"]) in wanted]

@@ -1,7 +1,7 @@
 """Reading points back: :class:`StoredPoint`, and :class:`PointQuery`, the filters as SQL.
 
 >>> PointQuery(metric="train.loss", run="run-1", step_min=100).sql()[0]
-'SELECT ... WHERE m.name IN (?) AND json_extract(r.attributes, ?) = ? AND p.step >= ? ORDER BY ...'
+'SELECT ... WHERE p.metric_id IN (SELECT id FROM metrics WHERE name IN (?)) AND ... ORDER BY ...'
 """
 
 from __future__ import annotations
@@ -115,50 +115,73 @@ class PointQuery:
     last: int | None = None
     #: Only points written after the point with this row id (:attr:`StoredPoint.row_id`).
     after_row_id: int | None = None
+    #: Only points up to this row id (a snapshot: what was in the store at one moment).
+    max_row_id: int | None = None
 
-    def sql(self) -> tuple[str, list[Any]]:
-        """The SELECT statement and its parameters."""
+    def parts(self) -> tuple[str, list[Any], str]:
+        """``(" WHERE ...", params, " ORDER BY ...")`` over ``points p`` alone.
+
+        Names and attributes are matched in their own small tables (a subquery each), so
+        SQLite never parses a point's resource or attribute JSON: the filter costs the same
+        whatever columns a caller selects.
+        """
         where: list[str] = []
         params: list[Any] = []
         if self.metric is not None:
             names = [self.metric] if isinstance(self.metric, str) else list(self.metric)
-            where.append(f"m.name IN ({','.join('?' * len(names))})")
+            where.append(f"p.metric_id IN (SELECT id FROM metrics WHERE name IN ({','.join('?' * len(names))}))")
             params.extend(names)
+        res_where: list[str] = []
+        res_params: list[Any] = []
         res_filter = dict(self.resource or {})
         if isinstance(self.run, str):
             res_filter[RUN_ID_KEY] = self.run
         elif self.run is not None:
             runs = list(self.run)
-            where.append(f"json_extract(r.attributes, ?) IN ({','.join('?' * len(runs))})")
-            params.extend([json_path(RUN_ID_KEY), *runs])
+            res_where.append(f"json_extract(attributes, ?) IN ({','.join('?' * len(runs))})")
+            res_params.extend([json_path(RUN_ID_KEY), *runs])
         if self.rank is not None:
             res_filter[RANK_KEY] = self.rank
         for key, value in res_filter.items():
-            where.append("json_extract(r.attributes, ?) = ?")
-            params.extend([json_path(key), value])
-        for key, value in (self.attributes or {}).items():
-            where.append("json_extract(a.attributes, ?) = ?")
-            params.extend([json_path(key), value])
+            res_where.append("json_extract(attributes, ?) = ?")
+            res_params.extend([json_path(key), value])
+        if res_where:
+            where.append("p.resource_id IN (SELECT id FROM resources WHERE " + " AND ".join(res_where) + ")")
+            params.extend(res_params)
+        if self.attributes:
+            attr_where = []
+            for key, value in self.attributes.items():
+                attr_where.append("json_extract(attributes, ?) = ?")
+                params.extend([json_path(key), value])
+            where.append("p.attributes_id IN (SELECT id FROM attribute_sets WHERE " + " AND ".join(attr_where) + ")")
         for clause, value in (
             ("p.time_unix_nano >= ?", self.start_time_unix_nano),
             ("p.time_unix_nano <= ?", self.end_time_unix_nano),
             ("p.step >= ?", self.step_min),
             ("p.step <= ?", self.step_max),
             ("p.id > ?", self.after_row_id),
+            ("p.id <= ?", self.max_row_id),
         ):
             if value is not None:
                 where.append(clause)
                 params.append(value)
-        sql = POINT_COLUMNS
-        if where:
-            sql += " WHERE " + " AND ".join(where)
+        return (" WHERE " + " AND ".join(where) if where else ""), params, " ORDER BY p.time_unix_nano, p.step, p.id"
+
+    def sql(self, columns: str = "") -> tuple[str, list[Any]]:
+        """The SELECT statement and its parameters.
+
+        ``columns`` is the statement's head, ``SELECT ... FROM points p`` (joins allowed); the
+        default selects :data:`POINT_COLUMNS`, what :meth:`StoredPoint.from_row` reads.
+        """
+        where, params, order = self.parts()
+        head = columns or POINT_COLUMNS
         if self.last is not None:
-            # The newest ``last`` rows, then put back in time order.
-            sql = f"SELECT * FROM ({sql} ORDER BY p.time_unix_nano DESC, p.step DESC, p.id DESC LIMIT ?)"
+            # The newest ``last`` rows (by id alone: the rowid index), then in time order.
+            newest = f"SELECT p.id FROM points p{where} ORDER BY p.time_unix_nano DESC, p.step DESC, p.id DESC LIMIT ?"
+            sql = f"{head} WHERE p.id IN ({newest}){order}"
             params.append(int(self.last))
-            sql += " ORDER BY 9, 10, 16"  # time_unix_nano, step, id: the columns' positions
         else:
-            sql += " ORDER BY p.time_unix_nano, p.step, p.id"
+            sql = head + where + order
         if self.limit is not None:
             sql += " LIMIT ?"
             params.append(int(self.limit))
