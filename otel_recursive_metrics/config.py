@@ -148,6 +148,11 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "fsync", parse_bool, "fsync the durable queue at least every `flush_interval_s` (off: survives a process crash, not a power loss)."
     ),
+    Setting(
+        "store_direct",
+        parse_bool,
+        "With `store` the only sink, write batches straight into the store, which is then the durable log (off: through the queue).",
+    ),
     Setting("export_in_forked_child", parse_bool, "Let SDK exports in a forked child through (they would repeat the parent's data)."),
     Setting(
         "system_metrics",
@@ -245,6 +250,7 @@ class Config:
     block_timeout_s: float = 1.0
     dead_letter_max_bytes: int = 256 * MiB
     fsync: bool = True
+    store_direct: bool = True
     export_in_forked_child: bool = False
     system_metrics: bool = False
     system_metrics_interval_s: float = 10.0

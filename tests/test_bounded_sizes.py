@@ -63,8 +63,9 @@ def test_a_repeated_attribute_set_is_written_once_per_batch() -> None:
 
 
 def test_a_drained_queue_gives_its_space_back(data_dir: Path) -> None:
-    # A burst of 300,000 points: a flush interval long enough for the worker to take it all.
-    pipeline = Pipeline(load_config(dir=data_dir, flush_interval_s=30.0, batch_size=100))
+    # A burst of 300,000 points: a flush interval long enough for the worker to take it all,
+    # through the queue (not straight into the store).
+    pipeline = Pipeline(load_config(dir=data_dir, flush_interval_s=30.0, batch_size=100, store_direct=False))
     metrics = TrainingMetrics(pipeline=pipeline)
     names = [f"m{k}" for k in range(10)]
     for step in range(30_000):

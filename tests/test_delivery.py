@@ -272,3 +272,39 @@ def test_flush_after_shutdown_answers_at_once(data_dir: Path) -> None:
     started = time.monotonic()
     assert p.flush(30.0) is False
     assert time.monotonic() - started < 10.0  # not the whole 30 s timeout
+
+
+def test_the_store_as_the_only_sink_takes_batches_straight_and_the_queue_when_locked(data_dir: Path) -> None:
+    """The store is the durable log when it is the only sink; what it does not take at once
+    (another rank holds its write lock) goes through the queue, and nothing is lost or repeated."""
+    import sqlite3
+
+    from otel_recursive_metrics import PointStore, TrainingMetrics
+
+    pipeline = Pipeline(load_config(dir=data_dir, flush_interval_s=0.05))
+    metrics = TrainingMetrics(pipeline=pipeline)
+    for step in range(100):
+        metrics.log({"loss": 1.0 / (step + 1), "acc": step / 100}, step=step)
+    assert metrics.flush(30.0)
+    queue = pipeline._queue
+    assert queue is not None
+    assert queue.last_id() == 0, "nothing went through the queue"
+    assert pipeline.get_stats()["sent_points"] == {"store": 200}
+    other_rank = sqlite3.connect(data_dir / "metrics.db", isolation_level=None)
+    other_rank.execute("BEGIN IMMEDIATE")  # holds the write lock
+    for step in range(100, 200):
+        metrics.log({"loss": 1.0 / (step + 1), "acc": step / 100}, step=step)
+    wait_until(lambda: queue.last_id() > 0, 30, "a batch to go to the queue instead")
+    assert pipeline._ingest.direct_fallbacks >= 1
+    for step in range(200, 300):
+        metrics.log({"loss": 1.0 / (step + 1), "acc": step / 100}, step=step)
+    time.sleep(1.0)
+    other_rank.execute("ROLLBACK")
+    assert metrics.flush(60.0)
+    assert pipeline.get_stats()["sent_points"] == {"store": 600}
+    metrics.close(10.0)
+    store = PointStore(data_dir / "metrics.db", readonly=True)
+    steps = [p.step for p in store.query("loss")]
+    assert sorted(steps) == list(range(300)), "every step once"
+    rows = store.read("SELECT p.step FROM points p JOIN metrics m ON m.id = p.metric_id WHERE m.name = 'loss' ORDER BY p.id")
+    assert [r[0] for r in rows] == list(range(300)), "in order: while the queue held batches for the store, none went past them"

@@ -24,6 +24,7 @@ from otel_recursive_metrics.config import load_config
 from otel_recursive_metrics.pipeline.buffer import RecordItem
 from otel_recursive_metrics.pipeline.queue import DurableQueue
 from otel_recursive_metrics.pipeline.worker import Pipeline
+from otel_recursive_metrics.sinks.store import StoreSink
 
 from .helpers import wait_until
 
@@ -133,12 +134,26 @@ def test_a_full_disk_is_bounded_counted_reported_and_survived(small_disk: Path, 
 
 
 def refuse_growth(pipeline: Pipeline) -> Any:
-    """Make SQLite answer "database or disk is full" to the queue's next write; returns the queue."""
+    """Make SQLite answer "database or disk is full" to the next write that needs a new page, in the
+    queue and in the store (one disk: with the store as the only sink, batches go straight into
+    it, and into the queue when it refuses); returns the queue."""
     queue = pipeline._queue
     assert queue is not None
-    pages = queue._conn.execute("PRAGMA page_count").fetchone()[0]
-    queue._conn.execute(f"PRAGMA max_page_count={pages}")
+    for conn in _connections(pipeline):
+        pages = conn.execute("PRAGMA page_count").fetchone()[0]
+        conn.execute(f"PRAGMA max_page_count={pages}")
     return queue
+
+
+def allow_growth(pipeline: Pipeline) -> None:
+    """Undo :func:`refuse_growth`: the disk has space again."""
+    for conn in _connections(pipeline):
+        conn.execute("PRAGMA max_page_count=1073741823")
+
+
+def _connections(pipeline: Pipeline) -> list[Any]:
+    assert pipeline._queue is not None
+    return [pipeline._queue._conn, *(sink.store._conn for sink in pipeline._sinks if isinstance(sink, StoreSink))]
 
 
 def test_at_exit_what_could_not_reach_disk_is_counted_and_said_in_one_line(data_dir: Path, caplog: pytest.LogCaptureFixture) -> None:
@@ -164,7 +179,7 @@ def test_a_queue_that_cannot_grow_holds_a_bounded_backlog_and_resumes(data_dir: 
     metrics = TrainingMetrics(pipeline=pipeline)
     metrics.log({"loss": 0.0}, step=0)
     assert metrics.flush(30.0)
-    queue = refuse_growth(pipeline)
+    refuse_growth(pipeline)
     caplog.set_level(logging.WARNING, logger="otel_recursive_metrics")
     with Loop(metrics, rate_hz=500) as loop:
         wait_until(lambda: pipeline.get_stats()["queue_failing"] == "disk_full", 30, "the queue to refuse")
@@ -173,7 +188,7 @@ def test_a_queue_that_cannot_grow_holds_a_bounded_backlog_and_resumes(data_dir: 
         assert stats["dropped_points"].get("disk_full", 0) > 0
         assert stats["durability_lag_s"] <= 0.3 + 0.75 + 0.5
         assert len(queue_log_lines(caplog)) <= 2
-        queue._conn.execute("PRAGMA max_page_count=1073741823")
+        allow_growth(pipeline)
         wait_until(lambda: pipeline.get_stats()["queue_failing"] is None, 30, "writing to resume")
     assert pipeline.shutdown(30.0) or True
     stats = pipeline.get_stats()

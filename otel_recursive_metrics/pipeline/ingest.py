@@ -39,7 +39,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import Any
 
 from ..config import Config
 from .attributes import AttributeLimits
@@ -67,15 +67,26 @@ _MIN_SLICE_ITEMS = 1000
 _RECORD_SCOPE = ("otel_recursive_metrics", "")
 
 
-class Held(NamedTuple):
-    """A converted chunk waiting for the durable queue."""
+class Held:
+    """A converted chunk waiting for the durable queue (or the store, written directly)."""
 
-    created_unix_nano: int
-    #: When its oldest item was offered: the chunk must be on disk within the interval of that.
-    oldest_unix_nano: int
-    points: int
-    payload: bytes
-    batch: PointBatch
+    __slots__ = ("_payload", "batch", "created_unix_nano", "oldest_unix_nano", "points")
+
+    def __init__(self, created_unix_nano: int, oldest_unix_nano: int, points: int, batch: PointBatch) -> None:
+        self.created_unix_nano = created_unix_nano
+        #: When its oldest item was offered: the chunk must be on disk within the interval of that.
+        self.oldest_unix_nano = oldest_unix_nano
+        self.points = points
+        self.batch = batch
+        self._payload: bytes | None = None
+
+    @property
+    def payload(self) -> bytes:
+        """The queue's encoding of the batch, made the first time it is needed (never, when the
+        batch goes straight into the store)."""
+        if self._payload is None:
+            self._payload = self.batch.encode()
+        return self._payload
 
 
 def classify_queue_error(exc: BaseException) -> DropReason:
@@ -153,6 +164,10 @@ class Ingest:
         self._points_per_s: float | None = None
         self._points_per_item = 1.0
         self._max_age_ns = int((config.flush_interval_s + STALE_AFTER_S) * 1e9)
+        #: With the store as the only sink: writes one batch into it (see :meth:`_write_direct`).
+        self.direct: Callable[[PointBatch], None] | None = None
+        #: Batches the store refused directly, handed to the queue (and its delivery) instead.
+        self.direct_fallbacks = 0
 
     # -- introspection (any thread) ----------------------------------------------------------
 
@@ -267,8 +282,39 @@ class Ingest:
 
     # -- writing ------------------------------------------------------------------------------
 
+    def _write_direct(self, queue: QueueSlot) -> None:
+        """With the store as the only sink, write the held chunks straight into it.
+
+        The store is then the durable log: a committed batch is as safe there as in the queue
+        (one transaction, fsynced), and it skips the queue's encoding, its write and delete, and
+        the hand-over to the delivery thread. Only while the queue holds nothing for the store,
+        so batches land in order. The first chunk the store does not take (locked by another
+        rank past the short wait, a full disk, a value it cannot hold) and every chunk after it
+        go through the queue as usual, where delivery retries, splits and dead-letters them.
+        """
+        direct = self.direct
+        if direct is None or queue.cursor("store") < queue.last_id():
+            return
+        while self.held:
+            chunk = self.held[0]
+            started = time.monotonic()
+            try:
+                direct(chunk.batch)
+            except Exception as exc:  # noqa: BLE001 - the queue path decides what this means
+                self.direct_fallbacks += 1
+                _log.debug("otel-recursive-metrics: the store did not take a batch directly (%s); queueing it", exc)
+                return
+            self.held.pop(0)
+            self.stats.sent("store", chunk.points, time.monotonic() - started)
+
     def _write_held(self, queue: QueueSlot, *, stopping: bool, on_written: Callable[[], None]) -> bool:
         """Append the held chunks; False (keeping them) when the queue refuses for now."""
+        if self.held and self.direct is not None:
+            self._write_direct(queue)
+            if not self.held:
+                self._recovered()
+                on_written()
+                return True
         if not self.held:
             return True
         policy = self.config.overflow
@@ -415,4 +461,4 @@ class Ingest:
         now = time.time_ns()
         first = oldest if oldest is not None else now
         chunks = batch.split(self.config.max_batch_points)
-        return [Held(now, first, chunk.data_points(), chunk.encode(), chunk) for chunk in chunks if len(chunk)]
+        return [Held(now, first, chunk.data_points(), chunk) for chunk in chunks if len(chunk)]

@@ -4,8 +4,9 @@ Threads (named, daemon, started lazily at the first offer or flush):
 
 - ``otel-recursive-metrics-ingest`` opens the durable queue and the sinks, then runs the
   :mod:`~otel_recursive_metrics.pipeline.ingest` stage (memory buffer -> point batches ->
-  durable queue) whenever ``batch_size`` items wait, a flush or a persist is asked for, or the
-  oldest item in memory nears ``flush_interval_s``; it fsyncs the queue once per interval.
+  durable queue; with the store as the only sink, straight into the store) whenever
+  ``batch_size`` items wait, a flush or a persist is asked for, or the oldest item in memory
+  nears ``flush_interval_s``; it fsyncs the queue once per interval.
 - ``otel-recursive-metrics-sink-<name>``, one per sink this process delivers to, runs the
   :mod:`~otel_recursive_metrics.pipeline.delivery` stage (durable queue -> retry -> sink or
   dead-letter queue) from that sink's own cursor. A sink that is down never holds another back.
@@ -39,6 +40,7 @@ one place.
 from __future__ import annotations
 
 import atexit
+import functools
 import logging
 import os
 import threading
@@ -53,6 +55,7 @@ from ..config import Config
 from ..errors import ConfigError
 from ..resource import default_resource_attributes
 from ..sinks.base import Sink, build_sinks
+from ..sinks.store import StoreSink
 from . import preemption
 from .batch import PointBatch
 from .buffer import MemoryBuffer, initial_capacity, item_points
@@ -75,6 +78,15 @@ _pipelines: weakref.WeakSet[Pipeline] = weakref.WeakSet()
 #: Budget of the shutdown of every running pipeline at interpreter exit.
 EXIT_TIMEOUT_S = 30.0
 _SETUP_RETRY_S = 1.0
+
+
+#: How long a direct write into the store waits for another process's write lock before the
+#: batch goes through the queue instead.
+DIRECT_WAIT_S = 0.5
+
+
+def _send_direct(store: StoreSink, batch: PointBatch) -> None:
+    store.send(batch, time.monotonic() + DIRECT_WAIT_S)
 
 
 class _Request:
@@ -242,6 +254,10 @@ class Pipeline:
             self.stats.set_last_error("sinks", f"cannot build the sinks: {safe_error(exc)}")
             _log.error("otel-recursive-metrics: cannot build the sinks: %s; retrying", exc)
             return False
+        store = next((s for s in sinks if isinstance(s, StoreSink)), None)
+        if store is not None and cfg.sinks == ("store",) and cfg.store_direct:
+            # The store is the only destination: it is the durable log (see Ingest._write_direct).
+            self._ingest.direct = functools.partial(_send_direct, store)
         with self._start_lock:
             self._queue, self._sinks = queue, sinks
             for sink in sinks:
