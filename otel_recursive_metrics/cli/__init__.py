@@ -14,7 +14,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from .. import __version__
-from . import dlq, plot, query, runs, sync
+from . import dlq, plot, query, runs, sync, ui
 from ._output import CommandError, damaged_store_message, fail
 
 __all__ = ["build_parser", "main"]
@@ -22,7 +22,7 @@ __all__ = ["build_parser", "main"]
 _Handler = Callable[[argparse.Namespace], int]
 
 #: The subcommand modules, in the order ``--help`` lists them.
-_COMMANDS = (query, runs, plot, dlq, sync)
+_COMMANDS = (query, runs, plot, dlq, sync, ui)
 
 
 def build_parser() -> argparse.ArgumentParser:

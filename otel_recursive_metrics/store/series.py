@@ -1,0 +1,391 @@
+"""Series for charts: one run's metric as traces, only the points added since an id, downsampled.
+
+A chart needs three reads that :class:`~.points.PointQuery` is not shaped for, and this module
+answers them through :meth:`PointStore.read` alone (read-only; no schema of its own):
+
+- **Everything up to a snapshot** (``until_id``): a chart's first load. A trace is one resource
+  (a run's rank, per restart) and one attribute set. Up to ``IN_MEMORY_MAX_ROWS`` rows a trace is
+  read whole and downsampled here; above that it is downsampled inside SQLite: the trace's time
+  span is cut into ``max_points // 2`` equal buckets and each bucket keeps its lowest and its
+  highest point, so a spike survives however long the run (a 1,000,000-point trace costs about
+  0.3 s on one core, reading through the store's identity index, which starts with metric,
+  resource and time).
+- **What was added since** (``after_id``): a live update. ``points.id`` only grows (SQLite gives
+  each insert the next rowid, one writer at a time, and the store never deletes), so the rows in
+  ``(after_id, until_id]`` are exactly what a client has not seen. They are read by rowid range,
+  which costs what was written since, never the history. A large increment is downsampled the
+  same way.
+- **The last point of every metric of every run**, for the runs table: one probe per (metric,
+  resource) pair, each answered by the identity index.
+
+``until_id`` is the snapshot: a client takes :func:`max_point_id` once, reads everything up to it
+and later asks for what lies after it, so no point is sent twice or missed.
+
+Values: a histogram point is shown as its mean (sum / count); ``NaN`` is stored as ``NULL`` and
+comes back as ``None`` (a gap). Nothing here holds state: the functions are safe from any thread
+that may use the store (:class:`PointStore` serialises its own calls).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from ..resource import RANK_KEY, RESTART_COUNT_KEY, RUN_ID_KEY
+
+if TYPE_CHECKING:
+    from .point_store import PointStore
+
+__all__ = [
+    "IN_MEMORY_MAX_ROWS",
+    "LastValue",
+    "RunCatalog",
+    "Series",
+    "Trace",
+    "last_values",
+    "max_point_id",
+    "min_max_buckets",
+    "read_series",
+]
+
+#: Above this many rows a trace's first load is downsampled inside SQLite instead of in Python.
+IN_MEMORY_MAX_ROWS = 20_000
+
+# A histogram point is drawn as its mean.
+_VALUE = "coalesce(value, json_extract(histogram, '$.sum') / nullif(json_extract(histogram, '$.count'), 0))"
+_ROW = f"SELECT id, resource_id, attributes_id, step, time_unix_nano, {_VALUE} FROM points"
+_ID, _RESOURCE, _ATTRIBUTES, _STEP, _TIME, _VAL = range(6)
+_IDS_PER_STATEMENT = 500
+# Readers a large first load is split across (each its own connection), and how long it may take.
+_READERS = max(1, min(4, os.cpu_count() or 1))
+_PARALLEL_DEADLINE_S = 120.0
+_T = TypeVar("_T")
+_R = TypeVar("_R")
+
+
+@dataclass
+class Trace:
+    """One line of a chart: the points of one resource and attribute set, in time order."""
+
+    resource_id: int
+    attributes_id: int
+    resource: dict[str, Any]
+    attributes: dict[str, Any]
+    steps: list[int | None] = field(default_factory=list)
+    times_unix_nano: list[int] = field(default_factory=list)
+    values: list[float | int | None] = field(default_factory=list)
+
+    @property
+    def key(self) -> str:
+        """Stable across reads of the same store: ``"<resource id>:<attribute set id>"``."""
+        return f"{self.resource_id}:{self.attributes_id}"
+
+    @property
+    def rank(self) -> Any:
+        return self.resource.get(RANK_KEY)
+
+    @property
+    def restart(self) -> Any:
+        return self.resource.get(RESTART_COUNT_KEY)
+
+
+@dataclass
+class Series:
+    """A run's metric: its traces, and whether any of them was downsampled."""
+
+    run: str | None
+    metric: str
+    traces: list[Trace]
+    downsampled: bool = False
+
+
+@dataclass(frozen=True)
+class LastValue:
+    """The latest point of one metric of one run."""
+
+    value: float | int | None
+    step: int | None
+    time_unix_nano: int
+
+
+class RunCatalog:
+    """The store's small tables, read once: which resources make a run, which ids a metric name has.
+
+    Build one per request; it does not follow later writes (a new rank or metric shows up in
+    the next catalog).
+    """
+
+    def __init__(self, store: PointStore) -> None:
+        self.store = store
+        self.resources: dict[int, dict[str, Any]] = {}
+        self.by_run: dict[str | None, list[int]] = {}
+        for resource_id, text in store.read("SELECT id, attributes FROM resources"):
+            attrs = json.loads(text)
+            self.resources[resource_id] = attrs
+            run = attrs.get(RUN_ID_KEY)
+            self.by_run.setdefault(None if run is None else str(run), []).append(resource_id)
+        self.metric_ids: dict[str, list[int]] = {}
+        for metric_id, name in store.read("SELECT id, name FROM metrics ORDER BY id"):
+            self.metric_ids.setdefault(name, []).append(metric_id)
+
+    def run_resources(self, run: str | None) -> list[int]:
+        return self.by_run.get(run, [])
+
+    def metric_names(self, run: str | None) -> list[str]:
+        """The names of the metrics that have points in ``run``, sorted (one index probe each)."""
+        resources = self.run_resources(run)
+        if not resources:
+            return []
+        marks = ",".join("?" * len(resources))
+        names = []
+        for name, ids in self.metric_ids.items():
+            for metric_id in ids:
+                probe = f"SELECT 1 FROM points WHERE metric_id = ? AND resource_id IN ({marks}) LIMIT 1"
+                if self.store.read(probe, (metric_id, *resources)):
+                    names.append(name)
+                    break
+        return sorted(names)
+
+    def start_time_unix_nano(self, run: str | None) -> int | None:
+        """The time of the run's first point (one index probe per metric and resource)."""
+        first: int | None = None
+        for resource_id in self.run_resources(run):
+            for ids in self.metric_ids.values():
+                for metric_id in ids:
+                    rows = self.store.read(
+                        "SELECT time_unix_nano FROM points WHERE metric_id = ? AND resource_id = ? ORDER BY time_unix_nano LIMIT 1",
+                        (metric_id, resource_id),
+                    )
+                    if rows and (first is None or rows[0][0] < first):
+                        first = rows[0][0]
+        return first
+
+    def attribute_sets(self, ids: Iterable[int]) -> dict[int, dict[str, Any]]:
+        wanted = sorted(set(ids))
+        found: dict[int, dict[str, Any]] = {}
+        for start in range(0, len(wanted), _IDS_PER_STATEMENT):
+            chunk = wanted[start : start + _IDS_PER_STATEMENT]
+            rows = self.store.read(f"SELECT id, attributes FROM attribute_sets WHERE id IN ({','.join('?' * len(chunk))})", chunk)
+            found.update((row[0], json.loads(row[1])) for row in rows)
+        return found
+
+
+def max_point_id(store: PointStore) -> int:
+    """The newest point's id (0 for an empty store): the snapshot a client reads up to."""
+    rows = store.read("SELECT max(id) FROM points")
+    return int(rows[0][0] or 0)
+
+
+def min_max_buckets(rows: Sequence[Sequence[Any]], max_points: int, value_index: int) -> list[Sequence[Any]]:
+    """At most ``max_points`` of ``rows`` (in their order): each of ``max_points // 2`` buckets of
+    consecutive rows keeps its lowest and its highest value, in the order they came.
+
+    A bucket with no value at all (every value ``None``) keeps its first row, so a gap stays a gap.
+    """
+    if len(rows) <= max_points:
+        return list(rows)
+    buckets = max(1, max_points // 2)
+    size = math.ceil(len(rows) / buckets)
+    kept: list[Sequence[Any]] = []
+    for start in range(0, len(rows), size):
+        chunk = rows[start : start + size]
+        low = high = -1
+        for i, row in enumerate(chunk):
+            value = row[value_index]
+            if value is None or (isinstance(value, float) and math.isnan(value)):
+                continue
+            if low < 0 or value < chunk[low][value_index]:
+                low = i
+            if high < 0 or value > chunk[high][value_index]:
+                high = i
+        if low < 0:
+            kept.append(chunk[0])
+        else:
+            kept.extend(chunk[i] for i in sorted({low, high}))
+    return kept
+
+
+def read_series(
+    store: PointStore,
+    catalog: RunCatalog,
+    run: str | None,
+    metric: str,
+    *,
+    until_id: int,
+    after_id: int | None = None,
+    max_points: int = 2000,
+) -> Series:
+    """The traces of ``metric`` in ``run`` with ids up to ``until_id`` (after ``after_id`` if given).
+
+    Each trace holds at most ``max_points`` points (see the module docstring for how it is cut).
+    """
+    resources = catalog.run_resources(run)
+    metric_ids = catalog.metric_ids.get(metric, [])
+    series = Series(run=run, metric=metric, traces=[])
+    if not resources or not metric_ids:
+        return series
+    if after_id is not None:
+        rows = _rows_after(store, metric_ids, resources, after_id, until_id)
+        grouped = _group(rows)
+    else:
+        grouped = {}
+        for resource_id in resources:
+            for metric_id in metric_ids:
+                rows, complete = _first_rows(store, metric_id, resource_id, until_id)
+                if not complete:
+                    rows = _bucketed_rows(store, metric_id, resource_id, until_id, max_points)
+                    series.downsampled = True
+                for key, trace_rows in _group(rows).items():
+                    grouped.setdefault(key, []).extend(trace_rows)
+    attribute_sets = catalog.attribute_sets(key[1] for key in grouped)
+    for (resource_id, attributes_id), trace_rows in sorted(grouped.items()):
+        trace_rows.sort(key=lambda r: (r[_TIME], -1 if r[_STEP] is None else r[_STEP], r[_ID]))
+        if len(trace_rows) > max_points:
+            trace_rows = list(min_max_buckets(trace_rows, max_points, _VAL))  # noqa: PLW2901 - the kept rows replace the read ones
+            series.downsampled = True
+        trace = Trace(resource_id, attributes_id, catalog.resources.get(resource_id, {}), attribute_sets.get(attributes_id, {}))
+        for row in trace_rows:
+            trace.steps.append(row[_STEP])
+            trace.times_unix_nano.append(row[_TIME])
+            trace.values.append(row[_VAL])
+        series.traces.append(trace)
+    return series
+
+
+def _group(rows: Iterable[Sequence[Any]]) -> dict[tuple[int, int], list[Sequence[Any]]]:
+    grouped: dict[tuple[int, int], list[Sequence[Any]]] = {}
+    for row in rows:
+        grouped.setdefault((row[_RESOURCE], row[_ATTRIBUTES]), []).append(row)
+    return grouped
+
+
+def _rows_after(store: PointStore, metric_ids: list[int], resources: list[int], after_id: int, until_id: int) -> list[Sequence[Any]]:
+    # The unary + keeps SQLite off the identity index: the rowid range is the cheap path here,
+    # costing what was written since after_id, whatever the history's length.
+    sql = (
+        f"{_ROW} WHERE id > ? AND id <= ? AND +metric_id IN ({','.join('?' * len(metric_ids))})"
+        f" AND +resource_id IN ({','.join('?' * len(resources))})"
+    )
+    rows: list[Sequence[Any]] = []
+    for chunk in store.read_chunks(sql, (after_id, until_id, *metric_ids, *resources), size=4096):
+        rows.extend(chunk)
+    return rows
+
+
+def _first_rows(store: PointStore, metric_id: int, resource_id: int, until_id: int) -> tuple[list[Sequence[Any]], bool]:
+    """Up to IN_MEMORY_MAX_ROWS rows of one metric and resource; False when there are more."""
+    rows = store.read(
+        f"{_ROW} WHERE metric_id = ? AND resource_id = ? AND id <= ? ORDER BY time_unix_nano LIMIT ?",
+        (metric_id, resource_id, until_id, IN_MEMORY_MAX_ROWS + 1),
+    )
+    return rows, len(rows) <= IN_MEMORY_MAX_ROWS
+
+
+def _bucketed_rows(store: PointStore, metric_id: int, resource_id: int, until_id: int, max_points: int) -> list[Sequence[Any]]:
+    """The lowest and highest point of each of ``max_points // 2`` equal time buckets, read in SQLite."""
+    ends = []
+    for order in ("", " DESC"):
+        rows = store.read(
+            f"SELECT time_unix_nano FROM points WHERE metric_id = ? AND resource_id = ? AND id <= ? ORDER BY time_unix_nano{order} LIMIT 1",
+            (metric_id, resource_id, until_id),
+        )
+        if not rows:
+            return []
+        ends.append(int(rows[0][0]))
+    first, last = ends
+    buckets = max(1, max_points // 2)
+    width = max(1, -(-(last - first + 1) // buckets))
+    # A covering scan of the index (about 0.1 s a million rows) tells whether the trace has one
+    # attribute set, the common case, whose bucket statements then need no GROUP BY (which
+    # would double their cost).
+    several = (
+        len(
+            store.read(
+                "SELECT DISTINCT attributes_id FROM points WHERE metric_id = ? AND resource_id = ? AND id <= ?",
+                (metric_id, resource_id, until_id),
+            )
+        )
+        > 1
+    )
+    group = " GROUP BY attributes_id" if several else ""
+    # One statement per bucket and extreme: each walks its time range of the identity index and
+    # returns the id of its lowest (highest) row. SQLite fills a bare column (id) from the row
+    # that gave the only min() or max() of the statement.
+    statements = [
+        f"SELECT id, {aggregate}({_VALUE}) FROM points WHERE metric_id = ? AND resource_id = ?"
+        f" AND time_unix_nano >= ? AND time_unix_nano < ? AND id <= ?{group}"
+        for aggregate in ("min", "max")
+    ]
+    lows = list(range(first, last + 1, width))
+    tasks = [(sql, lows[i::_READERS]) for sql in statements for i in range(min(_READERS, len(lows)))]
+
+    def run(task: tuple[str, list[int]], reader: PointStore) -> set[int]:
+        sql, task_lows = task
+        found = set()
+        for low in task_lows:
+            for row_id, value in reader.read(sql, (metric_id, resource_id, low, low + width, until_id)):
+                if value is not None or sql is statements[0]:
+                    found.add(row_id)
+        return found
+
+    ids: set[int] = set()
+    for found in _in_parallel(store, tasks, run):
+        ids |= found
+    wanted = sorted(ids)
+    rows = []
+    for start in range(0, len(wanted), _IDS_PER_STATEMENT):
+        chunk = wanted[start : start + _IDS_PER_STATEMENT]
+        rows.extend(store.read(f"{_ROW} WHERE id IN ({','.join('?' * len(chunk))})", chunk))
+    return rows
+
+
+def _in_parallel(store: PointStore, tasks: list[_T], run: Callable[[_T, PointStore], _R]) -> list[_R]:
+    """``run(task, reader)`` for every task, on up to ``_READERS`` threads with a reader each.
+
+    SQLite releases the GIL while it steps a statement, so readers on their own connections
+    (WAL lets any number read beside a writer) use as many cores as there are.
+    """
+    if len(tasks) <= 1 or _READERS <= 1:
+        return [run(task, store) for task in tasks]
+    from .point_store import PointStore
+
+    def work(task: _T) -> _R:
+        reader = PointStore(store.path, readonly=True)
+        try:
+            return run(task, reader)
+        finally:
+            reader.close()
+
+    with ThreadPoolExecutor(max_workers=min(_READERS, len(tasks)), thread_name_prefix="otel-recursive-metrics-series") as pool:
+        futures = [pool.submit(work, task) for task in tasks]
+        return [future.result(timeout=_PARALLEL_DEADLINE_S) for future in futures]
+
+
+def last_values(store: PointStore, catalog: RunCatalog) -> dict[str | None, dict[str, LastValue]]:
+    """The latest point (by time) of every metric of every run: ``{run: {metric: LastValue}}``.
+
+    One index probe per (metric, resource) pair; a metric several ranks log gives the latest of them.
+    """
+    probe = (
+        "SELECT m.id, r.id, (SELECT p.id FROM points p WHERE p.metric_id = m.id AND p.resource_id = r.id"
+        " ORDER BY p.time_unix_nano DESC LIMIT 1) FROM metrics m, resources r"
+    )
+    names = {metric_id: name for name, ids in catalog.metric_ids.items() for metric_id in ids}
+    latest_ids = [row[2] for row in store.read(probe) if row[2] is not None]
+    out: dict[str | None, dict[str, LastValue]] = {}
+    for start in range(0, len(latest_ids), _IDS_PER_STATEMENT):
+        chunk = latest_ids[start : start + _IDS_PER_STATEMENT]
+        sql = f"SELECT metric_id, resource_id, step, time_unix_nano, {_VALUE} FROM points WHERE id IN ({','.join('?' * len(chunk))})"
+        for metric_id, resource_id, step, time_unix_nano, value in store.read(sql, chunk):
+            run = catalog.resources.get(resource_id, {}).get(RUN_ID_KEY)
+            per_run = out.setdefault(None if run is None else str(run), {})
+            name = names.get(metric_id, "?")
+            known = per_run.get(name)
+            if known is None or time_unix_nano > known.time_unix_nano:
+                per_run[name] = LastValue(value, step, time_unix_nano)
+    return out
