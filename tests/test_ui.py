@@ -32,7 +32,7 @@ import pytest
 from otel_recursive_metrics import cli
 from otel_recursive_metrics.pipeline.batch import BatchBuilder
 from otel_recursive_metrics.store import PointStore
-from otel_recursive_metrics.store.series import IN_MEMORY_MAX_ROWS, min_max_buckets
+from otel_recursive_metrics.store.series import IN_MEMORY_MAX_ROWS, RunCatalog, max_point_id, min_max_buckets, read_series
 
 from .conftest import require_module
 
@@ -41,6 +41,7 @@ require_module("uvicorn", "ui")
 require_module("plotly", "ui")
 
 from otel_recursive_metrics.ui import UIServer  # noqa: E402 - after the extra's check
+from otel_recursive_metrics.ui.cache import SeriesCache  # noqa: E402
 
 T0 = 1_767_225_600_000_000_000  # 2026-01-01 00:00:00 UTC
 SPIKE_STEP, SPIKE_VALUE = 1_234, 1e6
@@ -176,6 +177,24 @@ def test_a_large_update_is_downsampled_too_and_keeps_its_spike(store: PointStore
     assert update["series"][0]["downsampled"] is True
     assert len(trace["value"]) <= 100
     assert SPIKE_VALUE in trace["value"] and DIP_VALUE in trace["value"]
+
+
+def test_a_long_series_shown_again_reads_only_what_is_new_and_keeps_every_spike(store: PointStore) -> None:
+    write_points(store, "run-a", "train.loss", range(IN_MEMORY_MAX_ROWS + 10_000), spiky)
+    catalog, cache = RunCatalog(store), SeriesCache()
+    first = cache.read(store, catalog, "run-a", "train.loss", until_id=max_point_id(store), max_points=200)
+    write_points(store, "run-a", "train.loss", range(40_000, 41_000), lambda step: 7e6 if step == 40_500 else 0.5)
+    catalog = RunCatalog(store)
+    again = cache.read(store, catalog, "run-a", "train.loss", until_id=max_point_id(store), max_points=200)
+    fresh = read_series(store, catalog, "run-a", "train.loss", until_id=max_point_id(store), max_points=200)
+    assert (cache.misses, cache.hits) == (1, 1)
+    (held,), (shown,), (read,) = first.traces, again.traces, fresh.traces
+    assert len(shown.values) <= 200 and shown.steps == sorted(shown.steps)
+    for step, value in ((SPIKE_STEP, SPIKE_VALUE), (DIP_STEP, DIP_VALUE), (40_500, 7e6)):
+        assert dict(zip(shown.steps, shown.values, strict=True))[step] == value
+        assert dict(zip(read.steps, read.values, strict=True))[step] == value
+    assert shown.steps[-1] >= 40_000 and shown.values[-1] == read.values[-1] == 0.5  # the new tail
+    assert held.steps[-1] == IN_MEMORY_MAX_ROWS + 9_999  # what was held is untouched
 
 
 def test_min_max_buckets_keep_order_extremes_and_gaps() -> None:

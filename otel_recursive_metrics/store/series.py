@@ -29,14 +29,12 @@ that may use the store (:class:`PointStore` serialises its own calls).
 from __future__ import annotations
 
 import json
-import math
-import os
-from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
 from ..resource import RANK_KEY, RESTART_COUNT_KEY, RUN_ID_KEY
+from .downsample import DRAWN_VALUE, IDS_PER_STATEMENT, ROW_SELECT, bucketed_rows, min_max_buckets
 
 if TYPE_CHECKING:
     from .point_store import PointStore
@@ -49,6 +47,7 @@ __all__ = [
     "Trace",
     "last_values",
     "max_point_id",
+    "merge_series",
     "min_max_buckets",
     "read_series",
 ]
@@ -57,15 +56,8 @@ __all__ = [
 IN_MEMORY_MAX_ROWS = 20_000
 
 # A histogram point is drawn as its mean.
-_VALUE = "coalesce(value, json_extract(histogram, '$.sum') / nullif(json_extract(histogram, '$.count'), 0))"
-_ROW = f"SELECT id, resource_id, attributes_id, step, time_unix_nano, {_VALUE} FROM points"
+# The fields of a ROW_SELECT row.
 _ID, _RESOURCE, _ATTRIBUTES, _STEP, _TIME, _VAL = range(6)
-_IDS_PER_STATEMENT = 500
-# Readers a large first load is split across (each its own connection), and how long it may take.
-_READERS = max(1, min(4, os.cpu_count() or 1))
-_PARALLEL_DEADLINE_S = 120.0
-_T = TypeVar("_T")
-_R = TypeVar("_R")
 
 
 @dataclass
@@ -130,8 +122,11 @@ class RunCatalog:
             run = attrs.get(RUN_ID_KEY)
             self.by_run.setdefault(None if run is None else str(run), []).append(resource_id)
         self.metric_ids: dict[str, list[int]] = {}
-        for metric_id, name in store.read("SELECT id, name FROM metrics ORDER BY id"):
+        self.histogram_ids: set[int] = set()
+        for metric_id, name, kind in store.read("SELECT id, name, kind FROM metrics ORDER BY id"):
             self.metric_ids.setdefault(name, []).append(metric_id)
+            if "histogram" in kind:
+                self.histogram_ids.add(metric_id)
 
     def run_resources(self, run: str | None) -> list[int]:
         return self.by_run.get(run, [])
@@ -168,8 +163,8 @@ class RunCatalog:
     def attribute_sets(self, ids: Iterable[int]) -> dict[int, dict[str, Any]]:
         wanted = sorted(set(ids))
         found: dict[int, dict[str, Any]] = {}
-        for start in range(0, len(wanted), _IDS_PER_STATEMENT):
-            chunk = wanted[start : start + _IDS_PER_STATEMENT]
+        for start in range(0, len(wanted), IDS_PER_STATEMENT):
+            chunk = wanted[start : start + IDS_PER_STATEMENT]
             rows = self.store.read(f"SELECT id, attributes FROM attribute_sets WHERE id IN ({','.join('?' * len(chunk))})", chunk)
             found.update((row[0], json.loads(row[1])) for row in rows)
         return found
@@ -179,35 +174,6 @@ def max_point_id(store: PointStore) -> int:
     """The newest point's id (0 for an empty store): the snapshot a client reads up to."""
     rows = store.read("SELECT max(id) FROM points")
     return int(rows[0][0] or 0)
-
-
-def min_max_buckets(rows: Sequence[Sequence[Any]], max_points: int, value_index: int) -> list[Sequence[Any]]:
-    """At most ``max_points`` of ``rows`` (in their order): each of ``max_points // 2`` buckets of
-    consecutive rows keeps its lowest and its highest value, in the order they came.
-
-    A bucket with no value at all (every value ``None``) keeps its first row, so a gap stays a gap.
-    """
-    if len(rows) <= max_points:
-        return list(rows)
-    buckets = max(1, max_points // 2)
-    size = math.ceil(len(rows) / buckets)
-    kept: list[Sequence[Any]] = []
-    for start in range(0, len(rows), size):
-        chunk = rows[start : start + size]
-        low = high = -1
-        for i, row in enumerate(chunk):
-            value = row[value_index]
-            if value is None or (isinstance(value, float) and math.isnan(value)):
-                continue
-            if low < 0 or value < chunk[low][value_index]:
-                low = i
-            if high < 0 or value > chunk[high][value_index]:
-                high = i
-        if low < 0:
-            kept.append(chunk[0])
-        else:
-            kept.extend(chunk[i] for i in sorted({low, high}))
-    return kept
 
 
 def read_series(
@@ -238,7 +204,9 @@ def read_series(
             for metric_id in metric_ids:
                 rows, complete = _first_rows(store, metric_id, resource_id, until_id)
                 if not complete:
-                    rows = _bucketed_rows(store, metric_id, resource_id, until_id, max_points)
+                    seen = [row[_ATTRIBUTES] for row in rows]
+                    histogram = metric_id in catalog.histogram_ids
+                    rows = bucketed_rows(store, metric_id, resource_id, until_id, max_points, histogram=histogram, attribute_sets=seen)
                     series.downsampled = True
                 for key, trace_rows in _group(rows).items():
                     grouped.setdefault(key, []).extend(trace_rows)
@@ -268,7 +236,7 @@ def _rows_after(store: PointStore, metric_ids: list[int], resources: list[int], 
     # The unary + keeps SQLite off the identity index: the rowid range is the cheap path here,
     # costing what was written since after_id, whatever the history's length.
     sql = (
-        f"{_ROW} WHERE id > ? AND id <= ? AND +metric_id IN ({','.join('?' * len(metric_ids))})"
+        f"{ROW_SELECT} WHERE id > ? AND id <= ? AND +metric_id IN ({','.join('?' * len(metric_ids))})"
         f" AND +resource_id IN ({','.join('?' * len(resources))})"
     )
     rows: list[Sequence[Any]] = []
@@ -280,90 +248,10 @@ def _rows_after(store: PointStore, metric_ids: list[int], resources: list[int], 
 def _first_rows(store: PointStore, metric_id: int, resource_id: int, until_id: int) -> tuple[list[Sequence[Any]], bool]:
     """Up to IN_MEMORY_MAX_ROWS rows of one metric and resource; False when there are more."""
     rows = store.read(
-        f"{_ROW} WHERE metric_id = ? AND resource_id = ? AND id <= ? ORDER BY time_unix_nano LIMIT ?",
+        f"{ROW_SELECT} WHERE metric_id = ? AND resource_id = ? AND id <= ? ORDER BY time_unix_nano LIMIT ?",
         (metric_id, resource_id, until_id, IN_MEMORY_MAX_ROWS + 1),
     )
     return rows, len(rows) <= IN_MEMORY_MAX_ROWS
-
-
-def _bucketed_rows(store: PointStore, metric_id: int, resource_id: int, until_id: int, max_points: int) -> list[Sequence[Any]]:
-    """The lowest and highest point of each of ``max_points // 2`` equal time buckets, read in SQLite."""
-    ends = []
-    for order in ("", " DESC"):
-        rows = store.read(
-            f"SELECT time_unix_nano FROM points WHERE metric_id = ? AND resource_id = ? AND id <= ? ORDER BY time_unix_nano{order} LIMIT 1",
-            (metric_id, resource_id, until_id),
-        )
-        if not rows:
-            return []
-        ends.append(int(rows[0][0]))
-    first, last = ends
-    buckets = max(1, max_points // 2)
-    width = max(1, -(-(last - first + 1) // buckets))
-    # A covering scan of the index (about 0.1 s a million rows) tells whether the trace has one
-    # attribute set, the common case, whose bucket statements then need no GROUP BY (which
-    # would double their cost).
-    several = (
-        len(
-            store.read(
-                "SELECT DISTINCT attributes_id FROM points WHERE metric_id = ? AND resource_id = ? AND id <= ?",
-                (metric_id, resource_id, until_id),
-            )
-        )
-        > 1
-    )
-    group = " GROUP BY attributes_id" if several else ""
-    # One statement per bucket and extreme: each walks its time range of the identity index and
-    # returns the id of its lowest (highest) row. SQLite fills a bare column (id) from the row
-    # that gave the only min() or max() of the statement.
-    statements = [
-        f"SELECT id, {aggregate}({_VALUE}) FROM points WHERE metric_id = ? AND resource_id = ?"
-        f" AND time_unix_nano >= ? AND time_unix_nano < ? AND id <= ?{group}"
-        for aggregate in ("min", "max")
-    ]
-    lows = list(range(first, last + 1, width))
-    tasks = [(sql, lows[i::_READERS]) for sql in statements for i in range(min(_READERS, len(lows)))]
-
-    def run(task: tuple[str, list[int]], reader: PointStore) -> set[int]:
-        sql, task_lows = task
-        found = set()
-        for low in task_lows:
-            for row_id, value in reader.read(sql, (metric_id, resource_id, low, low + width, until_id)):
-                if value is not None or sql is statements[0]:
-                    found.add(row_id)
-        return found
-
-    ids: set[int] = set()
-    for found in _in_parallel(store, tasks, run):
-        ids |= found
-    wanted = sorted(ids)
-    rows = []
-    for start in range(0, len(wanted), _IDS_PER_STATEMENT):
-        chunk = wanted[start : start + _IDS_PER_STATEMENT]
-        rows.extend(store.read(f"{_ROW} WHERE id IN ({','.join('?' * len(chunk))})", chunk))
-    return rows
-
-
-def _in_parallel(store: PointStore, tasks: list[_T], run: Callable[[_T, PointStore], _R]) -> list[_R]:
-    """``run(task, reader)`` for every task, on up to ``_READERS`` threads with a reader each.
-
-    SQLite releases the GIL while it steps a statement, so readers on their own connections
-    (WAL lets any number read beside a writer) use as many cores as there are.
-    """
-    if len(tasks) <= 1 or _READERS <= 1:
-        return [run(task, store) for task in tasks]
-    from .point_store import PointStore
-
-    def work(task: _T) -> _R:
-        reader = PointStore(store.path, readonly=True)
-        try:
-            return run(task, reader)
-        finally:
-            reader.close()
-
-    with ThreadPoolExecutor(max_workers=min(_READERS, len(tasks)), thread_name_prefix="otel-recursive-metrics-series") as pool:
-        futures = [pool.submit(work, task) for task in tasks]
-        return [future.result(timeout=_PARALLEL_DEADLINE_S) for future in futures]
 
 
 def last_values(store: PointStore, catalog: RunCatalog) -> dict[str | None, dict[str, LastValue]]:
@@ -378,9 +266,9 @@ def last_values(store: PointStore, catalog: RunCatalog) -> dict[str | None, dict
     names = {metric_id: name for name, ids in catalog.metric_ids.items() for metric_id in ids}
     latest_ids = [row[2] for row in store.read(probe) if row[2] is not None]
     out: dict[str | None, dict[str, LastValue]] = {}
-    for start in range(0, len(latest_ids), _IDS_PER_STATEMENT):
-        chunk = latest_ids[start : start + _IDS_PER_STATEMENT]
-        sql = f"SELECT metric_id, resource_id, step, time_unix_nano, {_VALUE} FROM points WHERE id IN ({','.join('?' * len(chunk))})"
+    for start in range(0, len(latest_ids), IDS_PER_STATEMENT):
+        chunk = latest_ids[start : start + IDS_PER_STATEMENT]
+        sql = f"SELECT metric_id, resource_id, step, time_unix_nano, {DRAWN_VALUE} FROM points WHERE id IN ({','.join('?' * len(chunk))})"
         for metric_id, resource_id, step, time_unix_nano, value in store.read(sql, chunk):
             run = catalog.resources.get(resource_id, {}).get(RUN_ID_KEY)
             per_run = out.setdefault(None if run is None else str(run), {})
@@ -389,3 +277,29 @@ def last_values(store: PointStore, catalog: RunCatalog) -> dict[str | None, dict
             if known is None or time_unix_nano > known.time_unix_nano:
                 per_run[name] = LastValue(value, step, time_unix_nano)
     return out
+
+
+def merge_series(held: Series, news: Series, max_points: int) -> Series:
+    """``held`` (read up to some id) with ``news`` (what came after it) added: a new Series, the
+    inputs untouched. A trace grown past ``max_points`` is cut back to it (min and max per bucket)."""
+    merged = Series(run=held.run, metric=held.metric, traces=[], downsampled=held.downsampled or news.downsampled)
+    traces = {trace.key: trace for trace in held.traces}
+    for trace in news.traces:
+        old = traces.get(trace.key)
+        if old is None:
+            traces[trace.key] = trace
+            continue
+        rows: list[Sequence[Any]] = list(zip(old.steps, old.times_unix_nano, old.values, strict=True))
+        rows += zip(trace.steps, trace.times_unix_nano, trace.values, strict=True)
+        rows.sort(key=lambda r: (r[1], -1 if r[0] is None else r[0]))
+        if len(rows) > max_points:
+            rows = list(min_max_buckets(rows, max_points, 2))
+            merged.downsampled = True
+        grown = Trace(old.resource_id, old.attributes_id, old.resource, old.attributes)
+        for step, time_unix_nano, value in rows:
+            grown.steps.append(step)
+            grown.times_unix_nano.append(time_unix_nano)
+            grown.values.append(value)
+        traces[trace.key] = grown
+    merged.traces = [traces[key] for key in sorted(traces, key=lambda k: tuple(int(part) for part in k.split(":")))]
+    return merged

@@ -34,6 +34,7 @@ from typing import Any
 
 from ..store import PointStore
 from ..store.series import RunCatalog, Series, last_values, max_point_id, read_series
+from .cache import SeriesCache
 
 __all__ = [
     "DEFAULT_MAX_POINTS",
@@ -146,8 +147,8 @@ def _series_json(series: Series, run_text: str) -> dict[str, Any]:
     }
 
 
-def series_payload(store: PointStore, params: Mapping[str, Sequence[str]]) -> dict[str, Any]:
-    """What ``GET /api/series`` answers (see the module docstring)."""
+def series_payload(store: PointStore, params: Mapping[str, Sequence[str]], cache: SeriesCache | None = None) -> dict[str, Any]:
+    """What ``GET /api/series`` answers (see the module docstring); first loads through ``cache``."""
     runs = params.get("run") or []
     metrics = params.get("metric") or []
     if not runs or not metrics:

@@ -39,6 +39,7 @@ from ..cli._output import damaged_store_message
 from ..store import PointStore
 from .api import RequestError, metrics_payload, runs_payload, series_payload, to_json_bytes
 from .assets import PAGES, static_file
+from .cache import SeriesCache
 
 __all__ = ["SECURITY_HEADERS", "StoreReaders", "create_app", "loopback_hosts"]
 
@@ -108,6 +109,7 @@ def _query(request: Request) -> Mapping[str, Sequence[str]]:
 def create_app(store_path: Path | str, *, host: str = "127.0.0.1") -> Starlette:
     """The web view of the store at ``store_path``; ``host`` is the address it will be served on."""
     readers = StoreReaders(store_path)
+    cache = SeriesCache()
 
     def api(build: Callable[[PointStore, Mapping[str, Sequence[str]]], Any]) -> Callable[[Request], Response]:
         def endpoint(request: Request) -> Response:
@@ -149,7 +151,7 @@ def create_app(store_path: Path | str, *, host: str = "127.0.0.1") -> Starlette:
         Route("/api/info", api(info), methods=["GET"]),
         Route("/api/runs", api(lambda store, params: runs_payload(store)), methods=["GET"]),
         Route("/api/metrics", api(metrics_payload), methods=["GET"]),
-        Route("/api/series", api(series_payload), methods=["GET"]),
+        Route("/api/series", api(lambda store, params: series_payload(store, params, cache)), methods=["GET"]),
         Route("/static/{name}", static, methods=["GET"]),
     ]
 
@@ -166,4 +168,5 @@ def create_app(store_path: Path | str, *, host: str = "127.0.0.1") -> Starlette:
         lifespan=lifespan,
     )
     app.state.readers = readers
+    app.state.series_cache = cache
     return app

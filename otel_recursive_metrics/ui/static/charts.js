@@ -137,7 +137,9 @@ const Charts = (() => {
         const missingRuns = this.runs.filter((r) => this.metrics.some((m) => !this.data.get(r, m)));
         const missingMetrics = this.metrics.filter((m) => this.runs.some((r) => !this.data.get(r, m)));
         if (missingRuns.length && missingMetrics.length) {
-          const answer = await api("/api/series", { run: missingRuns, metric: missingMetrics, until_id: this.data.lastId, max_points: maxPoints() });
+          const loading = api("/api/series", { run: missingRuns, metric: missingMetrics, until_id: this.data.lastId, max_points: maxPoints() });
+          await ORM.loadPlotly();
+          const answer = await loading;
           if (this.data.lastId === null) this.data.lastId = answer.last_id;
           this.data.merge(answer.series, false, maxPoints());
         }
@@ -149,6 +151,7 @@ const Charts = (() => {
     update() {
       return this.run(async () => {
         if (this.data.lastId === null || !this.runs.length || !this.metrics.length) return;
+        await ORM.loadPlotly();
         const answer = await api("/api/series", { run: this.runs, metric: this.metrics, after_id: this.data.lastId, max_points: maxPoints() });
         const added = this.data.merge(answer.series, true, maxPoints());
         this.data.lastId = answer.last_id;
@@ -237,6 +240,7 @@ const Charts = (() => {
     }
 
     draw() {
+      if (!window.Plotly) return; // select() draws once the bundle is there
       const groups = this.chartGroups();
       const wanted = new Set(groups.map((g) => g.id));
       for (const [id, div] of this.charts) if (!wanted.has(id)) { Plotly.purge(div); div.remove(); this.charts.delete(id); }

@@ -138,5 +138,21 @@ const ORM = (() => {
     if (marks[name] === undefined) marks[name] = performance.now();
   }
 
-  return { api, el, formatNumber, formatValue, formatTime, formatDuration, formatRanks, runDuration, runLabel, runKey, statusBadge, header, setStatus, pageParams, refreshMs, mark, marks };
+  // Plotly's bundle (4.6 MB) is loaded by the script that needs it, after that script has sent its
+  // first requests: the browser compiles the bundle (most of a cold first visit) while the
+  // server reads the data, instead of before the page can ask for anything.
+  let plotly = null;
+  function loadPlotly() {
+    if (!plotly) {
+      plotly = window.Plotly ? Promise.resolve(window.Plotly) : new Promise((resolve, reject) => {
+        const script = el("script", { src: "/static/plotly.min.js", async: true });
+        script.addEventListener("load", () => resolve(window.Plotly));
+        script.addEventListener("error", () => reject(new Error("could not load /static/plotly.min.js (is the plotly package installed?)")));
+        document.head.append(script);
+      });
+    }
+    return plotly;
+  }
+
+  return { api, loadPlotly, el, formatNumber, formatValue, formatTime, formatDuration, formatRanks, runDuration, runLabel, runKey, statusBadge, header, setStatus, pageParams, refreshMs, mark, marks };
 })();

@@ -67,7 +67,9 @@
     const run = params.get("run") ?? "";
     document.getElementById("title").textContent = `Run ${run || "(none)"}`;
     document.getElementById("controls").append(controls());
-    const found = await api("/api/metrics", { run });
+    const finding = api("/api/metrics", { run });
+    ORM.loadPlotly();
+    const found = await finding;
     const metrics = found.runs[run] || [];
     board.starts[run] = found.start_time_unix_nano[run] ? found.start_time_unix_nano[run] / 1e6 : undefined;
     if (!metrics.length) chartsNode.append(el("p", { class: "empty" }, `No points for run ${run || "(none)"} in this store.`));
@@ -107,7 +109,9 @@
   async function comparePage() {
     document.getElementById("controls").append(controls());
     const side = document.getElementById("side");
-    const { runs } = await api("/api/runs");
+    const listing = api("/api/runs");
+    ORM.loadPlotly();
+    const { runs } = await listing;
     for (const run of runs) board.labels[runKey(run)] = run.name || runKey(run) || "(none)";
     const known = new Set(runs.map(runKey));
     let chosenRuns = params.getAll("run").filter((r) => known.has(r));

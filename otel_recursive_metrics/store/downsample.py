@@ -1,0 +1,179 @@
+"""Downsampling a trace to what a chart can show, keeping its spikes: min and max per bucket.
+
+A chart ``W`` pixels wide shows at most about ``2 W`` points: a lowest and a highest per pixel
+column. So a trace is cut into ``max_points // 2`` buckets and each bucket keeps its lowest and
+its highest point (in their order; once if they are the same point). Unlike keeping every n-th
+point, this never loses a spike, however short. Two ways, the same rule:
+
+- :func:`min_max_buckets`, in Python, over rows already read (buckets of consecutive rows): a
+  short trace, or a live update;
+- :func:`bucketed_rows`, inside SQLite, for a long trace's first load: the trace's time span is
+  cut into equal buckets, and one statement per bucket and extreme walks that time range of
+  the store's identity index (which starts with metric, resource and time) and returns the id
+  of the bucket's lowest (highest) row; only those rows are then read. SQLite fills a bare
+  column (``id``) from the row that gave the statement's only ``min()`` or ``max()``.
+
+Cost of the second: every row of the trace is visited twice inside SQLite (about 0.3 µs a row
+and visit on the machine of ``benchmarks/bench_ui.py``, most of it the table lookup of ``value``,
+which the identity index does not hold), nothing is built in Python. The visits are spread over
+up to ``READERS`` threads, each with its own read-only connection: SQLite releases the GIL while
+it steps a statement, and WAL lets readers run beside a writer.
+
+Thread safety: the functions hold no state; each worker thread opens and closes its own store.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING, Any, TypeVar
+
+if TYPE_CHECKING:
+    from .point_store import PointStore
+
+__all__ = ["DRAWN_VALUE", "READERS", "ROW_SELECT", "bucketed_rows", "min_max_buckets", "value_sql"]
+
+#: Threads (each a connection) a long trace's first load is spread over.
+READERS = max(1, min(4, os.cpu_count() or 1))
+PARALLEL_DEADLINE_S = 120.0
+IDS_PER_STATEMENT = 500
+
+_T = TypeVar("_T")
+_R = TypeVar("_R")
+
+
+def value_sql(histogram: bool) -> str:
+    """The number a point is drawn at: its value, or a histogram's mean (sum / count)."""
+    if histogram:
+        return "json_extract(histogram, '$.sum') / nullif(json_extract(histogram, '$.count'), 0)"
+    return "value"
+
+
+#: The number any point is drawn at, whatever its metric's kind.
+DRAWN_VALUE = f"coalesce(value, {value_sql(True)})"
+#: A row as the series readers use it: id, resource, attribute set, step, time, drawn value.
+ROW_SELECT = f"SELECT id, resource_id, attributes_id, step, time_unix_nano, {DRAWN_VALUE} FROM points"
+
+
+def min_max_buckets(rows: Sequence[Sequence[Any]], max_points: int, value_index: int) -> list[Sequence[Any]]:
+    """At most ``max_points`` of ``rows`` (in their order): each of ``max_points // 2`` buckets of
+    consecutive rows keeps its lowest and its highest value, in the order they came.
+
+    A bucket with no value at all (every value ``None``) keeps its first row, so a gap stays a gap.
+    """
+    if len(rows) <= max_points:
+        return list(rows)
+    buckets = max(1, max_points // 2)
+    size = math.ceil(len(rows) / buckets)
+    kept: list[Sequence[Any]] = []
+    for start in range(0, len(rows), size):
+        chunk = rows[start : start + size]
+        low = high = -1
+        for i, row in enumerate(chunk):
+            value = row[value_index]
+            if value is None or (isinstance(value, float) and math.isnan(value)):
+                continue
+            if low < 0 or value < chunk[low][value_index]:
+                low = i
+            if high < 0 or value > chunk[high][value_index]:
+                high = i
+        if low < 0:
+            kept.append(chunk[0])
+        else:
+            kept.extend(chunk[i] for i in sorted({low, high}))
+    return kept
+
+
+def bucketed_rows(
+    store: PointStore,
+    metric_id: int,
+    resource_id: int,
+    until_id: int,
+    max_points: int,
+    *,
+    histogram: bool,
+    attribute_sets: Sequence[int],
+) -> list[Sequence[Any]]:
+    """The lowest and highest row (:data:`ROW_SELECT`) of each of ``max_points // 2`` equal time
+    buckets of one metric and resource, ids up to ``until_id``, per attribute set.
+
+    ``attribute_sets``: the sets seen so far (the first rows); a scan of the index, run beside
+    the buckets, finds any others, which are then read the same way.
+    """
+    ends = []
+    for order in ("", " DESC"):
+        rows = store.read(
+            f"SELECT time_unix_nano FROM points WHERE metric_id = ? AND resource_id = ? AND id <= ? ORDER BY time_unix_nano{order} LIMIT 1",
+            (metric_id, resource_id, until_id),
+        )
+        if not rows:
+            return []
+        ends.append(int(rows[0][0]))
+    first, last = ends
+    width = max(1, -(-(last - first + 1) // max(1, max_points // 2)))
+    lows = list(range(first, last + 1, width))
+    distinct = "SELECT DISTINCT attributes_id FROM points WHERE metric_id = ? AND resource_id = ? AND id <= ?"
+
+    def statement(aggregate: str, per_set: bool) -> str:
+        return (
+            f"SELECT id, {aggregate}({value_sql(histogram)}) FROM points WHERE metric_id = ? AND resource_id = ?"
+            " AND time_unix_nano >= ? AND time_unix_nano < ? AND id <= ?" + (" AND attributes_id = ?" if per_set else "")
+        )
+
+    def run(task: tuple[str, tuple[int, ...], list[int]], reader: PointStore) -> set[int]:
+        sql, extra, task_lows = task
+        if sql == distinct:
+            return {row[0] for row in reader.read(sql, (metric_id, resource_id, until_id))}
+        found = set()
+        keep_gaps = "min(" in sql
+        for low in task_lows:
+            for row_id, value in reader.read(sql, (metric_id, resource_id, low, low + width, until_id, *extra)):
+                # An empty bucket answers one row of NULLs; a bucket of gaps keeps one row (a gap).
+                if row_id is not None and (value is not None or keep_gaps):
+                    found.add(row_id)
+        return found
+
+    def tasks(sets: Sequence[int | None]) -> list[tuple[str, tuple[int, ...], list[int]]]:
+        share = max(1, READERS // max(1, 2 * len(sets)))
+        return [
+            (statement(aggregate, a is not None), () if a is None else (a,), lows[i::share])
+            for a in sets
+            for aggregate in ("min", "max")
+            for i in range(min(share, len(lows)))
+        ]
+
+    # The common case first: the first rows showed one attribute set, so the buckets are read
+    # without filtering on it (cheaper), while a scan of the index checks that there is no other.
+    known = sorted(set(attribute_sets))
+    results = _in_parallel(store, [(distinct, (), []), *tasks([None] if len(known) == 1 else known)], run)
+    every_set, ids = results[0], set().union(*results[1:])
+    if len(known) == 1 and every_set != set(known):
+        ids = set().union(*_in_parallel(store, tasks(sorted(every_set)), run))
+    elif len(known) != 1 and every_set - set(known):
+        ids = ids.union(*_in_parallel(store, tasks(sorted(every_set - set(known))), run))
+    wanted = sorted(ids)
+    found_rows: list[Sequence[Any]] = []
+    for start in range(0, len(wanted), IDS_PER_STATEMENT):
+        chunk = wanted[start : start + IDS_PER_STATEMENT]
+        found_rows.extend(store.read(f"{ROW_SELECT} WHERE id IN ({','.join('?' * len(chunk))})", chunk))
+    return found_rows
+
+
+def _in_parallel(store: PointStore, tasks: list[_T], run: Callable[[_T, PointStore], _R]) -> list[_R]:
+    """``run(task, reader)`` for every task, on up to ``READERS`` threads with a reader each."""
+    if len(tasks) <= 1 or READERS <= 1:
+        return [run(task, store) for task in tasks]
+    from .point_store import PointStore
+
+    def work(task: _T) -> _R:
+        reader = PointStore(store.path, readonly=True)
+        try:
+            return run(task, reader)
+        finally:
+            reader.close()
+
+    with ThreadPoolExecutor(max_workers=min(READERS, len(tasks)), thread_name_prefix="otel-recursive-metrics-series") as pool:
+        futures = [pool.submit(work, task) for task in tasks]
+        return [future.result(timeout=PARALLEL_DEADLINE_S) for future in futures]
