@@ -49,7 +49,15 @@ DIP_STEP, DIP_VALUE = 3_456, -1e6
 
 
 def write_points(
-    store: PointStore, run: str, metric: str, steps: range, value: Any = None, *, rank: int = 0, histogram: bool = False
+    store: PointStore,
+    run: str,
+    metric: str,
+    steps: range,
+    value: Any = None,
+    *,
+    rank: int = 0,
+    histogram: bool = False,
+    attributes: str = "{}",
 ) -> None:
     """One point a step for ``metric`` in ``run``: 1/(step+1) unless ``value(step)`` says otherwise."""
     builder = BatchBuilder()
@@ -60,7 +68,8 @@ def write_points(
     for step in steps:
         number = value(step) if value else 1.0 / (step + 1)
         hist = {"count": 2, "sum": 2 * number, "min": number, "max": number, "bounds": [], "counts": [2]} if histogram else None
-        builder.add_point(resource, scope, metric_index, "{}", 0, T0 + step * 1_000_000, None if histogram else number, step, None, hist)
+        time_unix_nano = T0 + step * 1_000_000
+        builder.add_point(resource, scope, metric_index, attributes, 0, time_unix_nano, None if histogram else number, step, None, hist)
     store.write_batch(builder.build())
 
 
@@ -167,6 +176,20 @@ def test_long_series_are_downsampled_on_the_server_keeping_spikes(store: PointSt
     # both ends of the run survive.
     assert trace["step"][0] == 0
     assert trace["step"][-1] == length - 1
+
+
+def test_a_long_trace_whose_second_attribute_set_starts_late_is_read_whole(store: PointStore) -> None:
+    # The first rows show one attribute set (GPU 0); the index scan beside the buckets finds the
+    # second (GPU 1, from step 25,000 on), and both are read per set.
+    write_points(store, "run-a", "hw.gpu.utilization", range(30_000), spiky, attributes='{"hw.id":"gpu0"}')
+    late = range(25_000, 30_000)
+    write_points(store, "run-a", "hw.gpu.utilization", late, lambda s: -5.0 if s == 27_000 else 0.5, attributes='{"hw.id":"gpu1"}')
+    with UIServer(store.path, port=0) as server:
+        (loaded,) = series(server, run="run-a", metric="hw.gpu.utilization", max_points=200)["series"]
+    gpu0, gpu1 = loaded["traces"]
+    assert (gpu0["attributes"], gpu1["attributes"]) == ({"hw.id": "gpu0"}, {"hw.id": "gpu1"})
+    assert SPIKE_VALUE in gpu0["value"] and DIP_VALUE in gpu0["value"] and 0.5 not in gpu0["value"]
+    assert -5.0 in gpu1["value"] and min(gpu1["step"]) >= 25_000
 
 
 def test_a_large_update_is_downsampled_too_and_keeps_its_spike(store: PointStore, served: UIServer) -> None:
