@@ -178,6 +178,18 @@ def test_long_series_are_downsampled_on_the_server_keeping_spikes(store: PointSt
     assert trace["step"][-1] == length - 1
 
 
+def test_the_server_reads_a_long_series_whole_once_then_only_what_is_new(store: PointStore) -> None:
+    write_points(store, "run-a", "train.loss", range(IN_MEMORY_MAX_ROWS + 10_000), spiky)
+    with UIServer(store.path, port=0) as server:
+        first = series(server, run="run-a", metric="train.loss", max_points=300)
+        write_points(store, "run-a", "train.loss", range(40_000, 40_010), lambda step: 9e6)
+        again = series(server, run="run-a", metric="train.loss", max_points=300)
+        cache = server.app.state.series_cache
+    assert (cache.misses, cache.hits) == (1, 1)
+    assert again["last_id"] == first["last_id"] + 10
+    assert 9e6 in again["series"][0]["traces"][0]["value"] and SPIKE_VALUE in again["series"][0]["traces"][0]["value"]
+
+
 def test_a_long_trace_whose_second_attribute_set_starts_late_is_read_whole(store: PointStore) -> None:
     # The first rows show one attribute set (GPU 0); the index scan beside the buckets finds the
     # second (GPU 1, from step 25,000 on), and both are read per set.

@@ -167,7 +167,11 @@ def series_payload(store: PointStore, params: Mapping[str, Sequence[str]], cache
     catalog = RunCatalog(store)
     for run_text in dict.fromkeys(runs):
         for metric in dict.fromkeys(metrics):
-            series = read_series(store, catalog, run_param(run_text), metric, until_id=until_id, after_id=after_id, max_points=max_points)
+            run = run_param(run_text)
+            if after_id is None and cache is not None:
+                series = cache.read(store, catalog, run, metric, until_id=until_id, max_points=max_points)
+            else:
+                series = read_series(store, catalog, run, metric, until_id=until_id, after_id=after_id, max_points=max_points)
             if after_id is None or series.traces:
                 payload["series"].append(_series_json(series, run_text))
     return payload

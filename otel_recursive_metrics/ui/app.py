@@ -141,8 +141,8 @@ def create_app(store_path: Path | str, *, host: str = "127.0.0.1") -> Starlette:
         path = static_file(request.path_params["name"])
         if path is None:
             return _json({"error": f"no static file {request.path_params['name']!r}"}, 404)
-        cache = "public, max-age=86400" if path.name.startswith("plotly") else "no-cache"
-        return FileResponse(path, headers={**SECURITY_HEADERS, "Cache-Control": cache})
+        cache_control = "public, max-age=86400" if path.name.startswith("plotly") else "no-cache"
+        return FileResponse(path, headers={**SECURITY_HEADERS, "Cache-Control": cache_control})
 
     routes = [
         Route("/", page("runs"), methods=["GET"]),

@@ -67,8 +67,9 @@ class UIServer:
         self.host = host
         self.socket = bind_socket(host, port)
         self.port: int = self.socket.getsockname()[1]
+        self.app = create_app(self.store_path, host=host)
         config = uvicorn.Config(
-            create_app(self.store_path, host=host),
+            self.app,
             log_level="warning",
             access_log=False,
             lifespan="on",
