@@ -263,6 +263,7 @@ def test_runs_and_metrics_endpoints_list_each_run_with_its_last_values(store: Po
     assert by_run["run-a"]["last"]["train.loss"] == {"value": 0.1, "step": 9, "time_unix_nano": T0 + 9_000_000}
     assert by_run["run-b"]["last"]["val.accuracy"]["value"] == 0.15
     assert metrics["runs"] == {"run-b": ["train.loss", "val.accuracy"], "nope": []}
+    assert metrics["last_id"] == runs["last_id"] == store.count()
     assert metrics["start_time_unix_nano"]["run-b"] == T0
 
 

@@ -11,7 +11,8 @@ no infinity, and a chart draws a gap either way).
     records them ``name``, ``status``, ``params``, ``tags``, ``notes``, ``duration_s``) plus
     ``last``: ``{metric: {"value", "step", "time_unix_nano"}}``, each metric's latest point.
 ``GET /api/metrics?run=R[&run=...]``
-    ``{"runs": {R: [metric, ...]}, "start_time_unix_nano": {R: t}}``: cheap index probes, no scan.
+    ``{"last_id", "runs": {R: [metric, ...]}, "start_time_unix_nano": {R: t}}``: cheap index probes,
+    no scan. ``last_id`` (here and in ``/api/runs``) is a snapshot a page can read its series up to.
 ``GET /api/series?run=R&metric=M[&run=...][&metric=...][&after_id=N][&until_id=N][&max_points=K]``
     Every named run with every named metric, read up to ``until_id`` (default: the newest point
     now) and, with ``after_id``, only what came after it. The answer's ``last_id`` is the
@@ -117,6 +118,7 @@ def runs_payload(store: PointStore) -> dict[str, Any]:
 
 def metrics_payload(store: PointStore, params: Mapping[str, Sequence[str]]) -> dict[str, Any]:
     """What ``GET /api/metrics`` answers: each run's metric names and first point's time."""
+    last_id = max_point_id(store)
     catalog = RunCatalog(store)
     names: dict[str, list[str]] = {}
     starts: dict[str, int | None] = {}
@@ -124,7 +126,7 @@ def metrics_payload(store: PointStore, params: Mapping[str, Sequence[str]]) -> d
         run = run_param(text)
         names[text] = catalog.metric_names(run)
         starts[text] = catalog.start_time_unix_nano(run)
-    return {"runs": names, "start_time_unix_nano": starts}
+    return {"last_id": last_id, "runs": names, "start_time_unix_nano": starts}
 
 
 def _series_json(series: Series, run_text: str) -> dict[str, Any]:

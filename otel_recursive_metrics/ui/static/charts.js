@@ -134,15 +134,26 @@ const Charts = (() => {
       this.runs = runs.slice();
       this.metrics = metrics.slice();
       return this.run(async () => {
-        const missingRuns = this.runs.filter((r) => this.metrics.some((m) => !this.data.get(r, m)));
-        const missingMetrics = this.metrics.filter((m) => this.runs.some((r) => !this.data.get(r, m)));
-        if (missingRuns.length && missingMetrics.length) {
-          const loading = api("/api/series", { run: missingRuns, metric: missingMetrics, until_id: this.data.lastId, max_points: maxPoints() });
+        const missing = this.metrics.map((m) => [m, this.runs.filter((r) => !this.data.get(r, m))]).filter(([, rs]) => rs.length);
+        if (missing.length && this.data.lastId === null) {
+          // No snapshot yet (the page did not pass one): one request sets it.
+          const loading = api("/api/series", { run: this.runs, metric: missing.map(([m]) => m), max_points: maxPoints() });
           await ORM.loadPlotly();
           const answer = await loading;
-          if (this.data.lastId === null) this.data.lastId = answer.last_id;
+          this.data.lastId = answer.last_id;
           this.data.merge(answer.series, false, maxPoints());
+        } else if (missing.length) {
+          // One request per metric, all at once and up to the same snapshot: the server reads
+          // them side by side, and each chart is drawn as soon as its data is in.
+          const loads = missing.map(([metric, runs]) =>
+            api("/api/series", { run: runs, metric, until_id: this.data.lastId, max_points: maxPoints() }).then(async (answer) => {
+              await ORM.loadPlotly();
+              this.data.merge(answer.series, false, maxPoints());
+              this.draw(metric);
+            }));
+          await Promise.all(loads);
         }
+        await ORM.loadPlotly();
         this.draw();
       });
     }
@@ -239,7 +250,8 @@ const Charts = (() => {
       };
     }
 
-    draw() {
+    // Draw every chart (or only those of `onlyMetric`), adding and removing charts to match.
+    draw(onlyMetric) {
       if (!window.Plotly) return; // select() draws once the bundle is there
       const groups = this.chartGroups();
       const wanted = new Set(groups.map((g) => g.id));
@@ -251,6 +263,7 @@ const Charts = (() => {
         let div = this.charts.get(group.id);
         if (!div) { div = el("div", { class: "chart" }); this.charts.set(group.id, div); }
         if (this.container.children[index] !== div) this.container.insertBefore(div, this.container.children[index] || null);
+        if (onlyMetric !== undefined && group.metric !== onlyMetric) { drawn.push(Promise.resolve(Number(div.dataset.points || 0))); return; }
         const { traces, points, downsampled } = this.plotTraces(group);
         div.dataset.metric = group.metric;
         div.dataset.points = String(points);
@@ -258,8 +271,8 @@ const Charts = (() => {
         const config = { responsive: true, displaylogo: false, modeBarButtonsToRemove: ["select2d", "lasso2d"] };
         drawn.push(Plotly.react(div, traces, this.layout(group, downsampled), config).then(() => points));
       });
+      for (const promise of drawn) promise.then((n) => { if (n > 0) ORM.mark("firstChartMs"); });
       Promise.all(drawn).then((counts) => {
-        if (counts.some((n) => n > 0)) ORM.mark("firstChartMs");
         if (counts.length && counts.every((n) => n > 0)) ORM.mark("allChartsMs");
       });
     }

@@ -72,6 +72,7 @@
     const found = await finding;
     const metrics = found.runs[run] || [];
     board.starts[run] = found.start_time_unix_nano[run] ? found.start_time_unix_nano[run] / 1e6 : undefined;
+    board.data.lastId = found.last_id;
     if (!metrics.length) chartsNode.append(el("p", { class: "empty" }, `No points for run ${run || "(none)"} in this store.`));
     // Training metrics first, then host, process and GPU metrics.
     metrics.sort((a, b) => isSystem(a) - isSystem(b) || a.localeCompare(b));
@@ -111,7 +112,8 @@
     const side = document.getElementById("side");
     const listing = api("/api/runs");
     ORM.loadPlotly();
-    const { runs } = await listing;
+    const { runs, last_id: lastId } = await listing;
+    board.data.lastId = lastId;
     for (const run of runs) board.labels[runKey(run)] = run.name || runKey(run) || "(none)";
     const known = new Set(runs.map(runKey));
     let chosenRuns = params.getAll("run").filter((r) => known.has(r));
