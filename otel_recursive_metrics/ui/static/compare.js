@@ -133,7 +133,7 @@
         if (e.target.checked) board.starts[key] = run.start_time_unix_nano / 1e6;
         fillMetrics(""); apply();
       } });
-      return el("label", { title: JSON.stringify(run.params || {}) }, box, " ", runLabel(run), " ", statusBadge(run.status));
+      return el("label", { title: JSON.stringify(run.params || {}) }, box, " ", runLabel(run), " ", run.status ? statusBadge(run.status) : null);
     }));
     const fillMetrics = (filter) => metricList.replaceChildren(...metricsOf(chosenRuns).filter((m) => !filter || m.toLowerCase().includes(filter)).map((metric) => {
       const box = el("input", { type: "checkbox", value: metric, checked: chosenMetrics.includes(metric), onchange: (e) => {
