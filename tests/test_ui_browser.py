@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -183,3 +185,15 @@ def test_a_point_logged_while_the_page_is_open_appears_without_a_reload(
     late = next(t for t in chart_data(page, "train.loss") if t["name"] == "spiral-lr0.5")
     assert late["x"][-1] == 1000 and late["y"][-1] == pytest.approx(1.0 / (1 + 0.5 * 1000))
     assert len(late["x"]) == STEPS + 1  # appended, not loaded twice
+
+
+@pytest.mark.slow
+def test_the_benchmark_runs_and_prints_its_tables(tmp_path: Path) -> None:
+    """``benchmarks/bench_ui.py`` at small sizes: it runs and prints Markdown tables (no timing asserted)."""
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_ui.py"
+    args = ["--points", "40000", "--runs", "5", "--repeats", "1", "--chromium", CHROMIUM]
+    done = subprocess.run([sys.executable, str(script), *args], cwd=tmp_path, capture_output=True, text=True, timeout=240, check=False)
+    assert done.returncode == 0, done.stderr[-4000:]
+    assert done.stdout.startswith("## Web view")
+    assert done.stdout.count("| figure | target |") == 1 and "| new points |" in done.stdout
+    assert list(tmp_path.iterdir()) == []  # writes nothing

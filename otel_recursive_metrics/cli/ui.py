@@ -24,20 +24,22 @@ from typing import Any
 
 from ._output import CommandError, add_store_arg, default_store, open_store
 
-__all__ = ["MISSING_EXTRA", "cmd_ui", "register"]
+__all__ = ["DEFAULT_HOST", "DEFAULT_PORT", "MISSING_EXTRA", "cmd_ui", "register"]
 
 #: The one line printed when the extra is missing.
 MISSING_EXTRA = "the web view needs the ui extra: pip install 'otel-recursive-metrics[ui]'"
 
-_DEFAULT_PORT = 8470  # the same as otel_recursive_metrics.ui.DEFAULT_PORT, which needs the extra to import
+#: Where the view listens unless told otherwise (the web view's server takes these too).
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 8470
 
 
 def register(subparsers: Any) -> None:
     """Add the ``ui`` subcommand."""
     parser = subparsers.add_parser("ui", help="a local, read-only web view of the store: runs, charts, comparison (needs the ui extra)")
     add_store_arg(parser)
-    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1, this machine only)")
-    parser.add_argument("--port", type=int, default=_DEFAULT_PORT, help=f"port (default: {_DEFAULT_PORT}; 0 picks a free one)")
+    parser.add_argument("--host", default=DEFAULT_HOST, help=f"address to listen on (default: {DEFAULT_HOST}, this machine only)")
+    parser.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port (default: {DEFAULT_PORT}; 0 picks a free one)")
     parser.add_argument("--open", action="store_true", help="open the page in a web browser")
     parser.set_defaults(handler=cmd_ui)
 

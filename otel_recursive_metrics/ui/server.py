@@ -24,12 +24,11 @@ from types import TracebackType
 
 import uvicorn
 
+from ..cli.ui import DEFAULT_HOST, DEFAULT_PORT
 from .app import create_app
 
 __all__ = ["DEFAULT_HOST", "DEFAULT_PORT", "UIServer", "bind_socket", "is_loopback"]
 
-DEFAULT_HOST = "127.0.0.1"
-DEFAULT_PORT = 8470
 _BACKLOG = 128
 
 
