@@ -187,6 +187,26 @@ def test_a_point_logged_while_the_page_is_open_appears_without_a_reload(
     assert len(late["x"]) == STEPS + 1  # appended, not loaded twice
 
 
+def test_ranks_overlaid_or_split_and_x_as_time(data_dir: Path, monkeypatch: pytest.MonkeyPatch, page: Any) -> None:
+    for rank in (0, 1):
+        monkeypatch.setenv("RANK", str(rank))
+        log_run(data_dir, monkeypatch, "ddp", range(STEPS), 0.1 * (rank + 1), params=False)
+    with UIServer(data_dir / "metrics.db", port=0) as server:
+        page.goto(f"{server.url}compare?run=ddp&metric=train.loss&refresh=0")
+        page.wait_for_function("() => window.__orm && window.__orm.allChartsMs")
+        assert [t["name"] for t in chart_data(page, "train.loss")] == ["ddp · rank 0", "ddp · rank 1"]
+        page.select_option("#ranks", "split")
+        page.wait_for_function("() => document.querySelectorAll('.chart[data-metric=\"train.loss\"]').length === 2")
+        titles = page.eval_on_selector_all(".chart .gtitle", "(nodes) => nodes.map((n) => n.textContent)")
+        assert titles == ["train.loss · rank 0", "train.loss · rank 1"]
+        page.select_option("#ranks", "overlay")
+        page.select_option("#x-axis", "time")
+        page.wait_for_function("() => document.querySelectorAll('.chart').length === 1")
+        for trace in chart_data(page, "train.loss"):
+            assert 0 <= trace["x"][0] <= trace["x"][-1] < 60  # seconds since the run's first point (milliseconds apart here)
+        assert "ranks=overlay" in page.url and "x=time" in page.url
+
+
 @pytest.mark.slow
 def test_the_benchmark_runs_and_prints_its_tables(tmp_path: Path) -> None:
     """``benchmarks/bench_ui.py`` at small sizes: it runs and prints Markdown tables (no timing asserted)."""

@@ -71,7 +71,7 @@
     ORM.loadPlotly();
     const found = await finding;
     const metrics = found.runs[run] || [];
-    board.starts[run] = found.start_time_unix_nano[run] ? found.start_time_unix_nano[run] / 1e6 : undefined;
+    board.starts[run] = found.start_time_unix_nano[run] ? Math.floor(found.start_time_unix_nano[run] / 1e6) : undefined;
     board.data.lastId = found.last_id;
     if (!metrics.length) chartsNode.append(el("p", { class: "empty" }, `No points for run ${run || "(none)"} in this store.`));
     // Training metrics first, then host, process and GPU metrics.
@@ -121,7 +121,7 @@
     const metricsOf = (keys) => [...new Set(runs.filter((r) => keys.includes(runKey(r))).flatMap((r) => r.metrics || []))].sort((a, b) => isSystem(a) - isSystem(b) || a.localeCompare(b));
     let chosenMetrics = params.getAll("metric");
     if (!chosenMetrics.length) chosenMetrics = metricsOf(chosenRuns).filter((m) => !isSystem(m)).slice(0, 4);
-    for (const run of runs) if (chosenRuns.includes(runKey(run))) board.starts[runKey(run)] = run.start_time_unix_nano / 1e6;
+    for (const run of runs) if (chosenRuns.includes(runKey(run))) board.starts[runKey(run)] = Math.floor(run.start_time_unix_nano / 1e6);
 
     const runList = el("div", { class: "checklist", id: "run-list" });
     const metricList = el("div", { class: "checklist", id: "metric-list" });
@@ -130,7 +130,7 @@
       const key = runKey(run);
       const box = el("input", { type: "checkbox", value: key, checked: chosenRuns.includes(key), onchange: (e) => {
         chosenRuns = e.target.checked ? [...chosenRuns, key] : chosenRuns.filter((r) => r !== key);
-        if (e.target.checked) board.starts[key] = run.start_time_unix_nano / 1e6;
+        if (e.target.checked) board.starts[key] = Math.floor(run.start_time_unix_nano / 1e6);
         fillMetrics(""); apply();
       } });
       return el("label", { title: JSON.stringify(run.params || {}) }, box, " ", runLabel(run), " ", run.status ? statusBadge(run.status) : null);
