@@ -13,11 +13,12 @@ point, this never loses a spike, however short. Two ways, the same rule:
   of the bucket's lowest (highest) row; only those rows are then read. SQLite fills a bare
   column (``id``) from the row that gave the statement's only ``min()`` or ``max()``.
 
-Cost of the second: every row of the trace is visited twice inside SQLite (about 0.3 µs a row
-and visit on the machine of ``benchmarks/bench_ui.py``, most of it the table lookup of ``value``,
-which the identity index does not hold), nothing is built in Python. The visits are spread over
-up to ``READERS`` threads, each with its own read-only connection: SQLite releases the GIL while
-it steps a statement, and WAL lets readers run beside a writer.
+Cost of the second: every row of the trace is visited twice inside SQLite (once a pass, min and
+max), nothing is built in Python; a 1,000,000-point trace takes about 0.3 s on the 2-core machine
+of ``benchmarks/bench_ui.py``. The passes run on up to ``READERS`` threads, each with its own
+read-only connection: SQLite releases the GIL while it steps a statement, and WAL lets readers
+run beside a writer. A trace nearly always has one attribute set; the min pass counts the rows
+of any other set as it goes, and only when there are some is each set read apart.
 
 Thread safety: the functions hold no state; each worker thread opens and closes its own store.
 """
@@ -99,8 +100,9 @@ def bucketed_rows(
     """The lowest and highest row (:data:`ROW_SELECT`) of each of ``max_points // 2`` equal time
     buckets of one metric and resource, ids up to ``until_id``, per attribute set.
 
-    ``attribute_sets``: the sets seen so far (the first rows); a scan of the index, run beside
-    the buckets, finds any others, which are then read the same way.
+    ``attribute_sets``: the sets seen in the first rows. With one, the buckets are read without
+    filtering on it and the min pass counts rows of any other set; only if there are some (or
+    the first rows showed several) is every set listed and read apart.
     """
     ends = []
     for order in ("", " DESC"):
@@ -116,43 +118,54 @@ def bucketed_rows(
     lows = list(range(first, last + 1, width))
     distinct = "SELECT DISTINCT attributes_id FROM points WHERE metric_id = ? AND resource_id = ? AND id <= ?"
 
-    def statement(aggregate: str, per_set: bool) -> str:
+    def statement(aggregate: str, only: bool) -> str:
+        # ``only``: the rows of one attribute set (?6) alone. Otherwise the bucket's rows whatever
+        # their set, and (in the min pass) a count of the rows of any set but ?6, which tells
+        # whether the trace has one set (nearly always) for a tenth of what a scan for it costs.
+        where = " AND attributes_id = ?6" if only else ""
+        other = ", total(attributes_id <> ?6)" if not only and aggregate == "min" else ""
         return (
-            f"SELECT id, {aggregate}({value_sql(histogram)}) FROM points WHERE metric_id = ? AND resource_id = ?"
-            " AND time_unix_nano >= ? AND time_unix_nano < ? AND id <= ?" + (" AND attributes_id = ?" if per_set else "")
+            f"SELECT id, {aggregate}({value_sql(histogram)}){other} FROM points WHERE metric_id = ?1 AND resource_id = ?2"
+            f" AND time_unix_nano >= ?3 AND time_unix_nano < ?4 AND id <= ?5{where}"
         )
 
-    def run(task: tuple[str, tuple[int, ...], list[int]], reader: PointStore) -> set[int]:
-        sql, extra, task_lows = task
+    def run(task: tuple[str, int, list[int]], reader: PointStore) -> tuple[set[int], bool]:
+        sql, attributes_id, task_lows = task
         if sql == distinct:
-            return {row[0] for row in reader.read(sql, (metric_id, resource_id, until_id))}
-        found = set()
+            return {row[0] for row in reader.read(sql, (metric_id, resource_id, until_id))}, False
+        found, others = set(), False
         keep_gaps = "min(" in sql
+        counting = "total(" in sql
         for low in task_lows:
-            for row_id, value in reader.read(sql, (metric_id, resource_id, low, low + width, until_id, *extra)):
+            params = (metric_id, resource_id, low, low + width, until_id) + ((attributes_id,) if "?6" in sql else ())
+            for row in reader.read(sql, params):
                 # An empty bucket answers one row of NULLs; a bucket of gaps keeps one row (a gap).
-                if row_id is not None and (value is not None or keep_gaps):
-                    found.add(row_id)
-        return found
+                if row[0] is not None and (row[1] is not None or keep_gaps):
+                    found.add(row[0])
+                others = others or (counting and bool(row[2]))
+        return found, others
 
-    def tasks(sets: Sequence[int | None]) -> list[tuple[str, tuple[int, ...], list[int]]]:
+    def tasks(sets: Sequence[int], only: bool) -> list[tuple[str, int, list[int]]]:
         share = max(1, READERS // max(1, 2 * len(sets)))
         return [
-            (statement(aggregate, a is not None), () if a is None else (a,), lows[i::share])
+            (statement(aggregate, only), a, lows[i::share])
             for a in sets
             for aggregate in ("min", "max")
             for i in range(min(share, len(lows)))
         ]
 
-    # The common case first: the first rows showed one attribute set, so the buckets are read
-    # without filtering on it (cheaper), while a scan of the index checks that there is no other.
     known = sorted(set(attribute_sets))
-    results = _in_parallel(store, [(distinct, (), []), *tasks([None] if len(known) == 1 else known)], run)
-    every_set, ids = results[0], set().union(*results[1:])
-    if len(known) == 1 and every_set != set(known):
-        ids = set().union(*_in_parallel(store, tasks(sorted(every_set)), run))
-    elif len(known) != 1 and every_set - set(known):
-        ids = ids.union(*_in_parallel(store, tasks(sorted(every_set - set(known))), run))
+    ids: set[int] = set()
+    if len(known) == 1:
+        results = _in_parallel(store, tasks(known, only=False), run)
+        ids = set().union(*(found for found, _ in results))
+        if not any(others for _, others in results):
+            known = []  # one attribute set: done
+        else:
+            ids = set()
+    if known:
+        every_set = run((distinct, 0, []), store)[0]
+        ids = set().union(*(found for found, _ in _in_parallel(store, tasks(sorted(every_set), only=True), run)))
     wanted = sorted(ids)
     found_rows: list[Sequence[Any]] = []
     for start in range(0, len(wanted), IDS_PER_STATEMENT):
