@@ -72,7 +72,7 @@ class UIServer:
             log_level="warning",
             access_log=False,
             lifespan="on",
-            timeout_graceful_shutdown=2,
+            timeout_graceful_shutdown=1,
         )
         self.server = uvicorn.Server(config)
         self._thread: threading.Thread | None = None
@@ -109,13 +109,18 @@ class UIServer:
         return self
 
     def stop(self, timeout_s: float = 10.0) -> bool:
-        """Stop serving; True if the server thread ended within ``timeout_s``."""
+        """Stop serving; True if the server thread ended within ``timeout_s``.
+
+        Requests under way get a second to finish (uvicorn's graceful shutdown), then are
+        cancelled; the stores are closed here in any case.
+        """
         self.server.should_exit = True
         stopped = True
         if self._thread is not None:
             self._thread.join(timeout_s)
             stopped = not self._thread.is_alive()
         self.socket.close()
+        self.app.state.readers.close()
         return stopped
 
     def __enter__(self) -> UIServer:
