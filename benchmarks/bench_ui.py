@@ -129,9 +129,11 @@ def _first_chart(browser: Any, store_path: Path, run_id: str) -> dict[str, tuple
         try:
             page = context.new_page()
             page.set_default_timeout(DEADLINE_MS)
-            # Plotly's bundle into this browser's cache, through a page that reads no series.
-            page.goto(f"{server.url}compare?run=no-such-run&refresh=0")
+            # Plotly's bundle into this browser's cache, through a page that reads no series (a
+            # run without points), and every request of that page done before the next.
+            page.goto(f"{server.url}run?run=no-such-run&refresh=0")
             page.wait_for_function("() => window.Plotly !== undefined")
+            page.wait_for_load_state("networkidle")
             found["first read"] = _visit(page, server.url + path, "firstChartMs", also="allChartsMs")
             found["again"] = _visit(page, server.url + path, "firstChartMs", also="allChartsMs")
         finally:
