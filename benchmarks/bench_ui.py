@@ -70,7 +70,6 @@ CHROMIUM_ARGS = [
 ]
 VIEWPORT = {"width": 1400, "height": 1000}
 FOUR_METRICS = ["train.loss", "train.accuracy", "train.lr", "train.grad_norm"]
-PAGE_MAX_POINTS = 2 * 1400  # what charts.js asks for at this width (two points a pixel column)
 DEADLINE_MS = 60_000
 
 
@@ -112,7 +111,7 @@ def _visit(page: Any, url: str, mark: str, check: Callable[[Any], None] | None =
     return found, float(page.evaluate("(name) => window.__orm[name]", also))
 
 
-def _first_chart(browser: Any, store_path: Path, run_id: str) -> dict[str, tuple[float, float]]:
+def _first_chart(browser: Any, store_path: Path, run_id: str) -> dict[str, Any]:
     """One repetition of the three cases of a run page, each on a fresh server (empty series cache)."""
     from otel_recursive_metrics.ui import UIServer
 
@@ -136,6 +135,7 @@ def _first_chart(browser: Any, store_path: Path, run_id: str) -> dict[str, tuple
             page.wait_for_load_state("networkidle")
             found["first read"] = _visit(page, server.url + path, "firstChartMs", also="allChartsMs")
             found["again"] = _visit(page, server.url + path, "firstChartMs", also="allChartsMs")
+            found["max_points"] = page.evaluate("() => window.__orm.maxPoints")
         finally:
             context.close()
     return found
@@ -180,9 +180,10 @@ def run(*, points: int = 1_000_000, runs: int = 200, repeats: int = 5, chromium:
                 for run_id, shape in (("one-metric", f"1 metric x {points:,}"), ("four-metrics", f"4 metrics x {points // 4:,}")):
                     say(f"time to first chart: {shape}")
                     timings = [_first_chart(browser, big_path, run_id) for _ in range(repeats)]
+                    page_max_points = int(timings[-1]["max_points"])
                     with UIServer(big_path, port=0) as server:
                         metrics = ["train.loss"] if run_id == "one-metric" else FOUR_METRICS
-                        query = urllib.parse.urlencode({"run": run_id, "metric": metrics, "max_points": PAGE_MAX_POINTS}, doseq=True)
+                        query = urllib.parse.urlencode({"run": run_id, "metric": metrics, "max_points": page_max_points}, doseq=True)
                         body, first_s = _get(f"{server.url}api/series?{query}")
                         _, again_s = _get(f"{server.url}api/series?{query}")
                     for case, key in CASES.items():
@@ -224,14 +225,14 @@ def run(*, points: int = 1_000_000, runs: int = 200, repeats: int = 5, chromium:
                 browser.close()
         say("bytes per live update")
         with UIServer(big_path, port=0) as server:
-            first = f"{server.url}api/series?run=one-metric&metric=train.loss&max_points={PAGE_MAX_POINTS}"
+            first = f"{server.url}api/series?run=one-metric&metric=train.loss&max_points={page_max_points}"
             snapshot = json.loads(_get(first)[0])["last_id"]
             next_step = points
             for new in (0, 1, 100, 10_000):
                 write_run(big, "one-metric", ["train.loss"], new, start_step=next_step)
                 next_step += new
                 sizes, times = {}, []
-                for label, max_points in (("page", PAGE_MAX_POINTS), ("raw", 50_000)):
+                for label, max_points in (("page", page_max_points), ("raw", 50_000)):
                     params = {"run": "one-metric", "metric": "train.loss", "after_id": snapshot, "max_points": max_points}
                     body, server_s = _get(f"{server.url}api/series?{urllib.parse.urlencode(params)}")
                     sizes[label] = len(body)
@@ -242,7 +243,7 @@ def run(*, points: int = 1_000_000, runs: int = 200, repeats: int = 5, chromium:
                     {
                         "new points": f"{new:,}",
                         "points before": f"{next_step - new:,}",
-                        f"bytes (max_points={PAGE_MAX_POINTS:,}, as the page asks)": f"{sizes['page']:,}",
+                        f"bytes (max_points={page_max_points:,}, as the page asks)": f"{sizes['page']:,}",
                         "bytes, not downsampled": f"{sizes['raw']:,}",
                         "bytes per new point, not downsampled": f"{sizes['raw'] / new:,.1f}" if new else "",
                         "server time": f"{statistics.median(times) * 1000:.1f} ms",

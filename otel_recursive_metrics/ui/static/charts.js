@@ -14,9 +14,15 @@ const Charts = (() => {
   const COLORS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf"];
   const DASHES = ["solid", "dot", "dash", "longdash", "dashdot", "longdashdot"];
 
-  // What a chart can show: about two points per pixel column (a min and a max).
-  function maxPoints() {
-    return Math.max(200, Math.min(8000, 2 * Math.round(Math.min(window.innerWidth || 1200, 2000))));
+  // What a chart can show: two points (a min and a max) per pixel column of one chart, whose
+  // width follows the grid in style.css (columns of at least CHART_MIN_WIDTH_PX, GAP_PX apart).
+  const CHART_MIN_WIDTH_PX = 520, GAP_PX = 12;
+  function maxPoints(container) {
+    const width = (container && container.clientWidth) || window.innerWidth || 1200;
+    const columns = Math.max(1, Math.floor((width + GAP_PX) / (CHART_MIN_WIDTH_PX + GAP_PX)));
+    const points = Math.max(200, Math.min(8000, 2 * Math.round((width - GAP_PX * (columns - 1)) / columns)));
+    ORM.marks.maxPoints = points;
+    return points;
   }
 
   // Keep the lowest and highest of each of max/2 buckets: what the server does, for a trace
@@ -137,18 +143,18 @@ const Charts = (() => {
         const missing = this.metrics.map((m) => [m, this.runs.filter((r) => !this.data.get(r, m))]).filter(([, rs]) => rs.length);
         if (missing.length && this.data.lastId === null) {
           // No snapshot yet (the page did not pass one): one request sets it.
-          const loading = api("/api/series", { run: this.runs, metric: missing.map(([m]) => m), max_points: maxPoints() });
+          const loading = api("/api/series", { run: this.runs, metric: missing.map(([m]) => m), max_points: maxPoints(this.container) });
           await ORM.loadPlotly();
           const answer = await loading;
           this.data.lastId = answer.last_id;
-          this.data.merge(answer.series, false, maxPoints());
+          this.data.merge(answer.series, false, maxPoints(this.container));
         } else if (missing.length) {
           // One request per metric, all at once and up to the same snapshot: the server reads
           // them side by side, and each chart is drawn as soon as its data is in.
           const loads = missing.map(([metric, runs]) =>
-            api("/api/series", { run: runs, metric, until_id: this.data.lastId, max_points: maxPoints() }).then(async (answer) => {
+            api("/api/series", { run: runs, metric, until_id: this.data.lastId, max_points: maxPoints(this.container) }).then(async (answer) => {
               await ORM.loadPlotly();
-              this.data.merge(answer.series, false, maxPoints());
+              this.data.merge(answer.series, false, maxPoints(this.container));
               this.draw(metric);
             }));
           await Promise.all(loads);
@@ -163,8 +169,8 @@ const Charts = (() => {
       return this.run(async () => {
         if (this.data.lastId === null || !this.runs.length || !this.metrics.length) return;
         await ORM.loadPlotly();
-        const answer = await api("/api/series", { run: this.runs, metric: this.metrics, after_id: this.data.lastId, max_points: maxPoints() });
-        const added = this.data.merge(answer.series, true, maxPoints());
+        const answer = await api("/api/series", { run: this.runs, metric: this.metrics, after_id: this.data.lastId, max_points: maxPoints(this.container) });
+        const added = this.data.merge(answer.series, true, maxPoints(this.container));
         this.data.lastId = answer.last_id;
         ORM.marks.updates++;
         ORM.marks.lastUpdatePoints = added;
