@@ -187,6 +187,20 @@ def test_a_point_logged_while_the_page_is_open_appears_without_a_reload(
     assert len(late["x"]) == STEPS + 1  # appended, not loaded twice
 
 
+def test_the_run_page_follows_the_run_and_adds_a_metric_it_starts_logging_later(
+    served: UIServer, page: Any, data_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    page.goto(f"{served.url}run?run=spiral-lr0.1&refresh=0.1")
+    page.wait_for_function("() => window.__orm && window.__orm.allChartsMs")
+    assert sorted(page.eval_on_selector_all(".chart", "(nodes) => nodes.map((n) => n.dataset.metric)")) == ["train.accuracy", "train.loss"]
+    monkeypatch.setenv("OTEL_RECURSIVE_METRICS_RUN_ID", "spiral-lr0.1")
+    with TrainingMetrics(prefix="val.", dir=data_dir, flush_interval_s=0.1) as metrics:
+        metrics.log({"loss": 0.25}, step=STEPS)
+        assert metrics.flush(timeout_s=30)
+    page.wait_for_function("() => document.querySelector('.chart[data-metric=\"val.loss\"]')?.dataset.points === '1'")
+    assert page.evaluate("() => window.__orm.firstChartMs") is not None
+
+
 def test_ranks_overlaid_or_split_and_x_as_time(data_dir: Path, monkeypatch: pytest.MonkeyPatch, page: Any) -> None:
     for rank in (0, 1):
         monkeypatch.setenv("RANK", str(rank))

@@ -78,6 +78,15 @@
     metrics.sort((a, b) => isSystem(a) - isSystem(b) || a.localeCompare(b));
     await board.select([run], metrics);
     writeUrl();
+    // A metric the run starts logging later (validation every N steps) gets its chart: every
+    // tenth update asks for the run's metric names again (index probes, no scan).
+    board.onUpdate = () => {
+      if (ORM.marks.updates % 10) return;
+      api("/api/metrics", { run }).then((latest) => {
+        const fresh = (latest.runs[run] || []).filter((m) => !board.metrics.includes(m));
+        if (fresh.length) board.select([run], [...board.metrics, ...fresh].sort((a, b) => isSystem(a) - isSystem(b) || a.localeCompare(b)));
+      }, () => {});
+    };
     board.startPolling(ORM.refreshMs());
     // The metadata comes second: the runs summary reads the whole store, the charts need not wait.
     const { runs } = await api("/api/runs");
