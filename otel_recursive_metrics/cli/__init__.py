@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 
 from .. import __version__
 from .._files import is_damage
-from . import compare, dlq, plot, query, runs, sync
+from . import compare, dlq, plot, query, runs, sync, ui
 from ._output import CommandError, damaged_store_message, fail
 
 __all__ = ["build_parser", "main"]
@@ -23,7 +23,7 @@ __all__ = ["build_parser", "main"]
 _Handler = Callable[[argparse.Namespace], int]
 
 #: The subcommand modules, in the order ``--help`` lists them.
-_COMMANDS = (query, runs, compare, plot, dlq, sync)
+_COMMANDS = (query, runs, compare, plot, dlq, sync, ui)
 
 
 def build_parser() -> argparse.ArgumentParser:

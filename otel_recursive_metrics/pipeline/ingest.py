@@ -32,13 +32,10 @@ Thread safety: one ingest thread calls ``run_once``; ``pending_points``, ``oldes
 from __future__ import annotations
 
 import collections
-import errno
 import logging
-import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from typing import Any
 
 from ..config import Config
@@ -46,18 +43,16 @@ from .attributes import AttributeLimits
 from .batch import BatchBuilder, PointBatch
 from .buffer import STALE_AFTER_S, ExportItem, MemoryBuffer, item_points, item_time_unix_nano
 from .convert import add_log_item, add_metrics_data, add_record
+from .queue_faults import QueueFaults, Report, classify_queue_error
 from .slot import QueueFull, QueueSlot
 from .telemetry import DropReason, Stats
 
 __all__ = ["Held", "Ingest", "RecentBatches", "Report", "classify_queue_error"]
 
+
 _log = logging.getLogger(__name__)
 
-#: ``report(error, **context)``: forwards to the user's error callbacks.
-Report = Callable[..., None]
-
 _YIELD_EVERY_POINTS = 1024
-_LOG_EVERY_S = 60.0
 #: Runs shorter than this many points say little about the rate.
 _RATE_MIN_POINTS = 2000
 #: The smallest slice of the buffer one pass takes, whatever the capacity.
@@ -89,15 +84,6 @@ class Held:
         return self._payload
 
 
-def classify_queue_error(exc: BaseException) -> DropReason:
-    """What a failed queue write means: a full disk, or a queue that cannot be used at all."""
-    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
-        return DropReason.DISK_FULL
-    if isinstance(exc, sqlite3.DatabaseError) and "full" in str(exc).lower():
-        return DropReason.DISK_FULL
-    return DropReason.QUEUE_UNAVAILABLE
-
-
 class RecentBatches:
     """Batches just queued, by record id, so a sink need not decode what ingest just encoded."""
 
@@ -124,14 +110,6 @@ class RecentBatches:
                 self._batches.popitem(last=False)
 
 
-@dataclass
-class _Failure:
-    reason: DropReason
-    since: float
-    logged_at: float
-    traceback_logged: bool
-
-
 class Ingest:
     """Drains the memory buffer into the durable queue; see the module docstring."""
 
@@ -156,10 +134,7 @@ class Ingest:
         self.last_written_id = 0
         self.in_flight_items = 0
         self._in_flight_oldest: int | None = None
-        self._failure: _Failure | None = None
-        # When each condition was last logged (and reported): see failed().
-        self._announced: dict[DropReason, float] = {}
-        self._resumed_logged: dict[DropReason, float] = {}
+        self.faults = QueueFaults(config.queue_dir, stats, report)
         self._attributes_warned = False
         self._points_per_s: float | None = None
         self._points_per_item = 1.0
@@ -184,8 +159,7 @@ class Ingest:
     @property
     def failing(self) -> DropReason | None:
         """Why the queue refuses writes now, or None."""
-        failure = self._failure
-        return None if failure is None else failure.reason
+        return self.faults.failing
 
     # -- one run ------------------------------------------------------------------------------
 
@@ -258,8 +232,7 @@ class Ingest:
             self._dropped(lost_points, reason)
 
     def _stale_reason(self) -> DropReason:
-        failure = self._failure
-        return DropReason.OVERLOAD if failure is None else failure.reason
+        return self.faults.failing or DropReason.OVERLOAD
 
     def _dropped(self, points: int, reason: DropReason) -> None:
         if points <= 0:
@@ -312,7 +285,7 @@ class Ingest:
         if self.held and self.direct is not None:
             self._write_direct(queue)
             if not self.held:
-                self._recovered()
+                self.faults.recovered()
                 on_written()
                 return True
         if not self.held:
@@ -340,53 +313,13 @@ class Ingest:
         self.last_written_id = last_id
         if dropped:
             self.stats.drop(dropped, DropReason.QUEUE_FULL)
-        self._recovered()
+        self.faults.recovered()
         on_written()
         return True
 
     def failed(self, exc: BaseException, *, reason: DropReason | None = None, unexpected: bool = False) -> None:
-        """Record that the queue refused (or could not be opened): stats, callbacks, a rate-limited log line."""
-        reason = reason or classify_queue_error(exc)
-        now = time.monotonic()
-        text = f"durable queue in {self.config.queue_dir}: {reason.value}: {type(exc).__name__}: {exc}"
-        self.stats.set_last_error("queue", text)
-        failure = self._failure
-        if failure is None or failure.reason is not reason:
-            self._failure = _Failure(reason, now, now, unexpected)
-            # A disk that fills, frees a few pages and fills again must not flood the log: one
-            # line (and one callback) per condition per minute, whatever it does in between.
-            if now - self._announced.get(reason, float("-inf")) >= _LOG_EVERY_S:
-                self._announced[reason] = now
-                _log.error(
-                    "otel-recursive-metrics: %s; %d point(s) wait in memory and are retried every run%s",
-                    text,
-                    self.pending_points(),
-                    "" if unexpected else " (further failures of this kind: at most one line a minute)",
-                    exc_info=exc if unexpected else None,
-                )
-                self._report(exc, sink="*", points=self.pending_points(), reason=reason.value, outcome="failing")
-        elif now - failure.logged_at >= _LOG_EVERY_S:
-            failure.logged_at = now
-            show_traceback = unexpected and not failure.traceback_logged
-            failure.traceback_logged = failure.traceback_logged or unexpected
-            _log.error("otel-recursive-metrics: %s (for %.0f s now)", text, now - failure.since, exc_info=exc if show_traceback else None)
-
-    def _recovered(self) -> None:
-        failure = self._failure
-        if failure is None:
-            return
-        self._failure = None
-        self.stats.clear_last_error("queue")
-        announced = self._announced.get(failure.reason, float("-inf"))
-        if self._resumed_logged.get(failure.reason, float("-inf")) >= announced:
-            return  # this condition's failure was not announced since the last such line: a flap
-        self._resumed_logged[failure.reason] = time.monotonic()
-        _log.warning(
-            "otel-recursive-metrics: the durable queue in %s takes writes again after %.1f s (%s)",
-            self.config.queue_dir,
-            time.monotonic() - failure.since,
-            failure.reason.value,
-        )
+        """Record that the queue refused (or could not be opened); see :class:`.queue_faults.QueueFaults`."""
+        self.faults.failed(exc, pending_points=self.pending_points(), reason=reason, unexpected=unexpected)
 
     # -- converting ---------------------------------------------------------------------------
 

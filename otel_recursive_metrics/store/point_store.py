@@ -1,7 +1,8 @@
 """The embedded metrics store: one SQLite file that keeps the OpenTelemetry data model.
 
-The tables are in :mod:`.schema`; a unique index over a point's identity makes inserts
-idempotent, so a batch delivered twice after a crash is stored once. Reading: :class:`PointQuery`
+The tables are in :mod:`.schema`. A batch goes in as one transaction, its points grouped by series
+and summarised in ``blocks``, which also keep inserts idempotent: a batch delivered twice after a
+crash is stored once (see :mod:`.blocks`). Reading: :class:`PointQuery`
 (in :mod:`.points`) turns filters into SQL; run summaries are in :mod:`.runs`.
 
 Concurrency: WAL mode, one writer transaction at a time per file (``BEGIN IMMEDIATE`` with a
@@ -14,7 +15,6 @@ busy timeout), so several processes, DDP ranks for instance, can write one file.
 
 from __future__ import annotations
 
-import itertools
 import json
 import threading
 from collections.abc import Iterator, Sequence
@@ -24,20 +24,12 @@ from typing import Any
 from .._files import connect, connect_readonly
 from ..pipeline.attributes import canonical_json
 from ..pipeline.batch import (
-    ATTRIBUTES,
-    EPOCH,
-    EXTRA,
-    HISTOGRAM,
     METRIC,
-    RESOURCE,
-    SCOPE,
-    START_TIME,
-    STEP,
-    TIME,
-    VALUE,
     PointBatch,
 )
+from .blocks import add_blocks, temporary_blocks
 from .frames import points_dataframe, runs_dataframe
+from .insert import insert_points, rows_per_statement
 from .points import PointQuery, StoredPoint, json_path
 from .ranks import DEFAULT_WINDOW_S, rank_skew
 from .run_metadata import RUN_METADATA_METRICS, write_run_metadata
@@ -47,32 +39,6 @@ from .schema import SCHEMA_VERSION, check_layout, create_schema
 __all__ = ["SCHEMA_VERSION", "PointStore", "StoredPoint"]
 
 _ATTR_CACHE_MAX = 200_000
-
-_ROWS_PER_STATEMENT = 64
-
-
-def _grouped(rows: Iterator[tuple[Any, ...]], size: int) -> Iterator[tuple[Any, ...]]:
-    """Rows flattened into tuples of ``size`` rows' values (the last one shorter)."""
-    chain = itertools.chain.from_iterable
-    while group := tuple(chain(itertools.islice(rows, size))):
-        yield group
-
-
-_INSERT_POINT = (
-    "INSERT OR IGNORE INTO points(metric_id, resource_id, scope_id, attributes_id, start_time_unix_nano,"
-    " time_unix_nano, value, step, epoch, histogram, extra) VALUES (?,?,?,?,?,?,?,?,?,?,?)"
-)
-
-
-_ONE_ROW = "(?,?,?,?,?,?,?,?,?,?,?)"
-# A point without a step (back from OTLP) is new only if no point has its identity at any step.
-_INSERT_POINT_UNLESS_PRESENT = (
-    "INSERT OR IGNORE INTO points(metric_id, resource_id, scope_id, attributes_id, start_time_unix_nano,"
-    " time_unix_nano, value, step, epoch, histogram, extra) SELECT ?,?,?,?,?,?,?,?,?,?,? WHERE NOT EXISTS"
-    " (SELECT 1 FROM points WHERE metric_id = ? AND resource_id = ? AND scope_id = ? AND attributes_id = ?"
-    " AND start_time_unix_nano = ? AND time_unix_nano = ?)"
-)
-_INSERT_POINTS_GROUP = _INSERT_POINT.replace(f") VALUES {_ONE_ROW}", ") VALUES " + ",".join([_ONE_ROW] * _ROWS_PER_STATEMENT))
 
 
 class PointStore:
@@ -91,16 +57,21 @@ class PointStore:
         self._lock = threading.Lock()
         self._ids: dict[tuple[str, str], int] = {}
         self._attr_ids: dict[str, int] = {}
+        #: (metric id, resource id) -> the latest time this object stored for that series (see blocks.py).
+        self._series_max_time: dict[tuple[int, int], int] = {}
         if readonly:
             self._conn = connect_readonly(self.path, busy_timeout_s=busy_timeout_s)
         else:
             self._conn = connect(self.path, busy_timeout_s=busy_timeout_s)
+        self._rows_per_statement = rows_per_statement(self._conn)
         try:
             if readonly:
                 tables = {row[0] for row in self._conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
                 if "points" not in tables:
                     raise ValueError(f"store {self.path}: not an otel-recursive-metrics store (no points table)")
                 check_layout(self._conn, self.path)
+                if "blocks" not in tables:
+                    temporary_blocks(self._conn)  # a store of an earlier version, opened to read
                 return
             # FULL: a committed batch survives a power loss, so "stored" means durable.
             self._conn.execute(f"PRAGMA synchronous={'FULL' if durable else 'NORMAL'}")
@@ -191,54 +162,24 @@ class PointStore:
                     )
                 ids_by_text = self._attribute_set_ids(set(batch.attributes))
                 attr_ids = [ids_by_text[text] for text in batch.attributes]
-                dumps = json.dumps
                 points: Sequence[list[Any]] = batch.points
                 metadata = {i for i, m in enumerate(batch.metrics) if m[0] in RUN_METADATA_METRICS}
-                written_metadata = 0
                 if metadata:
                     # Run metadata (parameters, run events) goes to the run tables, not to points.
                     names = [m[0] for m in batch.metrics]
                     resources = list(zip(res_ids, (r[0] for r in batch.resources), strict=True))
-                    written_metadata = write_run_metadata(conn, names, [p for p in points if p[METRIC] in metadata], resources)
+                    write_run_metadata(conn, names, [p for p in points if p[METRIC] in metadata], resources)
                     points = [p for p in points if p[METRIC] not in metadata]
-                # A generator, not a list: executemany builds each row between SQLite steps, which
-                # run without the GIL, so the training thread never waits behind a long burst.
-                rows = (
-                    (
-                        metric_ids[p[METRIC]],
-                        res_ids[p[RESOURCE]],
-                        scope_ids[p[SCOPE]],
-                        attr_ids[p[ATTRIBUTES]],
-                        p[START_TIME] or 0,
-                        p[TIME],
-                        p[VALUE],
-                        p[STEP],
-                        p[EPOCH],
-                        None if p[HISTOGRAM] is None else dumps(p[HISTOGRAM]),
-                        None if p[EXTRA] is None else dumps(p[EXTRA]),
-                    )
-                    for p in points
-                )
-                before = conn.total_changes - written_metadata
-                if steps_unknown:
-                    conn.executemany(_INSERT_POINT_UNLESS_PRESENT, ((*row, *row[:6]) for row in rows))
-                    inserted = conn.total_changes - before
-                    conn.execute("COMMIT")
-                    return inserted
-                # Rows go in groups of _ROWS_PER_STATEMENT per INSERT: SQLite then inserts a whole
-                # group per step with the GIL released, instead of handing the GIL back and forth
-                # around every single row.
-                groups = _grouped(rows, _ROWS_PER_STATEMENT)
-                for group in groups:
-                    if len(group) == _ROWS_PER_STATEMENT * 11:
-                        conn.execute(_INSERT_POINTS_GROUP, group)
-                    else:
-                        conn.executemany(_INSERT_POINT, [group[i : i + 11] for i in range(0, len(group), 11)])
-                inserted = conn.total_changes - before
+                before, runs = insert_points(conn, self._rows_per_statement, points, res_ids, scope_ids, metric_ids, attr_ids)
+                inserted, kept = add_blocks(conn, before, runs, self._series_max_time, steps_unknown=steps_unknown)
                 conn.execute("COMMIT")
+                for block in kept:
+                    key = (block.metric_id, block.resource_id)
+                    self._series_max_time[key] = max(block.max_time, self._series_max_time.get(key, block.max_time))
             except BaseException:
                 self._ids.clear()
                 self._attr_ids.clear()
+                self._series_max_time.clear()
                 if conn.in_transaction:
                     conn.execute("ROLLBACK")
                 raise

@@ -28,12 +28,10 @@ def summarize_runs(store: PointStore, last_of: Sequence[str] = ()) -> list[dict[
     ``params`` the hyperparameters, ``last`` the last value (by time) of each metric in
     ``last_of``. Points whose resource has no run id are summarised under ``run`` ``None``.
     """
-    per_resource = store.read("SELECT resource_id, min(time_unix_nano), max(time_unix_nano), count(*) FROM points GROUP BY resource_id")
+    # From the blocks (see blocks.py): a few rows per batch, not one per point.
+    per_resource = store.read("SELECT resource_id, min(min_time), max(max_time), sum(points) FROM blocks GROUP BY resource_id")
     resources = dict(store.read("SELECT id, attributes FROM resources"))
-    pairs = store.read(
-        "SELECT DISTINCT p.resource_id, m.name FROM (SELECT DISTINCT metric_id, resource_id FROM points) p"
-        " JOIN metrics m ON m.id = p.metric_id"
-    )
+    pairs = store.read("SELECT DISTINCT b.resource_id, m.name FROM blocks b JOIN metrics m ON m.id = b.metric_id")
     names_by_resource: dict[int, set[str]] = {}
     for resource_id, name in pairs:
         names_by_resource.setdefault(resource_id, set()).add(name)

@@ -1,4 +1,4 @@
-"""The store's schema (version 2): the OpenTelemetry data model in SQLite tables, and run metadata.
+"""The store's schema (version 3): the OpenTelemetry data model in SQLite tables, and run metadata.
 
 ::
 
@@ -8,6 +8,8 @@
     attribute_sets(id, attributes)                        -- each distinct point attribute set once
     points(id, metric_id, resource_id, scope_id, attributes_id,
            start_time_unix_nano, time_unix_nano, value, step, epoch, histogram, extra)
+    blocks(metric_id, resource_id, first_id, last_id, points,
+           min_time, max_time, min_step, max_step)        -- where each series' points lie
     meta(key, value)                                      -- schema_version
     run_params(run_id, key, value, time_unix_nano)        -- hyperparameters; value as JSON
     run_info(run_id, name, tags, notes, time_unix_nano)   -- tags as a JSON list
@@ -15,13 +17,15 @@
 
 ``kind`` is ``gauge``, ``sum``, ``histogram`` or ``exponential_histogram``; ``temporality`` is
 OTLP's (1 delta, 2 cumulative); ``value`` keeps integers as integers; ``histogram`` is JSON (see
-:mod:`otel_recursive_metrics.pipeline.batch`). A unique index over a point's identity (metric,
-resource, time, step, attribute set, scope, start time) makes inserts idempotent: a batch
-delivered twice after a crash is stored once.
+:mod:`otel_recursive_metrics.pipeline.batch`). ``points`` has no index but its row id: a batch's
+points are written grouped by series, and ``blocks`` says where (see :mod:`.blocks`, which also
+keeps inserts idempotent: a batch delivered twice after a crash is stored once).
 
 Version 2 added the three run tables (see :mod:`otel_recursive_metrics.training.run`); they are
 created in a version-1 file when it is opened for writing, and a reader of a version-1 file finds
-no run metadata, not an error.
+no run metadata, not an error. Version 3 replaced the unique index over a point's identity (a
+third of the write cost, 25 bytes a point) by ``blocks``; a version-2 file gets its blocks, and
+loses the index, when first opened for writing.
 """
 
 from __future__ import annotations
@@ -29,9 +33,11 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
+from .blocks import BLOCKS_SCHEMA, blocks_from_points
+
 __all__ = ["SCHEMA_VERSION", "check_layout", "create_schema"]
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -72,8 +78,6 @@ CREATE TABLE IF NOT EXISTS points(
     epoch INTEGER,
     histogram TEXT,
     extra TEXT);
-CREATE UNIQUE INDEX IF NOT EXISTS points_identity ON points(
-    metric_id, resource_id, time_unix_nano, ifnull(step, -1), attributes_id, scope_id, start_time_unix_nano);
 CREATE INDEX IF NOT EXISTS metrics_by_name ON metrics(name);
 CREATE TABLE IF NOT EXISTS run_params(
     run_id TEXT NOT NULL,
@@ -100,12 +104,19 @@ CREATE TABLE IF NOT EXISTS run_processes(
 
 
 def create_schema(conn: sqlite3.Connection) -> None:
-    """Create every table and index that is missing, in one write transaction."""
+    """Create every table and index that is missing, in one write transaction.
+
+    A store of an earlier version is brought up to this one here: blocks for the points it
+    holds, and its per-point index dropped (see :mod:`.blocks`).
+    """
     conn.execute("BEGIN IMMEDIATE")
     try:
-        for statement in _SCHEMA.split(";"):
+        for statement in (_SCHEMA + BLOCKS_SCHEMA).split(";"):
             if statement.strip():
                 conn.execute(statement)
+        if conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'index' AND name = 'points_identity'").fetchone():
+            blocks_from_points(conn)
+            conn.execute("DROP INDEX points_identity")
         conn.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
         conn.execute("COMMIT")
     except BaseException:

@@ -1,0 +1,22 @@
+"""A local, read-only web view of the store: runs, one run's charts, runs compared; live.
+
+    $ pip install 'otel-recursive-metrics[ui]'
+    $ otel-recursive-metrics ui --store ./otel-metrics/metrics.db     # http://127.0.0.1:8470/
+
+Layers, top down: :mod:`.server` binds a socket and runs uvicorn; :mod:`.app` is the Starlette
+app (GET routes only, a read-only store per thread); :mod:`.api` builds each endpoint's JSON;
+:mod:`otel_recursive_metrics.store.series` reads series from the store, downsampled, and only
+what was added since a client's last request; :mod:`.assets` finds the pages and Plotly's
+bundle. The pages' scripts (``static/*.js``) poll ``/api/series`` with ``after_id`` and append
+what comes back.
+
+This sub-package imports Starlette and uvicorn, the ``ui`` extra; nothing else in the package
+imports it, so ``import otel_recursive_metrics`` never needs them.
+"""
+
+from __future__ import annotations
+
+from .app import create_app
+from .server import DEFAULT_HOST, DEFAULT_PORT, UIServer
+
+__all__ = ["DEFAULT_HOST", "DEFAULT_PORT", "UIServer", "create_app"]

@@ -1,0 +1,179 @@
+"""The web view's JSON: what each ``/api/...`` endpoint answers, built from a read-only store.
+
+Kept apart from the HTTP layer (:mod:`.app`) so it reads like the contract it is, and can be
+called without a server. Every function takes an open :class:`PointStore` and returns plain
+JSON-ready values; :func:`to_json_bytes` encodes them (non-finite floats become ``null``: JSON has
+no infinity, and a chart draws a gap either way).
+
+``GET /api/runs``
+    ``{"last_id", "runs": [run, ...]}``: :meth:`PointStore.runs` (``run``, ``start_time_unix_nano``,
+    ``end_time_unix_nano``, ``ranks``, ``restarts``, ``points``, ``metrics``, and where the store
+    records them ``name``, ``status``, ``params``, ``tags``, ``notes``, ``duration_s``) plus
+    ``last``: ``{metric: {"value", "step", "time_unix_nano"}}``, each metric's latest point.
+``GET /api/metrics?run=R[&run=...]``
+    ``{"last_id", "runs": {R: [metric, ...]}, "start_time_unix_nano": {R: t}}``: cheap index probes,
+    no scan. ``last_id`` (here and in ``/api/runs``) is a snapshot a page can read its series up to.
+``GET /api/series?run=R&metric=M[&run=...][&metric=...][&after_id=N][&until_id=N][&max_points=K]``
+    Every named run with every named metric, read up to ``until_id`` (default: the newest point
+    now) and, with ``after_id``, only what came after it. The answer's ``last_id`` is the
+    snapshot to pass as the next ``after_id``. Each series is ``{"run", "metric", "downsampled",
+    "traces": [{"key", "rank", "restart", "attributes", "step": [...], "time_ms": [...],
+    "value": [...]}]}``; an update lists only the series that have new points, so its size
+    follows the new points, never the history. A trace holds at most ``max_points`` points
+    (default 2,000; see :mod:`otel_recursive_metrics.store.series` for how spikes are kept).
+
+Bad parameters raise :class:`RequestError`, whose message names the parameter, the value and
+what is accepted (the HTTP layer answers 400 with it).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from ..store import PointStore
+from ..store.series import RunCatalog, Series, last_values, max_point_id, read_series
+from .cache import SeriesCache
+
+__all__ = [
+    "DEFAULT_MAX_POINTS",
+    "MAX_POINTS_LIMIT",
+    "MAX_SERIES_PER_REQUEST",
+    "RequestError",
+    "metrics_payload",
+    "run_param",
+    "runs_payload",
+    "series_payload",
+    "to_json_bytes",
+]
+
+DEFAULT_MAX_POINTS = 2000
+MAX_POINTS_LIMIT = 50_000
+MIN_POINTS = 10
+#: Runs x metrics one request may ask for.
+MAX_SERIES_PER_REQUEST = 400
+
+
+class RequestError(ValueError):
+    """A query parameter the API cannot use; the message says which and what would work."""
+
+
+def run_param(text: str) -> str | None:
+    """A run id from a URL: the empty string stands for points without one (listed as ``(none)``)."""
+    return text or None
+
+
+def _int_param(params: Mapping[str, Sequence[str]], name: str, default: int | None, low: int, high: int) -> int | None:
+    values = params.get(name) or []
+    if not values:
+        return default
+    text = values[-1]
+    try:
+        number = int(text)
+    except ValueError:
+        raise RequestError(f"{name}={text!r}: not an integer (expected {low} to {high})") from None
+    if not low <= number <= high:
+        raise RequestError(f"{name}={number}: out of range (expected {low} to {high})")
+    return number
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def _clean(value: Any) -> Any:
+    """``value`` with non-finite floats replaced by None, containers walked."""
+    if isinstance(value, float):
+        return _finite(value)
+    if isinstance(value, dict):
+        return {str(k): _clean(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple, set)):
+        return [_clean(v) for v in value]
+    return value
+
+
+def to_json_bytes(payload: Any) -> bytes:
+    """Compact UTF-8 JSON; NaN and infinities become ``null``."""
+    return json.dumps(_clean(payload), separators=(",", ":"), allow_nan=False).encode()
+
+
+def runs_payload(store: PointStore) -> dict[str, Any]:
+    """What ``GET /api/runs`` answers (see the module docstring)."""
+    last_id = max_point_id(store)
+    runs = store.runs()
+    latest = last_values(store, RunCatalog(store))
+    for run in runs:
+        key = run.get("run")
+        per_metric = latest.get(None if key is None else str(key), {})
+        run["last"] = {
+            name: {"value": _finite(last.value), "step": last.step, "time_unix_nano": last.time_unix_nano}
+            for name, last in sorted(per_metric.items())
+        }
+    return {"last_id": last_id, "runs": runs}
+
+
+def metrics_payload(store: PointStore, params: Mapping[str, Sequence[str]]) -> dict[str, Any]:
+    """What ``GET /api/metrics`` answers: each run's metric names and first point's time."""
+    last_id = max_point_id(store)
+    catalog = RunCatalog(store)
+    names: dict[str, list[str]] = {}
+    starts: dict[str, int | None] = {}
+    for text in params.get("run") or []:
+        run = run_param(text)
+        names[text] = catalog.metric_names(run)
+        starts[text] = catalog.start_time_unix_nano(run)
+    return {"last_id": last_id, "runs": names, "start_time_unix_nano": starts}
+
+
+def _series_json(series: Series, run_text: str) -> dict[str, Any]:
+    return {
+        "run": run_text,
+        "metric": series.metric,
+        "downsampled": series.downsampled,
+        "traces": [
+            {
+                "key": trace.key,
+                "rank": trace.rank,
+                "restart": trace.restart,
+                "attributes": trace.attributes,
+                "step": trace.steps,
+                "time_ms": [t // 1_000_000 for t in trace.times_unix_nano],
+                "value": [_finite(v) for v in trace.values],
+            }
+            for trace in series.traces
+        ],
+    }
+
+
+def series_payload(store: PointStore, params: Mapping[str, Sequence[str]], cache: SeriesCache | None = None) -> dict[str, Any]:
+    """What ``GET /api/series`` answers (see the module docstring); first loads through ``cache``."""
+    runs = params.get("run") or []
+    metrics = params.get("metric") or []
+    if not runs or not metrics:
+        raise RequestError("run and metric are required, each at least once (e.g. /api/series?run=RUN&metric=train.loss)")
+    if len(runs) * len(metrics) > MAX_SERIES_PER_REQUEST:
+        raise RequestError(f"{len(runs)} runs x {len(metrics)} metrics: at most {MAX_SERIES_PER_REQUEST} series a request")
+    newest = max_point_id(store)
+    after_id = _int_param(params, "after_id", None, 0, 2**63 - 1)
+    until_id = _int_param(params, "until_id", newest, 0, 2**63 - 1)
+    max_points = _int_param(params, "max_points", DEFAULT_MAX_POINTS, MIN_POINTS, MAX_POINTS_LIMIT)
+    assert until_id is not None and max_points is not None
+    until_id = min(until_id, newest)
+    payload: dict[str, Any] = {"after_id": after_id, "last_id": until_id, "series": []}
+    if after_id is not None and after_id >= until_id:
+        return payload  # nothing new: the common answer of a live poll, without reading a row
+    catalog = RunCatalog(store)
+    for run_text in dict.fromkeys(runs):
+        for metric in dict.fromkeys(metrics):
+            run = run_param(run_text)
+            if after_id is None and cache is not None:
+                series = cache.read(store, catalog, run, metric, until_id=until_id, max_points=max_points)
+            else:
+                series = read_series(store, catalog, run, metric, until_id=until_id, after_id=after_id, max_points=max_points)
+            if after_id is None or series.traces:
+                payload["series"].append(_series_json(series, run_text))
+    return payload

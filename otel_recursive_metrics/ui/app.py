@@ -1,0 +1,172 @@
+"""The web view's HTTP layer: a Starlette app of GET routes over a read-only store.
+
+    >>> app = create_app("otel-metrics/metrics.db")      # serve it with uvicorn (see .server)
+
+Pages (HTML shells whose script draws everything from the API): ``/`` the runs, ``/run?run=R``
+one run, ``/compare?run=A&run=B&metric=M...`` runs overlaid. ``/api/...`` answers JSON (see
+:mod:`.api` for the contract); ``/static/...`` serves the page scripts and Plotly's own bundle
+from the installed ``plotly`` package (nothing from a CDN, no build step).
+
+Read-only by construction: the store is opened with ``readonly=True`` (SQLite refuses writes on
+that connection), and every route accepts GET (and HEAD) only, so POST, PUT, PATCH and DELETE
+get 405. The ``Host`` header must name the address served (loopback by default), which keeps a
+web page elsewhere from reading the store through DNS rebinding; responses carry a
+Content-Security-Policy that allows this origin's scripts only.
+
+Threads: Starlette runs these sync handlers on its thread pool. Each pool thread reads through
+its own :class:`PointStore` (:class:`StoreReaders`), so a long read (the runs summary) never
+holds up a chart's update; SQLite's WAL lets them all read beside a training run that writes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sqlite3
+import threading
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.middleware.trustedhost import TrustedHostMiddleware
+from starlette.requests import Request
+from starlette.responses import FileResponse, Response
+from starlette.routing import Route
+
+from .. import __version__
+from ..cli._output import damaged_store_message
+from ..store import PointStore
+from .api import RequestError, metrics_payload, runs_payload, series_payload, to_json_bytes
+from .assets import PAGES, static_file
+from .cache import SeriesCache
+
+__all__ = ["SECURITY_HEADERS", "StoreReaders", "create_app", "loopback_hosts"]
+
+#: Sent with every response.
+SECURITY_HEADERS = {
+    "Content-Security-Policy": (
+        "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data: blob:;"
+        " connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'"
+    ),
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+}
+
+
+def loopback_hosts(host: str) -> list[str]:
+    """The ``Host`` header values to accept when serving on ``host`` (any, for a wildcard bind)."""
+    if host in ("0.0.0.0", "::", ""):
+        return ["*"]
+    return sorted({host, "localhost", "127.0.0.1", "::1", "[::1]"})
+
+
+class StoreReaders:
+    """One read-only :class:`PointStore` per thread, opened on first use, all closed by :meth:`close`.
+
+    Thread-safe: :meth:`get` touches only the calling thread's slot, except to register a new
+    store under a lock.
+    """
+
+    def __init__(self, path: Path | str) -> None:
+        self.path = Path(path)
+        self._local = threading.local()
+        self._lock = threading.Lock()
+        self._stores: list[PointStore] = []
+        self._closed = False
+
+    def get(self) -> PointStore:
+        store: PointStore | None = getattr(self._local, "store", None)
+        if store is not None:
+            return store
+        with self._lock:
+            if self._closed:
+                raise RuntimeError("the web view is shutting down")
+            store = PointStore(self.path, readonly=True)
+            self._stores.append(store)
+        self._local.store = store
+        return store
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            stores, self._stores = self._stores, []
+        for store in stores:
+            store.close()
+
+
+def _json(payload: Any, status_code: int = 200) -> Response:
+    return Response(to_json_bytes(payload), status_code=status_code, media_type="application/json", headers=SECURITY_HEADERS)
+
+
+def _query(request: Request) -> Mapping[str, Sequence[str]]:
+    params: dict[str, list[str]] = {}
+    for key, value in request.query_params.multi_items():
+        params.setdefault(key, []).append(value)
+    return params
+
+
+def create_app(store_path: Path | str, *, host: str = "127.0.0.1") -> Starlette:
+    """The web view of the store at ``store_path``; ``host`` is the address it will be served on."""
+    readers = StoreReaders(store_path)
+    cache = SeriesCache()
+
+    def api(build: Callable[[PointStore, Mapping[str, Sequence[str]]], Any]) -> Callable[[Request], Response]:
+        def endpoint(request: Request) -> Response:
+            try:
+                return _json(build(readers.get(), _query(request)))
+            except RequestError as exc:
+                return _json({"error": str(exc)}, 400)
+            except sqlite3.DatabaseError as exc:
+                return _json({"error": damaged_store_message(store_path, exc)}, 500)
+            except (ValueError, RuntimeError) as exc:  # not a store (any more), or shutting down
+                return _json({"error": f"store {str(store_path)!r}: {exc}"}, 503)
+
+        return endpoint
+
+    def info(store: PointStore, params: Mapping[str, Sequence[str]]) -> dict[str, Any]:
+        return {"store": str(store_path), "version": __version__, "read_only": store.readonly}
+
+    def page(name: str) -> Callable[[Request], Response]:
+        path = static_file(PAGES[name])
+        if path is None:  # pragma: no cover - an install without the package data
+            raise FileNotFoundError(f"the web view's page {PAGES[name]} is not installed")
+
+        def endpoint(request: Request) -> Response:
+            return FileResponse(path, media_type="text/html", headers={**SECURITY_HEADERS, "Cache-Control": "no-cache"})
+
+        return endpoint
+
+    def static(request: Request) -> Response:
+        path = static_file(request.path_params["name"])
+        if path is None:
+            return _json({"error": f"no static file {request.path_params['name']!r}"}, 404)
+        cache_control = "public, max-age=86400" if path.name.startswith("plotly") else "no-cache"
+        return FileResponse(path, headers={**SECURITY_HEADERS, "Cache-Control": cache_control})
+
+    routes = [
+        Route("/", page("runs"), methods=["GET"]),
+        Route("/run", page("run"), methods=["GET"]),
+        Route("/compare", page("compare"), methods=["GET"]),
+        Route("/api/info", api(info), methods=["GET"]),
+        Route("/api/runs", api(lambda store, params: runs_payload(store)), methods=["GET"]),
+        Route("/api/metrics", api(metrics_payload), methods=["GET"]),
+        Route("/api/series", api(lambda store, params: series_payload(store, params, cache)), methods=["GET"]),
+        Route("/static/{name}", static, methods=["GET"]),
+    ]
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        try:
+            yield
+        finally:
+            readers.close()
+
+    app = Starlette(
+        routes=routes,
+        middleware=[Middleware(TrustedHostMiddleware, allowed_hosts=loopback_hosts(host))],
+        lifespan=lifespan,
+    )
+    app.state.readers = readers
+    app.state.series_cache = cache
+    return app
