@@ -3,20 +3,25 @@
 ``query --format csv|json`` and ``query --follow`` write through :class:`PointWriter`. The
 general reading path (:meth:`PointStore.iter_query`) joins four tables and makes a
 :class:`~.points.StoredPoint` per row, with its attributes and resource parsed from JSON: about
-25 µs a point, so a million-step run took half a minute to export. Here a row is ids and
-numbers only; everything that repeats (a metric's name and kind, a resource's run and rank, an
-attribute set's text) is formatted once per id and reused, and each row is one f-string:
+25 µs a point, so a million-step run took half a minute to export. Here a row is numbers only:
+one key packing the point's metric, resource, attribute set (and, for JSON, scope) ids, then
+its own columns. Everything that repeats (a metric's name and kind, a resource's run and rank,
+an attribute set's text) is formatted once per key and reused, and each row is one f-string:
 
 - SQLite turns NULL steps and epochs into the format's empty value, and the infinities into
   JSON's ``Infinity`` tokens, so Python never tests a column;
 - floats print with ``repr``'s shortest text that reads back as the same number (full
-  precision: ``2.3456789012`` stays ``2.3456789012``);
-- attribute sets are looked up a chunk at a time, only those the chunk uses (a store may hold
-  millions of them: one per sample when attributes carry a sample id).
+  precision: ``2.3456789012`` stays ``2.3456789012``). SQLite's own float-to-text keeps 15
+  digits, and building the lines inside SQLite measured slower than this;
+- the texts of a key are made when the key first shows up (a store may hold millions of
+  attribute sets: one per sample when attributes carry a sample id).
 
-The output is what the per-point path printed: the same CSV columns and quoting (``csv`` module
-rules, ``\\r\\n`` line ends), and the same JSON object per line (key order included; histogram
-and extra fields as stored). The filters and order are :class:`~.points.PointQuery`'s.
+Where the time goes at a million rows (``benchmarks/run.py`` row 9): about half in the sqlite3
+module making a Python object per column, a quarter in SQLite's sort into time order, a quarter
+in the f-strings. The output is what the per-point path printed: the same CSV columns and quoting
+(``csv`` module rules, ``\\r\\n`` line ends), and the same JSON object per line (key order
+included; histogram and extra fields as stored). The filters and order are
+:class:`~.points.PointQuery`'s.
 """
 
 from __future__ import annotations
@@ -25,7 +30,6 @@ import csv
 import dataclasses
 import io
 import json
-from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, TextIO
 
 from ..resource import RANK_KEY, RUN_ID_KEY
@@ -41,25 +45,50 @@ CSV_HEADER = ("metric", "kind", "run", "rank", "step", "epoch", "value", "time_u
 #: Rows read from SQLite at a time.
 CHUNK_ROWS = 16384
 
-# Each row: the (metric, resource) key, the attribute set, then the format's columns.
-_CSV_COLUMNS = (
-    "SELECT (p.metric_id << 32) | p.resource_id, p.attributes_id,"
-    " ifnull(p.step, ''), ifnull(p.epoch, ''), p.value, p.time_unix_nano,"
-    " CASE WHEN p.value IS NULL THEN p.histogram END FROM points p"
-)
-_JSON_COLUMNS = (
-    "SELECT (p.metric_id << 32) | p.resource_id, p.attributes_id, p.scope_id,"
-    " CASE WHEN p.value = 9e999 THEN 'Infinity' WHEN p.value = -9e999 THEN '-Infinity' ELSE ifnull(p.value, 'null') END,"
-    " p.start_time_unix_nano, p.time_unix_nano, ifnull(p.step, 'null'), ifnull(p.epoch, 'null'),"
-    " ifnull(p.histogram, 'null'), ifnull(p.extra, 'null') FROM points p"
-)
-
 
 def _csv_cells(*cells: Any) -> str:
     """``cells`` as the csv module writes them (quoted where needed), comma-joined, no line end."""
     buffer = io.StringIO()
     csv.writer(buffer).writerow(cells)
     return buffer.getvalue()[:-2]
+
+
+class _Key:
+    """How one integer packs a row's ids: ``metric | resource | attributes [| scope]``, high to low.
+
+    Each field has room for ids up to twice the largest in the store when the packing was
+    made; :meth:`holds` says whether it still covers the store (a follow meets new ids).
+    """
+
+    def __init__(self, largest: tuple[int, int, int, int], with_scope: bool) -> None:
+        bits = [int(w).bit_length() + 1 for w in largest]
+        self.capacity = [(1 << b) - 1 for b in bits]
+        self.resource_bits, self.attributes_bits = bits[1], bits[2]
+        self.scope_bits = bits[3] if with_scope else 0
+        if bits[0] + bits[1] + bits[2] + self.scope_bits > 63:
+            raise ValueError("the store's ids are too large to pack in one integer key")
+        low = self.scope_bits
+        self.sql = (
+            f"(((p.metric_id << {self.resource_bits}) | p.resource_id) << {self.attributes_bits + low})"
+            f" | (p.attributes_id << {low})" + (" | p.scope_id" if with_scope else "")
+        )
+
+    def holds(self, largest: tuple[int, int, int, int]) -> bool:
+        return all(value <= cap for value, cap in zip(largest, self.capacity, strict=True))
+
+    def split(self, key: int) -> tuple[int, int, int, int]:
+        """``(metric, resource, attributes, scope)`` ids of a packed key."""
+        scope = key & ((1 << self.scope_bits) - 1)
+        key >>= self.scope_bits
+        attributes = key & ((1 << self.attributes_bits) - 1)
+        key >>= self.attributes_bits
+        return key >> self.resource_bits, key & ((1 << self.resource_bits) - 1), attributes, scope
+
+
+_LARGEST_IDS = (
+    "SELECT (SELECT ifnull(max(id), 0) FROM metrics), (SELECT ifnull(max(id), 0) FROM resources),"
+    " (SELECT ifnull(max(id), 0) FROM attribute_sets), (SELECT ifnull(max(id), 0) FROM scopes)"
+)
 
 
 class PointWriter:
@@ -76,70 +105,47 @@ class PointWriter:
         self.store, self.fmt, self.out = store, fmt, out
         self.written = 0
         self._header_done = False
-        self._metrics: dict[int, tuple[str, str, str, int, int]] = {}
-        self._resources: dict[int, str] = {}
-        self._scopes: dict[int, str] = {}
-        self._attributes: dict[int, str] = {}
-        self._heads: dict[int, str] = {}
-        self._mids: dict[tuple[int, int, int], str] = {}
+        self._key: _Key | None = None
+        #: Packed key -> the texts around the row's own columns (two for CSV, three for JSON).
+        self._texts: dict[int, tuple[str, ...]] = {}
 
-    # -- lookups ---------------------------------------------------------------------------
+    def _packing(self) -> _Key:
+        (largest,) = self.store.read(_LARGEST_IDS)
+        largest = tuple(int(v) for v in largest)
+        if self._key is None or not self._key.holds(largest):
+            self._key = _Key(largest, with_scope=self.fmt == "json")
+            self._texts.clear()
+        return self._key
 
-    def _refresh(self) -> None:
-        """(Re)load the small tables: metrics, resources and scopes (a follow may add some)."""
-        for row in self.store.read("SELECT id, name, kind, unit, temporality, monotonic FROM metrics"):
-            self._metrics[row[0]] = row[1:]
-        for rid, attributes in self.store.read("SELECT id, attributes FROM resources"):
-            self._resources[rid] = attributes
-        for sid, name in self.store.read("SELECT id, name FROM scopes"):
-            self._scopes[sid] = name
+    def _add_texts(self, keys: set[int], packing: _Key) -> None:
+        """The texts of keys not seen before: one read of each small table they need."""
+        parts = {key: packing.split(key) for key in keys}
+        metrics = self._rows("SELECT id, name, kind, unit, temporality, monotonic FROM metrics", {p[0] for p in parts.values()})
+        resources = self._rows("SELECT id, attributes FROM resources", {p[1] for p in parts.values()})
+        attributes = self._rows("SELECT id, attributes FROM attribute_sets", {p[2] for p in parts.values()})
+        scopes = self._rows("SELECT id, name FROM scopes", {p[3] for p in parts.values()}) if self.fmt == "json" else {}
+        for key, (metric_id, resource_id, attributes_id, scope_id) in parts.items():
+            name, kind, unit, temporality, monotonic = metrics[metric_id]
+            (resource,), (attribute_set,) = resources[resource_id], attributes[attributes_id]
+            if self.fmt == "csv":
+                attrs = json.loads(resource)
+                head = _csv_cells(name, kind, attrs.get(RUN_ID_KEY, ""), attrs.get(RANK_KEY, "")) + ","
+                self._texts[key] = (head, _csv_cells(attribute_set) + "\r\n")
+            else:
+                head = '{"metric":' + json.dumps(name) + ',"kind":' + json.dumps(kind) + ',"unit":' + json.dumps(unit) + ',"value":'
+                scope = json.dumps(scopes[scope_id][0])
+                middle = f',"attributes":{attribute_set},"resource":{resource},"scope":{scope},"start_time_unix_nano":'
+                tail = f',"temporality":{temporality},"monotonic":{"true" if monotonic else "false"},"histogram":'
+                self._texts[key] = (head, middle, tail)
 
-    def _load_attributes(self, ids: Iterable[int]) -> None:
-        missing = sorted({i for i in ids if i not in self._attributes})
-        for lo in range(0, len(missing), 900):
-            part = missing[lo : lo + 900]
-            marks = ",".join("?" * len(part))
-            for aid, text in self.store.read(f"SELECT id, attributes FROM attribute_sets WHERE id IN ({marks})", part):
-                self._attributes[aid] = _csv_cells(text) if self.fmt == "csv" else text
-
-    def _head(self, key: int) -> str:
-        """The text before a row's own columns, for one (metric, resource)."""
-        metric_id, resource_id = key >> 32, key & 0xFFFFFFFF
-        if metric_id not in self._metrics or resource_id not in self._resources:
-            self._refresh()
-        name, kind, unit = self._metrics[metric_id][:3]
-        resource = self._resources[resource_id]
-        if self.fmt == "csv":
-            attrs = json.loads(resource)
-            head = _csv_cells(name, kind, attrs.get(RUN_ID_KEY, ""), attrs.get(RANK_KEY, "")) + ","
-        else:
-            head = '{"metric":' + json.dumps(name) + ',"kind":' + json.dumps(kind) + ',"unit":' + json.dumps(unit) + ',"value":'
-        self._heads[key] = head
-        return head
-
-    def _mid(self, key: int, attributes_id: int, scope_id: int) -> str:
-        """JSON: the text between the value and the start time (attributes, resource, scope)."""
-        resource_id = key & 0xFFFFFFFF
-        if scope_id not in self._scopes:
-            self._refresh()
-        mid = (
-            ',"attributes":'
-            + self._attributes[attributes_id]
-            + ',"resource":'
-            + self._resources[resource_id]
-            + ',"scope":'
-            + json.dumps(self._scopes[scope_id])
-            + ',"start_time_unix_nano":'
-        )
-        self._mids[(key, attributes_id, scope_id)] = mid
-        return mid
-
-    def _tail(self, key: int) -> str:
-        """JSON: temporality and monotonic, before the histogram."""
-        _, _, _, temporality, monotonic = self._metrics[key >> 32]
-        return f',"temporality":{temporality},"monotonic":{"true" if monotonic else "false"},"histogram":'
-
-    # -- writing ---------------------------------------------------------------------------
+    def _rows(self, sql: str, ids: set[int]) -> dict[int, tuple[Any, ...]]:
+        wanted = sorted(ids)
+        found: dict[int, tuple[Any, ...]] = {}
+        for lo in range(0, len(wanted), 900):
+            part = wanted[lo : lo + 900]
+            for row in self.store.read(f"{sql} WHERE id IN ({','.join('?' * len(part))})", part):
+                found[row[0]] = tuple(row[1:])
+        return found
 
     def write(self, query: PointQuery, after_row_id: int | None = None) -> tuple[int, int]:
         """Write the points of ``query`` newer than ``after_row_id``: ``(points written, snapshot row id)``."""
@@ -147,13 +153,29 @@ class PointWriter:
         changes: dict[str, Any] = {"max_row_id": snapshot}
         if after_row_id is not None:
             changes.update(after_row_id=after_row_id, limit=None, last=None)
-        sql, params = dataclasses.replace(query, **changes).sql(_CSV_COLUMNS if self.fmt == "csv" else _JSON_COLUMNS)
+        packing = self._packing()
+        if self.fmt == "csv":
+            columns = (
+                f"SELECT {packing.sql}, ifnull(p.step, ''), ifnull(p.epoch, ''), ifnull(p.value, ''), p.time_unix_nano,"
+                " CASE WHEN p.value IS NULL THEN p.histogram END FROM points p"
+            )
+        else:
+            columns = (
+                f"SELECT {packing.sql},"
+                " CASE WHEN p.value = 9e999 THEN 'Infinity' WHEN p.value = -9e999 THEN '-Infinity' ELSE ifnull(p.value, 'null') END,"
+                " p.start_time_unix_nano, p.time_unix_nano, ifnull(p.step, 'null'), ifnull(p.epoch, 'null'),"
+                " ifnull(p.histogram, 'null'), ifnull(p.extra, 'null') FROM points p"
+            )
+        sql, params = dataclasses.replace(query, **changes).sql(columns)
         if self.fmt == "csv" and not self._header_done:
             self.out.write(",".join(CSV_HEADER) + "\r\n")
             self._header_done = True
         written = 0
+        texts = self._texts
         for rows in self.store.read_chunks(sql, params, size=CHUNK_ROWS):
-            self._load_attributes({r[1] for r in rows})
+            new = {row[0] for row in rows} - texts.keys()
+            if new:
+                self._add_texts(new, packing)
             self.out.write(self._csv_text(rows) if self.fmt == "csv" else self._json_text(rows))
             written += len(rows)
         self.out.flush()
@@ -161,32 +183,28 @@ class PointWriter:
         return written, snapshot
 
     def _csv_text(self, rows: list[Any]) -> str:
-        heads, attrs = self._heads, self._attributes
+        texts = self._texts
         lines: list[str] = []
         append = lines.append
-        for key, aid, step, epoch, value, time_ns, histogram in rows:
-            head = heads.get(key) or self._head(key)
-            text = _histogram_text(histogram) if value is None else value
-            append(f"{head}{step},{epoch},{text},{time_ns},{attrs[aid]}\r\n")
+        for key, step, epoch, value, time_ns, histogram in rows:
+            head, tail = texts[key]
+            if histogram is not None:
+                value = _histogram_text(histogram)  # noqa: PLW2901 - a histogram's value column
+            append(f"{head}{step},{epoch},{value},{time_ns},{tail}")
         return "".join(lines)
 
     def _json_text(self, rows: list[Any]) -> str:
-        heads, mids = self._heads, self._mids
-        tails: dict[int, str] = {}
+        texts = self._texts
         lines: list[str] = []
         append = lines.append
-        for key, aid, sid, value, start, time_ns, step, epoch, histogram, extra in rows:
-            head = heads.get(key) or self._head(key)
-            mid = mids.get((key, aid, sid)) or self._mid(key, aid, sid)
-            tail = tails.get(key) or tails.setdefault(key, self._tail(key))
+        for key, value, start, time_ns, step, epoch, histogram, extra in rows:
+            head, middle, tail = texts[key]
             append(
-                f'{head}{value}{mid}{start},"time_unix_nano":{time_ns},"step":{step},"epoch":{epoch}{tail}{histogram},"extra":{extra}}}\n'
+                f'{head}{value}{middle}{start},"time_unix_nano":{time_ns},"step":{step},"epoch":{epoch}{tail}{histogram},"extra":{extra}}}\n'
             )
         return "".join(lines)
 
 
-def _histogram_text(histogram: str | None) -> str:
-    if not histogram:
-        return ""
+def _histogram_text(histogram: str) -> str:
     data = json.loads(histogram)
     return _csv_cells(f"count={data['count']} sum={data['sum']!r}")
