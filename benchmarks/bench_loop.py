@@ -45,6 +45,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Sequence
+from math import comb
 from pathlib import Path
 from typing import Any
 
@@ -378,6 +379,8 @@ def run(
             if name != PLAIN:
                 ratio = statistics.median(ratios[name])
                 row["slowdown"] = ratio - 1
+                low, high = median_interval(ratios[name])
+                row["interval"] = (low - 1, high - 1)
                 row["added_us_per_value"] = (ratio - 1) * plain_ms * 1000 / VALUES_PER_STEP
                 row["ratios"] = ratios[name]
         rows.append(row)
@@ -386,6 +389,9 @@ def run(
     if len(plain_runs) >= 4:
         quartiles = statistics.quantiles(plain_runs, n=4)
         spread = (quartiles[2] - quartiles[0]) / plain_ms
+    # The noise floor of a slowdown: half the width of its 95% interval (see median_interval),
+    # the widest over the paths measured, so one figure bounds what any row can resolve.
+    widths = [(row["interval"][1] - row["interval"][0]) / 2 for row in rows if "interval" in row]
     result = {
         "rows": rows,
         "matrix": n,
@@ -393,10 +399,29 @@ def run(
         "steps": steps,
         "repeats": repeats,
         "plain_iqr": spread,
+        "noise_floor": max(widths) if widths else None,
         "versions": versions(),
     }
     result["markdown"] = markdown(result)
     return result
+
+
+def median_interval(ratios: Sequence[float], confidence: float = 0.95) -> tuple[float, float]:
+    """A distribution-free interval for the median of ``ratios`` (the order statistics whose ranks
+    the binomial distribution gives: no assumption about the shape of the noise)."""
+    values = sorted(ratios)
+    n = len(values)
+    if n < 6:
+        return values[0], values[-1]
+    # The largest k with P(Binomial(n, 1/2) < k) <= (1 - confidence) / 2.
+    tail, k, cumulative = (1 - confidence) / 2, 0, 0.0
+    while True:
+        cumulative += comb(n, k) / 2**n
+        if cumulative > tail:
+            break
+        k += 1
+    k = max(1, k)
+    return values[k - 1], values[n - k]
 
 
 def versions() -> dict[str, str]:
@@ -417,17 +442,19 @@ def versions() -> dict[str, str]:
 
 def markdown(result: dict[str, Any]) -> str:
     lines = [
-        "| path | ms/step (median) | slowdown vs plain loop | added µs per value | note |",
-        "|---|---:|---:|---:|---|",
+        "| path | ms/step (median) | slowdown vs plain loop | 95% interval | added µs per value | note |",
+        "|---|---:|---:|---:|---:|---|",
     ]
     for row in result["rows"]:
         if "ms_per_step" not in row:
-            lines.append(f"| {row['path']} | — | — | — | {row['note']} |")
+            lines.append(f"| {row['path']} | — | — | — | — | {row['note']} |")
             continue
         slowdown = row.get("slowdown")
         added = row.get("added_us_per_value")
+        interval = row.get("interval")
+        span = "—" if interval is None else f"{interval[0]:+.1%} to {interval[1]:+.1%}"
         lines.append(
-            f"| {row['path']} | {row['ms_per_step']:.3f} | {'—' if slowdown is None else f'{slowdown:+.1%}'} "
+            f"| {row['path']} | {row['ms_per_step']:.3f} | {'—' if slowdown is None else f'{slowdown:+.2%}'} | {span} "
             f"| {'—' if added is None else f'{added:.2f}'} | {row['note']} |"
         )
     lines.append("")
@@ -435,7 +462,9 @@ def markdown(result: dict[str, Any]) -> str:
     lines.append(
         f"Step: a {result['matrix']}×{result['matrix']} float64 NumPy matmul ({result['step_ms']:.2f} ms alone), then 20 values logged; "
         f"{result['steps']} steps a run; slowdown is the median over {result['repeats']} runs of each path paired with a plain run "
-        f"(order alternating)." + (f" Noise floor: the plain loop's runs spread {iqr:.1%} (interquartile range / median)." if iqr else "")
+        f"(order alternating); the interval is the median's 95% interval from the pairs' order statistics."
+        + (f" Noise floor (the widest interval's half-width): {result['noise_floor']:.2%}." if result.get("noise_floor") else "")
+        + (f" The plain loop's runs spread {iqr:.1%} (interquartile range / median) over the whole session." if iqr else "")
     )
     lines.append("Versions: " + ", ".join(f"{k} {val}" for k, val in result["versions"].items()) + ".")
     return "\n".join(lines)

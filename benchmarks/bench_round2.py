@@ -1,0 +1,277 @@
+"""Round two's figures (issue 13): the store against plain SQLite, overload, store size, reads.
+
+    python benchmarks/bench_round2.py            # every figure (about 3 minutes)
+    python benchmarks/bench_round2.py --quick    # tiny sizes: a smoke run
+
+Each figure is measured the way the issue's table words it, side by side in one run:
+
+- **Into the store ÷ plain SQLite.** ``TrainingMetrics.log`` of 20 values a call, ``--points``
+  points in all, into a fresh store (the package's defaults: the store is the only sink, fsync
+  on), timed from the first call until ``flush()`` returns; against ``executemany`` of the same
+  values as 4 columns (name, step, value, time) into a plain table, WAL, ``synchronous=NORMAL``,
+  8,000 rows a transaction. Alternated ``--repeats`` times; medians and their ratio.
+- **Store size per point**: the store file (and its WAL) after that, over the points.
+- **Sustained values/s before the first drop**: a loop logging 20 values a call at a set rate
+  for ``--window-s`` seconds (a fresh pipeline each time, ``flush_interval_s`` 1 s); the rate is
+  raised while nothing is dropped and the bracket is halved until it is within 10%. The loop
+  paces itself in slices of 10 ms (it logs a slice's calls, then sleeps to the slice's end), so
+  the worker competes with it for the GIL as a real loop would, between its steps.
+- **Reads**: ``query --format csv`` and ``--format json`` of a 1,000,000-point metric into
+  ``/dev/null`` (the command line, in a child process, start-up included), rows/s; and
+  ``PointStore.to_dataframe()`` of the same metric (in this process, pandas imported
+  beforehand), seconds.
+
+``run(...)`` returns the figures and ``markdown``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+if __package__ in (None, ""):  # run as a file: import the package from the repository root
+    sys.path[0] = str(Path(__file__).resolve().parents[1])
+
+from benchmarks.common import machine, versions_line
+
+__all__ = ["main", "markdown", "run"]
+
+VALUES_PER_CALL = 20
+NAMES = [f"v{i:02d}" for i in range(VALUES_PER_CALL)]
+
+
+def store_throughput(points: int, workdir: Path) -> dict[str, float]:
+    """Points/s of ``TrainingMetrics.log`` into the store until ``flush()``, and bytes a point."""
+    from otel_recursive_metrics import TrainingMetrics
+
+    folder = Path(tempfile.mkdtemp(dir=workdir))
+    calls = points // VALUES_PER_CALL
+    metrics = TrainingMetrics(prefix="train.", dir=folder)
+    values = dict.fromkeys(NAMES, 0.0)
+    started = time.perf_counter()
+    for step in range(calls):
+        values["v00"] = step * 1e-3
+        metrics.log(values, step=step)
+    assert metrics.flush(600.0), "flush did not finish"
+    elapsed = time.perf_counter() - started
+    stats = metrics.get_stats()
+    metrics.close(60.0)
+    stored = stats["sent_points"].get("store", 0)
+    assert stored == calls * VALUES_PER_CALL, f"{stored} of {calls * VALUES_PER_CALL} stored: {stats['dropped_points']}"
+    size = sum(p.stat().st_size for p in folder.glob("metrics.db*"))
+    return {"points_per_s": stored / elapsed, "bytes_per_point": size / stored}
+
+
+def raw_sqlite_4_columns(points: int, workdir: Path) -> float:
+    """Rows/s of ``executemany`` of (name, step, value, time), WAL, synchronous=NORMAL, 8,000 a transaction."""
+    path = workdir / f"raw-{time.monotonic_ns()}.db"
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=NORMAL")
+    conn.execute("CREATE TABLE t(name TEXT, step INTEGER, value REAL, time INTEGER)")
+    now = time.time_ns()
+    rows = [("train." + NAMES[i % VALUES_PER_CALL], i // VALUES_PER_CALL, i * 1e-3, now + i // VALUES_PER_CALL) for i in range(points)]
+    started = time.perf_counter()
+    for start in range(0, points, 8000):
+        conn.execute("BEGIN")
+        conn.executemany("INSERT INTO t VALUES (?,?,?,?)", rows[start : start + 8000])
+        conn.execute("COMMIT")
+    elapsed = time.perf_counter() - started
+    conn.close()
+    return points / elapsed
+
+
+def _drops_at(rate_values_per_s: float, window_s: float, workdir: Path) -> int:
+    """Points dropped by a loop logging ``rate`` values/s for ``window_s``, counted after a flush."""
+    from otel_recursive_metrics import TrainingMetrics
+
+    folder = Path(tempfile.mkdtemp(dir=workdir))
+    metrics = TrainingMetrics(prefix="train.", dir=folder, flush_interval_s=1.0)
+    values = dict.fromkeys(NAMES, 0.0)
+    calls_per_slice = max(1, round(rate_values_per_s / VALUES_PER_CALL * 0.01))
+    started = time.perf_counter()
+    step = 0
+    while (now := time.perf_counter()) - started < window_s:
+        for _ in range(calls_per_slice):
+            metrics.log(values, step=step)
+            step += 1
+        next_slice = started + step / calls_per_slice * 0.01
+        if next_slice > now:
+            time.sleep(next_slice - now)
+    metrics.flush(120.0)
+    dropped = sum(metrics.get_stats()["dropped_points"].values())
+    metrics.close(60.0)
+    return int(dropped)
+
+
+def sustained_rate(window_s: float, workdir: Path, *, low: float = 50_000.0, high: float = 3_200_000.0) -> dict[str, Any]:
+    """The highest rate (values/s) with no drop over ``window_s``: doubling, then bisection to 10%."""
+    trials: list[tuple[float, int]] = []
+    rate = low
+    best = 0.0
+    while rate <= high:
+        dropped = _drops_at(rate, window_s, workdir)
+        trials.append((rate, dropped))
+        if dropped:
+            break
+        best, rate = rate, rate * 2
+    upper = rate if trials and trials[-1][1] else high
+    while best and upper / best > 1.1:
+        middle = (best + upper) / 2
+        dropped = _drops_at(middle, window_s, workdir)
+        trials.append((middle, dropped))
+        if dropped:
+            upper = middle
+        else:
+            best = middle
+    return {"values_per_s": best, "trials": trials}
+
+
+def _read_store(points: int, workdir: Path) -> Path:
+    """A store holding one metric of ``points`` points (one run, one rank), written by the package."""
+    from otel_recursive_metrics import PointStore
+    from otel_recursive_metrics.pipeline.batch import BatchBuilder
+
+    path = workdir / "reads.db"
+    store = PointStore(path)
+    t0 = time.time_ns()
+    for first in range(0, points, 8192):
+        builder = BatchBuilder()
+        resource = builder.resource({"training.run.id": "reads", "training.rank": 0, "service.name": "bench"})
+        scope = builder.plain_scope("otel_recursive_metrics.training")
+        metric = builder.metric("train.loss", "", "", "gauge")
+        for step in range(first, min(points, first + 8192)):
+            builder.add_point(resource, scope, metric, "{}", 0, t0 + step * 1000, 1.0 / (step + 1), step, step // 1000)
+        store.write_batch(builder.build())
+    store.close()
+    return path
+
+
+def reads(points: int, workdir: Path, repeats: int) -> dict[str, float]:
+    """Rows/s of ``query --format csv|json`` to /dev/null, and seconds of ``to_dataframe()``."""
+    import pandas  # noqa: F401 - imported before the clock starts
+
+    from otel_recursive_metrics import PointStore
+
+    path = _read_store(points, workdir)
+    out: dict[str, list[float]] = {"csv": [], "json": [], "dataframe": []}
+    for _ in range(repeats):
+        for fmt in ("csv", "json"):
+            started = time.perf_counter()
+            with open(os.devnull, "w") as sink:
+                subprocess.run(
+                    [
+                        sys.executable,
+                        "-m",
+                        "otel_recursive_metrics",
+                        "query",
+                        "--store",
+                        str(path),
+                        "--metric",
+                        "train.loss",
+                        "--format",
+                        fmt,
+                    ],
+                    stdout=sink,
+                    check=True,
+                )
+            out[fmt].append(points / (time.perf_counter() - started))
+        store = PointStore(path, readonly=True)
+        started = time.perf_counter()
+        frame = store.to_dataframe("train.loss")
+        out["dataframe"].append(time.perf_counter() - started)
+        assert len(frame) == points
+        store.close()
+    return {key: statistics.median(values) for key, values in out.items()}
+
+
+def run(*, quick: bool = False, repeats: int = 3, points: int | None = None, window_s: float | None = None) -> dict[str, Any]:
+    points = points or (40_000 if quick else 1_000_000)
+    window_s = window_s or (1.0 if quick else 5.0)
+    repeats = 1 if quick else repeats
+    with tempfile.TemporaryDirectory(prefix="bench-round2-") as tmp:
+        workdir = Path(tmp)
+        ours: list[dict[str, float]] = []
+        raw: list[float] = []
+        for _ in range(repeats):  # alternated
+            ours.append(store_throughput(points, workdir))
+            raw.append(raw_sqlite_4_columns(points, workdir))
+        overload = sustained_rate(window_s, workdir, high=400_000.0 if quick else 3_200_000.0)
+        read = reads(points, workdir, repeats)
+    result = {
+        "points": points,
+        "store_points_per_s": statistics.median(r["points_per_s"] for r in ours),
+        "raw_points_per_s": statistics.median(raw),
+        "bytes_per_point": statistics.median(r["bytes_per_point"] for r in ours),
+        "sustained_values_per_s": overload["values_per_s"],
+        "trials": overload["trials"],
+        "window_s": window_s,
+        "csv_rows_per_s": read["csv"],
+        "json_rows_per_s": read["json"],
+        "dataframe_s": read["dataframe"],
+        "machine": machine(),
+    }
+    result["store_ratio"] = result["store_points_per_s"] / result["raw_points_per_s"]
+    result["markdown"] = markdown(result)
+    return result
+
+
+def markdown(r: dict[str, Any]) -> str:
+    trials = ", ".join(f"{rate / 1000:,.0f}k {'dropped' if dropped else 'ok'}" for rate, dropped in r["trials"])
+    rows = [
+        (
+            "`TrainingMetrics.log` → store, points/s",
+            f"{r['store_points_per_s']:,.0f}",
+            f"{r['points']:,} points, 20 values a call, until `flush()`",
+        ),
+        (
+            "plain SQLite `executemany`, points/s",
+            f"{r['raw_points_per_s']:,.0f}",
+            "(name, step, value, time), WAL, synchronous=NORMAL, 8,000 rows a transaction",
+        ),
+        ("store ÷ plain SQLite", f"{r['store_ratio']:.2f}", "medians of the same run"),
+        ("store size per point", f"{r['bytes_per_point']:.1f} B", "store file and WAL after the run above"),
+        (
+            "sustained values/s before the first drop",
+            f"{r['sustained_values_per_s']:,.0f}",
+            f"20 values a call, {r['window_s']:g} s a trial: {trials}",
+        ),
+        (
+            "`query --format csv`, rows/s",
+            f"{r['csv_rows_per_s']:,.0f}",
+            f"a {r['points']:,}-point metric to /dev/null, process start included",
+        ),
+        ("`query --format json`, rows/s", f"{r['json_rows_per_s']:,.0f}", "the same"),
+        (f"`to_dataframe()` of {r['points']:,} points", f"{r['dataframe_s']:.2f} s", "in process, pandas already imported"),
+    ]
+    lines = ["| figure | measured | how |", "|---|---:|---|", *(f"| {a} | {b} | {c} |" for a, b, c in rows)]
+    lines += [
+        "",
+        f"Machine: {r['machine']}.",
+        versions_line("python", "sqlite", "otel-recursive-metrics", "opentelemetry-sdk", "pandas", "numpy"),
+    ]
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--points", type=int)
+    parser.add_argument("--window-s", type=float)
+    args = parser.parse_args(argv)
+    print(run(quick=args.quick, repeats=args.repeats, points=args.points, window_s=args.window_s)["markdown"])
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
