@@ -139,3 +139,27 @@ def test_a_version_2_store_gets_its_blocks_and_keeps_its_points_once(tmp_path: P
     assert layout_problems(path) == []
     assert store.write_batch(batch(range(40, 60), ranks=(0, 1))) == 40, "the old points are known: only steps 50-59 are new"
     assert store.count() == 240
+
+
+def test_batches_of_every_size_use_a_few_statement_texts(tmp_path: Path) -> None:
+    """A text per row count once let the sqlite3 statement cache hold hundreds of megabytes."""
+    from otel_recursive_metrics.store.statements import RowInsert
+
+    conn = sqlite3.connect(tmp_path / "t.db", isolation_level=None)
+    conn.execute("CREATE TABLE t(id INTEGER PRIMARY KEY, a INTEGER NOT NULL, b, c)")
+    texts: set[str] = set()
+
+    class Recording:
+        def execute(self, sql: str, params: tuple[object, ...]) -> sqlite3.Cursor:
+            texts.add(sql)
+            return conn.execute(sql, params)
+
+    insert = RowInsert("INSERT INTO t(a, b, c)", "(?,?,0)", 2, 300)
+    expected = []
+    for rows in range(1, 700, 7):
+        values = [v for i in range(rows) for v in (rows, i)]
+        last = insert.insert(Recording(), values)  # type: ignore[arg-type]
+        expected += [(rows, i, 0) for i in range(rows)]
+        assert last == len(expected), "the last row id is the last real row's"
+    assert conn.execute("SELECT a, b, c FROM t ORDER BY id").fetchall() == expected, "padding rows are never stored"
+    assert len(texts) <= 5, sorted(len(t) for t in texts)

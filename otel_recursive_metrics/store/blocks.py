@@ -37,6 +37,8 @@ import sqlite3
 from collections.abc import Mapping
 from typing import NamedTuple
 
+from .statements import RowInsert
+
 __all__ = ["BLOCKS_SCHEMA", "SeriesRun", "add_blocks", "blocks_from_points", "temporary_blocks"]
 
 BLOCKS_SCHEMA = """
@@ -74,7 +76,12 @@ class SeriesRun(NamedTuple):
         return self._replace(first_id=self.first_id + offset, last_id=self.last_id + offset)
 
 
-_BLOCK = "(?,?,?,?,?,?,?,?,?)"
+_BLOCK_INSERT = RowInsert(
+    "INSERT INTO blocks(metric_id, resource_id, first_id, last_id, points, min_time, max_time, min_step, max_step)",
+    "(?,?,?,?,?,?,?,?,?)",
+    9,
+    256,
+)
 _EVERY_SERIES = (
     "SELECT metric_id, resource_id, min(id) AS first_id, max(id) AS last_id, count(*) AS points, min(time_unix_nano) AS min_time,"
     " max(time_unix_nano) AS max_time, min(step) AS min_step, max(step) AS max_step FROM points GROUP BY metric_id, resource_id"
@@ -129,7 +136,7 @@ def add_blocks(
         if rest[4]:
             kept.append(SeriesRun(*rest))
     if kept:
-        conn.execute("INSERT INTO blocks VALUES " + ",".join([_BLOCK] * len(kept)), [v for block in kept for v in block[:9]])
+        _BLOCK_INSERT.insert(conn, (v for block in kept for v in block[:9]))
     return sum(block.points for block in kept), kept
 
 

@@ -11,15 +11,17 @@ row ids, which :mod:`.blocks` records.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import json
 import operator
 import sqlite3
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any, NamedTuple
+from typing import Any
 
 from ..pipeline.batch import ATTRIBUTES, EPOCH, EXTRA, HISTOGRAM, METRIC, RESOURCE, SCOPE, START_TIME, STEP, TIME, VALUE
 from .blocks import SeriesRun
+from .statements import RowInsert
 
 __all__ = ["insert_points", "rows_per_statement"]
 
@@ -29,31 +31,25 @@ __all__ = ["insert_points", "rows_per_statement"]
 _MAX_ROWS_PER_STATEMENT = 2048
 
 
-class _Insert(NamedTuple):
-    """One shape of INSERT: its columns, and the SQL for ``rows`` rows of them."""
-
-    columns: int
-    head: str
-    row: str
-
-    def sql(self, rows: int) -> str:
-        return self.head + ",".join([self.row] * rows)
-
-
-# Every column; a start time of None is stored as 0.
-_FULL = _Insert(
-    11,
+_FULL_HEAD = (
     "INSERT INTO points(metric_id, resource_id, scope_id, attributes_id, start_time_unix_nano,"
-    " time_unix_nano, value, step, epoch, histogram, extra) VALUES ",
-    "(?,?,?,?,ifnull(?,0),?,?,?,?,?,?)",
+    " time_unix_nano, value, step, epoch, histogram, extra)"
 )
+_FULL_ROW = "(?,?,?,?,ifnull(?,0),?,?,?,?,?,?)"  # a start time of None is stored as 0
+_FULL_COLUMNS = 11
 # A series of plain points (gauges from log(): start time 0, no histogram, no extra fields): the
 # columns SQLite would otherwise bind and check for nothing, a third of its work, left out.
-_PLAIN = _Insert(
-    8,
-    "INSERT INTO points(metric_id, resource_id, scope_id, attributes_id, start_time_unix_nano, time_unix_nano, value, step, epoch) VALUES ",
-    "(?,?,?,?,0,?,?,?,?)",
+_PLAIN_HEAD = (
+    "INSERT INTO points(metric_id, resource_id, scope_id, attributes_id, start_time_unix_nano, time_unix_nano, value, step, epoch)"
 )
+_PLAIN_ROW = "(?,?,?,?,0,?,?,?,?)"
+_PLAIN_COLUMNS = 8
+
+
+@functools.lru_cache(maxsize=8)
+def _shapes(size: int) -> tuple[RowInsert, RowInsert]:
+    """The full and the plain insert, ``size`` rows a statement."""
+    return RowInsert(_FULL_HEAD, _FULL_ROW, _FULL_COLUMNS, size), RowInsert(_PLAIN_HEAD, _PLAIN_ROW, _PLAIN_COLUMNS, size)
 
 
 def rows_per_statement(conn: sqlite3.Connection) -> int:
@@ -63,7 +59,7 @@ def rows_per_statement(conn: sqlite3.Connection) -> int:
         variables = int(getlimit(getattr(sqlite3, "SQLITE_LIMIT_VARIABLE_NUMBER", 9)))
     else:
         variables = 32766 if sqlite3.sqlite_version_info >= (3, 32, 0) else 999
-    return max(1, min(_MAX_ROWS_PER_STATEMENT, variables // _FULL.columns))
+    return max(1, min(_MAX_ROWS_PER_STATEMENT, variables // _FULL_COLUMNS))
 
 
 _TIME, _STEP, _SCOPE, _ATTRIBUTES = (operator.itemgetter(i) for i in (TIME, STEP, SCOPE, ATTRIBUTES))
@@ -96,7 +92,8 @@ def insert_points(
     ordered = sorted(points, key=key)
     runs: list[SeriesRun] = []
     # Consecutive series of one shape share statements: [(shape, row iterators)].
-    segments: list[tuple[_Insert, list[Iterator[tuple[Any, ...]]]]] = []
+    full_insert, plain_insert = _shapes(size)
+    segments: list[tuple[RowInsert, list[Iterator[tuple[Any, ...]]]]] = []
     next_id = 1  # relative to the row before the first inserted, known once they are in
     for _, group in itertools.groupby(ordered, key):
         chunk = list(group)
@@ -123,10 +120,10 @@ def insert_points(
         ids = (map(scope_ids.__getitem__, map(_SCOPE, chunk)), map(attr_ids.__getitem__, map(_ATTRIBUTES, chunk)))
         plain = not any(map(_HISTOGRAM, chunk)) and not any(map(_EXTRA, chunk)) and not any(map(_START_TIME, chunk))
         if plain:
-            shape, rows = _PLAIN, zip(*head, *ids, times, map(_VALUE, chunk), map(_STEP, chunk), map(_EPOCH, chunk), strict=True)
+            shape, rows = plain_insert, zip(*head, *ids, times, map(_VALUE, chunk), map(_STEP, chunk), map(_EPOCH, chunk), strict=True)
         else:
             shape, rows = (
-                _FULL,
+                full_insert,
                 zip(
                     *head,
                     *ids,
@@ -146,12 +143,7 @@ def insert_points(
             segments.append((shape, [rows]))
     last_id = 0
     for shape, parts in segments:
-        values = itertools.chain.from_iterable(itertools.chain.from_iterable(parts))
-        full = shape.sql(size)
-        while group_values := tuple(itertools.islice(values, size * shape.columns)):
-            count = len(group_values) // shape.columns
-            cursor = conn.execute(full if count == size else shape.sql(count), group_values)
-            last_id = int(cursor.lastrowid or 0)
+        last_id = shape.insert(conn, itertools.chain.from_iterable(itertools.chain.from_iterable(parts))) or last_id
     # One writer inside the transaction: the rows got consecutive ids ending at last_id.
     before = last_id - (next_id - 1)
     return before, [run.shifted(before) for run in runs]
