@@ -347,3 +347,24 @@ def test_importing_the_package_does_not_import_the_ui_extra() -> None:
         "assert not heavy, heavy\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
+def test_the_ranks_endpoint_names_the_slowest_rank(store: PointStore) -> None:
+    # Rank 0 steps once a millisecond; rank 1 once every two, so it has half the steps by the end.
+    write_points(store, "ddp", "train.loss", range(100), rank=0)
+    builder = BatchBuilder()
+    resource = builder.resource({"training.run.id": "ddp", "training.rank": 1, "service.name": "test"})
+    scope, metric = builder.plain_scope("test"), builder.metric("train.loss", "", "", "gauge")
+    for step in range(50):
+        builder.add_point(resource, scope, metric, "{}", 0, T0 + 2 * step * 1_000_000, 1.0, step, None)
+    store.write_batch(builder.build())
+    with UIServer(store.path, port=0) as server:
+        status, skew = get(server.url + "api/ranks?run=ddp")
+        _, empty = get(server.url + "api/ranks?run=nope")
+        bad_status, bad = get(server.url + "api/ranks?run=ddp&window_s=0")
+    assert status == 200
+    assert [r["rank"] for r in skew["ranks"]] == [0, 1]
+    assert skew["slowest"]["rank"] == 1 and skew["ranks"][1]["steps_behind"] == 50
+    assert skew["ranks"][0]["step_rate_per_s"] == pytest.approx(1000.0) and skew["ranks"][1]["step_rate_per_s"] == pytest.approx(500.0)
+    assert empty == {"run": "nope", "ranks": [], "slowest": None}
+    assert bad_status == 400 and "window_s" in bad["error"]

@@ -219,6 +219,12 @@ def test_ranks_overlaid_or_split_and_x_as_time(data_dir: Path, monkeypatch: pyte
         for trace in chart_data(page, "train.loss"):
             assert 0 <= trace["x"][0] <= trace["x"][-1] < 60  # seconds since the run's first point (milliseconds apart here)
         assert "ranks=overlay" in page.url and "x=time" in page.url
+        # The run page shows the skew across the ranks.
+        page.goto(f"{server.url}run?run=ddp&refresh=0")
+        page.wait_for_selector("#ranks table.ranks tbody tr", state="attached")
+        cells = page.eval_on_selector_all("#ranks tbody tr", "(rows) => rows.map((r) => r.cells[0].textContent)")
+        assert cells == ["0", "1"]
+        assert page.text_content("#ranks .verdict").startswith(("Slowest: rank", "No slowest rank"))
 
 
 @pytest.mark.slow

@@ -22,6 +22,11 @@ no infinity, and a chart draws a gap either way).
     follows the new points, never the history. A trace holds at most ``max_points`` points
     (default 2,000; see :mod:`otel_recursive_metrics.store.series` for how spikes are kept).
 
+``GET /api/ranks?run=R[&window_s=S]``
+    The skew across the run's ranks, :meth:`PointStore.rank_skew` (per rank the last step, steps
+    behind the leader, step rate and GPU utilisation over its last ``window_s`` seconds, default
+    60, and the slowest rank); ``{"ranks": [], "slowest": null}`` for a run with no points.
+
 Bad parameters raise :class:`RequestError`, whose message names the parameter, the value and
 what is accepted (the HTTP layer answers 400 with it).
 """
@@ -34,6 +39,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ..store import PointStore
+from ..store.ranks import DEFAULT_WINDOW_S
 from ..store.series import RunCatalog, Series, last_values, max_point_id, read_series
 from .cache import SeriesCache
 
@@ -43,6 +49,7 @@ __all__ = [
     "MAX_SERIES_PER_REQUEST",
     "RequestError",
     "metrics_payload",
+    "ranks_payload",
     "run_param",
     "runs_payload",
     "series_payload",
@@ -50,6 +57,7 @@ __all__ = [
 ]
 
 DEFAULT_MAX_POINTS = 2000
+DEFAULT_WINDOW_S_INT = int(DEFAULT_WINDOW_S)
 MAX_POINTS_LIMIT = 50_000
 MIN_POINTS = 10
 #: Runs x metrics one request may ask for.
@@ -127,6 +135,30 @@ def metrics_payload(store: PointStore, params: Mapping[str, Sequence[str]]) -> d
         names[text] = catalog.metric_names(run)
         starts[text] = catalog.start_time_unix_nano(run)
     return {"last_id": last_id, "runs": names, "start_time_unix_nano": starts}
+
+
+def ranks_payload(store: PointStore, params: Mapping[str, Sequence[str]]) -> dict[str, Any]:
+    """What ``GET /api/ranks`` answers: the skew across one run's ranks (see the module docstring)."""
+    runs = params.get("run") or []
+    if len(runs) != 1:
+        raise RequestError(f"run: give exactly one run (got {len(runs)})")
+    window_s = _int_param(params, "window_s", DEFAULT_WINDOW_S_INT, 1, 86_400)
+    run = run_param(runs[0])
+    if run is None:
+        return {"run": None, "ranks": [], "slowest": None}
+    try:
+        skew = store.rank_skew(run, window_s=float(window_s or DEFAULT_WINDOW_S_INT))
+    except KeyError:
+        return {"run": run, "ranks": [], "slowest": None}
+    return {key: _finite_tree(value) for key, value in skew.items()}
+
+
+def _finite_tree(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _finite_tree(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_finite_tree(v) for v in value]
+    return _finite(value)
 
 
 def _series_json(series: Series, run_text: str) -> dict[str, Any]:

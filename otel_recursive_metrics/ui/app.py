@@ -37,7 +37,7 @@ from starlette.routing import Route
 from .. import __version__
 from ..cli._output import damaged_store_message
 from ..store import PointStore
-from .api import RequestError, metrics_payload, runs_payload, series_payload, to_json_bytes
+from .api import RequestError, metrics_payload, ranks_payload, runs_payload, series_payload, to_json_bytes
 from .assets import PAGES, static_file
 from .cache import SeriesCache
 
@@ -151,6 +151,7 @@ def create_app(store_path: Path | str, *, host: str = "127.0.0.1") -> Starlette:
         Route("/api/info", api(info), methods=["GET"]),
         Route("/api/runs", api(lambda store, params: runs_payload(store)), methods=["GET"]),
         Route("/api/metrics", api(metrics_payload), methods=["GET"]),
+        Route("/api/ranks", api(ranks_payload), methods=["GET"]),
         Route("/api/series", api(lambda store, params: series_payload(store, params, cache)), methods=["GET"]),
         Route("/static/{name}", static, methods=["GET"]),
     ]

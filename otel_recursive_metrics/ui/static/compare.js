@@ -95,6 +95,39 @@
       showMeta(meta);
       if (meta.name) board.draw(); // the legend names the run
     }
+    // A run of several ranks: who is behind, how fast each steps (refreshed every tenth update).
+    if (meta && (meta.ranks || []).length > 1) {
+      const showRanks = () => api("/api/ranks", { run }).then(renderRanks, () => {});
+      await showRanks();
+      const before = board.onUpdate;
+      board.onUpdate = () => { before(); if (!(ORM.marks.updates % 10)) showRanks(); };
+    }
+  }
+
+  function renderRanks(skew) {
+    let node = document.getElementById("ranks");
+    if (!node) {
+      node = el("section", { id: "ranks" });
+      document.getElementById("meta").after(node);
+    }
+    const slow = skew.slowest;
+    const rate = (r) => (r.step_rate_per_s == null ? "–" : r.step_rate_per_s.toFixed(2));
+    const util = (r) => (r.gpu_utilization == null ? "–" : `${Math.round(r.gpu_utilization * 100)}%`);
+    const rows = skew.ranks.map((r) => el("tr", { class: slow && r.rank === slow.rank ? "slowest" : "" },
+      el("td", {}, String(r.rank)), el("td", {}, r.last_step == null ? "–" : String(r.last_step)),
+      el("td", {}, r.steps_behind == null ? "–" : String(r.steps_behind)), el("td", {}, rate(r)),
+      el("td", {}, `${r.seconds_since_last_point.toFixed(1)} s`), el("td", {}, util(r))));
+    const verdict = slow
+      ? `Slowest: rank ${slow.rank} at ${slow.step_rate_per_s.toPrecision(3)} steps/s, ${Math.round(slow.below_median * 100)}% below the median`
+        + (slow.steps_behind ? `, ${slow.steps_behind} steps behind the leader` : "")
+      : "No slowest rank: fewer than two ranks with a step rate.";
+    node.replaceChildren(
+      el("h3", {}, "Ranks"),
+      el("table", { class: "ranks" },
+        el("thead", {}, el("tr", {}, ["rank", "last step", "behind", "steps/s", "last point", "GPU util"].map((h) => el("th", {}, h)))),
+        el("tbody", {}, rows)),
+      el("p", { class: "verdict" }, verdict),
+      el("p", { class: "hint" }, `Rates and GPU utilisation over each rank's last ${skew.window_s} s.`));
   }
 
   function showMeta(run) {
