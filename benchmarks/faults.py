@@ -122,17 +122,27 @@ def _mount_tmpfs(path: Path, size: str) -> bool:
     )
 
 
-def full_disk(work: Path, seconds: int = 40) -> list[Row]:
-    disk = work / "disk"
+def full_disk(work: Path, seconds: int = 40, *, leave_free_mb: int | None = None, free_at_s: float = 20.0) -> list[Row]:
+    """10,000 values/s into a 24 MB tmpfs; with ``leave_free_mb``, a ballast file first fills it
+    to that much free space and is deleted ``free_at_s`` into the run (the disk fills, then frees)."""
+    disk = work / ("disk" if leave_free_mb is None else "disk-filled")
     if not _mount_tmpfs(disk, "24m"):
         return [_row("full disk (24 MB tmpfs)", note="skipped: cannot mount a tmpfs (needs root)")]
     try:
         data = disk / "otel-metrics"
-        report = work / "disk.jsonl"
+        report = work / f"{disk.name}.jsonl"
+        ballast = disk / "ballast"
+        if leave_free_mb is not None:
+            free_b = os.statvfs(disk).f_bavail * os.statvfs(disk).f_frsize
+            with ballast.open("wb") as f:
+                f.write(b"\0" * max(0, free_b - leave_free_mb * 2**20))
         child = start_log_loop(
             data, "--rate-hz", "1000", "--values", "10", "--steps", str(seconds * 1000), "--report", str(report), "--report-every-s", "0.2"
         )
         wait_ready(child)
+        if leave_free_mb is not None:
+            time.sleep(free_at_s)
+            ballast.unlink()
         child.wait(seconds + 120)
         stderr = child.stderr.read() if child.stderr else ""
         reports = read_reports(report)
@@ -143,10 +153,12 @@ def full_disk(work: Path, seconds: int = 40) -> list[Row]:
         waiting = _pending_on_disk(data, "store")
         dropped = sum(stats["dropped_points"].values())
         queue_lines = sum(1 for line in stderr.splitlines() if "durable queue" in line)
+        seen_error = next((r["stats"]["last_error"].get("queue", "") for r in reports if r["stats"]["last_error"].get("queue")), "")
         failing = sorted({r["stats"]["queue_failing"] for r in reports if r["stats"]["queue_failing"]})
         return [
             {
-                "scenario": f"24 MB tmpfs, 10,000 values/s for {seconds} s (store and queue on it)",
+                "scenario": f"24 MB tmpfs, 10,000 values/s for {seconds} s (store and queue on it)"
+                + ("" if leave_free_mb is None else f"; filled to {leave_free_mb} MB free, freed after {free_at_s:.0f} s"),
                 "logged": f"{logged:,}",
                 "delivered": f"{stored:,} (+ {waiting:,} waiting on disk for the store)",
                 "counted as dropped": f"{dropped:,} ({', '.join(f'{k} {v:,}' for k, v in sorted(stats['dropped_points'].items()))})",
@@ -154,7 +166,7 @@ def full_disk(work: Path, seconds: int = 40) -> list[Row]:
                 "note": (
                     f"queue failing: {', '.join(failing) or 'never'}; peak queue_size {max(r['stats']['queue_size'] for r in reports):,};"
                     f" peak RSS {max(r['max_rss_kib'] for r in reports) / 1024:.0f} MiB; {queue_lines} queue log line(s);"
-                    f" last_error: {stats['last_error'].get('queue', stats['last_error'].get('store', '-'))[:80]}"
+                    f" last_error while running: {seen_error[:80] or '-'}; at the end: {stats['last_error'].get('queue', '-')[:40]}"
                 ),
             }
         ]
@@ -276,7 +288,7 @@ def exits(work: Path) -> list[Row]:
 SCENARIOS: dict[str, Callable[[Path], list[Row]]] = {
     "sigterm": sigterm,
     "overload": overload,
-    "disk": full_disk,
+    "disk": lambda work: full_disk(work) + full_disk(work, leave_free_mb=2),
     "size": sizes,
     "exit": exits,
 }
