@@ -46,7 +46,7 @@ def _deliver(data_dir: Path) -> set[tuple[str, int]]:
 
 def sigterm(work: Path) -> list[Row]:
     rows = []
-    for rate, after_s, values in ((2.0, 4.3, 1), (1000.0, 2.0, 1), (1000.0, 2.0, 1), (1000.0, 2.0, 1)):
+    for rate, after_s, values in ((2.0, 4.3, 10), (1000.0, 2.0, 1), (1000.0, 2.0, 1), (1000.0, 2.0, 1)):
         data = work / f"sigterm-{rate}-{time.monotonic_ns()}"
         report = data.parent / (data.name + ".jsonl")
         child = start_log_loop(data, "--rate-hz", str(rate), "--values", str(values), "--report", str(report))
@@ -56,14 +56,16 @@ def sigterm(work: Path) -> list[Row]:
         child.wait(60)
         stored = _deliver(data)
         logged = 1 + max((s for _, s in stored), default=-1)
-        logged = max(logged, read_reports(report)[-1]["steps"])
+        last = read_reports(report)[-1]
+        logged = max(logged, last["steps"])
+        dropped = sum(last["stats"]["dropped_points"].values())  # the child's last report before the signal
         rows.append(
             {
-                "scenario": f"SIGTERM at {after_s} s, {rate:g} steps/s, flush interval 5 s",
+                "scenario": f"SIGTERM at {after_s} s, {rate:g} steps/s, {values} value(s) a step, flush interval 5 s",
                 "logged": str(logged * values),
                 "delivered": str(len(stored)),
-                "counted as dropped": "0",
-                "lost uncounted": str(logged * values - len(stored)),
+                "counted as dropped": str(dropped),
+                "lost uncounted": str(max(0, logged * values - len(stored) - dropped)),
                 "note": f"exit status {child.returncode}",
             }
         )
