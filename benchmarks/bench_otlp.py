@@ -50,6 +50,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--outage-s", type=float, default=30.0, help="outage length in seconds (default 30; the issue asks for 300)")
     parser.add_argument("--rate", type=int, default=10_000, help="points per second exported during the outage (default 10000)")
     parser.add_argument("--drain-timeout-s", type=float, default=600.0, help="longest wait for the backlog after the outage")
+    parser.add_argument(
+        "--receiver-process", action="store_true", help="throughput: the receiver in a child process (default: in this process, as row 3)"
+    )
     parser.add_argument("--skip-throughput", action="store_true")
     parser.add_argument("--skip-outage", action="store_true")
     parser.add_argument("--json", action="store_true", help="print the rows as JSON Lines instead of Markdown")
@@ -115,10 +118,32 @@ def _stock_exporter(protocol: str, endpoint: str) -> Any:
 # -- throughput --------------------------------------------------------------------------------
 
 
-def _one_throughput_run(which: str, protocol: str, data: Any, exports: int, total: int) -> dict[str, Any]:
+class _ChildReceiver:
+    """The receiver in a child process (``bench_loop.ReceiverProcess``), with the in-process
+    receiver's attributes: its decoding then shares no GIL with the exporters."""
+
+    def __init__(self, protocol: str) -> None:
+        from benchmarks.bench_loop import ReceiverProcess
+
+        self._process = ReceiverProcess(protocol)
+        self.endpoint = self._process.endpoint
+        self.requests_accepted = None
+
+        self._final: int | None = None
+
+    @property
+    def points_accepted(self) -> int:
+        return self._final if self._final is not None else self._process.points()
+
+    def down(self) -> None:
+        self._final = self._process.points()
+        self._process.close()
+
+
+def _one_throughput_run(which: str, protocol: str, data: Any, exports: int, total: int, receiver_process: bool = False) -> dict[str, Any]:
     from otel_recursive_metrics import RecursiveMetricExporter
 
-    receiver = _receiver(protocol).start()
+    receiver = _ChildReceiver(protocol) if receiver_process else _receiver(protocol).start()
     try:
         gc.collect()
         with tempfile.TemporaryDirectory(prefix="bench-otlp-") as folder:
@@ -149,8 +174,12 @@ def _one_throughput_run(which: str, protocol: str, data: Any, exports: int, tota
     }
 
 
-def run_throughput(protocol: str, *, points: int, series: int, repeat: int = 1) -> list[dict[str, Any]]:
-    """Points/s for the stock exporter and ours over ``protocol`` (median of ``repeat`` alternating runs); two rows."""
+def run_throughput(protocol: str, *, points: int, series: int, repeat: int = 1, receiver_process: bool = False) -> list[dict[str, Any]]:
+    """Points/s for the stock exporter and ours over ``protocol`` (median of ``repeat`` alternating runs); two rows.
+
+    ``receiver_process``: the receiver in a child process instead of this one (a check that its
+    decoding, which costs both exporters alike, is not what bounds the ratio).
+    """
     from otel_recursive_metrics.pipeline.buffer import metrics_data_points as item_points
 
     data = _snapshot(series)
@@ -160,7 +189,7 @@ def run_throughput(protocol: str, *, points: int, series: int, repeat: int = 1) 
     runs: dict[str, list[dict[str, Any]]] = {"stock": [], "ours": []}
     for _ in range(max(1, repeat)):
         for which in ("stock", "ours"):  # alternating, so background load hits both alike
-            runs[which].append(_one_throughput_run(which, protocol, data, exports, total))
+            runs[which].append(_one_throughput_run(which, protocol, data, exports, total, receiver_process))
     rows: list[dict[str, Any]] = []
     for which in ("stock", "ours"):
         rates = sorted(r["points_per_s"] for r in runs[which])
@@ -168,7 +197,7 @@ def run_throughput(protocol: str, *, points: int, series: int, repeat: int = 1) 
         rows.append(
             {
                 "benchmark": "throughput",
-                "protocol": protocol,
+                "protocol": protocol + (" (receiver in a child process)" if receiver_process else ""),
                 "exporter": "otel-recursive-metrics" if which == "ours" else "stock OTLPMetricExporter",
                 "points": total,
                 "runs": len(rates),
@@ -303,7 +332,9 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
     if not args.skip_throughput:
         for protocol in [p.strip() for p in args.protocols.split(",") if p.strip()]:
-            rows.extend(run_throughput(protocol, points=args.points, series=args.series, repeat=args.repeat))
+            rows.extend(
+                run_throughput(protocol, points=args.points, series=args.series, repeat=args.repeat, receiver_process=args.receiver_process)
+            )
     if not args.skip_outage:
         rows.append(run_outage(outage_s=args.outage_s, rate=args.rate, drain_timeout_s=args.drain_timeout_s))
     return rows
