@@ -4,10 +4,12 @@ A real training loop (a child process) logs into the store and, over OTLP, to a 
 receiver that answers with a random script of faults drawn from the seed: transient refusals
 (gRPC ``UNAVAILABLE`` / HTTP 503 with ``Retry-After``), permanent ones (``UNAUTHENTICATED`` /
 401: the batch is dead-lettered), partial success (counted, not retried) and slow answers. The run
-ends as the seed says: normally, by SIGTERM, or by ``kill -9``. The next process with the same
+ends as the seed says: normally, by SIGTERM, or by ``kill -9``; in a second test the data folder's
+disk also fills up for a while in the middle of the run. The next process with the same
 data folder delivers what was left. Then, for each sink::
 
-    points delivered (unique) + points dead-lettered + points counted as dropped == points logged
+    points delivered (unique) + points dead-lettered + points counted as dropped (for every sink,
+    or for this sink alone) == points logged
 
 exactly for a normal end and a SIGTERM; after ``kill -9`` for everything logged more than the
 flush interval (plus 1 s) before the kill, as the durability promise says.
@@ -15,8 +17,10 @@ flush interval (plus 1 s) before the kill, as the durability promise says.
 
 from __future__ import annotations
 
+import os
 import random
 import signal
+import subprocess
 import time
 from pathlib import Path
 from typing import Any
@@ -64,6 +68,21 @@ def received_keys(rec: GrpcReceiver | HttpReceiver) -> set[tuple[str, float]]:
     return keys
 
 
+def fill(disk: Path, leave_bytes: int) -> Path:
+    """Fill ``disk`` with a ballast file, leaving about ``leave_bytes`` free; returns the ballast."""
+    st = os.statvfs(disk)
+    ballast = disk / "ballast"
+    with ballast.open("wb") as f:
+        remaining = max(0, st.f_bavail * st.f_frsize - leave_bytes)
+        chunk = b"\0" * (1 << 20)
+        while remaining > 0:
+            try:
+                remaining -= f.write(chunk[: min(len(chunk), remaining)])
+            except OSError:  # full already: the run's own files took the rest
+                break
+    return ballast
+
+
 def dead_lettered_keys(data_dir: Path, sink: str) -> set[tuple[str, float]]:
     keys = set()
     for entry in DeadLetterQueue(data_dir / "dead-letter", max_bytes=1 << 40).entries():
@@ -95,6 +114,27 @@ def deliver_the_rest(data_dir: Path, rec: GrpcReceiver | HttpReceiver, protocol:
 
 @pytest.mark.parametrize("seed", range(6))
 def test_every_point_is_delivered_dead_lettered_or_counted(data_dir: Path, tmp_path: Path, seed: int) -> None:
+    check_conservation(data_dir, tmp_path, seed)
+
+
+@pytest.mark.parametrize("seed", range(6, 9))
+def test_every_point_is_accounted_for_when_the_disk_fills_mid_run(tmp_path: Path, seed: int) -> None:
+    """The same, with the data folder on a 24 MB tmpfs that fills up (a ballast file leaves it a
+    few kilobytes) once the loop is running, and gets its space back a random moment later."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=24m", "tmpfs", str(disk)], capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        pytest.skip(f"needs to mount a 24 MB tmpfs (root): {done.stderr.strip()}")
+    try:
+        check_conservation(disk / "otel-metrics", tmp_path, seed, fill_disk=disk)
+    finally:
+        subprocess.run(["umount", "-l", str(disk)], capture_output=True, check=False)
+
+
+def check_conservation(data_dir: Path, tmp_path: Path, seed: int, fill_disk: Path | None = None) -> None:
+    """One seeded run (see the module's docstring); with ``fill_disk``, that file system is filled
+    once the loop is running, for a random 0.3 to 1.0 s, before the run ends as the seed says."""
     rng = random.Random(seed)
     protocol = ("grpc", "http/protobuf")[seed % 2]
     ending = ("normal", "sigterm", "kill9")[seed % 3]
@@ -126,6 +166,10 @@ def test_every_point_is_delivered_dead_lettered_or_counted(data_dir: Path, tmp_p
         killed_at = None
         try:
             wait_ready(child)
+            if fill_disk is not None:
+                ballast = fill(fill_disk, leave_bytes=16 * 1024)
+                time.sleep(rng.uniform(0.3, 1.0))
+                ballast.unlink()
             if ending == "normal":
                 child.wait(120)
                 assert child.returncode == 0, child.stderr.read() if child.stderr else ""
@@ -138,8 +182,20 @@ def test_every_point_is_delivered_dead_lettered_or_counted(data_dir: Path, tmp_p
             child.kill()
         reports = read_reports(report)
         last = reports[-1]
+        if fill_disk is not None:  # the fault happened: the full disk refused the queue or the store
+            seen = [
+                r["stats"]["queue_failing"] or r["stats"]["last_error"].get("queue") or r["stats"]["last_error"].get("store")
+                for r in reports
+            ]
+            assert any(seen), "the disk never refused a write: the fault did not happen"
         restart = deliver_the_rest(data_dir, rec, protocol)
-        dropped = sum(last["stats"]["dropped_points"].values()) + sum(restart["dropped_points"].values())
+        # Drops before the sinks part ways count against every sink; a few concern one sink only.
+        all_sinks = sum(last["stats"]["dropped_points"].values()) + sum(restart["dropped_points"].values())
+        one_sink = {
+            sink: last["stats"]["sink_dropped_points"].get(sink, 0) + restart["sink_dropped_points"].get(sink, 0)
+            for sink in ("store", "otlp")
+        }
+        all_sinks -= sum(one_sink.values())
         stored = {(p.metric, float(p.step)) for p in PointStore(data_dir / "metrics.db", readonly=True).query() if p.step is not None}
         by_sink = {
             "store": stored | dead_lettered_keys(data_dir, "store"),
@@ -152,6 +208,7 @@ def test_every_point_is_delivered_dead_lettered_or_counted(data_dir: Path, tmp_p
         expected = {(f"m{k}", float(s)) for s in range(old) for k in range(VALUES)}
         for sink, keys in by_sink.items():
             missing = len(expected - keys)
+            dropped = all_sinks + one_sink[sink]
             assert missing <= dropped, f"{sink}: {missing} point(s) logged before the cutoff neither delivered, dead-lettered nor counted"
         return
     if ending == "sigterm":
@@ -163,4 +220,8 @@ def test_every_point_is_delivered_dead_lettered_or_counted(data_dir: Path, tmp_p
         logged_steps = steps
     logged = logged_steps * VALUES
     for sink, keys in by_sink.items():
-        assert len(keys) + dropped == logged, f"{sink}: {len(keys)} delivered or dead-lettered + {dropped} dropped != {logged} logged"
+        dropped = all_sinks + one_sink[sink]
+        assert len(keys) + dropped == logged, (
+            f"{sink}: {len(keys)} delivered or dead-lettered + {dropped} dropped != {logged} logged"
+            f" (dropped: {last['stats']['dropped_points']} then {restart['dropped_points']})"
+        )

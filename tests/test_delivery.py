@@ -308,3 +308,24 @@ def test_the_store_as_the_only_sink_takes_batches_straight_and_the_queue_when_lo
     assert sorted(steps) == list(range(300)), "every step once"
     rows = store.read("SELECT p.step FROM points p JOIN metrics m ON m.id = p.metric_id WHERE m.name = 'loss' ORDER BY p.id")
     assert [r[0] for r in rows] == list(range(300)), "in order: while the queue held batches for the store, none went past them"
+
+
+def test_a_dead_letter_that_cannot_be_written_is_counted_for_its_sink_alone(data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """One sink refuses a batch for good and the disk will not take the dead letter: those points
+    are dropped for that sink only, and counted so; the other sink still gets every point."""
+    store, otlp = ScriptedSink("store"), ScriptedSink("otlp", default="permanent")
+    pipeline = make_pipeline(data_dir, store, otlp)
+
+    def disk_full(*args: Any, **kwargs: Any) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(pipeline.dead_letters, "add", disk_full)
+    for i in range(5):
+        assert pipeline.offer(record(i))
+    assert pipeline.flush(10.0) is False
+    stats = pipeline.get_stats()
+    assert store.points() == 5
+    assert stats["dropped_points"] == {"dead_letter_failed": 5}
+    assert stats["sink_dropped_points"] == {"otlp": 5}, "dropped for otlp alone, not for the store"
+    assert "dead letter" in stats["last_error"]["otlp"]
+    pipeline.shutdown(5.0)

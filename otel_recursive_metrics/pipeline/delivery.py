@@ -137,7 +137,7 @@ class SinkDelivery:
             try:
                 batch = cached if cached is not None else PointBatch.decode(queue.payload(record.id))
             except (ValueError, KeyError) as exc:
-                self.stats.drop(record.points, DropReason.CORRUPT)
+                self.stats.drop(record.points, DropReason.CORRUPT, sink=self.name)
                 _log.error("otel-recursive-metrics: record %d in the durable queue is unreadable: %s", record.id, exc)
                 self._report(exc, sink=self.name, points=record.points, reason=DropReason.CORRUPT.value, outcome="dropped")
                 self._finish(record.id)
@@ -219,13 +219,13 @@ class SinkDelivery:
         try:
             entry = self.dead_letters.add(batch, reason=reason, sink=name)
         except Exception as exc:  # noqa: BLE001 - a full disk, or an unwritable folder
-            self.stats.drop(points, DropReason.DEAD_LETTER_FAILED)
+            self.stats.drop(points, DropReason.DEAD_LETTER_FAILED, sink=name)
             self.stats.set_last_error(name, f"writing a dead letter failed: {safe_error(exc)}")
             _log.error("otel-recursive-metrics: writing a dead letter failed (%s); dropped %d point(s) for sink %s", exc, points, name)
             self._report(exc, sink=name, points=points, reason=DropReason.DEAD_LETTER_FAILED.value, outcome="dropped")
             return
         if entry is None:
-            self.stats.drop(points, DropReason.DEAD_LETTER_FULL)
+            self.stats.drop(points, DropReason.DEAD_LETTER_FULL, sink=name)
             _log.error("otel-recursive-metrics: dead-letter folder full; dropped %d point(s) for sink %s: %s", points, name, reason)
             self._report(RuntimeError(reason), sink=name, points=points, reason=DropReason.DEAD_LETTER_FULL.value, outcome="dropped")
             return

@@ -71,6 +71,9 @@ class Stats:
         self.sent_batches: defaultdict[str, int] = defaultdict(int)
         self.dead_lettered_points: defaultdict[str, int] = defaultdict(int)
         self.dropped_points: defaultdict[str, int] = defaultdict(int)
+        # The part of dropped_points lost for one sink only (a dead letter that could not be
+        # written, a record a sink could not read), per sink; the rest was lost for every sink.
+        self.sink_dropped_points: defaultdict[str, int] = defaultdict(int)
         self.retries: defaultdict[str, int] = defaultdict(int)
         self.send_seconds_total: defaultdict[str, float] = defaultdict(float)
         self.last_error: dict[str, str] = {}
@@ -90,9 +93,12 @@ class Stats:
         with self._lock:
             self.received_points += points
 
-    def drop(self, points: int, reason: DropReason) -> None:
+    def drop(self, points: int, reason: DropReason, sink: str | None = None) -> None:
+        """Count ``points`` dropped for ``reason``: for ``sink`` alone, or (``None``) for every sink."""
         with self._lock:
             self.dropped_points[reason.value] += points
+            if sink is not None:
+                self.sink_dropped_points[sink] += points
 
     def dead_lettered(self, sink: str, points: int, reason: str) -> None:
         with self._lock:
@@ -150,6 +156,7 @@ class Stats:
                 "sent_batches": dict(self.sent_batches),
                 "dead_lettered_points": dict(self.dead_lettered_points),
                 "dropped_points": dict(self.dropped_points),
+                "sink_dropped_points": dict(self.sink_dropped_points),
                 "retries": dict(self.retries),
                 "send_seconds_total": dict(self.send_seconds_total),
                 "last_error": dict(self.last_error),
