@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,7 @@ from otel_recursive_metrics.pipeline.batch import PointBatch
 
 from .otlp_receiver import wait_until
 
-__all__ = ["ScriptedSink", "deliver_queued", "run_cli", "run_example", "sdk_provider", "store_path", "wait_until"]
+__all__ = ["ScriptedSink", "deliver_queued", "fill", "run_cli", "run_example", "sdk_provider", "store_path", "wait_until"]
 
 
 class ScriptedSink:
@@ -97,3 +98,19 @@ def deliver_queued(data_dir: Path, **options: Any) -> PointStore | None:
     exporter.shutdown()
     store = data_dir / "metrics.db"
     return PointStore(store, readonly=True) if store.exists() else None
+
+
+def fill(disk: Path, leave_bytes: int) -> Path:
+    """Fill ``disk`` with a ballast file, leaving about ``leave_bytes`` free; returns the ballast
+    (delete it and the disk has its space back)."""
+    st = os.statvfs(disk)
+    ballast = disk / "ballast"
+    with ballast.open("wb") as f:
+        remaining = max(0, st.f_bavail * st.f_frsize - leave_bytes)
+        chunk = b"\0" * (1 << 20)
+        while remaining > 0:
+            try:
+                remaining -= f.write(chunk[: min(len(chunk), remaining)])
+            except OSError:  # full already: a running program's files took the rest
+                break
+    return ballast

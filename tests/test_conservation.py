@@ -17,10 +17,8 @@ flush interval (plus 1 s) before the kill, as the durability promise says.
 
 from __future__ import annotations
 
-import os
 import random
 import signal
-import subprocess
 import time
 from pathlib import Path
 from typing import Any
@@ -31,6 +29,7 @@ from otel_recursive_metrics import PointStore, TrainingMetrics
 from otel_recursive_metrics.pipeline.batch import METRIC, STEP
 from otel_recursive_metrics.pipeline.dead_letter import DeadLetterQueue
 
+from .helpers import fill
 from .otlp_receiver import Fault, GrpcReceiver, HttpReceiver
 from .programs import read_reports, start_log_loop, wait_ready
 
@@ -68,21 +67,6 @@ def received_keys(rec: GrpcReceiver | HttpReceiver) -> set[tuple[str, float]]:
     return keys
 
 
-def fill(disk: Path, leave_bytes: int) -> Path:
-    """Fill ``disk`` with a ballast file, leaving about ``leave_bytes`` free; returns the ballast."""
-    st = os.statvfs(disk)
-    ballast = disk / "ballast"
-    with ballast.open("wb") as f:
-        remaining = max(0, st.f_bavail * st.f_frsize - leave_bytes)
-        chunk = b"\0" * (1 << 20)
-        while remaining > 0:
-            try:
-                remaining -= f.write(chunk[: min(len(chunk), remaining)])
-            except OSError:  # full already: the run's own files took the rest
-                break
-    return ballast
-
-
 def dead_lettered_keys(data_dir: Path, sink: str) -> set[tuple[str, float]]:
     keys = set()
     for entry in DeadLetterQueue(data_dir / "dead-letter", max_bytes=1 << 40).entries():
@@ -118,18 +102,10 @@ def test_every_point_is_delivered_dead_lettered_or_counted(data_dir: Path, tmp_p
 
 
 @pytest.mark.parametrize("seed", range(6, 9))
-def test_every_point_is_accounted_for_when_the_disk_fills_mid_run(tmp_path: Path, seed: int) -> None:
+def test_every_point_is_accounted_for_when_the_disk_fills_mid_run(small_disk: Path, tmp_path: Path, seed: int) -> None:
     """The same, with the data folder on a 24 MB tmpfs that fills up (a ballast file leaves it a
     few kilobytes) once the loop is running, and gets its space back a random moment later."""
-    disk = tmp_path / "disk"
-    disk.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=24m", "tmpfs", str(disk)], capture_output=True, text=True, check=False)
-    if done.returncode != 0:
-        pytest.skip(f"needs to mount a 24 MB tmpfs (root): {done.stderr.strip()}")
-    try:
-        check_conservation(disk / "otel-metrics", tmp_path, seed, fill_disk=disk)
-    finally:
-        subprocess.run(["umount", "-l", str(disk)], capture_output=True, check=False)
+    check_conservation(small_disk / "otel-metrics", tmp_path, seed, fill_disk=small_disk)
 
 
 def check_conservation(data_dir: Path, tmp_path: Path, seed: int, fill_disk: Path | None = None) -> None:

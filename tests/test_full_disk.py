@@ -9,11 +9,8 @@ behaviour is checked on every machine.
 from __future__ import annotations
 
 import logging
-import os
-import subprocess
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,37 +23,9 @@ from otel_recursive_metrics.pipeline.queue import DurableQueue
 from otel_recursive_metrics.pipeline.worker import Pipeline
 from otel_recursive_metrics.sinks.store import StoreSink
 
-from .helpers import wait_until
+from .helpers import fill, wait_until
 
 VALUES = 10
-
-
-@pytest.fixture
-def small_disk(tmp_path: Path) -> Iterator[Path]:
-    """A 24 MB tmpfs mounted for the test (skips where mounting is not allowed)."""
-    mount = tmp_path / "disk"
-    mount.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=24m", "tmpfs", str(mount)], capture_output=True, text=True, check=False)
-    if done.returncode != 0:
-        pytest.skip(f"needs to mount a 24 MB tmpfs (root): {done.stderr.strip()}")
-    try:
-        yield mount
-    finally:
-        subprocess.run(["umount", "-l", str(mount)], capture_output=True, check=False)
-
-
-def fill(disk: Path, leave_bytes: int) -> Path:
-    """Fill ``disk`` with a ballast file, leaving about ``leave_bytes`` free; returns the ballast."""
-    st = os.statvfs(disk)
-    free = st.f_bavail * st.f_frsize
-    ballast = disk / "ballast"
-    with ballast.open("wb") as f:
-        remaining = max(0, free - leave_bytes)
-        chunk = b"\0" * (1 << 20)
-        while remaining > 0:
-            f.write(chunk[: min(len(chunk), remaining)])
-            remaining -= len(chunk)
-    return ballast
 
 
 class Loop:
