@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import shutil
 import socket
-import sqlite3
 import statistics
 import sys
 import tempfile
@@ -34,7 +33,7 @@ if __package__ in (None, ""):  # run as a file: import the package from the repo
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader, MetricsData
 
-from benchmarks.common import machine, version
+from benchmarks.common import machine, sqlite_insert_rate, version
 from otel_recursive_metrics import RecursiveMetricExporter
 
 
@@ -126,26 +125,14 @@ def sdk_to_store(series: int, exports: int, workdir: Path, *, collect_in_loop: b
 
 
 def raw_sqlite(rows_total: int, workdir: Path) -> float:
-    path = workdir / f"raw-{time.monotonic_ns()}.db"
-    conn = sqlite3.connect(path, isolation_level=None)
-    conn.execute("PRAGMA journal_mode=WAL")
-    conn.execute("PRAGMA synchronous=FULL")
-    conn.execute("CREATE TABLE p(metric, resource, scope, attributes, start, time, value, step, epoch, histogram, extra)")
     now = time.time_ns()
     rows = [
         (i % 10 + 1, 1, 1, f'{{"rank":0,"series":{i},"split":"train"}}', now, now + i, float(i), None, None, None, None)
         for i in range(rows_total)
     ]
-    started = time.perf_counter()
-    for start in range(0, rows_total, 8192):
-        conn.execute("BEGIN IMMEDIATE")
-        conn.executemany("INSERT INTO p VALUES (?,?,?,?,?,?,?,?,?,?,?)", rows[start : start + 8192])
-        conn.execute("COMMIT")
-    elapsed = time.perf_counter() - started
-    conn.close()
-    for suffix in ("", "-wal", "-shm"):
-        Path(str(path) + suffix).unlink(missing_ok=True)
-    return rows_total / elapsed
+    schema = ["CREATE TABLE p(metric, resource, scope, attributes, start, time, value, step, epoch, histogram, extra)"]
+    insert = "INSERT INTO p VALUES (?,?,?,?,?,?,?,?,?,?,?)"
+    return sqlite_insert_rate(workdir, schema, insert, rows, synchronous="FULL", per_transaction=8192, begin="BEGIN IMMEDIATE")
 
 
 def run(*, quick: bool = False, repeats: int = 3) -> list[dict[str, Any]]:

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import sqlite3
 import statistics
 import subprocess
 import sys
@@ -42,7 +41,7 @@ from typing import Any
 if __package__ in (None, ""):  # run as a file: import the package from the repository root
     sys.path[0] = str(Path(__file__).resolve().parents[1])
 
-from benchmarks.common import machine, versions_line
+from benchmarks.common import machine, sqlite_insert_rate, versions_line
 
 __all__ = ["main", "markdown", "run"]
 
@@ -77,21 +76,10 @@ def store_throughput(points: int, workdir: Path) -> dict[str, float]:
 
 def raw_sqlite_4_columns(points: int, workdir: Path) -> float:
     """Rows/s of ``executemany`` of (name, step, value, time), WAL, synchronous=NORMAL, 8,000 a transaction."""
-    path = workdir / f"raw-{time.monotonic_ns()}.db"
-    conn = sqlite3.connect(path, isolation_level=None)
-    conn.execute("PRAGMA journal_mode=WAL")
-    conn.execute("PRAGMA synchronous=NORMAL")
-    conn.execute("CREATE TABLE t(name TEXT, step INTEGER, value REAL, time INTEGER)")
     now = time.time_ns()
     rows = [("train." + NAMES[i % VALUES_PER_CALL], i // VALUES_PER_CALL, i * 1e-3, now + i // VALUES_PER_CALL) for i in range(points)]
-    started = time.perf_counter()
-    for start in range(0, points, 8000):
-        conn.execute("BEGIN")
-        conn.executemany("INSERT INTO t VALUES (?,?,?,?)", rows[start : start + 8000])
-        conn.execute("COMMIT")
-    elapsed = time.perf_counter() - started
-    conn.close()
-    return points / elapsed
+    schema = ["CREATE TABLE t(name TEXT, step INTEGER, value REAL, time INTEGER)"]
+    return sqlite_insert_rate(workdir, schema, "INSERT INTO t VALUES (?,?,?,?)", rows, synchronous="NORMAL", per_transaction=8000)
 
 
 def _drops_at(rate_values_per_s: float, window_s: float, workdir: Path) -> int:

@@ -60,6 +60,7 @@ from benchmarks.common import commit, machine, markdown_table, say, versions_lin
 __all__ = ["main", "run"]
 
 T0 = 1_767_225_600_000_000_000  # 2026-01-01 00:00:00 UTC
+#: What keeps a headless Chromium quiet and offline in a container (the browser tests use these too).
 CHROMIUM_ARGS = [
     "--no-sandbox",
     "--disable-gpu",

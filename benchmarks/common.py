@@ -35,6 +35,7 @@ __all__ = [
     "markdown_table",
     "results_path",
     "say",
+    "sqlite_insert_rate",
     "version",
     "versions_line",
 ]
@@ -117,3 +118,35 @@ def markdown_table(rows: Iterable[Mapping[str, Any]], columns: Sequence[str]) ->
     for row in rows:
         lines.append("| " + " | ".join(str(row.get(c, "")) for c in columns) + " |")
     return "\n".join(lines) + "\n"
+
+
+def sqlite_insert_rate(
+    workdir: Path,
+    schema: Sequence[str],
+    insert: str,
+    rows: Sequence[tuple[Any, ...]],
+    *,
+    synchronous: str,
+    per_transaction: int,
+    begin: str = "BEGIN",
+) -> float:
+    """Rows/s of plain ``executemany`` into a fresh WAL database in ``workdir``: the ceiling the
+    store is compared with. ``schema``: its ``CREATE`` statements; ``rows`` go in
+    ``per_transaction`` at a time, timed from the first ``BEGIN`` to the last ``COMMIT``; the
+    files are removed afterwards."""
+    path = workdir / f"raw-{time.monotonic_ns()}.db"
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute(f"PRAGMA synchronous={synchronous}")
+    for statement in schema:
+        conn.execute(statement)
+    started = time.perf_counter()
+    for start in range(0, len(rows), per_transaction):
+        conn.execute(begin)
+        conn.executemany(insert, rows[start : start + per_transaction])
+        conn.execute("COMMIT")
+    elapsed = time.perf_counter() - started
+    conn.close()
+    for suffix in ("", "-wal", "-shm"):
+        Path(str(path) + suffix).unlink(missing_ok=True)
+    return len(rows) / elapsed

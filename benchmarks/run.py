@@ -34,7 +34,6 @@ import datetime
 import importlib.util
 import json
 import os
-import sqlite3
 import statistics
 import subprocess
 import sys
@@ -50,7 +49,7 @@ if __package__ in (None, ""):  # run as a file: import the package from the repo
 
 from benchmarks import bench_training
 from benchmarks.common import REPO as ROOT
-from benchmarks.common import machine, results_path, say, version, versions_line
+from benchmarks.common import machine, results_path, say, sqlite_insert_rate, version, versions_line
 
 __all__ = ["main"]
 
@@ -198,28 +197,14 @@ def raw_sqlite_indexed(series: int, exports: int, workdir: Path) -> float:
     transaction size as bench_core's raw ceiling.
     """
     rows_total = series * exports
-    path = workdir / f"indexed-{time.monotonic_ns()}.db"
-    conn = sqlite3.connect(path, isolation_level=None)
-    conn.execute("PRAGMA journal_mode=WAL")
-    conn.execute("PRAGMA synchronous=FULL")
-    conn.execute(_POINTS_TABLE)
-    conn.execute(_POINTS_INDEX)
     now = time.time_ns()
     rows = [(i % 10 + 1, 1, 1, i % series + 1, now, now + i // series, float(i), None, None, None, None) for i in range(rows_total)]
     insert = (
         "INSERT OR IGNORE INTO points(metric_id, resource_id, scope_id, attributes_id, start_time_unix_nano, time_unix_nano,"
         " value, step, epoch, histogram, extra) VALUES (?,?,?,?,?,?,?,?,?,?,?)"
     )
-    started = time.perf_counter()
-    for start in range(0, rows_total, 8192):
-        conn.execute("BEGIN IMMEDIATE")
-        conn.executemany(insert, rows[start : start + 8192])
-        conn.execute("COMMIT")
-    elapsed = time.perf_counter() - started
-    conn.close()
-    for suffix in ("", "-wal", "-shm"):
-        Path(str(path) + suffix).unlink(missing_ok=True)
-    return rows_total / elapsed
+    schema = [_POINTS_TABLE, _POINTS_INDEX]
+    return sqlite_insert_rate(workdir, schema, insert, rows, synchronous="FULL", per_transaction=8192, begin="BEGIN IMMEDIATE")
 
 
 def row3(args: argparse.Namespace, report: Report) -> str:

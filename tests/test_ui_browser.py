@@ -38,17 +38,9 @@ CHROMIUM = os.environ.get("OTEL_RECURSIVE_METRICS_CHROMIUM") or shutil.which("ch
 if not Path(CHROMIUM).is_file():
     required_in_ci(f"needs Chromium at {CHROMIUM} (Debian: apt-get install chromium; or set OTEL_RECURSIVE_METRICS_CHROMIUM)")
 
+from benchmarks.bench_ui import CHROMIUM_ARGS  # noqa: E402 - the benchmark's browser flags: tests and figures see one browser
 from otel_recursive_metrics.ui import UIServer  # noqa: E402 - after the checks above
 
-#: What keeps a headless Chromium quiet and offline in a container.
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--no-first-run",
-    "--disable-sync",
-]
 RUNS = {"spiral-lr0.1": 0.1, "spiral-lr0.5": 0.5}
 STEPS = 60
 HAS_PARAMS = hasattr(TrainingMetrics, "log_params")
