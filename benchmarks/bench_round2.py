@@ -131,7 +131,7 @@ def sustained_rate(window_s: float, workdir: Path, *, low: float = 50_000.0, hig
 def _read_store(points: int, workdir: Path) -> Path:
     """A store holding one metric of ``points`` points (one run, one rank), written by the package."""
     from otel_recursive_metrics import PointStore
-    from otel_recursive_metrics.pipeline.batch import BatchBuilder
+    from otel_recursive_metrics.model.batch import BatchBuilder
 
     path = workdir / "reads.db"
     store = PointStore(path)

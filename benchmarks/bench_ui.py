@@ -76,7 +76,7 @@ DEADLINE_MS = 60_000
 
 def write_run(store: Any, run: str, metrics: Sequence[str], steps: int, *, rank: int = 0, start_step: int = 0) -> None:
     """``steps`` points of each metric for ``run``, in batches of the size the pipeline delivers."""
-    from otel_recursive_metrics.pipeline.batch import BatchBuilder
+    from otel_recursive_metrics.model.batch import BatchBuilder
 
     rng = random.Random(run)
     batch_steps = max(1, 100_000 // len(metrics))

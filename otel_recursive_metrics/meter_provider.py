@@ -10,8 +10,8 @@ from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
 from opentelemetry.sdk.resources import Resource
 
 from .exporter import RecursiveMetricExporter
+from .model.resource import training_attributes
 from .pipeline import preemption
-from .resource import training_attributes
 
 __all__ = ["configure"]
 
@@ -28,7 +28,7 @@ def configure(
     ``options`` are the exporter's settings (``sinks``, ``dir``, ...). The reader collects every
     ``export_interval_s`` (default: ``OTEL_METRIC_EXPORT_INTERVAL`` or 60 s, as in the SDK; the
     exporter's own batching is separate). The resource carries the training run and rank
-    (see :mod:`otel_recursive_metrics.resource`). Call ``provider.shutdown()`` at the end, or
+    (see :mod:`otel_recursive_metrics.model.resource`). Call ``provider.shutdown()`` at the end, or
     rely on the SDK's exit handler.
 
         >>> provider = configure(sinks="store", dir="./otel-metrics", export_interval_s=5)

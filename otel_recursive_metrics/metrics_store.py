@@ -52,10 +52,10 @@ from typing import Any, ClassVar
 
 from .config import load_config
 from .errors import ConfigError
-from .pipeline.attributes import AttributeLimits
-from .pipeline.batch import BatchBuilder
+from .model.attributes import AttributeLimits
+from .model.batch import BatchBuilder
+from .model.resource import default_resource_attributes
 from .pipeline.convert import add_record
-from .resource import default_resource_attributes
 from .store import PointStore
 from .training.records import iso_time, new_id, parse_timestamp, prepare_record, record_from_point
 

@@ -13,7 +13,7 @@ from opentelemetry.sdk.resources import Resource
 
 from otel_recursive_metrics import PointStore, RecursiveMetricExporter
 from otel_recursive_metrics.errors import PermanentError, RetryableError
-from otel_recursive_metrics.pipeline.batch import PointBatch
+from otel_recursive_metrics.model.batch import PointBatch
 
 from .otlp_receiver import wait_until
 

@@ -614,8 +614,8 @@ def otlp_points(requests: list[ExportMetricsServiceRequest]) -> list[tuple[Any, 
 
 def sample_batch(n: int = 3, *, metric: str = "train.loss", first_step: int = 0) -> Any:
     """A PointBatch of ``n`` gauge points with steps, as the training API would make it."""
-    from otel_recursive_metrics.pipeline.attributes import canonical_json
-    from otel_recursive_metrics.pipeline.batch import BatchBuilder
+    from otel_recursive_metrics.model.attributes import canonical_json
+    from otel_recursive_metrics.model.batch import BatchBuilder
 
     builder = BatchBuilder()
     res = builder.resource({"service.name": "trainer", "training.run.id": "run-1"})

@@ -18,8 +18,8 @@ from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
 from otel_recursive_metrics import MetricValueError, PointStore, TrainingMetrics
 from otel_recursive_metrics.async_metrics_collector import AsyncMetricsCollector
 from otel_recursive_metrics.config import load_config
-from otel_recursive_metrics.pipeline.dead_letter import DeadLetterQueue
 from otel_recursive_metrics.pipeline.worker import Pipeline
+from otel_recursive_metrics.queue.dead_letter import DeadLetterQueue
 
 from .otlp_receiver import GrpcReceiver, otlp_points
 

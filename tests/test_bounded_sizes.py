@@ -9,8 +9,8 @@ import pytest
 
 from otel_recursive_metrics import PointStore, TrainingMetrics
 from otel_recursive_metrics.config import load_config
-from otel_recursive_metrics.pipeline.attributes import AttributeLimits, limit_attributes
-from otel_recursive_metrics.pipeline.batch import BatchBuilder
+from otel_recursive_metrics.model.attributes import AttributeLimits, limit_attributes
+from otel_recursive_metrics.model.batch import BatchBuilder
 from otel_recursive_metrics.pipeline.worker import Pipeline
 
 from .helpers import wait_until

@@ -26,8 +26,8 @@ from typing import Any
 import pytest
 
 from otel_recursive_metrics import PointStore, TrainingMetrics
-from otel_recursive_metrics.pipeline.batch import METRIC, STEP
-from otel_recursive_metrics.pipeline.dead_letter import DeadLetterQueue
+from otel_recursive_metrics.model.batch import METRIC, STEP
+from otel_recursive_metrics.queue.dead_letter import DeadLetterQueue
 
 from .helpers import fill
 from .otlp_receiver import Fault, GrpcReceiver, HttpReceiver

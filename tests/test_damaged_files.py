@@ -14,8 +14,8 @@ import pytest
 
 from otel_recursive_metrics import PointStore, TrainingMetrics
 from otel_recursive_metrics.config import load_config
-from otel_recursive_metrics.pipeline.dead_letter import DeadLetterQueue
 from otel_recursive_metrics.pipeline.worker import Pipeline
+from otel_recursive_metrics.queue.dead_letter import DeadLetterQueue
 
 from .helpers import run_cli
 from .otlp_receiver import Fault, HttpReceiver

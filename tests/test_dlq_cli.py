@@ -15,8 +15,8 @@ from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
 
 from otel_recursive_metrics.cli import main
-from otel_recursive_metrics.pipeline.dead_letter import DeadLetterEntry, DeadLetterQueue
-from otel_recursive_metrics.sinks.otlp.codec import request_from_json_line
+from otel_recursive_metrics.model.otlp import request_from_json_line
+from otel_recursive_metrics.queue.dead_letter import DeadLetterEntry, DeadLetterQueue
 from otel_recursive_metrics.store import PointStore
 
 from .otlp_receiver import Fault, GrpcReceiver, HttpReceiver, otlp_points, sample_batch

@@ -19,8 +19,8 @@ import pytest
 from otel_recursive_metrics import PointStore, TrainingMetrics
 from otel_recursive_metrics.config import load_config
 from otel_recursive_metrics.pipeline.buffer import RecordItem
-from otel_recursive_metrics.pipeline.queue import DurableQueue
 from otel_recursive_metrics.pipeline.worker import Pipeline
+from otel_recursive_metrics.queue.folder import DurableQueue
 from otel_recursive_metrics.sinks.store import StoreSink
 
 from .helpers import fill, wait_until

@@ -20,8 +20,8 @@ from opentelemetry.sdk.metrics.export import AggregationTemporality, MetricExpor
 from opentelemetry.sdk.resources import Resource
 
 from otel_recursive_metrics import RecursiveMetricExporter
-from otel_recursive_metrics.pipeline.dead_letter import DeadLetterQueue
-from otel_recursive_metrics.sinks.otlp.codec import request_from_json_line
+from otel_recursive_metrics.model.otlp import request_from_json_line
+from otel_recursive_metrics.queue.dead_letter import DeadLetterQueue
 
 from .otlp_receiver import Fault, GrpcReceiver, HttpReceiver, otlp_points, sdk_points, wait_until
 

@@ -12,6 +12,7 @@ import pytest
 
 from otel_recursive_metrics.config import load_config
 from otel_recursive_metrics.errors import PermanentError, RetryableError
+from otel_recursive_metrics.model.otlp import encode_request
 from otel_recursive_metrics.sinks.base import build_sinks
 from otel_recursive_metrics.sinks.otlp import (
     DEFAULT_GRPC_ENDPOINT,
@@ -23,7 +24,6 @@ from otel_recursive_metrics.sinks.otlp import (
     parse_retry_after,
     resolve_endpoint,
 )
-from otel_recursive_metrics.sinks.otlp.codec import encode_request
 
 from .otlp_receiver import Fault, GrpcReceiver, HttpReceiver, otlp_points, sample_batch
 

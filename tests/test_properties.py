@@ -22,11 +22,11 @@ from hypothesis import strategies as st
 
 from otel_recursive_metrics import ConfigError, MetricValueError, PointStore, TrainingMetrics, load_config
 from otel_recursive_metrics.config import SETTINGS
-from otel_recursive_metrics.pipeline.attributes import AttributeLimits
-from otel_recursive_metrics.pipeline.batch import BatchBuilder
+from otel_recursive_metrics.model.attributes import AttributeLimits
+from otel_recursive_metrics.model.batch import BatchBuilder
+from otel_recursive_metrics.model.otlp import encode_request
 from otel_recursive_metrics.pipeline.convert import add_record
 from otel_recursive_metrics.pipeline.worker import Pipeline
-from otel_recursive_metrics.sinks.otlp.codec import encode_request
 from otel_recursive_metrics.training.records import prepare_record
 from otel_recursive_metrics.training.values import INT64_MAX, INT64_MIN, valid_name
 

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from otel_recursive_metrics import PointStore
-from otel_recursive_metrics.pipeline.batch import BatchBuilder
+from otel_recursive_metrics.model.batch import BatchBuilder
 
 from .conftest import require_module
 from .helpers import run_cli

@@ -12,7 +12,7 @@ import sqlite3
 from pathlib import Path
 
 from otel_recursive_metrics import PointStore
-from otel_recursive_metrics.pipeline.batch import BatchBuilder, PointBatch
+from otel_recursive_metrics.model.batch import BatchBuilder, PointBatch
 
 T0 = 1_800_000_000_000_000_000
 

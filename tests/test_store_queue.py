@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 import otel_recursive_metrics.store.point_store as store_module
-from otel_recursive_metrics.pipeline.batch import BatchBuilder, PointBatch
-from otel_recursive_metrics.pipeline.queue import DurableQueue, QueueFull
+from otel_recursive_metrics.model.batch import BatchBuilder, PointBatch
+from otel_recursive_metrics.queue.folder import DurableQueue, QueueFull
 from otel_recursive_metrics.store import PointStore
 
 

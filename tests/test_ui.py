@@ -30,7 +30,7 @@ from typing import Any
 import pytest
 
 from otel_recursive_metrics import cli
-from otel_recursive_metrics.pipeline.batch import BatchBuilder
+from otel_recursive_metrics.model.batch import BatchBuilder
 from otel_recursive_metrics.store import PointStore
 from otel_recursive_metrics.store.series import IN_MEMORY_MAX_ROWS, RunCatalog, max_point_id, min_max_buckets, read_series
 

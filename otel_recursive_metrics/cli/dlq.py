@@ -1,7 +1,7 @@
 """``otel-recursive-metrics dlq``: list, show, replay and purge dead-lettered batches.
 
 Dead letters live in ``<dir>/dead-letter/`` (``--dir``, default ``$OTEL_RECURSIVE_METRICS_DIR``
-or ``./otel-metrics``), one entry per batch (see :mod:`otel_recursive_metrics.pipeline.dead_letter`)::
+or ``./otel-metrics``), one entry per batch (see :mod:`otel_recursive_metrics.queue.dead_letter`)::
 
     otel-recursive-metrics dlq list [--format table|json] [--sink NAME]
     otel-recursive-metrics dlq show ID [--raw | --meta]
@@ -39,10 +39,10 @@ from typing import Any
 
 from ..config import Config, env_setting, load_config
 from ..errors import ConfigError
-from ..pipeline.dead_letter import DeadLetterEntry, DeadLetterQueue
+from ..model.otlp import request_from_json_line
 from ..pipeline.retry import Outcome, Retrier, RetryPolicy
+from ..queue.dead_letter import DeadLetterEntry, DeadLetterQueue
 from ..sinks.otlp import build_otlp_sink
-from ..sinks.otlp.codec import request_from_json_line
 from ..sinks.store import StoreSink
 from ._output import Progress, add_store_arg, default_store, fail, format_time, render_table
 

@@ -25,7 +25,7 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
-from ..resource import RANK_KEY, RUN_ID_KEY
+from ..model.resource import RANK_KEY, RUN_ID_KEY
 from ..store import PointStore, StoredPoint
 from ._output import add_store_arg, fail, open_store
 

@@ -23,7 +23,7 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, TextIO
 
-from ..resource import RANK_KEY, RUN_ID_KEY
+from ..model.resource import RANK_KEY, RUN_ID_KEY
 from ..store import PointStore, StoredPoint
 from ..store.export import PointWriter
 from ..store.points import PointQuery

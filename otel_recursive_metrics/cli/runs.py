@@ -5,7 +5,7 @@
     ---------  -------------------  -------------------  --------  --------  -----  ------  --------  -----------------------  ----------
     spiral-a   2026-01-01 12:00:00  2026-01-01 12:03:10  3m10s     finished  0-3    48000   baseline  batch_size=32 lr=0.5 ... 0.4321
 
-A run is the resource attribute ``training.run.id`` (see :mod:`otel_recursive_metrics.resource`);
+A run is the resource attribute ``training.run.id`` (see :mod:`otel_recursive_metrics.model.resource`);
 points without one are listed as ``(none)``. ``status`` is ``running``, ``finished``,
 ``failed``, ``killed`` or ``crashed`` (a process that vanished: see
 :mod:`otel_recursive_metrics.store.run_metadata`), ``-`` for a run that recorded no start (one

@@ -36,11 +36,11 @@ from typing import Any, TextIO
 
 from ..config import Config, load_config
 from ..errors import ConfigError
-from ..pipeline.dead_letter import DeadLetterQueue
 from ..pipeline.delivery import SinkDelivery
 from ..pipeline.ingest import RecentBatches
-from ..pipeline.slot import QueueSlot
 from ..pipeline.telemetry import Stats
+from ..queue.dead_letter import DeadLetterQueue
+from ..queue.slot import QueueSlot
 from ..sinks.base import Sink, build_sinks
 from ._output import CommandError, Progress
 

@@ -23,7 +23,7 @@ try:
 except ImportError:  # the older standalone package
     from pytorch_lightning.loggers.logger import Logger  # type: ignore[import-not-found,import-untyped,no-redef,assignment,unused-ignore]
 
-from ..resource import RUN_ID_KEY
+from ..model.resource import RUN_ID_KEY
 from ._common import FrameworkLogger
 
 __all__ = ["OtelRecursiveMetricsLogger"]

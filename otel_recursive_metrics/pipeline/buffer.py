@@ -40,7 +40,7 @@ from typing import Any, NamedTuple
 
 from opentelemetry.sdk.metrics.export import MetricsData
 
-from ..resource import RUN_METADATA_METRICS
+from ..model.resource import RUN_METADATA_METRICS
 
 __all__ = [
     "ASSUMED_ITEMS_PER_S",

@@ -22,8 +22,8 @@ from opentelemetry.sdk.metrics.export import (
     Sum,
 )
 
-from .attributes import AttributeLimits, canonical_json, canonical_json_of_immutable, limit_attributes
-from .batch import (
+from ..model.attributes import AttributeLimits, canonical_json, canonical_json_of_immutable, limit_attributes
+from ..model.batch import (
     BatchBuilder,
     explicit_histogram,
     exponential_histogram,

@@ -29,12 +29,12 @@ import time
 from collections.abc import Callable
 
 from ..config import Config
+from ..model.batch import BatchBuilder, PointBatch
+from ..queue.dead_letter import DeadLetterQueue
+from ..queue.slot import QueueSlot
 from ..sinks.base import Sink
-from .batch import BatchBuilder, PointBatch
-from .dead_letter import DeadLetterQueue
 from .ingest import RecentBatches, Report
 from .retry import Outcome, Result, Retrier, RetryPolicy
-from .slot import QueueSlot
 from .telemetry import DropReason, Stats
 
 __all__ = ["MAX_SPLIT_SENDS", "SinkDelivery", "safe_error"]

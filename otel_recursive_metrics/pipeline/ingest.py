@@ -39,12 +39,12 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from ..config import Config
-from .attributes import AttributeLimits
-from .batch import BatchBuilder, PointBatch
+from ..model.attributes import AttributeLimits
+from ..model.batch import BatchBuilder, PointBatch
+from ..queue.slot import QueueFull, QueueSlot
 from .buffer import STALE_AFTER_S, ExportItem, MemoryBuffer, item_points, item_time_unix_nano
 from .convert import add_log_item, add_metrics_data, add_record
 from .queue_faults import QueueFaults, Report, classify_queue_error
-from .slot import QueueFull, QueueSlot
 from .telemetry import DropReason, Stats
 
 __all__ = ["Held", "Ingest", "RecentBatches", "Report", "classify_queue_error"]

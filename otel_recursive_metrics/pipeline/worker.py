@@ -53,16 +53,16 @@ from typing import Any
 from .._files import folder_problem
 from ..config import Config
 from ..errors import ConfigError
-from ..resource import default_resource_attributes
+from ..model.batch import PointBatch
+from ..model.resource import default_resource_attributes
+from ..queue.dead_letter import DeadLetterQueue
+from ..queue.folder import DurableQueue, QueueRecord, abandoned
 from ..sinks.base import Sink, build_sinks
 from ..sinks.store import StoreSink
 from . import preemption
-from .batch import PointBatch
 from .buffer import MemoryBuffer, initial_capacity, item_points
-from .dead_letter import DeadLetterQueue
 from .delivery import SinkDelivery, safe_error
 from .ingest import Ingest, RecentBatches
-from .queue import DurableQueue, QueueRecord, abandoned
 from .telemetry import DropReason, Stats
 
 __all__ = ["ErrorCallback", "Pipeline"]

@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
     from ..config import Config
-    from ..pipeline.batch import PointBatch
+    from ..model.batch import PointBatch
 
 __all__ = ["Sink", "build_sinks"]
 

@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 
 from ..errors import PermanentError, RetryableError
-from ..pipeline.batch import PointBatch
+from ..model.batch import PointBatch
 from ..store.point_store import PointStore
 
 __all__ = ["StoreSink"]

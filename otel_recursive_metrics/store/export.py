@@ -32,7 +32,7 @@ import io
 import json
 from typing import TYPE_CHECKING, Any, TextIO
 
-from ..resource import RANK_KEY, RUN_ID_KEY
+from ..model.resource import RANK_KEY, RUN_ID_KEY
 from .points import PointQuery
 
 if TYPE_CHECKING:

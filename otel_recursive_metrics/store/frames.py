@@ -19,7 +19,7 @@ import json
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from ..resource import RANK_KEY, RUN_ID_KEY
+from ..model.resource import RANK_KEY, RUN_ID_KEY
 from .points import PointQuery
 
 if TYPE_CHECKING:

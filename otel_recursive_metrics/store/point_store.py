@@ -22,8 +22,8 @@ from pathlib import Path
 from typing import Any
 
 from .._files import connect, connect_readonly
-from ..pipeline.attributes import canonical_json
-from ..pipeline.batch import (
+from ..model.attributes import canonical_json
+from ..model.batch import (
     METRIC,
     PointBatch,
 )

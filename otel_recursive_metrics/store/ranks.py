@@ -37,7 +37,7 @@ import json
 import statistics
 from typing import TYPE_CHECKING, Any
 
-from ..resource import RANK_KEY, RESTART_COUNT_KEY, RUN_ID_KEY
+from ..model.resource import RANK_KEY, RESTART_COUNT_KEY, RUN_ID_KEY
 
 if TYPE_CHECKING:
     from .point_store import PointStore

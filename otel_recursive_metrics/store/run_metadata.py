@@ -22,8 +22,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from .._process import process_alive
-from ..pipeline.batch import EXTRA, RESOURCE, TIME
-from ..resource import RUN_EVENT_METRIC, RUN_ID_KEY, RUN_METADATA_METRICS, RUN_PARAMS_METRIC
+from ..model.batch import EXTRA, RESOURCE, TIME
+from ..model.resource import RUN_EVENT_METRIC, RUN_ID_KEY, RUN_METADATA_METRICS, RUN_PARAMS_METRIC
 
 if TYPE_CHECKING:
     from .point_store import PointStore

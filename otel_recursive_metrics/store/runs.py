@@ -7,7 +7,7 @@ import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from ..resource import RANK_KEY, RESTART_COUNT_KEY, RUN_ID_KEY
+from ..model.resource import RANK_KEY, RESTART_COUNT_KEY, RUN_ID_KEY
 from .run_metadata import read_run_metadata, run_status
 
 if TYPE_CHECKING:

@@ -17,7 +17,7 @@
 
 ``kind`` is ``gauge``, ``sum``, ``histogram`` or ``exponential_histogram``; ``temporality`` is
 OTLP's (1 delta, 2 cumulative); ``value`` keeps integers as integers; ``histogram`` is JSON (see
-:mod:`otel_recursive_metrics.pipeline.batch`). ``points`` has no index but its row id: a batch's
+:mod:`otel_recursive_metrics.model.batch`). ``points`` has no index but its row id: a batch's
 points are written grouped by series, and ``blocks`` says where (see :mod:`.blocks`, which also
 keeps inserts idempotent: a batch delivered twice after a crash is stored once).
 

@@ -32,7 +32,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from ..resource import RANK_KEY, RESTART_COUNT_KEY, RUN_ID_KEY
+from ..model.resource import RANK_KEY, RESTART_COUNT_KEY, RUN_ID_KEY
 from .downsample import DRAWN_VALUE, IDS_PER_STATEMENT, ROW_SELECT, SERIES_ROWS, bucketed_rows, min_max_buckets
 
 if TYPE_CHECKING:

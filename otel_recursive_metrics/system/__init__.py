@@ -52,7 +52,7 @@ from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
 from opentelemetry.sdk.resources import Resource
 
-from ..resource import LOCAL_RANK_KEY
+from ..model.resource import LOCAL_RANK_KEY
 from .gpu import GPU_METRICS, GpuDevice, GpuMetrics, GpuSource, start_gpu_metrics
 from .host import host_scope, instrument_host
 from .metric_set import DEFAULT_METRIC_SET, parse_metric_set, split_metric_set

@@ -42,7 +42,7 @@ counted in :meth:`TrainingMetrics.get_stats` (``steps_backwards``). A restart un
 also visible in the resource (``training.restart_count``).
 
 Ranks: by default every rank logs, and its points carry ``training.rank`` (see
-:mod:`otel_recursive_metrics.resource`), so the store and the CLI can tell ranks apart
+:mod:`otel_recursive_metrics.model.resource`), so the store and the CLI can tell ranks apart
 (``--rank``). With ``rank_zero_only=True`` a process whose rank is not 0 turns ``log`` into a
 no-op that does not even start the worker.
 
@@ -68,13 +68,13 @@ from typing import Any
 
 from .. import __version__
 from ..config import load_config
+from ..model.attributes import AttributeLimits, canonical_json, limit_attributes
+from ..model.resource import RANK_KEY
 from ..pipeline import default as default_pipeline
 from ..pipeline import preemption
-from ..pipeline.attributes import AttributeLimits, canonical_json, limit_attributes
 from ..pipeline.buffer import RecordItem
 from ..pipeline.convert import LogContext, context_number
 from ..pipeline.worker import Pipeline
-from ..resource import RANK_KEY
 from .run import event_record, flatten_params, params_record
 from .values import CLOCK, INT64_MAX, check_attributes, next_time_unix_nano, refuse, to_index, to_number, valid_name
 

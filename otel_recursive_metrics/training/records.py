@@ -33,7 +33,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from ..errors import MetricValueError
-from ..resource import RANK_KEY, RUN_ID_KEY
+from ..model.resource import RANK_KEY, RUN_ID_KEY
 from ..store import StoredPoint
 from .values import INT64_MAX, check_attributes, check_time_unix_nano, next_time_unix_nano, to_index, to_number
 

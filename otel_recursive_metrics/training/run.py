@@ -29,7 +29,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from .._process import process_alive, process_token
-from ..resource import RUN_EVENT_METRIC, RUN_PARAMS_METRIC
+from ..model.resource import RUN_EVENT_METRIC, RUN_PARAMS_METRIC
 
 __all__ = [
     "INFO_MAX_ATTRIBUTES",

@@ -2,7 +2,7 @@
 
 A transport subclasses :class:`OtlpSink` and implements two methods, ``send_request(request,
 deadline)`` and ``close()``. ``send(batch, deadline)`` encodes the batch once
-(:func:`~otel_recursive_metrics.sinks.otlp.codec.encode_request`) and hands it to ``send_request``, which
+(:func:`~otel_recursive_metrics.model.otlp.encode_request`) and hands it to ``send_request``, which
 makes exactly one attempt, bounded by ``deadline`` (monotonic seconds) and by ``timeout_s``
 (:meth:`OtlpSink._attempt_timeout_s`), and raises a classified error
 (:mod:`~otel_recursive_metrics.sinks.otlp.errors`) on failure; the retry stage decides the rest.
@@ -35,13 +35,13 @@ from typing import TYPE_CHECKING
 from ... import __version__
 from ...config import display_url
 from ...errors import PermanentError, RetryableError
-from .codec import encode_request
+from ...model.otlp import encode_request
 from .errors import Redactor, check_headers, clip_message
 
 if TYPE_CHECKING:
     from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
 
-    from ...pipeline.batch import PointBatch
+    from ...model.batch import PointBatch
 
 __all__ = ["OtlpSink", "count_points", "user_agent"]
 

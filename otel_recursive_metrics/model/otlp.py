@@ -21,8 +21,8 @@ from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportM
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.metrics.v1 import metrics_pb2 as pb
 
-from ...pipeline.attributes import canonical_json
-from ...pipeline.batch import (
+from .attributes import canonical_json
+from .batch import (
     ATTRIBUTES,
     HISTOGRAM,
     METRIC,
@@ -36,7 +36,7 @@ from ...pipeline.batch import (
     explicit_histogram,
     exponential_histogram,
 )
-from ...resource import STORE_ONLY_METRICS
+from .resource import STORE_ONLY_METRICS
 
 __all__ = ["decode_request", "encode_request", "request_from_json_line", "request_to_json_line"]
 

@@ -34,8 +34,8 @@ from pathlib import Path
 from typing import Any
 
 from .._files import make_private_dir, write_private
-from ..sinks.otlp.codec import decode_request, encode_request, request_from_json_line, request_to_json_line
-from .batch import BatchBuilder, PointBatch
+from ..model.batch import BatchBuilder, PointBatch
+from ..model.otlp import decode_request, encode_request, request_from_json_line, request_to_json_line
 
 __all__ = ["DeadLetterEntry", "DeadLetterQueue"]
 

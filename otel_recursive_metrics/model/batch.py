@@ -38,8 +38,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..resource import RUN_METADATA_METRICS
 from .attributes import canonical_json
+from .resource import RUN_METADATA_METRICS
 
 __all__ = [
     "ATTRIBUTES",
