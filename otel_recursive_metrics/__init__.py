@@ -10,13 +10,7 @@ the data flow and the delivery guarantees.
 
 from __future__ import annotations
 
-from importlib.metadata import PackageNotFoundError, version
-
-try:
-    __version__ = version("otel-recursive-metrics")
-except PackageNotFoundError:  # pragma: no cover - running from a source tree
-    __version__ = "0.0.0"
-
+from ._version import __version__
 from .config import Config, load_config
 from .errors import ConfigError, MetricValueError, PermanentError, RetryableError
 from .exporter import RecursiveMetricExporter

@@ -13,8 +13,8 @@ import sqlite3
 import sys
 from collections.abc import Callable, Sequence
 
-from .. import __version__
 from .._files import is_damage
+from .._version import __version__
 from . import compare, dlq, plot, query, runs, sync, ui
 from ._output import CommandError, damaged_store_message, fail
 

@@ -19,6 +19,7 @@ from .._files import is_damage
 from ..config import Config, env_setting
 from ..errors import ConfigError
 from ..store import PointStore
+from ..store.messages import damaged_store_message
 
 __all__ = [
     "CommandError",
@@ -62,14 +63,6 @@ def default_store() -> str:
 def add_store_arg(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--store", default=None, help="SQLite store file (default: $OTEL_RECURSIVE_METRICS_STORE or ./otel-metrics/metrics.db)"
-    )
-
-
-def damaged_store_message(path: str | Path, error: BaseException) -> str:
-    """What to say about a store SQLite cannot read: the file, the error, and how to recover it."""
-    return (
-        f"store {str(path)!r} is damaged or not a store ({error}). SQLite can often recover what it still holds:"
-        f" sqlite3 {path} '.recover' | sqlite3 {path}.recovered && otel-recursive-metrics runs --store {path}.recovered"
     )
 
 

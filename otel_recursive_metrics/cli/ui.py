@@ -24,18 +24,15 @@ from typing import Any
 
 from ._output import CommandError, add_store_arg, default_store, open_store
 
-__all__ = ["DEFAULT_HOST", "DEFAULT_PORT", "MISSING_EXTRA", "cmd_ui", "register"]
+__all__ = ["MISSING_EXTRA", "cmd_ui", "register"]
 
 #: The one line printed when the extra is missing.
 MISSING_EXTRA = "the web view needs the ui extra: pip install 'otel-recursive-metrics[ui]'"
 
-#: Where the view listens unless told otherwise (the web view's server takes these too).
-DEFAULT_HOST = "127.0.0.1"
-DEFAULT_PORT = 8470
-
 
 def register(subparsers: Any) -> None:
     """Add the ``ui`` subcommand."""
+    from ..ui.defaults import DEFAULT_HOST, DEFAULT_PORT  # here: importing the CLI loads no part of the web view
     parser = subparsers.add_parser("ui", help="a local, read-only web view of the store: runs, charts, comparison (needs the ui extra)")
     add_store_arg(parser)
     parser.add_argument("--host", default=DEFAULT_HOST, help=f"address to listen on (default: {DEFAULT_HOST}, this machine only)")

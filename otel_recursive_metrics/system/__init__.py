@@ -239,7 +239,7 @@ class SystemMetrics:
                 del _samplers[id(self.pipeline)]
 
     def _build(self) -> None:
-        from .. import __version__
+        from .._version import __version__
         from ..exporter import RecursiveMetricExporter
 
         class _SharedPipelineExporter(RecursiveMetricExporter):

@@ -66,7 +66,7 @@ from collections.abc import Mapping, Sequence
 from types import TracebackType
 from typing import Any
 
-from .. import __version__
+from .._version import __version__
 from ..config import load_config
 from ..model.attributes import AttributeLimits, canonical_json, limit_attributes
 from ..model.resource import RANK_KEY

@@ -10,13 +10,27 @@ what was added since a client's last request; :mod:`.assets` finds the pages and
 bundle. The pages' scripts (``static/*.js``) poll ``/api/series`` with ``after_id`` and append
 what comes back.
 
-This sub-package imports Starlette and uvicorn, the ``ui`` extra; nothing else in the package
-imports it, so ``import otel_recursive_metrics`` never needs them.
+:mod:`.app` and :mod:`.server` import Starlette and uvicorn, the ``ui`` extra; this face loads them
+only when one of their names is asked for, so the CLI reads :mod:`.defaults` without the extra and
+``import otel_recursive_metrics`` never needs it.
 """
 
 from __future__ import annotations
 
-from .app import create_app
-from .server import DEFAULT_HOST, DEFAULT_PORT, UIServer
+from typing import Any
+
+from .defaults import DEFAULT_HOST, DEFAULT_PORT
 
 __all__ = ["DEFAULT_HOST", "DEFAULT_PORT", "UIServer", "create_app"]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "create_app":
+        from .app import create_app
+
+        return create_app
+    if name == "UIServer":
+        from .server import UIServer
+
+        return UIServer
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

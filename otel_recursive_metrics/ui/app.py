@@ -34,9 +34,9 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, Response
 from starlette.routing import Route
 
-from .. import __version__
-from ..cli._output import damaged_store_message
+from .._version import __version__
 from ..store import PointStore
+from ..store.messages import damaged_store_message
 from .api import RequestError, metrics_payload, ranks_payload, runs_payload, series_payload, to_json_bytes
 from .assets import PAGES, static_file
 from .cache import SeriesCache

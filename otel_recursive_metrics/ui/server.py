@@ -24,8 +24,8 @@ from types import TracebackType
 
 import uvicorn
 
-from ..cli.ui import DEFAULT_HOST, DEFAULT_PORT
 from .app import create_app
+from .defaults import DEFAULT_HOST, DEFAULT_PORT
 
 __all__ = ["DEFAULT_HOST", "DEFAULT_PORT", "UIServer", "bind_socket", "is_loopback"]
 

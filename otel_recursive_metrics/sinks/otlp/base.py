@@ -32,7 +32,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ... import __version__
+from ..._version import __version__
 from ...config import display_url
 from ...errors import PermanentError, RetryableError
 from ...model.otlp import encode_request
