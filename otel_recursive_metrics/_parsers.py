@@ -107,10 +107,10 @@ def parse_optional_str(value: Any) -> str | None:
 
 
 def parse_system_metric_set(value: Any) -> str:
-    """A system metric set (see :mod:`otel_recursive_metrics.system.metric_set`), kept as text."""
+    """A system metric set (see :mod:`otel_recursive_metrics.metric_set`), kept as text."""
     import json
 
-    from .system.metric_set import parse_metric_set
+    from .metric_set import parse_metric_set
 
     text = json.dumps(dict(value)) if isinstance(value, Mapping) else str(value).strip() or "default"
     try:

@@ -56,6 +56,7 @@ from typing import Any, ClassVar
 from .config import load_config
 from .pipeline.buffer import RecordItem
 from .pipeline.worker import ErrorCallback, Pipeline
+from .system import start_when_configured
 from .training.records import prepare_record
 
 __all__ = ["AsyncMetricsCollector", "get_async_metrics_collector", "reset_async_metrics_collector"]
@@ -113,6 +114,7 @@ class AsyncMetricsCollector:
                 return
             given = self._given_pipeline
             pipeline = given if given is not None and not given.closed else Pipeline(self.settings)
+            start_when_configured(pipeline)
             for callback in self._wrapped_callbacks:
                 pipeline.register_error_callback(callback)
             self._pipeline = pipeline

@@ -20,21 +20,10 @@ Every setting is also a keyword argument, which is how the declarative configura
 from __future__ import annotations
 
 import logging
-import os
 import time
 from typing import Any
 
-from opentelemetry.sdk.metrics import (
-    Counter,
-    Histogram,
-    ObservableCounter,
-    ObservableGauge,
-    ObservableUpDownCounter,
-    UpDownCounter,
-)
-
 # The synchronous Gauge (SDK >= 1.23, the pin is 1.27) is exported only under a private name.
-from opentelemetry.sdk.metrics import _Gauge as SyncGauge
 from opentelemetry.sdk.metrics.export import (
     AggregationTemporality,
     MetricExporter,
@@ -46,15 +35,12 @@ from .config import Config, load_config
 from .pipeline import default as default_pipeline
 from .pipeline.buffer import ExportItem
 from .pipeline.worker import ErrorCallback, Pipeline
+from .sdk_preferences import temporality_from_env
+from .system import start_when_configured
 
 __all__ = ["RecursiveMetricExporter"]
 
 _log = logging.getLogger(__name__)
-
-
-def _cumulative() -> dict[type, AggregationTemporality]:
-    kinds: list[type] = [Counter, UpDownCounter, Histogram, ObservableCounter, ObservableUpDownCounter, ObservableGauge, SyncGauge]
-    return {k: AggregationTemporality.CUMULATIVE for k in kinds}
 
 
 class RecursiveMetricExporter(MetricExporter):
@@ -77,7 +63,7 @@ class RecursiveMetricExporter(MetricExporter):
         **options: Any,
     ) -> None:
         super().__init__(
-            preferred_temporality=preferred_temporality or _temporality_from_env(),
+            preferred_temporality=preferred_temporality or temporality_from_env(),
             preferred_aggregation=preferred_aggregation,
         )
         self._failed_logged = False
@@ -88,6 +74,7 @@ class RecursiveMetricExporter(MetricExporter):
             resolved = config if isinstance(config, Config) else load_config(config, **options)
             self._pipeline = Pipeline(resolved)
             default_pipeline.set_default_pipeline(self._pipeline)
+            start_when_configured(self._pipeline)
 
     @property
     def config(self) -> Config:
@@ -143,18 +130,3 @@ class RecursiveMetricExporter(MetricExporter):
 
     def get_stats(self) -> dict[str, Any]:
         return self._pipeline.get_stats()
-
-
-def _temporality_from_env() -> dict[type, AggregationTemporality] | None:
-    preference = os.environ.get("OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE", "cumulative").strip().lower()
-    if preference == "delta":
-        table = _cumulative()
-        for kind in (Counter, Histogram, ObservableCounter):
-            table[kind] = AggregationTemporality.DELTA
-        return table
-    if preference == "lowmemory":
-        table = _cumulative()
-        for kind in (Counter, Histogram):
-            table[kind] = AggregationTemporality.DELTA
-        return table
-    return None

@@ -12,6 +12,7 @@ from opentelemetry.sdk.resources import Resource
 from .exporter import RecursiveMetricExporter
 from .model.resource import training_attributes
 from .pipeline import preemption
+from .system import start_configured_now
 
 __all__ = ["configure"]
 
@@ -39,7 +40,7 @@ def configure(
     resource = Resource.create(attrs)
     exporter.pipeline.resource_attributes = dict(resource.attributes)
     if exporter.config.system_metrics:
-        exporter.pipeline.start_system_metrics()  # now, with the provider's resource; not at the first point
+        start_configured_now(exporter.pipeline)  # now, with the provider's resource; not at the first point
     interval_ms = None if export_interval_s is None else export_interval_s * 1000.0
     reader = PeriodicExportingMetricReader(exporter, export_interval_millis=interval_ms)
     provider = MeterProvider(resource=resource, metric_readers=[reader])

@@ -33,6 +33,7 @@ MISSING_EXTRA = "the web view needs the ui extra: pip install 'otel-recursive-me
 def register(subparsers: Any) -> None:
     """Add the ``ui`` subcommand."""
     from ..ui.defaults import DEFAULT_HOST, DEFAULT_PORT  # here: importing the CLI loads no part of the web view
+
     parser = subparsers.add_parser("ui", help="a local, read-only web view of the store: runs, charts, comparison (needs the ui extra)")
     add_store_arg(parser)
     parser.add_argument("--host", default=DEFAULT_HOST, help=f"address to listen on (default: {DEFAULT_HOST}, this machine only)")

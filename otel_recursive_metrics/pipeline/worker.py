@@ -48,7 +48,7 @@ import time
 import weakref
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from .._files import folder_problem
 from ..config import Config
@@ -65,13 +65,20 @@ from .delivery import SinkDelivery, safe_error
 from .ingest import Ingest, RecentBatches
 from .telemetry import DropReason, Stats
 
-__all__ = ["ErrorCallback", "Pipeline"]
+__all__ = ["ErrorCallback", "Pipeline", "Producer"]
 
 _log = logging.getLogger(__name__)
 
 #: ``callback(error, context)``; context has ``sink``, ``points``, ``reason`` and ``outcome``
 #: (``"dead_lettered"``, ``"failing"`` or ``"dropped"``).
 ErrorCallback = Callable[[BaseException, dict[str, Any]], None]
+
+
+class Producer(Protocol):
+    """Something that offers points into a pipeline on its own thread (the system-metrics sampler)."""
+
+    def shutdown(self, timeout_s: float) -> bool: ...
+
 
 _pipelines: weakref.WeakSet[Pipeline] = weakref.WeakSet()
 
@@ -131,6 +138,7 @@ class Pipeline:
         #: Sinks this process sends to; with ``offline``, the network ones are left to ``sync``.
         self.delivering_sinks = tuple(s for s in config.sinks if not (config.offline and s in config.network_sinks))
         self.offline_sinks = tuple(s for s in config.sinks if s not in self.delivering_sinks)
+        self._setup_calls: list[Callable[[], None]] = []
         self._init_runtime()
         self.in_forked_child = False
         _pipelines.add(self)
@@ -160,8 +168,9 @@ class Pipeline:
         )
         self._released = False
         self._losses_answered = 0
-        #: The SystemMetrics sampler (``system_metrics`` or :meth:`start_system_metrics`).
-        self._system: Any = None
+        self._set_up = False
+        #: Producers beside the caller (the system-metrics sampler): stopped first at shutdown.
+        self._producers: list[Producer] = []
 
     # -- the caller's side ------------------------------------------------------------------------
 
@@ -267,28 +276,36 @@ class Pipeline:
                 )
                 self._threads.append(thread)
                 thread.start()
-        if cfg.system_metrics:
-            # Here, on the worker: psutil and NVML start-up stay off the training thread.
-            self.start_system_metrics()
+            self._set_up = True
+            starts, self._setup_calls = self._setup_calls, []
+        for start in starts:
+            self._run_setup_call(start)
         return True
 
-    def start_system_metrics(self, **overrides: Any) -> Any:
-        """Sample host, process and GPU metrics into this pipeline (idempotent); the sampler, or None.
+    def on_setup(self, start: Callable[[], None]) -> None:
+        """Run ``start`` on the worker once the queue and the sinks are open (at once if they are).
 
-        Settings come from the config (``system_metrics_*``); ``overrides`` (``interval_s``,
-        ``gpu``, ``metrics``) win. See :mod:`otel_recursive_metrics.system`.
+        How a producer that is slow to start (the system-metrics sampler opens psutil and NVML)
+        starts without costing the training thread; the pipeline knows nothing of what it starts.
+        Not run in a forked child, nor after shutdown.
         """
-        if self._closed or self.in_forked_child:
-            return None
-        from ..system import start_system_metrics
+        with self._start_lock:
+            if not self._set_up:
+                self._setup_calls.append(start)
+                return
+        self._run_setup_call(start)
 
-        cfg = self.config
-        options = {"interval_s": cfg.system_metrics_interval_s, "gpu": cfg.system_metrics_gpu, "metrics": cfg.system_metrics_set}
+    def _run_setup_call(self, start: Callable[[], None]) -> None:
+        if self._closed or self.in_forked_child:
+            return
         try:
-            self._system = start_system_metrics(self, **{**options, **overrides})
-        except Exception:  # noqa: BLE001 - system metrics must never cost the run
-            _log.exception("otel-recursive-metrics: system metrics did not start")
-        return self._system
+            start()
+        except Exception:  # noqa: BLE001 - a producer must never cost the run
+            _log.exception("otel-recursive-metrics: %r did not start", start)
+
+    def add_producer(self, producer: Producer) -> None:
+        """Stop ``producer`` first at :meth:`shutdown` (at most 5 s), so that its last output is persisted."""
+        self._producers.append(producer)
 
     def _dead_letter_foreign(self, sink: str, records: list[QueueRecord]) -> None:
         """Records left pending for a sink no longer configured: dead-letter them for that sink."""
@@ -524,10 +541,12 @@ class Pipeline:
         deadline = time.monotonic() + max(0.0, timeout_s)
         if self._closed:
             return True
-        system = self._system
-        if system is not None:
-            # First, so that its last sample is persisted below; at most 5 s of the budget.
-            system.shutdown(max(0.0, min(5.0, deadline - time.monotonic())))
+        for producer in list(self._producers):
+            # First, so that its last output is persisted below; at most 5 s of the budget.
+            try:
+                producer.shutdown(max(0.0, min(5.0, deadline - time.monotonic())))
+            except Exception:  # noqa: BLE001
+                _log.exception("otel-recursive-metrics: stopping %r failed", producer)
         if not self._started and not len(self.buffer):
             self._closed = True
             return True

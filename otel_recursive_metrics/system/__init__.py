@@ -12,7 +12,7 @@ So the samples take the training metrics' road: memory buffer, durable queue, st
 dead letters. Being private, the provider never meets the application's global one, whose
 exporter may be something else entirely.
 
-What is sampled (:mod:`.metric_set`): host and process metrics from OpenTelemetry's own
+What is sampled (:mod:`otel_recursive_metrics.metric_set`): host and process metrics from OpenTelemetry's own
 system-metrics instrumentation (:mod:`.host`), GPU metrics from NVML under ``hw.gpu.*`` names for
 the devices this rank uses (:mod:`.gpu`, :mod:`.nvml`). ``process.*`` and ``hw.*`` come from every
 rank, ``system.*`` (the same for every rank on a host) only from each node's local rank 0 unless
@@ -46,19 +46,19 @@ import threading
 import time
 import weakref
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from opentelemetry.sdk.metrics import MeterProvider
-from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
+from opentelemetry.sdk.metrics.export import MetricExporter, MetricExportResult, MetricsData, PeriodicExportingMetricReader
 from opentelemetry.sdk.resources import Resource
 
+from ..metric_set import DEFAULT_METRIC_SET, parse_metric_set, split_metric_set
 from ..model.resource import LOCAL_RANK_KEY
+from ..pipeline import Pipeline
+from ..pipeline.buffer import ExportItem
+from ..sdk_preferences import temporality_from_env
 from .gpu import GPU_METRICS, GpuDevice, GpuMetrics, GpuSource, start_gpu_metrics
 from .host import host_scope, instrument_host
-from .metric_set import DEFAULT_METRIC_SET, parse_metric_set, split_metric_set
-
-if TYPE_CHECKING:
-    from ..pipeline import Pipeline
 
 __all__ = [
     "DEFAULT_INTERVAL_S",
@@ -69,7 +69,9 @@ __all__ = [
     "GpuSource",
     "SystemMetrics",
     "parse_metric_set",
+    "start_configured_now",
     "start_system_metrics",
+    "start_when_configured",
 ]
 
 _log = logging.getLogger(__name__)
@@ -240,17 +242,10 @@ class SystemMetrics:
 
     def _build(self) -> None:
         from .._version import __version__
-        from ..exporter import RecursiveMetricExporter
-
-        class _SharedPipelineExporter(RecursiveMetricExporter):
-            """Our exporter on a pipeline someone else owns: its shutdown leaves the pipeline running."""
-
-            def shutdown(self, timeout_millis: float = 30_000, **kwargs: Any) -> None:
-                return None
 
         attributes = dict(self.pipeline.resource_attributes)
         local_rank = _first_int(attributes.get(LOCAL_RANK_KEY))
-        self._reader = PeriodicExportingMetricReader(_SharedPipelineExporter(pipeline=self.pipeline), export_interval_millis=math.inf)
+        self._reader = PeriodicExportingMetricReader(_OfferingExporter(self.pipeline), export_interval_millis=math.inf)
         # Resource(...) rather than Resource.create(...): exactly the pipeline's attributes, so
         # samples and training points share one resource (one row in the store, one target_info).
         # shutdown_on_exit=False: at exit the pipeline's owner flushes; this provider must not
@@ -347,6 +342,66 @@ class SystemMetrics:
         return stopped
 
 
+class _OfferingExporter(MetricExporter):
+    """The sampler's own door into the pipeline: offers each sample, as our exporter does, and owns nothing.
+
+    Its shutdown leaves the pipeline running: the pipeline belongs to whoever built it.
+    """
+
+    def __init__(self, pipeline: Pipeline) -> None:
+        super().__init__(preferred_temporality=temporality_from_env())
+        self._pipeline = pipeline
+
+    def export(self, metrics_data: MetricsData, timeout_millis: float = 10_000, **kwargs: Any) -> MetricExportResult:
+        try:
+            ok = self._pipeline.offer(ExportItem(time.time_ns(), metrics_data))
+        except Exception:  # noqa: BLE001 - the SDK's reader must never see us raise
+            _log.debug("otel-recursive-metrics: a system metrics sample could not be offered", exc_info=True)
+            ok = False
+        return MetricExportResult.SUCCESS if ok else MetricExportResult.FAILURE
+
+    def force_flush(self, timeout_millis: float = 10_000) -> bool:
+        return True
+
+    def shutdown(self, timeout_millis: float = 30_000, **kwargs: Any) -> None:
+        return None
+
+
+def _configured_options(pipeline: Pipeline) -> dict[str, Any]:
+    cfg = pipeline.config
+    return {"interval_s": cfg.system_metrics_interval_s, "gpu": cfg.system_metrics_gpu, "metrics": cfg.system_metrics_set}
+
+
+def start_configured_now(pipeline: Pipeline) -> SystemMetrics | None:
+    """Start the pipeline's sampler now with the config's ``system_metrics_*`` settings; never raises.
+
+    ``configure(system_metrics=True)`` and ``TrainingMetrics(system_metrics=True)``: the sampler
+    starts at once, with the resource they set. None after shutdown, in a forked child, or when
+    it could not start (logged).
+    """
+    if pipeline.closed or pipeline.in_forked_child:
+        return None
+    try:
+        return start_system_metrics(pipeline, **_configured_options(pipeline))
+    except Exception:  # noqa: BLE001 - system metrics must never cost the run
+        _log.exception("otel-recursive-metrics: system metrics did not start")
+        return None
+
+
+def start_when_configured(pipeline: Pipeline) -> None:
+    """With ``system_metrics`` in the pipeline's config, start its sampler on the worker once it is set up.
+
+    What the faces (the exporter, ``TrainingMetrics``, the seed's collector) call for a pipeline
+    they build or use: the pipeline itself knows nothing of samplers. Idempotent.
+    """
+    if pipeline.config.system_metrics:
+
+        def start() -> None:
+            start_configured_now(pipeline)
+
+        pipeline.on_setup(start)
+
+
 def start_system_metrics(pipeline: Pipeline, **options: Any) -> SystemMetrics:
     """The running sampler of ``pipeline``, started with ``options`` if there is none yet.
 
@@ -360,5 +415,6 @@ def start_system_metrics(pipeline: Pipeline, **options: Any) -> SystemMetrics:
         if current is not None and current.active:
             return current
         sampler = SystemMetrics(pipeline, **options)
-        sampler.start()
+        if sampler.start():
+            pipeline.add_producer(sampler)  # stopped first at the pipeline's shutdown
         return sampler

@@ -56,6 +56,8 @@ from typing import Any, Protocol
 
 from opentelemetry.metrics import CallbackOptions, Meter, Observation
 
+from ..metric_set import GPU_METRIC_NAMES, GPU_METRICS, GpuMetricSpec
+
 __all__ = [
     "GPU_METRICS",
     "GPU_METRIC_NAMES",
@@ -71,26 +73,6 @@ __all__ = [
 
 _log = logging.getLogger(__name__)
 
-
-@dataclass(frozen=True)
-class GpuMetricSpec:
-    """How one GPU metric is recorded: instrument kind, UCUM unit, description."""
-
-    kind: str  # "gauge", "counter" or "up_down_counter" (all observable)
-    unit: str
-    description: str
-
-
-GPU_METRICS: Mapping[str, GpuMetricSpec] = {
-    "hw.gpu.utilization": GpuMetricSpec("gauge", "1", "Fraction of time a kernel ran on the GPU over the driver's sample period."),
-    "hw.gpu.memory.usage": GpuMetricSpec("up_down_counter", "By", "GPU memory used."),
-    "hw.gpu.memory.limit": GpuMetricSpec("up_down_counter", "By", "Size of the GPU memory."),
-    "hw.power": GpuMetricSpec("gauge", "W", "Instantaneous power drawn by the GPU."),
-    "hw.energy": GpuMetricSpec("counter", "J", "Energy consumed by the GPU since the driver was loaded."),
-    "hw.temperature": GpuMetricSpec("gauge", "Cel", "GPU die temperature in degrees Celsius."),
-    "hw.gpu.speed": GpuMetricSpec("gauge", "Hz", "GPU SM clock frequency (named after hw.cpu.speed; not in the conventions yet)."),
-}
-GPU_METRIC_NAMES: tuple[str, ...] = tuple(GPU_METRICS)
 
 #: Attribute carrying the driver's device index (no semantic convention covers it).
 GPU_INDEX_KEY = "gpu.index"

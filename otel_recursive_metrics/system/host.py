@@ -2,7 +2,7 @@
 
 ``opentelemetry-instrumentation-system-metrics`` (the ``system`` extra, with ``psutil``) already
 reads ``psutil`` and emits the conventional ``system.*`` / ``process.*`` names; we only choose the
-set (:mod:`.metric_set`) and the MeterProvider it reports to, the private one of
+set (:mod:`otel_recursive_metrics.metric_set`) and the MeterProvider it reports to, the private one of
 :class:`~otel_recursive_metrics.system.SystemMetrics`, so the samples travel with the run and rank
 resource through our pipeline rather than through whatever global provider the process has.
 

@@ -75,6 +75,7 @@ from ..pipeline import preemption
 from ..pipeline.buffer import RecordItem
 from ..pipeline.convert import LogContext, context_number
 from ..pipeline.worker import Pipeline
+from ..system import start_configured_now, start_when_configured
 from .run import event_record, flatten_params, params_record
 from .values import CLOCK, INT64_MAX, check_attributes, next_time_unix_nano, refuse, to_index, to_number, valid_name
 
@@ -147,8 +148,11 @@ class TrainingMetrics:
         self._offer = self._pipeline.offer
         self.rank = int(self._context.resource.get(RANK_KEY, 0) or 0)
         self._muted = bool(rank_zero_only) and self.rank != 0
-        if system_metrics and not self._muted:
-            self._pipeline.start_system_metrics()
+        if not self._muted:
+            if system_metrics:
+                start_configured_now(self._pipeline)
+            else:
+                start_when_configured(self._pipeline)
         if not self._muted:
             _RUNS.started(self._pipeline, self._context_number)
             if run_name is not None or tags is not None or notes is not None:

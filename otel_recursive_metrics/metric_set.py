@@ -1,8 +1,11 @@
-"""Which system metrics to sample: the default set, the set language, and the exclusions.
+"""Which system metrics to sample: the default set, the set language, the exclusions, the GPU metrics.
+
+Below the sampler (:mod:`otel_recursive_metrics.system`), so that the settings check a set
+without importing it: this module is data and pure functions.
 
 A *metric set* is a mapping from a metric to its states, the shape of
 ``opentelemetry-instrumentation-system-metrics``'s ``config`` argument, extended with the GPU
-metrics of :mod:`.gpu`::
+metrics of :data:`GPU_METRICS` (sampled by :mod:`otel_recursive_metrics.system.gpu`)::
 
     {"process.cpu.time": ["user", "system"], "process.memory.usage": None, "hw.gpu.utilization": None}
 
@@ -18,7 +21,7 @@ ignored.
 - process: CPU time and utilisation, resident and virtual memory;
 - host: CPU utilisation per CPU (``user``, ``system``, ``iowait``, ``idle``), memory used (bytes and
   fraction), disk and network bytes per device;
-- GPU: every metric of :data:`.gpu.GPU_METRICS`.
+- GPU: every metric of :data:`GPU_METRICS`.
 
 :func:`parse_metric_set` reads a set given as a mapping, a JSON object, or a comma-separated list,
 read from left to right:
@@ -48,18 +51,41 @@ import fnmatch
 import json
 import os
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, TypeAlias
-
-from .gpu import GPU_METRIC_NAMES
 
 __all__ = [
     "DEFAULT_METRIC_SET",
     "EXCLUDED_METRICS_VARIABLE",
+    "GPU_METRICS",
+    "GPU_METRIC_NAMES",
+    "GpuMetricSpec",
     "MetricSet",
     "known_host_metrics",
     "parse_metric_set",
     "split_metric_set",
 ]
+
+
+@dataclass(frozen=True)
+class GpuMetricSpec:
+    """How one GPU metric is recorded: instrument kind, UCUM unit, description."""
+
+    kind: str  # "gauge", "counter" or "up_down_counter" (all observable)
+    unit: str
+    description: str
+
+
+GPU_METRICS: Mapping[str, GpuMetricSpec] = {
+    "hw.gpu.utilization": GpuMetricSpec("gauge", "1", "Fraction of time a kernel ran on the GPU over the driver's sample period."),
+    "hw.gpu.memory.usage": GpuMetricSpec("up_down_counter", "By", "GPU memory used."),
+    "hw.gpu.memory.limit": GpuMetricSpec("up_down_counter", "By", "Size of the GPU memory."),
+    "hw.power": GpuMetricSpec("gauge", "W", "Instantaneous power drawn by the GPU."),
+    "hw.energy": GpuMetricSpec("counter", "J", "Energy consumed by the GPU since the driver was loaded."),
+    "hw.temperature": GpuMetricSpec("gauge", "Cel", "GPU die temperature in degrees Celsius."),
+    "hw.gpu.speed": GpuMetricSpec("gauge", "Hz", "GPU SM clock frequency (named after hw.cpu.speed; not in the conventions yet)."),
+}
+GPU_METRIC_NAMES: tuple[str, ...] = tuple(GPU_METRICS)
 
 #: A metric set: metric -> its states (host metrics) or ``None``.
 MetricSet: TypeAlias = dict[str, list[str] | None]
