@@ -1,43 +1,20 @@
-"""One validated, immutable configuration for the whole pipeline.
+"""The settings: one row each (parser, variables, meaning) and the :class:`Config` fields that hold their defaults.
 
-A :class:`Config` is built by :func:`load_config` from four layers, the first that sets a field
-wins:
-
-1. keyword arguments (``RecursiveMetricExporter(batch_size=100)``, ``configure(...)``);
-2. a mapping (``config={"metrics_batch_size": 100}``), which also takes the seed system's keys
-   ``metrics_batch_size``, ``metrics_flush_interval_sec``, ``metrics_max_retries`` and
-   ``metrics_retry_delay_sec``;
-3. environment variables ``OTEL_RECURSIVE_METRICS_<FIELD>`` (``OTEL_RECURSIVE_METRICS_BATCH_SIZE``)
-   and, for the OTLP sink, the standard ``OTEL_EXPORTER_OTLP_METRICS_*`` then
-   ``OTEL_EXPORTER_OTLP_*`` variables;
-4. the defaults below.
-
-Every problem is collected before anything is raised, so one :class:`ConfigError` lists each bad
-field, the value it was given, where that value came from and what would be accepted::
-
-    >>> load_config(batch_size=0, overflow="explode")
-    Traceback (most recent call last):
-    ConfigError: invalid otel-recursive-metrics configuration (2 problem(s)):
-      - batch_size=0 (keyword argument): expected an integer >= 1
-      - overflow='explode' (keyword argument): expected one of drop_oldest, drop_newest, block
-
-Why this module is long: the settings table is the one place every setting is written down
-(parser, variables, meaning; the README's table is made from it) beside the :class:`Config`
-fields that hold its defaults; a split would put the two halves of one list in two files.
+:data:`SETTINGS` is the one list: :func:`~.loading.load_config` reads it, and the README's table
+is made from it (:func:`settings_markdown`; a test keeps them equal). A default is written once,
+as the :class:`Config` field's; :attr:`Setting.default` reads it from there.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from ._parsers import (
-    Invalid,
+from .parsers import (
     parse_bool,
     parse_choice,
     parse_float,
@@ -49,18 +26,15 @@ from ._parsers import (
     parse_sinks,
     parse_system_metric_set,
 )
-from .errors import ConfigError
 
 __all__ = [
     "ENV_PREFIX",
     "SEED_KEYS",
     "SETTINGS",
     "Config",
+    "MiB",
     "Setting",
     "display_url",
-    "env_names",
-    "env_setting",
-    "load_config",
     "settings_markdown",
 ]
 
@@ -350,90 +324,3 @@ def env_names(setting: Setting) -> tuple[str, ...]:
     ours = [n for n in setting.env if n.startswith(ENV_PREFIX)]
     others = [n for n in setting.env if not n.startswith(ENV_PREFIX)]
     return (*ours, ENV_PREFIX + setting.name.upper(), *others)
-
-
-def _env_value(setting: Setting, environ: Mapping[str, str]) -> tuple[str, str] | None:
-    for name in env_names(setting):
-        if name in environ and environ[name].strip() != "":
-            value = environ[name]
-            if setting.name == "otlp_timeout_s" and name.startswith("OTEL_EXPORTER_OTLP"):
-                # The standard variable is in milliseconds.
-                try:
-                    value = str(float(value) / 1000.0)
-                except ValueError:
-                    pass
-            return name, value
-    return None
-
-
-def env_setting(name: str, environ: Mapping[str, str] | None = None) -> Any:
-    """One setting from the environment (or its default), parsed as :func:`load_config` would.
-
-    For tools such as the CLI that need the data folder without caring whether an unrelated
-    variable is valid. Raises :class:`ConfigError` for a bad value of this setting only.
-    """
-    setting = _BY_NAME[name]
-    found = _env_value(setting, os.environ if environ is None else environ)
-    if found is None:
-        return setting.default
-    try:
-        return setting.parse(found[1])
-    except Invalid as invalid:
-        shown = "<redacted>" if setting.secret else repr(found[1])
-        raise ConfigError([f"{name}={shown} ({found[0]}): expected {invalid}"]) from None
-
-
-def load_config(
-    config: Mapping[str, Any] | None = None,
-    *,
-    environ: Mapping[str, str] | None = None,
-    **options: Any,
-) -> Config:
-    """Resolve keyword ``options`` > ``config`` mapping > environment > defaults into a Config.
-
-    Raises :class:`ConfigError` listing every problem (unknown keys included) at once.
-    """
-    env = os.environ if environ is None else environ
-    problems: list[str] = []
-    raw: dict[str, tuple[Any, str]] = {}
-
-    for key, value in (config or {}).items():
-        name = SEED_KEYS.get(key, key)
-        if name not in _BY_NAME:
-            problems.append(f"{key}={value!r} (config mapping): unknown setting; known: {', '.join(sorted(_BY_NAME) + sorted(SEED_KEYS))}")
-            continue
-        raw[name] = (value, f"config key {key!r}")
-    for key, value in options.items():
-        name = SEED_KEYS.get(key, key)
-        if name not in _BY_NAME:
-            problems.append(f"{key}={value!r} (keyword argument): unknown setting; known: {', '.join(sorted(_BY_NAME))}")
-            continue
-        raw[name] = (value, "keyword argument")
-
-    values: dict[str, Any] = {}
-    for setting in SETTINGS:
-        if setting.name in raw:
-            value, source = raw[setting.name]
-        else:
-            found = _env_value(setting, env)
-            if found is None:
-                values[setting.name] = setting.default
-                continue
-            source, value = found[0], found[1]
-        try:
-            values[setting.name] = setting.parse(value)
-        except Invalid as invalid:
-            shown = "<redacted>" if setting.secret else repr(value)
-            problems.append(f"{setting.name}={shown} ({source}): expected {invalid}")
-
-    if not problems:
-        if values["retry_max_delay_s"] < values["retry_delay_s"]:
-            problems.append(
-                f"retry_max_delay_s={values['retry_max_delay_s']!r}: expected a number >= retry_delay_s ({values['retry_delay_s']!r})"
-            )
-        for key_field, cert_field in (("otlp_client_key", "otlp_client_certificate"), ("otlp_client_certificate", "otlp_client_key")):
-            if values[key_field] is not None and values[cert_field] is None:
-                problems.append(f"{key_field}={str(values[key_field])!r}: mTLS needs {cert_field} too")
-    if problems:
-        raise ConfigError(problems)
-    return Config(**values)

@@ -110,7 +110,7 @@ def parse_system_metric_set(value: Any) -> str:
     """A system metric set (see :mod:`otel_recursive_metrics.metric_set`), kept as text."""
     import json
 
-    from .metric_set import parse_metric_set
+    from ..metric_set import parse_metric_set
 
     text = json.dumps(dict(value)) if isinstance(value, Mapping) else str(value).strip() or "default"
     try:
