@@ -29,7 +29,7 @@ defaults, one place for both), :mod:`.loading` (keyword arguments, mapping, envi
 from __future__ import annotations
 
 from .loading import env_names, env_setting, load_config
-from .settings import ENV_PREFIX, SEED_KEYS, SETTINGS, Config, Setting, display_url, settings_markdown
+from .settings import ENV_PREFIX, SEED_KEYS, SETTINGS, Config, Setting, display_url, setting_default, settings_markdown
 
 __all__ = [
     "ENV_PREFIX",
@@ -41,5 +41,6 @@ __all__ = [
     "env_names",
     "env_setting",
     "load_config",
+    "setting_default",
     "settings_markdown",
 ]

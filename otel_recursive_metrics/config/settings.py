@@ -35,6 +35,7 @@ __all__ = [
     "MiB",
     "Setting",
     "display_url",
+    "setting_default",
     "settings_markdown",
 ]
 
@@ -282,6 +283,11 @@ class Config:
 _DEFAULTS: dict[str, Any] = {f.name: f.default for f in dataclasses.fields(Config)}
 if set(_DEFAULTS) != set(_BY_NAME):  # pragma: no cover - a developer's slip, caught at import
     raise RuntimeError(f"Config fields and SETTINGS differ: {sorted(set(_DEFAULTS) ^ set(_BY_NAME))}")
+
+
+def setting_default(name: str) -> Any:
+    """The default of setting ``name``, for modules that need it outside a :class:`Config`."""
+    return _DEFAULTS[name]
 
 
 def display_url(url: str) -> str:
