@@ -448,7 +448,7 @@ def test_the_benchmark_prints_its_markdown_row(tmp_path: Path) -> None:
 def test_a_sampler_that_fails_to_start_costs_nothing_and_frees_its_place(
     pipeline_factory: Callable[..., Pipeline], monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    from otel_recursive_metrics import system
+    from otel_recursive_metrics.system import sampler as system  # the module that calls instrument_host
 
     pipeline = pipeline_factory()
 
