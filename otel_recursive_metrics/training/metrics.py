@@ -55,13 +55,8 @@ per instance and best-effort across threads (it only affects the warning and the
 
 from __future__ import annotations
 
-import atexit
 import logging
-import os
-import sys
-import threading
 import time
-import weakref
 from collections.abc import Mapping, Sequence
 from types import TracebackType
 from typing import Any
@@ -69,14 +64,15 @@ from typing import Any
 from .._version import __version__
 from ..config import load_config
 from ..model.attributes import AttributeLimits, canonical_json, limit_attributes
+from ..model.kinds import RunStatus
 from ..model.resource import RANK_KEY
 from ..pipeline import default as default_pipeline
-from ..pipeline import preemption
 from ..pipeline.buffer import RecordItem
 from ..pipeline.convert import LogContext, context_number
 from ..pipeline.worker import Pipeline
 from ..system import start_configured_now, start_when_configured
 from .run import event_record, flatten_params, params_record
+from .run_events import RUNS, status_of
 from .values import CLOCK, INT64_MAX, check_attributes, next_time_unix_nano, refuse, to_index, to_number, valid_name
 
 __all__ = ["TrainingMetrics", "next_time_unix_nano", "to_index", "to_number"]
@@ -154,7 +150,7 @@ class TrainingMetrics:
             else:
                 start_when_configured(self._pipeline)
         if not self._muted:
-            _RUNS.started(self._pipeline, self._context_number)
+            RUNS.started(self._pipeline, self._context_number)
             if run_name is not None or tags is not None or notes is not None:
                 self.set_run(name=run_name, tags=tags, notes=notes)
             if params:
@@ -305,19 +301,20 @@ class TrainingMetrics:
             return True
         return self._pipeline.flush(timeout_s)
 
-    def close(self, timeout_s: float = 30.0, *, status: str = "finished") -> bool:
+    def close(self, timeout_s: float = 30.0, *, status: str | RunStatus = RunStatus.FINISHED) -> bool:
         """Flush; shut the pipeline down too if this instance built it. True if all delivered.
 
         Closing the instance that built its pipeline ends this process's part of the run
         (``status``: ``finished``, or ``failed`` / ``killed``, which the context manager passes on an
         exception); a shared pipeline's run ends at interpreter exit.
         """
+        status = RunStatus(status)  # ValueError naming the value for anything else
         if self._owns_pipeline:
             if not self._muted:
-                _RUNS.ended(self._pipeline, self._context_number, status)
+                RUNS.ended(self._pipeline, self._context_number, status)
             return self._pipeline.shutdown(timeout_s)
-        if status != "finished" and not self._muted:
-            _RUNS.note_status(self._pipeline, status)
+        if status is not RunStatus.FINISHED and not self._muted:
+            RUNS.note_status(self._pipeline, status)
         return self.flush(timeout_s)
 
     def get_stats(self) -> dict[str, Any]:
@@ -336,7 +333,7 @@ class TrainingMetrics:
         return self
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
-        self.close(status=_status_of(exc))
+        self.close(status=status_of(exc))
 
 
 def log_context(resource: dict[str, Any], *, prefix: str = "", attributes_json: str = "{}") -> LogContext:
@@ -348,72 +345,3 @@ def log_context(resource: dict[str, Any], *, prefix: str = "", attributes_json: 
         attributes_json=attributes_json,
         prefix=prefix,
     )
-
-
-def _status_of(exc: BaseException | None) -> str:
-    """How a run ends when ``exc`` ends it (None: normally)."""
-    if exc is None or (isinstance(exc, SystemExit) and exc.code in (0, None)):
-        return "finished"
-    if isinstance(exc, KeyboardInterrupt):
-        return "killed"
-    return "failed"
-
-
-class _RunEvents:
-    """The start and end of this process's part of each run, once per pipeline.
-
-    Several TrainingMetrics may share a pipeline (train and validation loggers): the first
-    records the start; the end is recorded once, by the instance that owns the pipeline when it
-    closes, else at interpreter exit (``failed`` if an uncaught exception is ending it), or on
-    SIGTERM (``killed``), before the handler puts memory on disk. A forked child records nothing
-    for its parent's runs.
-    """
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        # id(pipeline) -> [pipeline (weak), context number, pid, status noted or None, ended]
-        self._runs: dict[int, list[Any]] = {}
-
-    def started(self, pipeline: Pipeline, context: int) -> None:
-        with self._lock:
-            if id(pipeline) in self._runs and self._runs[id(pipeline)][0]() is pipeline:
-                return
-            self._runs[id(pipeline)] = [weakref.ref(pipeline), context, os.getpid(), None, False]
-        pipeline.offer(RecordItem(time.time_ns(), event_record("start", CLOCK())))
-
-    def note_status(self, pipeline: Pipeline, status: str) -> None:
-        with self._lock:
-            entry = self._runs.get(id(pipeline))
-            if entry is not None and entry[3] is None:
-                entry[3] = status
-
-    def ended(self, pipeline: Pipeline, context: int, status: str) -> None:
-        with self._lock:
-            entry = self._runs.get(id(pipeline))
-            if entry is None or entry[4] or entry[0]() is not pipeline or entry[2] != os.getpid():
-                return
-            entry[4] = True
-            status = entry[3] or status
-        if not pipeline.closed:
-            pipeline.offer(RecordItem(time.time_ns(), event_record("end", CLOCK(), status=status)))
-
-    def end_all(self, status: str) -> None:
-        with self._lock:
-            live = [(e[0](), e[1]) for e in self._runs.values() if not e[4]]
-        for pipeline, context in live:
-            if pipeline is not None:
-                self.ended(pipeline, context, status)
-
-
-_RUNS = _RunEvents()
-
-
-@atexit.register
-def _end_runs_at_exit() -> None:
-    # Registered after the worker's exit handler, so it runs before it (atexit is last in,
-    # first out): the end events are offered before the pipelines persist and stop.
-    last = getattr(sys, "last_value", None)  # set when an uncaught exception ends the program
-    _RUNS.end_all(_status_of(last) if last is not None else "finished")
-
-
-preemption.add_hook(lambda: _RUNS.end_all("killed"))
