@@ -39,6 +39,8 @@ from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
     ExportMetricsServiceResponse,
 )
 
+from otel_recursive_metrics.sinks.otlp.base import count_points  # the sinks' own count, not a copy
+
 __all__ = ["Attempt", "Fault", "GrpcReceiver", "HttpReceiver", "TlsFiles", "make_tls_files", "wait_until"]
 
 
@@ -74,17 +76,6 @@ class Attempt:
     accepted: bool
     path: str = ""
     content_encoding: str = ""
-
-
-def count_points(request: ExportMetricsServiceRequest) -> int:
-    total = 0
-    for rm in request.resource_metrics:
-        for sm in rm.scope_metrics:
-            for m in sm.metrics:
-                which = m.WhichOneof("data")
-                if which:
-                    total += len(getattr(m, which).data_points)
-    return total
 
 
 class _Recorder:

@@ -9,14 +9,17 @@ and returns an :class:`OtlpGrpcSink` or an :class:`OtlpHttpSink`::
 
 The parts, in the order a batch meets them:
 
-- ``otlp.py`` (this module): endpoint resolution and the factory; it re-exports the public
+- ``__init__.py`` (this module): endpoint resolution and the factory; it re-exports the public
   names of the modules below, so ``from otel_recursive_metrics.sinks.otlp import ...`` is the
   one import callers need;
-- ``otlp_base.py``: what both transports share (one attempt per send, bounded by the deadline and
+- :mod:`.base`: what both transports share (one attempt per send, bounded by the deadline and
   ``otlp_timeout_s``; partial success counted and logged; TLS files read);
-- ``otlp_grpc.py`` and ``otlp_http.py``: the two transports;
-- ``otlp_errors.py``: how a receiver's answer becomes a ``PermanentError`` or a
+- :mod:`.grpc` and :mod:`.http`: the two transports;
+- :mod:`.errors`: how a receiver's answer becomes a ``PermanentError`` or a
   ``RetryableError``, and the redaction that keeps header values out of every message.
+
+The batch's protobuf encoding is the model's (:mod:`otel_recursive_metrics.model.otlp`): the
+dead letters write the same requests as JSON Lines.
 
 Endpoints follow the OTLP exporter specification. gRPC: ``https://`` means TLS, ``http://``
 plaintext, and an endpoint without a scheme uses TLS unless ``otlp_insecure`` is set; the path is

@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..._version import __version__
-from ...config import display_url
+from ...config import display_url, setting_default
 from ...errors import PermanentError, RetryableError
 from ...model.otlp import encode_request
 from .errors import Redactor, check_headers, clip_message
@@ -79,8 +79,8 @@ class OtlpSink:
         endpoint: str,
         *,
         headers: Sequence[tuple[str, str]] = (),
-        timeout_s: float = 10.0,
-        compression: str = "none",
+        timeout_s: float = setting_default("otlp_timeout_s"),
+        compression: str = setting_default("otlp_compression"),
         certificate: Path | None = None,
         client_key: Path | None = None,
         client_certificate: Path | None = None,
