@@ -8,7 +8,8 @@ still sending its request then, and a socket closed with unread data answers wit
 which destroys the 400 before the client reads it: a 1 MB URL showed as "connection reset by
 peer" and nothing else.
 
-:class:`BoundedH11Protocol` looks at each request's head before h11 does. A request target
+:class:`BoundedH11Protocol` looks at each request's head before h11 parses it (h11 buffers
+what is read; the check runs on that buffer whenever a new request may start in it). A request target
 longer than :data:`MAX_URL_BYTES` gets ``414 URI Too Long``, a head longer than
 :data:`MAX_HEAD_BYTES` ``431 Request Header Fields Too Large``, each with a one-line text body
 and the security headers (:mod:`.headers`). Then it closes the way a server that answers before
@@ -87,12 +88,17 @@ class BoundedH11Protocol(H11Protocol):
             if self._drained_bytes > DRAIN_MAX_BYTES:
                 self.transport.close()
             return
-        if self.conn.their_state is h11.IDLE:  # between requests: ``data`` continues a request's head
-            refusal = head_refusal(self.conn.trailing_data[0] + data)
+        super().data_received(data)  # h11 buffers it; then handle_events
+
+    def handle_events(self) -> None:
+        # Called after each read, and when a response is done and a pipelined request waits:
+        # whenever a new request's head may be in h11's buffer, before h11 parses it.
+        if self.conn.their_state is h11.IDLE:
+            refusal = head_refusal(self.conn.trailing_data[0])
             if refusal is not None:
                 self._refuse(*refusal)
                 return
-        super().data_received(data)
+        super().handle_events()
 
     def _refuse(self, status: int, reason: str, text: str) -> None:
         self._unset_keepalive_if_required()

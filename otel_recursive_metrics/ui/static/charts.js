@@ -253,6 +253,9 @@ const Charts = (() => {
         yaxis: { zeroline: false, exponentformat: "e" },
         legend: { orientation: "h", x: 1, xanchor: "right", y: 1.02, yanchor: "bottom", font: { size: 11 } },
         hovermode: "x unified",
+        // Whole names in the hover label (they are cut to a bound before they reach Plotly):
+        // Plotly's own cut counts the escaped text and could end inside an entity.
+        hoverlabel: { namelength: -1 },
         // A live update keeps the user's zoom: Plotly resets it only when uirevision changes.
         uirevision: `${this.options.x}`,
         height: 340,
