@@ -7,7 +7,11 @@ What a person would check by looking, on a store written by the real package (tw
   exists to record them), and its filter narrows the list;
 - the comparison page draws both runs' series in one chart, and smoothing adds the smoothed
   lines over the faint raw ones;
-- a point logged while the page is open appears in the chart without a reload.
+- a point logged while the page is open appears in the chart without a reload;
+- run ids, run names, tags, notes, parameters, metric names and attributes that look like
+  markup show as the text they are, on every page (runs, run, compare) and in every place Plotly
+  draws them (title, legend, hover): no element, link or style comes from them, and a long name
+  is cut; the pages' Content-Security-Policy refuses an inline script.
 
 Without Chromium or Playwright these tests skip, saying what to install; under ``CI=true``
 they fail instead (``.ci/run`` installs ``chromium``). Playwright never downloads a browser

@@ -115,7 +115,7 @@ class BoundedH11Protocol(H11Protocol):
             self.transport.write_eof()
         self._draining = True
         self._linger = self.loop.call_later(LINGER_S, self.transport.close)
-        _log.warning("refused a request from %s: %s", self.client, text)
+        _log.info("refused a request from %s: %s", self.client, text)  # the client has the explanation
 
     def eof_received(self) -> None:
         if self._draining:
