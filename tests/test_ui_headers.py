@@ -12,6 +12,7 @@ On a real uvicorn server on a free loopback port, through real sockets:
 
 from __future__ import annotations
 
+import selectors
 import socket
 import urllib.error
 import urllib.request
@@ -63,26 +64,25 @@ def exchange(server: UIServer, request: bytes, *, read_while_sending: bool = Fal
     client saw before the fix.
     """
     with socket.create_connection(("127.0.0.1", server.port), timeout=DEADLINE_S) as sock:
+        answer = b""
         if read_while_sending:
             # Send in pieces, reading whatever has come back between them (a browser's way).
-            answer = b""
             sock.setblocking(False)
-            for start in range(0, len(request), 65536):
-                view = memoryview(request)[start : start + 65536]
+            view = memoryview(request)
+            with selectors.DefaultSelector() as selector:
+                selector.register(sock, selectors.EVENT_READ | selectors.EVENT_WRITE)
                 while view:
-                    try:
-                        view = view[sock.send(view) :]
-                    except BlockingIOError:
-                        pass
-                    try:
-                        answer += sock.recv(65536)
-                    except BlockingIOError:
-                        pass
+                    events = selector.select(DEADLINE_S)
+                    assert events, "the server neither read nor answered within the deadline"
+                    for _, mask in events:
+                        if mask & selectors.EVENT_READ:
+                            answer += sock.recv(65536)
+                        if mask & selectors.EVENT_WRITE and view:
+                            view = view[sock.send(view[:65536]) :]
             sock.setblocking(True)
             sock.settimeout(DEADLINE_S)
         else:
             sock.sendall(request)
-            answer = b""
         while chunk := sock.recv(65536):
             answer += chunk
     return answer
