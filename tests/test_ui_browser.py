@@ -417,3 +417,27 @@ def test_the_pages_policy_refuses_an_inline_script(served: UIServer, page: Any, 
     assert blocked.startswith("script-src"), blocked
     assert page.evaluate("() => window.injectedScriptRan") is None
     page_errors[:] = [e for e in page_errors if "Content Security Policy" not in e]
+
+
+def test_the_runs_page_and_the_chart_show_an_integer_histogram_at_its_true_mean(data_dir: Path, page: Any) -> None:
+    # Whole milliseconds through the real SDK: count 450, sum 38 (SQLite's integer division made it 0).
+    from otel_recursive_metrics import RecursiveMetricExporter
+
+    from .helpers import sdk_provider
+
+    provider = sdk_provider(
+        RecursiveMetricExporter(dir=data_dir, flush_interval_s=0.1), {"service.name": "web", "training.run.id": "server"}
+    )
+    duration = provider.get_meter("http").create_histogram("http.server.duration", unit="ms")
+    for request in range(450):
+        duration.record(1 if request < 38 else 0)
+    provider.shutdown()
+    with UIServer(data_dir / "metrics.db", port=0) as server:
+        page.goto(server.url)
+        page.wait_for_function("() => document.querySelectorAll('#runs tbody tr .last .chip').length === 1")
+        chip = page.query_selector("#runs tbody tr .last .chip")
+        assert chip.inner_text() == "http.server.duration 0.08444"  # four significant digits shown
+        assert chip.get_attribute("title") == f"http.server.duration = {38 / 450!r} at step –"  # and every digit on hover
+        page.goto(f"{server.url}compare?run=server&metric=http.server.duration&refresh=0")
+        page.wait_for_function("() => window.__orm && window.__orm.allChartsMs")
+        assert [t["y"] for t in chart_data(page, "http.server.duration")] == [[38 / 450]]
