@@ -373,7 +373,8 @@ def test_a_redelivery_after_kill_9_stores_records_sharing_timestamps_exactly_onc
     import subprocess
     import sys
 
-    child = subprocess.run([sys.executable, "-c", _KILLED_AFTER_COMMIT, str(data_dir)], capture_output=True, text=True, timeout=120)
+    argv = [sys.executable, "-c", _KILLED_AFTER_COMMIT, str(data_dir)]
+    child = subprocess.run(argv, capture_output=True, text=True, timeout=120, check=False)
     assert child.returncode == -9, child.stderr
     assert len(stored(data_dir / "metrics.db", "replayed.loss")) == 100, "committed before the kill"
     # The next start with the folder: the batch is still queued, and is delivered again.
