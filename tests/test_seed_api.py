@@ -362,7 +362,8 @@ def killed_before_the_cursor_moves(self, sink, record_id):
     os.kill(os.getpid(), signal.SIGKILL)
 
 QueueSlot.done = killed_before_the_cursor_moves
-collector = AsyncMetricsCollector({"dir": sys.argv[1], "metrics_flush_interval_sec": 0.05, "store_direct": False})
+config = {"dir": sys.argv[1], "metrics_flush_interval_sec": 30.0, "metrics_batch_size": 1000, "store_direct": False}
+collector = AsyncMetricsCollector(config)
 for i in range(100):
     collector.submit_metric({"metric_name": "replayed.loss", "value": float(i), "timestamp": 1_700_000_000 + i % 10, "id": f"r{i}"})
 collector.flush(60)
