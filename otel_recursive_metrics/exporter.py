@@ -106,7 +106,7 @@ class RecursiveMetricExporter(MetricExporter):
                 # report them twice.
                 pipeline.stats.ignored_forked_export()
                 return MetricExportResult.SUCCESS
-            if pipeline.offer(ExportItem(time.time_ns(), metrics_data)):
+            if pipeline.offer(ExportItem(time.monotonic_ns(), metrics_data)):
                 return MetricExportResult.SUCCESS
             return MetricExportResult.FAILURE
         except Exception:  # noqa: BLE001 - the SDK's reader must never see us raise

@@ -40,6 +40,7 @@ one place.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import functools
 import logging
 import os
@@ -160,6 +161,8 @@ class Pipeline:
         )
         self._released = False
         self._losses_answered = 0
+        #: Points the queue still held for a sink when it was closed (get_stats after close).
+        self._points_left_on_disk = 0
         #: The SystemMetrics sampler (``system_metrics`` or :meth:`start_system_metrics`).
         self._system: Any = None
 
@@ -381,10 +384,10 @@ class Pipeline:
     def _wait_timeout_s(self) -> float:
         """Until the oldest item in memory nears the flush interval (at most the interval)."""
         interval = self.config.flush_interval_s
-        oldest = self.buffer.oldest_time_unix_nano()
+        oldest = self.buffer.oldest_offered_ns()
         if oldest is None:
             return interval
-        age_s = (time.time_ns() - oldest) / 1e9
+        age_s = (time.monotonic_ns() - oldest) / 1e9
         return max(0.0, min(interval, interval * 0.9 - age_s))
 
     def _wake_sinks(self) -> None:
@@ -437,6 +440,8 @@ class Pipeline:
             except Exception:  # noqa: BLE001
                 _log.exception("closing sink %s failed", sink.name)
         if self._queue is not None:
+            with contextlib.suppress(Exception):
+                self._points_left_on_disk = self._queue.pending()[1]
             try:
                 self._queue.close()
             except Exception:  # noqa: BLE001
@@ -655,11 +660,11 @@ class Pipeline:
         snap = self.stats.snapshot()
         pending_points = 0
         queue = self._queue
-        if queue is not None and not self._closed:
+        if queue is not None:
             try:
                 pending_points = queue.pending()[1]
-            except Exception:  # noqa: BLE001
-                pending_points = 0
+            except Exception:  # noqa: BLE001 - closed: what it held then is still on disk
+                pending_points = self._points_left_on_disk
         sent = snap["sent_points"]
         snap["metrics_processed"] = min((sent.get(s, 0) for s in self.delivering_sinks), default=0)
         snap["buffer_items"] = len(self.buffer) + self._ingest.in_flight_items
@@ -669,8 +674,10 @@ class Pipeline:
         snap["queue_bytes"] = queue.bytes if queue is not None else 0
         snap["queue_capacity_bytes"] = self.config.max_queue_bytes
         oldest = self._ingest.oldest_unwritten()
-        snap["durability_lag_s"] = 0.0 if oldest is None else max(0.0, (time.time_ns() - oldest) / 1e9)
+        snap["durability_lag_s"] = 0.0 if oldest is None else max(0.0, (time.monotonic_ns() - oldest) / 1e9)
         snap["queue_failing"] = None if self._ingest.failing is None else self._ingest.failing.value
+        # Converted at ingest, plus what the store converted in batches queued by an earlier version.
+        snap["values_as_float"] += sum(s.values_as_float for s in self._sinks if isinstance(s, StoreSink))
         snap["sinks"] = list(self.config.sinks)
         snap["offline_sinks"] = list(self.offline_sinks)
         return snap

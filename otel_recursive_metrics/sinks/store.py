@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import dataclasses
+import logging
 import sqlite3
 import time
 from pathlib import Path
 
 from ..errors import PermanentError, RetryableError
-from ..pipeline.batch import PointBatch
+from ..pipeline.batch import PointBatch, wide_ints_as_float
 from ..store.point_store import PointStore
 
 __all__ = ["StoreSink"]
+
+_log = logging.getLogger(__name__)
 
 # SQLite errors that a later attempt can get past: a lock held by another rank, a full or
 # briefly unavailable disk.
@@ -27,6 +31,9 @@ class StoreSink:
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
         self._store: PointStore | None = None
+        #: Integer values past 64 bits stored as floats (batches queued or dead-lettered before
+        #: the pipeline converted such values itself); a running count, like ``rejected_points``.
+        self.values_as_float = 0
 
     @property
     def store(self) -> PointStore:
@@ -39,7 +46,14 @@ class StoreSink:
         try:
             store = self.store
             store.set_busy_timeout(deadline - time.monotonic())
-            store.write_batch(batch, steps_unknown=steps_unknown)
+            try:
+                store.write_batch(batch, steps_unknown=steps_unknown)
+            except OverflowError:
+                points, changed = wide_ints_as_float(batch.points)
+                if not changed:
+                    raise  # a time or step past 64 bits: about one point, found by delivery's split
+                store.write_batch(dataclasses.replace(batch, points=points), steps_unknown=steps_unknown)
+                self._stored_as_float(changed)
         except sqlite3.OperationalError as exc:
             if any(word in str(exc).lower() for word in _TRANSIENT):
                 raise RetryableError(f"store {self.path}: {exc}") from exc
@@ -55,6 +69,16 @@ class StoreSink:
             # ("malformed") refuses everything alike.
             splittable = "malformed" not in str(exc).lower()
             raise PermanentError(f"store {self.path}: cannot store this batch: {type(exc).__name__}: {exc}", splittable=splittable) from exc
+
+    def _stored_as_float(self, changed: int) -> None:
+        if not self.values_as_float:
+            _log.warning(
+                "otel-recursive-metrics: %d integer value(s) past 64 bits stored in %s as floats (SQLite holds 64-bit"
+                " integers); further ones are counted in get_stats()['values_as_float']",
+                changed,
+                self.path,
+            )
+        self.values_as_float += changed
 
     def close(self) -> None:
         if self._store is not None:
