@@ -45,7 +45,7 @@ class StoreSink:
         left = self._points_left_behind
         store = self._store
         if store is not None:
-            for cause, n in store.recreated.items():
+            for cause, n in dict(store.recreated).items():  # a copy: the worker thread may add to it
                 recreated[cause] = recreated.get(cause, 0) + n
             left += store.points_left_behind
         return {"store_recreated": recreated, "store_points_left_behind": left}

@@ -44,6 +44,8 @@ __all__ = [
     "SETTLE_S",
     "FileChange",
     "StoreFileWatch",
+    "change_message",
+    "clear_the_path",
     "file_identity",
     "header_problem",
     "identity_mark",
@@ -218,3 +220,42 @@ def write_identity_mark(path: Path, identity: tuple[int, int]) -> None:
     with os.fdopen(fd, "w") as f:
         f.write(f"{identity[0]} {identity[1]}\n")
     os.replace(tmp, _mark_path(path))
+
+
+def clear_the_path(path: Path, change: FileChange, old_identity: tuple[int, int] | None) -> Path | None:
+    """Ready ``path`` for a writer after ``change`` (under :func:`recreate_lock`); where a damaged file went.
+
+    A truncated file still there is moved aside whole. A removed file's ``-wal`` / ``-shm``, and
+    those at a file someone else put there (no identity mark), are the old file's: moved aside
+    too, so that SQLite does not read them as the new file's. A file another writer of ours
+    created or took over (its identity marked) is left as it is.
+    """
+    now = file_identity(path)
+    if change.cause == "truncated" and now == old_identity:
+        return move_aside(path, "damaged")
+    if now is None:
+        move_aside(path, "removed", main_file=False)
+    elif now != identity_mark(path):
+        move_aside(path, "replaced", main_file=False)
+    return None
+
+
+def change_message(path: Path, change: FileChange, left: int, moved_to: Path | None) -> str:
+    """The one line logged when the store file changed under a writer that then went on."""
+    if change.cause == "removed":
+        return (
+            f"store {path} was removed while this process wrote to it; created a new store there and went on writing"
+            f" ({left} point(s) this process had stored went with the removed file; run metadata written again)"
+        )
+    if change.cause == "replaced":
+        return (
+            f"store {path} was replaced by another file while this process wrote to it; writing to that file from now on"
+            f" ({left} point(s) this process had stored stay in the file that was replaced; run metadata written again)"
+        )
+    where = f"moved it aside to {moved_to}" if moved_to is not None else "another process moved it aside"
+    recover = f"; recover what it holds with: sqlite3 {moved_to} '.recover'" if moved_to is not None else ""
+    return (
+        f"store {path} was truncated while this process wrote to it ({change.detail}): {where} and created a new store"
+        f" there; everything from now on goes to the new store ({left} point(s) this process had stored are in the damaged"
+        f" file{recover})"
+    )

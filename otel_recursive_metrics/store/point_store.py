@@ -27,16 +27,15 @@ from .._files import connect, connect_readonly, make_private_dir
 from ..pipeline.attributes import canonical_json
 from ..pipeline.batch import (
     METRIC,
-    RESOURCE,
     PointBatch,
 )
 from .blocks import add_blocks, temporary_blocks
-from .file_watch import FileChange, StoreFileWatch, file_identity, identity_mark, move_aside, recreate_lock, write_identity_mark
+from .file_watch import FileChange, StoreFileWatch, change_message, clear_the_path, recreate_lock, write_identity_mark
 from .frames import points_dataframe, runs_dataframe
 from .insert import insert_points, rows_per_statement
 from .points import PointQuery, StoredPoint, json_path
 from .ranks import DEFAULT_WINDOW_S, rank_skew
-from .run_metadata import RUN_METADATA_METRICS, write_run_metadata
+from .run_metadata import RUN_METADATA_METRICS, KeptRunMetadata, write_run_metadata
 from .runs import summarize_runs
 from .schema import SCHEMA_VERSION, check_layout, check_version, create_schema, refuse_newer_store
 
@@ -45,9 +44,6 @@ __all__ = ["SCHEMA_VERSION", "PointStore", "StoredPoint"]
 _log = logging.getLogger(__name__)
 
 _ATTR_CACHE_MAX = 200_000
-#: Run-metadata points a writer keeps to write again into a store re-created under it (the
-#: oldest go first; a run has a handful).
-_METADATA_KEPT_MAX = 10_000
 
 
 class PointStore:
@@ -82,9 +78,7 @@ class PointStore:
         self._points_in_file = 0
         self._watch = StoreFileWatch(self.path)
         self._pending_change: FileChange | None = None
-        #: Run metadata this writer stored, written again into a store re-created under it.
-        self._metadata: list[PointBatch] = []
-        self._metadata_points = 0
+        self._metadata = KeptRunMetadata()
         if readonly:
             self._conn = connect_readonly(self.path, busy_timeout_s=busy_timeout_s)
             try:
@@ -234,7 +228,7 @@ class PointStore:
                 key = (block.metric_id, block.resource_id)
                 self._series_max_time[key] = max(block.max_time, self._series_max_time.get(key, block.max_time))
             if metadata and remember:
-                self._remember_metadata(batch, metadata_points)
+                self._metadata.keep(batch, metadata_points)
         except BaseException:
             self._ids.clear()
             self._attr_ids.clear()
@@ -245,26 +239,6 @@ class PointStore:
         return inserted
 
     # -- a store removed, replaced or truncated under this writer (see file_watch.py) --------
-
-    def _remember_metadata(self, batch: PointBatch, points: list[list[Any]]) -> None:
-        """Keep run-metadata points (a few per run) as a small batch of their own."""
-        resources: dict[int, int] = {}
-        metrics: dict[int, int] = {}
-        kept = PointBatch(id=batch.id)
-        for p in points:
-            q = list(p)
-            if p[RESOURCE] not in resources:
-                resources[p[RESOURCE]] = len(kept.resources)
-                kept.resources.append(batch.resources[p[RESOURCE]])
-            if p[METRIC] not in metrics:
-                metrics[p[METRIC]] = len(kept.metrics)
-                kept.metrics.append(batch.metrics[p[METRIC]])
-            q[RESOURCE], q[METRIC] = resources[p[RESOURCE]], metrics[p[METRIC]]
-            kept.points.append(q)
-        self._metadata.append(kept)
-        self._metadata_points += len(kept.points)
-        while self._metadata_points > _METADATA_KEPT_MAX and len(self._metadata) > 1:
-            self._metadata_points -= len(self._metadata.pop(0).points)
 
     def _notice_change(self) -> bool:
         """Re-create the store if its file changed under this writer (the caller holds the lock); True if so."""
@@ -293,18 +267,10 @@ class PointStore:
         self._ids.clear()
         self._attr_ids.clear()
         self._series_max_time.clear()
-        moved_to = None
         try:
             make_private_dir(self.path.parent)
             with recreate_lock(self.path.parent):
-                now = file_identity(self.path)
-                if change.cause == "truncated" and now == old_identity:
-                    moved_to = move_aside(self.path, "damaged")
-                elif now is None:
-                    move_aside(self.path, "removed", main_file=False)
-                elif now != identity_mark(self.path):
-                    # Put there by someone else: the -wal / -shm at the path are the old file's.
-                    move_aside(self.path, "replaced", main_file=False)
+                moved_to = clear_the_path(self.path, change, old_identity)
                 self._conn = self._open_for_writing()
                 if self._watch.identity is not None:
                     write_identity_mark(self.path, self._watch.identity)
@@ -315,13 +281,13 @@ class PointStore:
         self.recreated[change.cause] = self.recreated.get(change.cause, 0) + 1
         left, self._points_in_file = self._points_in_file, 0
         self.points_left_behind += left
-        for kept in list(self._metadata):
+        for kept in self._metadata.batches():
             try:
                 self._write(kept, steps_unknown=False, remember=False)
             except Exception as exc:  # noqa: BLE001 - the points matter more than their run's metadata
                 _log.warning("otel-recursive-metrics: could not write run metadata again into %s: %s", self.path, exc)
                 break
-        _log.error("otel-recursive-metrics: %s", _change_message(self.path, change, left, moved_to))
+        _log.error("otel-recursive-metrics: %s", change_message(self.path, change, left, moved_to))
 
     # -- reading ---------------------------------------------------------------------------
 
@@ -415,24 +381,3 @@ class PointStore:
             if p.extra is not None and p.extra.get(key) == value
         ]
         return found if limit is None else found[: int(limit)]
-
-
-def _change_message(path: Path, change: FileChange, left: int, moved_to: Path | None) -> str:
-    """The one line logged when the store file changed under a writer."""
-    if change.cause == "removed":
-        return (
-            f"store {path} was removed while this process wrote to it; created a new store there and went on writing"
-            f" ({left} point(s) this process had stored went with the removed file; run metadata written again)"
-        )
-    if change.cause == "replaced":
-        return (
-            f"store {path} was replaced by another file while this process wrote to it; writing to that file from now on"
-            f" ({left} point(s) this process had stored stay in the file that was replaced; run metadata written again)"
-        )
-    where = f"moved it aside to {moved_to}" if moved_to is not None else "another process moved it aside"
-    recover = f"; recover what it holds with: sqlite3 {moved_to} '.recover'" if moved_to is not None else ""
-    return (
-        f"store {path} was truncated while this process wrote to it ({change.detail}): {where} and created a new store"
-        f" there; everything from now on goes to the new store ({left} point(s) this process had stored are in the damaged"
-        f" file{recover})"
-    )
