@@ -56,7 +56,8 @@ from ..config import Config
 from ..errors import ConfigError
 from ..resource import default_resource_attributes
 from ..sinks.base import Sink, build_sinks
-from ..sinks.store import StoreSink
+from ..sinks.store import StoreSink, store_file_stats
+from ..store.schema import refuse_newer_store
 from . import preemption
 from .batch import PointBatch
 from .buffer import MemoryBuffer, initial_capacity, item_points
@@ -115,6 +116,8 @@ class Pipeline:
         problem = folder_problem(config.queue_dir)
         if problem is not None:
             raise ConfigError([f"dir={str(config.dir)!r}: cannot keep the durable queue in {str(config.queue_dir)!r}: {problem}"])
+        if "store" in config.sinks:
+            refuse_newer_store(config.resolved_store_path)  # ConfigError for a store of a newer version
         self.config = config
         self.stats = Stats()
         self._sink_factory: Callable[[], list[Sink]] = (lambda: list(sinks)) if sinks is not None else (lambda: build_sinks(config))
@@ -680,6 +683,7 @@ class Pipeline:
         snap["values_as_float"] += sum(s.values_as_float for s in self._sinks if isinstance(s, StoreSink))
         snap["sinks"] = list(self.config.sinks)
         snap["offline_sinks"] = list(self.offline_sinks)
+        snap.update(store_file_stats(self._sinks))  # a store file removed or truncated under us (sinks/store.py)
         return snap
 
     # -- fork ------------------------------------------------------------------------------------
