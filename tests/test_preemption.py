@@ -235,7 +235,7 @@ def test_sigterm_while_the_sdk_holds_the_lock_its_collect_needs(data_dir: Path, 
         child.kill()
     stderr = stderr_of(child)
     assert child.returncode == -signal.SIGTERM, stderr
-    assert "SIGTERM:" in stderr and "on disk" in stderr and "did not hand over" not in stderr, stderr
+    assert "SIGTERM:" in stderr and "on disk" in stderr and "collect did not end" not in stderr, stderr
     last = read_reports(report)[-1]
     stored = counted(data_dir)
     assert stored >= max(last["added"], 2000), f"{stored} on disk of {last['added']} counted; stderr: {stderr}"

@@ -71,6 +71,10 @@ _TRY_S = 0.2
 _RESEND_POLL_S = 0.005
 #: What the handler waits past the budget for the helper's one-line summary.
 _SUMMARY_S = 0.25
+_NOT_COLLECTED = (
+    "the OpenTelemetry SDK's collect did not end within {:g} s (a reader busy exporting elsewhere, or a lock held);"
+    " what it had not handed over yet is lost"
+)
 
 
 class Persistable(Protocol):
@@ -331,7 +335,7 @@ def _persist_all(deadline: float, collected: threading.Event) -> list[str]:
     for pipeline, event in waits:
         if event is not None and done_by[id(pipeline)]:
             pipeline.deliver_locally(deadline)
-    lines = [] if in_time else [f"the OpenTelemetry SDK did not hand over what it aggregated within {SDK_COLLECT_S:g} s; that part is lost"]
+    lines = [] if in_time else [_NOT_COLLECTED.format(SDK_COLLECT_S)]
     for pipeline, event in waits:
         summary = pipeline.sigterm_summary(done_by[id(pipeline)]) if event is not None else None
         if summary:
