@@ -230,7 +230,7 @@ class _Sigterm:
         latest = self.rounds[-1]
         ours, sdk = _interrupted_in(frame)
         limit = self.deadline + _SUMMARY_S
-        if ours or sdk:
+        if (ours or sdk) and hasattr(signal, "pthread_kill"):  # not on Windows: there it waits, within the budget
             # Wait briefly for what may need a lock the main thread holds: everything in our
             # code (the buffer, the queue, the runs), the collect in the SDK's.
             first = latest.done if ours else latest.collected
