@@ -44,6 +44,7 @@ from opentelemetry.sdk.metrics.export import (
 
 from .config import Config, load_config
 from .pipeline import default as default_pipeline
+from .pipeline import preemption
 from .pipeline.buffer import ExportItem
 from .pipeline.worker import ErrorCallback, Pipeline
 
@@ -88,6 +89,9 @@ class RecursiveMetricExporter(MetricExporter):
             resolved = config if isinstance(config, Config) else load_config(config, **options)
             self._pipeline = Pipeline(resolved)
             default_pipeline.set_default_pipeline(self._pipeline)
+            # Here, on the thread that builds us (the main one, for configure() and for the SDK's
+            # auto-configuration): the SDK's first export() runs on its reader thread, too late.
+            self._pipeline.install_sigterm_handler()
 
     @property
     def config(self) -> Config:
@@ -117,6 +121,8 @@ class RecursiveMetricExporter(MetricExporter):
 
     def force_flush(self, timeout_millis: float = 10_000) -> bool:
         """True when everything exported before this call is delivered to every sink."""
+        if preemption.collecting():
+            return False  # the SDK's collect for SIGTERM: the handler persists right after, within its budget
         try:
             return self._pipeline.flush(timeout_millis / 1000.0)
         except Exception:  # noqa: BLE001

@@ -233,8 +233,11 @@ class Pipeline:
             self._threads = [threading.Thread(target=self._ingest_loop, name="otel-recursive-metrics-ingest", daemon=True)]
             self._started = True
             self._threads[0].start()
-        if self.config.handle_sigterm and not self.in_forked_child:
-            preemption.install(_running_pipelines)
+        self.install_sigterm_handler()
+
+    def install_sigterm_handler(self) -> bool:
+        """Put the SIGTERM handler in front of the program's, if ``handle_sigterm`` (see :mod:`.preemption`)."""
+        return self.config.handle_sigterm and not self.in_forked_child and preemption.install(_sigterm_pipelines)
 
     def _setup(self) -> bool:
         """Open the durable queue and the sinks, start one thread per sink (on the worker)."""
@@ -701,6 +704,11 @@ class Pipeline:
 
 def _running_pipelines() -> list[Pipeline]:
     return [p for p in list(_pipelines) if p.started and not p.closed]
+
+
+def _sigterm_pipelines() -> list[Pipeline]:
+    """What SIGTERM keeps: running pipelines, and those an SDK collect may start (not a fork's)."""
+    return [p for p in list(_pipelines) if not p.closed and (p.started or not p.in_forked_child)]
 
 
 def _reset_pipelines_in_child() -> None:
