@@ -161,7 +161,7 @@ class AsyncMetricsCollector:
         pipeline = self._pipeline
         assert pipeline is not None
         self._submitted += 1
-        if not pipeline.offer(RecordItem(time.time_ns(), record)):
+        if not pipeline.offer(RecordItem(time.monotonic_ns(), record)):
             # Counted by the pipeline as dropped (buffer_full by the overflow policy, or shutdown).
             self._refused += 1
         return metric_id

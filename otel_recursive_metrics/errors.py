@@ -17,6 +17,7 @@ __all__ = [
     "MetricValueError",
     "PermanentError",
     "RetryableError",
+    "StoreVersionError",
 ]
 
 
@@ -27,6 +28,19 @@ class ConfigError(ValueError):
         self.problems = list(problems)
         lines = "\n".join(f"  - {p}" for p in self.problems)
         super().__init__(f"invalid otel-recursive-metrics configuration ({len(self.problems)} problem(s)):\n{lines}")
+
+
+class StoreVersionError(ValueError):
+    """A store file written by a newer schema version than this package reads; one line, naming both."""
+
+    def __init__(self, path: object, version: object, supported: int) -> None:
+        self.path = path
+        self.version = version
+        self.supported = supported
+        super().__init__(
+            f"store {path} has schema version {version}; this otel-recursive-metrics reads up to version {supported}:"
+            " upgrade the package (in your clone: git pull, then pip install -e .)"
+        )
 
 
 class MetricValueError(ValueError):

@@ -33,6 +33,7 @@ from opentelemetry.sdk.metrics.export import (
 
 from .config import Config, load_config
 from .pipeline import default as default_pipeline
+from .pipeline import preemption
 from .pipeline.buffer import ExportItem
 from .pipeline.worker import ErrorCallback, Pipeline
 from .sdk_preferences import temporality_from_env
@@ -75,6 +76,9 @@ class RecursiveMetricExporter(MetricExporter):
             self._pipeline = Pipeline(resolved)
             default_pipeline.set_default_pipeline(self._pipeline)
             start_when_configured(self._pipeline)
+            # Here, on the thread that builds us (the main one, for configure() and for the SDK's
+            # auto-configuration): the SDK's first export() runs on its reader thread, too late.
+            self._pipeline.install_sigterm_handler()
 
     @property
     def config(self) -> Config:
@@ -93,7 +97,7 @@ class RecursiveMetricExporter(MetricExporter):
                 # report them twice.
                 pipeline.stats.ignored_forked_export()
                 return MetricExportResult.SUCCESS
-            if pipeline.offer(ExportItem(time.time_ns(), metrics_data)):
+            if pipeline.offer(ExportItem(time.monotonic_ns(), metrics_data)):
                 return MetricExportResult.SUCCESS
             return MetricExportResult.FAILURE
         except Exception:  # noqa: BLE001 - the SDK's reader must never see us raise
@@ -104,6 +108,8 @@ class RecursiveMetricExporter(MetricExporter):
 
     def force_flush(self, timeout_millis: float = 10_000) -> bool:
         """True when everything exported before this call is delivered to every sink."""
+        if preemption.collecting():
+            return False  # the SDK's collect for SIGTERM: the handler persists right after, within its budget
         try:
             return self._pipeline.flush(timeout_millis / 1000.0)
         except Exception:  # noqa: BLE001

@@ -34,8 +34,9 @@ The record format (shared with ``submit_metric``, see :func:`prepare_record`):
 
 A record missing ``metric_name``/``metric_type`` or ``value``, or with a non-numeric value, is
 refused at the call with :class:`~otel_recursive_metrics.errors.MetricValueError` naming the
-field and the value. Two records with the same name, step, timestamp and attributes are the same
-point in the store (the first is kept); records without a timestamp never collide.
+field and the value. Records that share a name and timestamp are distinct points when they
+differ in value, step, attributes or any other field, ``id`` included (every record gets its own
+id unless given one); only a record given again whole, id and all, is stored once.
 
 Thread safety: a ``MetricsStore`` may be shared between threads (the underlying
 :class:`PointStore` serialises its calls). ``get_metrics_store`` returns a process-wide

@@ -17,6 +17,7 @@ from otel_recursive_metrics.config import load_config
 from otel_recursive_metrics.pipeline.worker import Pipeline
 from otel_recursive_metrics.queue.dead_letter import DeadLetterQueue
 
+from .conftest import required_in_ci
 from .helpers import run_cli
 from .otlp_receiver import Fault, HttpReceiver
 
@@ -58,7 +59,7 @@ def test_read_commands_work_on_a_read_only_file_system(tmp_path: Path, capsys: p
     mount = tmp_path / "ro"
     mount.mkdir()
     if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(mount)], capture_output=True, check=False).returncode:
-        pytest.skip("needs to mount a tmpfs (root) to make a read-only file system")
+        required_in_ci("needs to mount a tmpfs (root) to make a read-only file system")
     try:
         store = small_store(mount / "otel-metrics")
         subprocess.run(["mount", "-o", "remount,ro", str(mount)], check=True)

@@ -124,7 +124,11 @@ def test_sync_with_the_endpoint_down_says_why_and_keeps_everything(data_dir: Pat
         endpoint = rec.endpoint
     code, err = sync(capsys, data_dir, endpoint, "http/protobuf", "--retry-s", "1")
     assert code == 1
-    assert ("100 point(s) are still pending" in err and "Connection refused" in err) or "refused" in err.lower()
+    # The endpoint is closed: the OTLP/HTTP sink says "connection refused", sync names the slot,
+    # what it could not deliver and why, then how much is still pending.
+    assert "otlp: 100 point(s) of slot-0.db not delivered: retry budget of 1s spent" in err, err
+    assert f"last error: OTLP/HTTP {endpoint}: connection refused" in err, err
+    assert "100 point(s) are still pending" in err and "run sync again" in err, err
     with HttpReceiver() as again:
         code, err = sync(capsys, data_dir, again.endpoint, "http/protobuf")
         assert code == 0, err

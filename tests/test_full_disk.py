@@ -92,8 +92,11 @@ def test_a_full_disk_is_bounded_counted_reported_and_survived(small_disk: Path, 
         wait_until(lambda: metrics.get_stats()["queue_failing"] is None, 60, "writing to resume")
         assert "queue" not in metrics.get_stats()["last_error"]
     # The store sink retries with backoff (up to retry_max_delay_s): give it the time to catch up.
-    metrics.flush(90.0)
+    # flush() is True only if nothing was lost since the last answer: the disk_full drops above
+    # make this first one False once everything is delivered, the next one True.
+    assert not metrics.flush(90.0), "flush must say that points were dropped (disk_full) on the way"
     assert metrics.get_stats()["queue_points"] == 0, "delivery resumes by itself once there is space"
+    assert metrics.flush(30.0), "everything is delivered and nothing was lost since the last flush"
     metrics.close(60.0)
     stats = metrics.get_stats()
     logged = loop.steps * VALUES
@@ -159,7 +162,12 @@ def test_a_queue_that_cannot_grow_holds_a_bounded_backlog_and_resumes(data_dir: 
         assert len(queue_log_lines(caplog)) <= 2
         allow_growth(pipeline)
         wait_until(lambda: pipeline.get_stats()["queue_failing"] is None, 30, "writing to resume")
-    assert pipeline.shutdown(30.0) or True
+    # shutdown() is True only if everything was delivered with nothing lost since the last flush
+    # answered: the disk_full drops above make it False. The rest was delivered: no line says
+    # points wait on disk, and the count below holds.
+    caplog.clear()
+    assert pipeline.shutdown(30.0) is False, "shutdown must say that points were dropped (disk_full)"
+    assert not [r.getMessage() for r in caplog.records if "wait on disk" in r.getMessage()]
     stats = pipeline.get_stats()
     logged = 1 + loop.steps * VALUES
     dropped = sum(stats["dropped_points"].values())

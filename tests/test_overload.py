@@ -13,7 +13,6 @@ from pathlib import Path
 
 from otel_recursive_metrics import TrainingMetrics
 from otel_recursive_metrics.config import load_config
-from otel_recursive_metrics.pipeline.buffer import initial_capacity
 from otel_recursive_metrics.pipeline.worker import Pipeline
 
 from .helpers import deliver_queued
@@ -75,7 +74,10 @@ def test_after_kill_9_nothing_older_than_the_interval_is_missing_uncounted(data_
 def test_memory_capacity_follows_the_rate_the_worker_achieves(data_dir: Path) -> None:
     pipeline = Pipeline(load_config(dir=data_dir, flush_interval_s=0.5, batch_size=10))
     metrics = TrainingMetrics(pipeline=pipeline)
-    INITIAL_CAPACITY_ITEMS = initial_capacity(100_000, 0.5)
+    # The documented guess (pipeline/buffer.py): what the worker writes in half of the interval's
+    # time budget (flush_interval_s + 0.75 s) at an assumed 40,000 items a second, at most
+    # max_buffer_items (100,000): (0.5 + 0.75) / 2 * 40,000.
+    INITIAL_CAPACITY_ITEMS = 25_000
     assert pipeline.get_stats()["buffer_capacity_items"] == INITIAL_CAPACITY_ITEMS  # a cautious guess until measured
     deadline = time.monotonic() + 20
     step = 0

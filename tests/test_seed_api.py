@@ -314,3 +314,74 @@ def test_two_records_with_one_timestamp_are_two_points(data_dir: Path) -> None:
     collector.submit_metric({"metric_name": "acc", "value": 0.7, "timestamp": 1_700_000_000.0, "id": "B"})
     collector.stop(wait_for_completion=True, timeout=20)
     assert sorted(p.value for p in PointStore(data_dir / "metrics.db").query("acc")) == [0.5, 0.7]
+
+
+# -- records that share a timestamp (a log replayed at one-second resolution) --------------------
+
+
+def test_records_cycling_over_ten_timestamps_are_all_stored(data_dir: Path) -> None:
+    collector = AsyncMetricsCollector({"metrics_flush_interval_sec": 0.05}, pipeline=_pipeline(data_dir))
+    for i in range(100):
+        collector.submit_metric({"metric_name": "replayed.loss", "value": float(i), "timestamp": 1_700_000_000 + i % 10})
+    assert collector.stop(wait_for_completion=True, timeout=30)
+    points = PointStore(data_dir / "metrics.db").query("replayed.loss")
+    assert sorted(p.value for p in points) == [float(i) for i in range(100)], f"{len(points)} of 100 records stored"
+    # Each keeps the timestamp it was given.
+    assert sorted({p.time_unix_nano for p in points}) == [(1_700_000_000 + k) * 10**9 for k in range(10)]
+    assert collector.get_stats()["metrics_processed"] == 100
+
+
+def test_store_metric_keeps_records_at_one_time_and_a_record_given_again_once(tmp_path: Path) -> None:
+    store = MetricsStore(path=tmp_path / "m.db")
+    when = "2025-03-01T12:00:00Z"
+    for i in range(30):  # ten values, each three times: the ids tell them apart
+        store.store_metric({"metric_name": "m", "value": float(i % 10), "timestamp": when})
+    # One id, another step: another point.
+    store.store_metric({"metric_name": "m", "value": 5.0, "timestamp": when, "step": 1, "id": "s"})
+    store.store_metric({"metric_name": "m", "value": 5.0, "timestamp": when, "step": 2, "id": "s"})
+    # The same record twice, id and all (a re-delivery): one point.
+    again = {"metric_name": "m", "value": 7.0, "timestamp": when, "id": "fixed", "model": "alpha"}
+    store.store_metric(dict(again))
+    store.store_metric(dict(again))
+    points = store.store.query("m")
+    assert len(points) == 30 + 2 + 1, f"{len(points)} points"
+    assert {p.time_unix_nano for p in points} == {1_740_830_400 * 10**9}
+    assert sorted(p.step for p in points if p.extra["id"] == "s") == [1, 2]
+    assert [p.extra["id"] for p in points].count("fixed") == 1
+    store.close()
+
+
+# The child submits 100 records over 10 timestamps and is killed (SIGKILL) right after the store
+# committed them, before the queue recorded it: the next start delivers the same batch again.
+_KILLED_AFTER_COMMIT = """
+import os, signal, sys
+from otel_recursive_metrics.async_metrics_collector import AsyncMetricsCollector
+from otel_recursive_metrics.queue.slot import QueueSlot
+
+def killed_before_the_cursor_moves(self, sink, record_id):
+    os.kill(os.getpid(), signal.SIGKILL)
+
+QueueSlot.done = killed_before_the_cursor_moves
+config = {"dir": sys.argv[1], "metrics_flush_interval_sec": 30.0, "metrics_batch_size": 1000, "store_direct": False}
+collector = AsyncMetricsCollector(config)
+for i in range(100):
+    collector.submit_metric({"metric_name": "replayed.loss", "value": float(i), "timestamp": 1_700_000_000 + i % 10, "id": f"r{i}"})
+collector.flush(60)
+"""
+
+
+def test_a_redelivery_after_kill_9_stores_records_sharing_timestamps_exactly_once(data_dir: Path) -> None:
+    import subprocess
+    import sys
+
+    argv = [sys.executable, "-c", _KILLED_AFTER_COMMIT, str(data_dir)]
+    child = subprocess.run(argv, capture_output=True, text=True, timeout=120, check=False)
+    assert child.returncode == -9, child.stderr
+    assert len(stored(data_dir / "metrics.db", "replayed.loss")) == 100, "committed before the kill"
+    # The next start with the folder: the batch is still queued, and is delivered again.
+    collector = AsyncMetricsCollector({"metrics_flush_interval_sec": 0.05}, pipeline=_pipeline(data_dir, store_direct=False))
+    assert collector.flush(60)
+    assert collector.get_stats()["sent_points"] == {"store": 100}, "the batch was delivered a second time"
+    assert collector.stop(wait_for_completion=True, timeout=30)
+    points = stored(data_dir / "metrics.db", "replayed.loss")
+    assert sorted(p.extra["id"] for p in points) == sorted(f"r{i}" for i in range(100))

@@ -62,6 +62,8 @@ def test_each_series_of_a_batch_is_one_block_of_its_own_rows(tmp_path: Path) -> 
     assert store.write_batch(batch(range(100, 200), ranks=(0, 1, 2))) == 600
     blocks = store.read("SELECT metric_id, resource_id, points, min_step, max_step FROM blocks ORDER BY first_id")
     assert len(blocks) == 12 and {b[2] for b in blocks} == {100}, "one block per series per batch"
+    # Each block knows the steps it covers: the first batch's six series 0..99, the second's 100..199.
+    assert [(b[3], b[4]) for b in blocks] == [(0, 99)] * 6 + [(100, 199)] * 6
     assert layout_problems(path) == []
     # Reading one series through its blocks gives its points in time order.
     (metric_id,) = store.read("SELECT id FROM metrics WHERE name = 'loss'")[0]

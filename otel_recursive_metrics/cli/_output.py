@@ -17,7 +17,7 @@ from typing import TextIO
 
 from .._files import is_damage
 from ..config import Config, env_setting
-from ..errors import ConfigError
+from ..errors import ConfigError, StoreVersionError
 from ..store import PointStore
 from ..store.messages import damaged_store_message
 
@@ -73,6 +73,8 @@ def open_store(path: str | None) -> PointStore:
         raise CommandError(f"--store {path!r}: no such file (train with OTEL_METRICS_EXPORTER=recursive first, or pass --store)")
     try:
         return PointStore(path, readonly=True)
+    except StoreVersionError as exc:  # a newer release's store: the one line names the file and both versions
+        raise CommandError(str(exc)) from None
     except ValueError as exc:
         raise CommandError(f"--store {path!r}: {exc}") from None
     except sqlite3.DatabaseError as exc:

@@ -46,6 +46,8 @@ __all__ = [
     "EPOCH",
     "EXTRA",
     "HISTOGRAM",
+    "INT64_MAX",
+    "INT64_MIN",
     "METRIC",
     "RESOURCE",
     "SCOPE",
@@ -59,6 +61,7 @@ __all__ = [
     "explicit_histogram",
     "exponential_histogram",
     "new_point",
+    "wide_ints_as_float",
 ]
 
 #: The fields of a point, in order (see the module docstring).
@@ -88,6 +91,32 @@ def new_point(
 ) -> Point:
     """One point; the first four are indexes into its batch's tables (see :class:`BatchBuilder`)."""
     return [resource, scope, metric, attributes, start_time_unix_nano, time_unix_nano, value, step, epoch, histogram, extra]
+
+
+#: What SQLite's INTEGER and OTLP's ``as_int`` hold; an ``int`` value beyond is kept as a float.
+INT64_MIN = -(2**63)
+INT64_MAX = 2**63 - 1
+
+
+def wide_ints_as_float(points: Sequence[Point]) -> tuple[list[Point], int]:
+    """``points`` with every integer value past 64 bits as a float (the others as they are), and how many.
+
+    SQLite refuses such an integer (``OverflowError``), and with it the whole batch; as a float
+    it keeps its magnitude (to 53 bits). A cumulative counter passes 2**63 this way. The points
+    changed are copies: the given ones (which another sink may be reading) stay as they were.
+    """
+    out: list[Point] = []
+    changed = 0
+    for point in points:
+        value = point[VALUE]
+        if type(value) is int and not INT64_MIN <= value <= INT64_MAX:
+            widened = point.copy()
+            widened[VALUE] = float(value)
+            out.append(widened)
+            changed += 1
+        else:
+            out.append(point)
+    return out, changed
 
 
 def _scrub(value: Any) -> Any:

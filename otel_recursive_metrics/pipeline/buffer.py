@@ -20,11 +20,16 @@ still in memory :data:`STALE_AFTER_S` past ``flush_interval_s`` is dropped by th
 reaches it (reason ``overload``, or the reason the disk refused it): the promise is that a
 point is on disk within the interval, or counted.
 
+Ages are measured on the monotonic clock (``time.monotonic_ns()``, stamped when an item is
+offered): a step of the wall clock (NTP, a VM resumed) neither ages what waits in memory nor
+makes it young. Only the points' own timestamps come from the wall clock.
+
 What is queued (the *items*):
 
 - a ``TrainingMetrics.log`` call: a plain tuple ``(context, time_unix_nano, step, epoch,
-  values)`` read through the ``LOG_*`` indexes; plain, because a tuple of numbers and a dict of
-  floats is not tracked by the garbage collector, and this is built once per training step;
+  values, offered_monotonic_ns)`` read through the ``LOG_*`` indexes; plain, because a tuple of
+  numbers and a dict of floats is not tracked by the garbage collector, and this is built once
+  per training step;
 - an SDK export: :class:`ExportItem`; a submitted record: :class:`RecordItem`.
 
 Thread safety: many producers, one consumer (the worker's ingest thread).
@@ -46,6 +51,7 @@ __all__ = [
     "ASSUMED_ITEMS_PER_S",
     "LOG_CONTEXT",
     "LOG_EPOCH",
+    "LOG_OFFERED",
     "LOG_STEP",
     "LOG_TIME",
     "LOG_VALUES",
@@ -54,13 +60,14 @@ __all__ = [
     "MemoryBuffer",
     "RecordItem",
     "initial_capacity",
+    "item_offered_ns",
     "item_points",
-    "item_time_unix_nano",
     "metrics_data_points",
 ]
 
-#: Fields of a queued ``log`` call.
-LOG_CONTEXT, LOG_TIME, LOG_STEP, LOG_EPOCH, LOG_VALUES = range(5)
+#: Fields of a queued ``log`` call: the point's wall-clock time, then when it was offered on
+#: the monotonic clock (the item's age).
+LOG_CONTEXT, LOG_TIME, LOG_STEP, LOG_EPOCH, LOG_VALUES, LOG_OFFERED = range(6)
 
 #: How long past ``flush_interval_s`` an item may still wait in memory before the worker drops it.
 STALE_AFTER_S = 0.75
@@ -75,30 +82,31 @@ def initial_capacity(max_items: int, flush_interval_s: float) -> int:
 
 
 class ExportItem(NamedTuple):
-    """An SDK export as queued: when it was offered, and the SDK's snapshot."""
+    """An SDK export as queued: when it was offered (``time.monotonic_ns()``), and the SDK's snapshot."""
 
-    offered_unix_nano: int
+    offered_monotonic_ns: int
     data: MetricsData
 
 
 class RecordItem(NamedTuple):
-    """A submitted record (already validated) as queued."""
+    """A submitted record (already validated) as queued, with when it was offered (``time.monotonic_ns()``)."""
 
-    offered_unix_nano: int
+    offered_monotonic_ns: int
     record: dict[str, Any]
 
 
-def item_time_unix_nano(item: Any) -> int:
-    """When an item was offered (wall clock, Unix nanoseconds); now for anything unexpected.
+def item_offered_ns(item: Any) -> int:
+    """When an item was offered, on the monotonic clock (ns); now for an item without the stamp.
 
     (An item of another shape is dropped as ``invalid`` by the worker; it must not stall it.)
     """
     kind = type(item)
     if kind is tuple:
-        return int(item[LOG_TIME])
-    if kind is ExportItem or kind is RecordItem:
+        if len(item) > LOG_OFFERED:
+            return int(item[LOG_OFFERED])
+    elif kind is ExportItem or kind is RecordItem:
         return int(item[0])
-    return time.time_ns()
+    return time.monotonic_ns()
 
 
 def metrics_data_points(data: MetricsData) -> int:
@@ -187,15 +195,15 @@ class MemoryBuffer:
             return True
         return False
 
-    def oldest_time_unix_nano(self) -> int | None:
-        """When the oldest waiting item was offered, or None when nothing waits."""
+    def oldest_offered_ns(self) -> int | None:
+        """When the oldest waiting item was offered (monotonic ns), or None when nothing waits."""
         try:
-            return item_time_unix_nano(self.items[0])
+            return item_offered_ns(self.items[0])
         except IndexError:
             return None
 
-    def drop_older_than(self, cutoff_unix_nano: int, on_drop: Callable[[Any], None]) -> int:
-        """Drop (through ``on_drop``) the items offered before ``cutoff_unix_nano``; how many."""
+    def drop_older_than(self, cutoff_ns: int, on_drop: Callable[[Any], None]) -> int:
+        """Drop (through ``on_drop``) the items offered before ``cutoff_ns`` (monotonic); how many."""
         items = self.items
         dropped = 0
         while True:
@@ -203,7 +211,7 @@ class MemoryBuffer:
                 item = items[0]
             except IndexError:
                 break
-            if item_time_unix_nano(item) >= cutoff_unix_nano:
+            if item_offered_ns(item) >= cutoff_ns:
                 break
             try:
                 item = items.popleft()

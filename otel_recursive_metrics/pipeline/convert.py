@@ -24,6 +24,8 @@ from opentelemetry.sdk.metrics.export import (
 
 from ..model.attributes import AttributeLimits, canonical_json, canonical_json_of_immutable, limit_attributes
 from ..model.batch import (
+    INT64_MAX,
+    INT64_MIN,
     BatchBuilder,
     explicit_histogram,
     exponential_histogram,
@@ -45,9 +47,9 @@ class LogContext:
     unit: str = ""
 
 
-#: A ``TrainingMetrics.log`` call as queued: ``(context, time_unix_nano, step, epoch, values)``,
-#: the context as a LogContext or as its number from :func:`context_number`.
-LogItem = tuple["LogContext | int", int, int, "int | None", dict[str, float]]
+#: A ``TrainingMetrics.log`` call as queued: ``(context, time_unix_nano, step, epoch, values,
+#: offered_monotonic_ns)``, the context as a LogContext or as its number from :func:`context_number`.
+LogItem = tuple["LogContext | int", int, int, "int | None", dict[str, float], int]
 
 # Contexts by number. A queued item that holds only numbers, strings and a dict of floats is
 # not tracked by the garbage collector, so a buffer of many log calls costs collections nothing;
@@ -72,12 +74,19 @@ def _temporality(value: Any) -> int:
     return int(getattr(value, "value", value) or 0)
 
 
-def add_metrics_data(builder: BatchBuilder, data: MetricsData, limits: AttributeLimits) -> int:
-    """Add every point of an SDK export; returns how many attribute keys or values ``limits`` cut."""
+def add_metrics_data(builder: BatchBuilder, data: MetricsData, limits: AttributeLimits) -> tuple[int, int]:
+    """Add every point of an SDK export; returns how many attribute keys or values ``limits``
+    cut, and how many integer values past 64 bits became floats.
+
+    A counter's cumulative sum can pass 2**63 (the SDK keeps Python ints); neither the store's
+    INTEGER nor OTLP's ``as_int`` holds that, so the value is kept as a float (its magnitude,
+    to 53 bits) rather than refused with the points batched beside it.
+    """
     points = builder.batch.points
     append = points.append
     intern = builder.attributes
     cut = 0
+    as_float = 0
 
     def attrs_json(attributes: Any) -> int:
         nonlocal cut
@@ -100,7 +109,11 @@ def add_metrics_data(builder: BatchBuilder, data: MetricsData, limits: Attribute
                         m = builder.metric(metric.name, desc, unit, "gauge")
                     for p in d.data_points:
                         attrs = attrs_json(p.attributes)
-                        append(new_point(res, sc, m, attrs, p.start_time_unix_nano or 0, p.time_unix_nano, p.value))
+                        value = p.value
+                        if type(value) is int and not INT64_MIN <= value <= INT64_MAX:
+                            value = float(value)
+                            as_float += 1
+                        append(new_point(res, sc, m, attrs, p.start_time_unix_nano or 0, p.time_unix_nano, value))
                 elif isinstance(d, Histogram):
                     m = builder.metric(metric.name, desc, unit, "histogram", _temporality(d.aggregation_temporality))
                     for h in d.data_points:
@@ -116,7 +129,7 @@ def add_metrics_data(builder: BatchBuilder, data: MetricsData, limits: Attribute
                         )  # fmt: skip
                         attrs = attrs_json(e.attributes)
                         append(new_point(res, sc, m, attrs, e.start_time_unix_nano, e.time_unix_nano, None, histogram=hist))
-    return cut
+    return cut, as_float
 
 
 def _finite(value: float | None) -> float | None:
@@ -127,7 +140,7 @@ def _finite(value: float | None) -> float | None:
 
 def add_log_item(builder: BatchBuilder, item: LogItem) -> int:
     """Add one ``log`` call: a gauge point per value, all with the call's time and step."""
-    key, time_ns, step, epoch, values = item  # the LOG_* fields, in order
+    key, time_ns, step, epoch, values = item[:5]  # the LOG_* fields, in order; the age is not a point's
     ctx = _contexts[key] if isinstance(key, int) else key
     res = builder.resource_object(ctx.resource)
     sc = builder.plain_scope(ctx.scope_name, ctx.scope_version)

@@ -8,9 +8,10 @@ as soon as it is full, so the sinks start on it while the rest of a large drain 
 converted.
 
 Durable within the interval, or counted. An item still in memory :data:`~.buffer.STALE_AFTER_S`
-past ``flush_interval_s`` is dropped when the worker reaches it (``overload``; or, while the
-disk refuses writes, the disk's reason), so that after a ``kill -9`` nothing older than that is
-missing without having been counted. The rate this stage achieves sets the memory buffer's
+past ``flush_interval_s`` (measured on the monotonic clock from when it was offered) is dropped
+when the worker reaches it (``overload``; or, while the disk refuses writes, the disk's
+reason), so that after a ``kill -9`` nothing older than that is missing without having been
+counted. The rate this stage achieves sets the memory buffer's
 :attr:`~.buffer.MemoryBuffer.capacity`, so a loop that outruns the worker meets the overflow
 policy at the call within seconds rather than piling data up in memory.
 
@@ -42,7 +43,7 @@ from ..config import Config
 from ..model.attributes import AttributeLimits
 from ..model.batch import BatchBuilder, PointBatch
 from ..queue.slot import QueueFull, QueueSlot
-from .buffer import STALE_AFTER_S, ExportItem, MemoryBuffer, item_points, item_time_unix_nano
+from .buffer import STALE_AFTER_S, ExportItem, MemoryBuffer, item_offered_ns, item_points
 from .convert import add_log_item, add_metrics_data, add_record
 from .queue_faults import QueueFaults, Report, classify_queue_error
 from .telemetry import DropReason, Stats
@@ -65,12 +66,14 @@ _RECORD_SCOPE = ("otel_recursive_metrics", "")
 class Held:
     """A converted chunk waiting for the durable queue (or the store, written directly)."""
 
-    __slots__ = ("_payload", "batch", "created_unix_nano", "oldest_unix_nano", "points")
+    __slots__ = ("_payload", "batch", "created_unix_nano", "oldest_offered_ns", "points")
 
-    def __init__(self, created_unix_nano: int, oldest_unix_nano: int, points: int, batch: PointBatch) -> None:
+    def __init__(self, created_unix_nano: int, oldest_offered_ns: int, points: int, batch: PointBatch) -> None:
+        #: When it was made (wall clock): the queue record's ``created_unix_nano``, for people.
         self.created_unix_nano = created_unix_nano
-        #: When its oldest item was offered: the chunk must be on disk within the interval of that.
-        self.oldest_unix_nano = oldest_unix_nano
+        #: When its oldest item was offered (monotonic): the chunk must be on disk within the
+        #: interval of that.
+        self.oldest_offered_ns = oldest_offered_ns
         self.points = points
         self.batch = batch
         self._payload: bytes | None = None
@@ -136,6 +139,7 @@ class Ingest:
         self._in_flight_oldest: int | None = None
         self.faults = QueueFaults(config.queue_dir, stats, report)
         self._attributes_warned = False
+        self._as_float_warned = False
         self._points_per_s: float | None = None
         self._points_per_item = 1.0
         self._max_age_ns = int((config.flush_interval_s + STALE_AFTER_S) * 1e9)
@@ -151,9 +155,9 @@ class Ingest:
         return sum(h.points for h in list(self.held))
 
     def oldest_unwritten(self) -> int | None:
-        """When the oldest item not yet on disk was offered (Unix ns), or None if everything is."""
-        times = [t for t in (self.buffer.oldest_time_unix_nano(), self._in_flight_oldest) if t is not None]
-        times.extend(h.oldest_unix_nano for h in list(self.held))
+        """When the oldest item not yet on disk was offered (monotonic ns), or None if everything is."""
+        times = [t for t in (self.buffer.oldest_offered_ns(), self._in_flight_oldest) if t is not None]
+        times.extend(h.oldest_offered_ns for h in list(self.held))
         return min(times) if times else None
 
     @property
@@ -187,7 +191,7 @@ class Ingest:
     def _ingest_slice(self, items: list[Any], queue: QueueSlot, *, stopping: bool, on_written: Callable[[], None]) -> bool:
         started = time.perf_counter()
         self.in_flight_items = len(items)  # taken from memory, not yet on disk: still queued
-        self._in_flight_oldest = item_time_unix_nano(items[0])
+        self._in_flight_oldest = item_offered_ns(items[0])
         self.stats.accepted(len(items))
         done = 0
         points = 0
@@ -201,7 +205,7 @@ class Ingest:
                     self.stats.accepted(-(len(items) - done))
                     return False
                 self.in_flight_items = len(items) - done
-                self._in_flight_oldest = item_time_unix_nano(items[done]) if done < len(items) else None
+                self._in_flight_oldest = item_offered_ns(items[done]) if done < len(items) else None
         except Exception as exc:  # noqa: BLE001 - a bug in conversion must not lose the rest
             self.buffer.items.extendleft(reversed(items[done:]))
             self.stats.accepted(-(len(items) - done))
@@ -215,10 +219,10 @@ class Ingest:
 
     def drop_stale(self) -> None:
         """Drop what waited in memory past the interval's bound (see the module docstring)."""
-        cutoff = time.time_ns() - self._max_age_ns
+        cutoff = time.monotonic_ns() - self._max_age_ns
         reason = self._stale_reason()
-        if self.held and self.held[0].oldest_unix_nano < cutoff:
-            keep = [h for h in self.held if h.oldest_unix_nano >= cutoff]
+        if self.held and self.held[0].oldest_offered_ns < cutoff:
+            keep = [h for h in self.held if h.oldest_offered_ns >= cutoff]
             lost = sum(h.points for h in self.held) - sum(h.points for h in keep)
             self.held = keep
             self._dropped(lost, reason)
@@ -330,7 +334,7 @@ class Ingest:
         limits = self.limits
         limit = self.config.max_batch_points
         next_check = _YIELD_EVERY_POINTS
-        cutoff = time.time_ns() - self._max_age_ns
+        cutoff = time.monotonic_ns() - self._max_age_ns
         chunk_oldest: int | None = None
         stale_points = 0
         for done, item in enumerate(items, 1):
@@ -346,8 +350,8 @@ class Ingest:
                 # NumPy or CUDA call), rather than making it wait for the switch interval.
                 time.sleep(0)
                 next_check = converted + _YIELD_EVERY_POINTS
-                cutoff = time.time_ns() - self._max_age_ns
-            offered = item_time_unix_nano(item)
+                cutoff = time.monotonic_ns() - self._max_age_ns
+            offered = item_offered_ns(item)
             if offered < cutoff:
                 stale_points += item_points(item)
                 continue
@@ -358,7 +362,9 @@ class Ingest:
                     add_log_item(builder, item)
                     cut = 0
                 elif type(item) is ExportItem:
-                    cut = add_metrics_data(builder, item.data, limits)
+                    cut, as_float = add_metrics_data(builder, item.data, limits)
+                    if as_float:
+                        self._values_as_float(as_float)
                 else:
                     if resource is None:
                         resource = self._resource_attributes()
@@ -374,6 +380,16 @@ class Ingest:
         if stale_points:
             self._dropped(stale_points, self._stale_reason())
         yield len(items), self._encode_batch(builder.build(), chunk_oldest)
+
+    def _values_as_float(self, n: int) -> None:
+        self.stats.stored_as_float(n)
+        if not self._as_float_warned:
+            self._as_float_warned = True
+            _log.warning(
+                "otel-recursive-metrics: %d integer value(s) past 64 bits (a counter's sum past 2**63?) kept as floats:"
+                " neither the store nor OTLP holds such an integer; further ones are counted in get_stats()['values_as_float']",
+                n,
+            )
 
     def _attributes_cut(self, n: int) -> None:
         self.stats.cut_attributes(n)
@@ -392,6 +408,6 @@ class Ingest:
             return []
         self.stats.received(batch.data_points())
         now = time.time_ns()
-        first = oldest if oldest is not None else now
+        first = oldest if oldest is not None else time.monotonic_ns()
         chunks = batch.split(self.config.max_batch_points)
         return [Held(now, first, chunk.data_points(), chunk) for chunk in chunks if len(chunk)]

@@ -84,6 +84,8 @@ class Stats:
         self.rejected_points: defaultdict[str, int] = defaultdict(int)
         # Attribute keys or values cut by the attribute limits.
         self.attributes_cut = 0
+        # Integer values past 64 bits (a cumulative counter past 2**63) kept as floats.
+        self.values_as_float = 0
 
     def accepted(self, items: int) -> None:
         with self._lock:
@@ -121,6 +123,10 @@ class Stats:
     def cut_attributes(self, n: int) -> None:
         with self._lock:
             self.attributes_cut += n
+
+    def stored_as_float(self, n: int) -> None:
+        with self._lock:
+            self.values_as_float += n
 
     def set_last_error(self, key: str, text: str) -> None:
         """The latest problem of a sink (by name) or of the ``queue``."""
@@ -164,6 +170,7 @@ class Stats:
                 "ignored_forked_exports": self.ignored_forked_exports,
                 "rejected_points": dict(self.rejected_points),
                 "attributes_cut": self.attributes_cut,
+                "values_as_float": self.values_as_float,
             }
 
 

@@ -40,6 +40,7 @@ one place.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import functools
 import logging
 import os
@@ -58,7 +59,8 @@ from ..model.resource import default_resource_attributes
 from ..queue.dead_letter import DeadLetterQueue
 from ..queue.folder import DurableQueue, QueueRecord, abandoned
 from ..sinks.base import Sink, build_sinks
-from ..sinks.store import StoreSink
+from ..sinks.store import StoreSink, store_file_stats
+from ..store.schema import refuse_newer_store
 from . import preemption
 from .buffer import MemoryBuffer, initial_capacity, item_points
 from .delivery import SinkDelivery, safe_error
@@ -121,6 +123,8 @@ class Pipeline:
         problem = folder_problem(config.queue_dir)
         if problem is not None:
             raise ConfigError([f"dir={str(config.dir)!r}: cannot keep the durable queue in {str(config.queue_dir)!r}: {problem}"])
+        if "store" in config.sinks:
+            refuse_newer_store(config.resolved_store_path)  # ConfigError for a store of a newer version
         self.config = config
         self.stats = Stats()
         self._sink_factory: Callable[[], list[Sink]] = (lambda: list(sinks)) if sinks is not None else (lambda: build_sinks(config))
@@ -171,6 +175,8 @@ class Pipeline:
         self._set_up = False
         #: Producers beside the caller (the system-metrics sampler): stopped first at shutdown.
         self._producers: list[Producer] = []
+        #: Points the queue still held for a sink when it was closed (get_stats after close).
+        self._points_left_on_disk = 0
 
     # -- the caller's side ------------------------------------------------------------------------
 
@@ -236,8 +242,11 @@ class Pipeline:
             self._threads = [threading.Thread(target=self._ingest_loop, name="otel-recursive-metrics-ingest", daemon=True)]
             self._started = True
             self._threads[0].start()
-        if self.config.handle_sigterm and not self.in_forked_child:
-            preemption.install(_running_pipelines)
+        self.install_sigterm_handler()
+
+    def install_sigterm_handler(self) -> bool:
+        """Put the SIGTERM handler in front of the program's, if ``handle_sigterm`` (see :mod:`.preemption`)."""
+        return self.config.handle_sigterm and not self.in_forked_child and preemption.install(_sigterm_pipelines)
 
     def _setup(self) -> bool:
         """Open the durable queue and the sinks, start one thread per sink (on the worker)."""
@@ -398,10 +407,10 @@ class Pipeline:
     def _wait_timeout_s(self) -> float:
         """Until the oldest item in memory nears the flush interval (at most the interval)."""
         interval = self.config.flush_interval_s
-        oldest = self.buffer.oldest_time_unix_nano()
+        oldest = self.buffer.oldest_offered_ns()
         if oldest is None:
             return interval
-        age_s = (time.time_ns() - oldest) / 1e9
+        age_s = (time.monotonic_ns() - oldest) / 1e9
         return max(0.0, min(interval, interval * 0.9 - age_s))
 
     def _wake_sinks(self) -> None:
@@ -454,6 +463,8 @@ class Pipeline:
             except Exception:  # noqa: BLE001
                 _log.exception("closing sink %s failed", sink.name)
         if self._queue is not None:
+            with contextlib.suppress(Exception):
+                self._points_left_on_disk = self._queue.pending()[1]
             try:
                 self._queue.close()
             except Exception:  # noqa: BLE001
@@ -674,11 +685,11 @@ class Pipeline:
         snap = self.stats.snapshot()
         pending_points = 0
         queue = self._queue
-        if queue is not None and not self._closed:
+        if queue is not None:
             try:
                 pending_points = queue.pending()[1]
-            except Exception:  # noqa: BLE001
-                pending_points = 0
+            except Exception:  # noqa: BLE001 - closed: what it held then is still on disk
+                pending_points = self._points_left_on_disk
         sent = snap["sent_points"]
         snap["metrics_processed"] = min((sent.get(s, 0) for s in self.delivering_sinks), default=0)
         snap["buffer_items"] = len(self.buffer) + self._ingest.in_flight_items
@@ -688,10 +699,13 @@ class Pipeline:
         snap["queue_bytes"] = queue.bytes if queue is not None else 0
         snap["queue_capacity_bytes"] = self.config.max_queue_bytes
         oldest = self._ingest.oldest_unwritten()
-        snap["durability_lag_s"] = 0.0 if oldest is None else max(0.0, (time.time_ns() - oldest) / 1e9)
+        snap["durability_lag_s"] = 0.0 if oldest is None else max(0.0, (time.monotonic_ns() - oldest) / 1e9)
         snap["queue_failing"] = None if self._ingest.failing is None else self._ingest.failing.value
+        # Converted at ingest, plus what the store converted in batches queued by an earlier version.
+        snap["values_as_float"] += sum(s.values_as_float for s in self._sinks if isinstance(s, StoreSink))
         snap["sinks"] = list(self.config.sinks)
         snap["offline_sinks"] = list(self.offline_sinks)
+        snap.update(store_file_stats(self._sinks))  # a store file removed or truncated under us (sinks/store.py)
         return snap
 
     # -- fork ------------------------------------------------------------------------------------
@@ -709,6 +723,11 @@ class Pipeline:
 
 def _running_pipelines() -> list[Pipeline]:
     return [p for p in list(_pipelines) if p.started and not p.closed]
+
+
+def _sigterm_pipelines() -> list[Pipeline]:
+    """What SIGTERM keeps: running pipelines, and those an SDK collect may start (not a fork's)."""
+    return [p for p in list(_pipelines) if not p.closed and (p.started or not p.in_forked_child)]
 
 
 def _reset_pipelines_in_child() -> None:

@@ -15,9 +15,11 @@ They serve two purposes.
 range and reads only that series' rows, in the order they were written, as an index would,
 while a time range can skip whole blocks by their ``min_time`` / ``max_time``.
 
-**Idempotence.** A point's identity is its metric, resource, time, step, attribute set, scope
-and start time; a batch the store already holds (delivered again after a crash, a dead letter
-replayed twice) must add nothing. Training data comes in time order, so for each series a new
+**Idempotence.** A point's identity is its metric, resource, time, step, attribute set, scope,
+start time, value and extra fields (a submitted record's ``id``): records that share a time but
+differ in value, step or id are distinct points. A batch the store already holds (delivered
+again after a crash, a dead letter replayed twice) must add nothing. Training data comes in
+time order, so for each series a new
 batch's earliest point is normally later than anything stored: nothing of it can be a duplicate
 and the check costs nothing (the writer remembers each series' latest time; a series it has
 not written yet costs one indexed lookup in ``blocks``). Only a series that overlaps in time
@@ -140,6 +142,20 @@ def add_blocks(
     return sum(block.points for block in kept), kept
 
 
+def _identity(*, steps_unknown: bool) -> str:
+    """A point's identity within its series, as SQL over ``points``: no column of it is NULL.
+
+    The value and the extra fields (a submitted record's ``id``, ...) belong to it: two records
+    of one metric at one time that differ in value or id are two points, not one delivered twice.
+    ``steps_unknown``: a batch back from OTLP, which carries neither steps nor extra fields, so
+    those two are left out of the comparison (each is one constant for every row).
+    """
+    # (An expression, not a bare -1: in GROUP BY an integer constant names a result column.)
+    step, extra = ("ifnull(NULL, -1)", "ifnull(NULL, '')") if steps_unknown else ("ifnull(step, -1)", "ifnull(extra, '')")
+    # A NULL value (a histogram's, or a NaN, which SQLite stores as NULL) is text, unlike any number.
+    return f"time_unix_nano, {step}, attributes_id, scope_id, start_time_unix_nano, ifnull(value, 'null'), {extra}"
+
+
 def _drop_duplicates(
     conn: sqlite3.Connection, before_id: int, metric_id: int, resource_id: int, min_time: int, max_time: int, *, steps_unknown: bool
 ) -> None:
@@ -148,34 +164,32 @@ def _drop_duplicates(
     ``steps_unknown`` (a batch back from OTLP, without steps): identities are compared without
     the step, as such a point may be one stored earlier with its step.
     """
-    # Without steps, the step column of the temporary table holds one constant for every row.
-    step = "ifnull(NULL, -1)" if steps_unknown else "ifnull(step, -1)"
-    identity = f"time_unix_nano, {step}, attributes_id, scope_id, start_time_unix_nano"
+    identity = _identity(steps_unknown=steps_unknown)
     conn.execute(
-        "CREATE TEMP TABLE IF NOT EXISTS stored_identities(t INTEGER, s INTEGER, a INTEGER, sc INTEGER, st INTEGER,"
-        " PRIMARY KEY(t, s, a, sc, st)) WITHOUT ROWID"
+        "CREATE TEMP TABLE IF NOT EXISTS stored_points(t INTEGER, s INTEGER, a INTEGER, sc INTEGER, st INTEGER, v, x TEXT,"
+        " PRIMARY KEY(t, s, a, sc, st, v, x)) WITHOUT ROWID"
     )
-    conn.execute("DELETE FROM temp.stored_identities")
+    conn.execute("DELETE FROM temp.stored_points")
     ranges = conn.execute(
         "SELECT first_id, last_id FROM blocks WHERE metric_id = ? AND resource_id = ? AND max_time >= ? AND min_time <= ?",
         (metric_id, resource_id, min_time, max_time),
     ).fetchall()
     for first_id, last_id in ranges:
         conn.execute(
-            f"INSERT OR IGNORE INTO temp.stored_identities SELECT {identity} FROM points"
+            f"INSERT OR IGNORE INTO temp.stored_points SELECT {identity} FROM points"
             " WHERE id BETWEEN ? AND ? AND metric_id = ? AND resource_id = ? AND time_unix_nano BETWEEN ? AND ?",
             (first_id, min(last_id, before_id), metric_id, resource_id, min_time, max_time),
         )
     series = "id > ? AND metric_id = ? AND resource_id = ?"
     conn.execute(
-        f"DELETE FROM points WHERE {series} AND ({identity}) IN (SELECT t, s, a, sc, st FROM temp.stored_identities)",
+        f"DELETE FROM points WHERE {series} AND ({identity}) IN (SELECT t, s, a, sc, st, v, x FROM temp.stored_points)",
         (before_id, metric_id, resource_id),
     )
     conn.execute(
         f"DELETE FROM points WHERE {series} AND id NOT IN (SELECT min(id) FROM points WHERE {series} GROUP BY {identity})",
         (before_id, metric_id, resource_id, before_id, metric_id, resource_id),
     )
-    conn.execute("DELETE FROM temp.stored_identities")
+    conn.execute("DELETE FROM temp.stored_points")
 
 
 def blocks_from_points(conn: sqlite3.Connection) -> None:

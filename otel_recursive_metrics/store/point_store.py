@@ -16,27 +16,32 @@ busy timeout), so several processes, DDP ranks for instance, can write one file.
 from __future__ import annotations
 
 import json
+import logging
+import sqlite3
 import threading
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from .._files import connect, connect_readonly
+from .._files import connect, connect_readonly, make_private_dir
 from ..model.attributes import canonical_json
 from ..model.batch import (
     METRIC,
     PointBatch,
 )
 from .blocks import add_blocks, temporary_blocks
+from .file_watch import FileChange, StoreFileWatch, change_message, clear_the_path, recreate_lock, write_identity_mark
 from .frames import points_dataframe, runs_dataframe
 from .insert import insert_points, rows_per_statement
 from .points import PointQuery, StoredPoint, json_path
 from .ranks import DEFAULT_WINDOW_S, rank_skew
-from .run_metadata import RUN_METADATA_METRICS, write_run_metadata
+from .run_metadata import RUN_METADATA_METRICS, KeptRunMetadata, write_run_metadata
 from .runs import summarize_runs
-from .schema import SCHEMA_VERSION, check_layout, create_schema
+from .schema import SCHEMA_VERSION, check_layout, check_version, create_schema, refuse_newer_store
 
 __all__ = ["SCHEMA_VERSION", "PointStore", "StoredPoint"]
+
+_log = logging.getLogger(__name__)
 
 _ATTR_CACHE_MAX = 200_000
 
@@ -51,39 +56,65 @@ class PointStore:
         changed, which is what the CLI's read commands do (they work on a read-only file system
         and never take the write lock a training run needs). ``durable=False`` commits with
         ``synchronous=NORMAL`` (safe against a process crash, not a power loss).
+
+        A file written by a newer schema version is refused: reading with
+        :class:`~otel_recursive_metrics.errors.StoreVersionError`, writing with
+        :class:`~otel_recursive_metrics.errors.ConfigError`, before anything is written.
         """
         self.path = Path(path)
         self.readonly = readonly
+        self._durable = durable
+        self._busy_timeout_s = busy_timeout_s
         self._lock = threading.Lock()
         self._ids: dict[tuple[str, str], int] = {}
         self._attr_ids: dict[str, int] = {}
         #: (metric id, resource id) -> the latest time this object stored for that series (see blocks.py).
         self._series_max_time: dict[tuple[int, int], int] = {}
+        #: How many times the file was re-created under this writer, by cause (removed, replaced,
+        #: truncated; see :mod:`.file_watch`).
+        self.recreated: dict[str, int] = {}
+        #: Points this writer had stored in files that were then removed, replaced or damaged.
+        self.points_left_behind = 0
+        self._points_in_file = 0
+        self._watch = StoreFileWatch(self.path)
+        self._pending_change: FileChange | None = None
+        self._metadata = KeptRunMetadata()
         if readonly:
             self._conn = connect_readonly(self.path, busy_timeout_s=busy_timeout_s)
-        else:
-            self._conn = connect(self.path, busy_timeout_s=busy_timeout_s)
-        self._rows_per_statement = rows_per_statement(self._conn)
-        try:
-            if readonly:
+            try:
                 tables = {row[0] for row in self._conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+                check_version(self._conn, self.path)
                 if "points" not in tables:
                     raise ValueError(f"store {self.path}: not an otel-recursive-metrics store (no points table)")
                 check_layout(self._conn, self.path)
                 if "blocks" not in tables:
                     temporary_blocks(self._conn)  # a store of an earlier version, opened to read
-                return
+            except BaseException:
+                self._conn.close()
+                raise
+        else:
+            self._conn = self._open_for_writing()
+        self._rows_per_statement = rows_per_statement(self._conn)
+
+    def _open_for_writing(self) -> sqlite3.Connection:
+        """A write connection to the file at the path (created if missing) with the current schema."""
+        refuse_newer_store(self.path)
+        conn = connect(self.path, busy_timeout_s=self._busy_timeout_s)
+        try:
             # FULL: a committed batch survives a power loss, so "stored" means durable.
-            self._conn.execute(f"PRAGMA synchronous={'FULL' if durable else 'NORMAL'}")
-            check_layout(self._conn, self.path)
-            create_schema(self._conn)
+            conn.execute(f"PRAGMA synchronous={'FULL' if self._durable else 'NORMAL'}")
+            check_layout(conn, self.path)
+            create_schema(conn)
+            self._watch.reset()
         except BaseException:
-            self._conn.close()
+            conn.close()
             raise
+        return conn
 
     def set_busy_timeout(self, seconds: float) -> None:
         """How long a write waits for another process's write lock (a DDP rank's) before failing."""
         with self._lock:
+            self._busy_timeout_s = max(0.001, seconds)
             self._conn.execute(f"PRAGMA busy_timeout={max(1, int(seconds * 1000))}")
 
     # -- writing ---------------------------------------------------------------------------
@@ -119,71 +150,144 @@ class PointStore:
         ``steps_unknown``: the batch came back from OTLP (a dead letter whose full-fidelity copy
         is lost), so its points have no step; a point the store already holds at the same
         metric, resource, scope, attributes and times, whatever its step, is then not added again.
+
+        Before and after the transaction the file is checked (:mod:`.file_watch`): a store
+        removed, replaced or truncated under this writer is re-created (see :meth:`_reopen`) and
+        the batch written into the new one, so that nothing logged after it goes to a lost file.
         """
         with self._lock:
-            conn = self._conn
-            conn.execute("BEGIN IMMEDIATE")
+            self._notice_change()
             try:
-                res_ids = []
-                for attrs, schema_url in batch.resources:
-                    text = canonical_json(attrs)
-                    res_ids.append(
-                        self._intern(
-                            "r",
-                            text + "\x00" + schema_url,
-                            "INSERT OR IGNORE INTO resources(attributes, schema_url) VALUES (?,?)",
-                            "SELECT id FROM resources WHERE attributes=? AND schema_url=?",
-                            (text, schema_url),
-                        )
-                    )
-                scope_ids = []
-                for name, version, attrs, schema_url in batch.scopes:
-                    params = (name, version or "", canonical_json(attrs), schema_url or "")
-                    scope_ids.append(
-                        self._intern(
-                            "s",
-                            "\x00".join(params),
-                            "INSERT OR IGNORE INTO scopes(name, version, attributes, schema_url) VALUES (?,?,?,?)",
-                            "SELECT id FROM scopes WHERE name=? AND version=? AND attributes=? AND schema_url=?",
-                            params,
-                        )
-                    )
-                metric_ids = []
-                for name, description, unit, kind, temporality, monotonic in batch.metrics:
-                    mparams = (name, description or "", unit or "", kind, int(temporality), int(bool(monotonic)))
-                    metric_ids.append(
-                        self._intern(
-                            "m",
-                            json.dumps(mparams),
-                            "INSERT OR IGNORE INTO metrics(name, description, unit, kind, temporality, monotonic) VALUES (?,?,?,?,?,?)",
-                            "SELECT id FROM metrics WHERE name=? AND description=? AND unit=? AND kind=? AND temporality=? AND monotonic=?",
-                            mparams,
-                        )
-                    )
-                ids_by_text = self._attribute_set_ids(set(batch.attributes))
-                attr_ids = [ids_by_text[text] for text in batch.attributes]
-                points: Sequence[list[Any]] = batch.points
-                metadata = {i for i, m in enumerate(batch.metrics) if m[0] in RUN_METADATA_METRICS}
-                if metadata:
-                    # Run metadata (parameters, run events) goes to the run tables, not to points.
-                    names = [m[0] for m in batch.metrics]
-                    resources = list(zip(res_ids, (r[0] for r in batch.resources), strict=True))
-                    write_run_metadata(conn, names, [p for p in points if p[METRIC] in metadata], resources)
-                    points = [p for p in points if p[METRIC] not in metadata]
-                before, runs = insert_points(conn, self._rows_per_statement, points, res_ids, scope_ids, metric_ids, attr_ids)
-                inserted, kept = add_blocks(conn, before, runs, self._series_max_time, steps_unknown=steps_unknown)
-                conn.execute("COMMIT")
-                for block in kept:
-                    key = (block.metric_id, block.resource_id)
-                    self._series_max_time[key] = max(block.max_time, self._series_max_time.get(key, block.max_time))
-            except BaseException:
-                self._ids.clear()
-                self._attr_ids.clear()
-                self._series_max_time.clear()
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
-                raise
+                inserted = self._write(batch, steps_unknown=steps_unknown)
+            except sqlite3.DatabaseError:
+                if not self._notice_change():
+                    raise
+                inserted = self._write(batch, steps_unknown=steps_unknown)
+            if self._notice_change():
+                # The commit may have gone into the file that is gone or damaged: write it again here.
+                inserted = self._write(batch, steps_unknown=steps_unknown)
+            self._points_in_file += inserted
             return inserted
+
+    def _write(self, batch: PointBatch, *, steps_unknown: bool, remember: bool = True) -> int:
+        """:meth:`write_batch`'s transaction (the caller holds the lock)."""
+        conn = self._conn
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            res_ids = []
+            for attrs, schema_url in batch.resources:
+                text = canonical_json(attrs)
+                res_ids.append(
+                    self._intern(
+                        "r",
+                        text + "\x00" + schema_url,
+                        "INSERT OR IGNORE INTO resources(attributes, schema_url) VALUES (?,?)",
+                        "SELECT id FROM resources WHERE attributes=? AND schema_url=?",
+                        (text, schema_url),
+                    )
+                )
+            scope_ids = []
+            for name, version, attrs, schema_url in batch.scopes:
+                params = (name, version or "", canonical_json(attrs), schema_url or "")
+                scope_ids.append(
+                    self._intern(
+                        "s",
+                        "\x00".join(params),
+                        "INSERT OR IGNORE INTO scopes(name, version, attributes, schema_url) VALUES (?,?,?,?)",
+                        "SELECT id FROM scopes WHERE name=? AND version=? AND attributes=? AND schema_url=?",
+                        params,
+                    )
+                )
+            metric_ids = []
+            for name, description, unit, kind, temporality, monotonic in batch.metrics:
+                mparams = (name, description or "", unit or "", kind, int(temporality), int(bool(monotonic)))
+                metric_ids.append(
+                    self._intern(
+                        "m",
+                        json.dumps(mparams),
+                        "INSERT OR IGNORE INTO metrics(name, description, unit, kind, temporality, monotonic) VALUES (?,?,?,?,?,?)",
+                        "SELECT id FROM metrics WHERE name=? AND description=? AND unit=? AND kind=? AND temporality=? AND monotonic=?",
+                        mparams,
+                    )
+                )
+            ids_by_text = self._attribute_set_ids(set(batch.attributes))
+            attr_ids = [ids_by_text[text] for text in batch.attributes]
+            points: Sequence[list[Any]] = batch.points
+            metadata = {i for i, m in enumerate(batch.metrics) if m[0] in RUN_METADATA_METRICS}
+            if metadata:
+                # Run metadata (parameters, run events) goes to the run tables, not to points.
+                names = [m[0] for m in batch.metrics]
+                resources = list(zip(res_ids, (r[0] for r in batch.resources), strict=True))
+                metadata_points = [p for p in points if p[METRIC] in metadata]
+                write_run_metadata(conn, names, metadata_points, resources)
+                points = [p for p in points if p[METRIC] not in metadata]
+            before, runs = insert_points(conn, self._rows_per_statement, points, res_ids, scope_ids, metric_ids, attr_ids)
+            inserted, kept = add_blocks(conn, before, runs, self._series_max_time, steps_unknown=steps_unknown)
+            conn.execute("COMMIT")
+            for block in kept:
+                key = (block.metric_id, block.resource_id)
+                self._series_max_time[key] = max(block.max_time, self._series_max_time.get(key, block.max_time))
+            if metadata and remember:
+                self._metadata.keep(batch, metadata_points)
+        except BaseException:
+            self._ids.clear()
+            self._attr_ids.clear()
+            self._series_max_time.clear()
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+        return inserted
+
+    # -- a store removed, replaced or truncated under this writer (see file_watch.py) --------
+
+    def _notice_change(self) -> bool:
+        """Re-create the store if its file changed under this writer (the caller holds the lock); True if so."""
+        if self._pending_change is None:
+            self._pending_change = self._watch.change()
+            if self._pending_change is None:
+                return False
+        self._reopen(self._pending_change)
+        return True
+
+    def _reopen(self, change: FileChange) -> None:
+        """Write to a store at the path again after ``change``; one log line says what happened.
+
+        ``removed``: a new store is created there (the old file's ``-wal`` / ``-shm``, which SQLite
+        leaves behind for a file that moved, are moved aside first: the new store must not read
+        them). ``truncated``: the damaged file is moved aside as ``<name>.damaged-<time>`` and a
+        new store created. ``replaced``: the file now at the path is opened. Run metadata this
+        writer stored is written again. Between processes writing one store, one does the
+        moving and creating (:func:`recreate_lock`); the others find a replaced file.
+        """
+        old_identity = self._watch.identity
+        try:
+            self._conn.close()  # a moved file is not checkpointed; a truncated one gets what its WAL holds
+        except sqlite3.Error:
+            pass
+        self._ids.clear()
+        self._attr_ids.clear()
+        self._series_max_time.clear()
+        try:
+            make_private_dir(self.path.parent)
+            with recreate_lock(self.path.parent):
+                moved_to = clear_the_path(self.path, change, old_identity)
+                self._conn = self._open_for_writing()
+                if self._watch.identity is not None:
+                    write_identity_mark(self.path, self._watch.identity)
+        except OSError as exc:
+            raise sqlite3.OperationalError(f"unable to open database file {self.path} again after it was {change.cause}: {exc}") from exc
+        self._pending_change = None
+        self._rows_per_statement = rows_per_statement(self._conn)
+        self.recreated[change.cause] = self.recreated.get(change.cause, 0) + 1
+        left, self._points_in_file = self._points_in_file, 0
+        self.points_left_behind += left
+        for kept in self._metadata.batches():
+            try:
+                self._write(kept, steps_unknown=False, remember=False)
+            except Exception as exc:  # noqa: BLE001 - the points matter more than their run's metadata
+                _log.warning("otel-recursive-metrics: could not write run metadata again into %s: %s", self.path, exc)
+                break
+        _log.error("otel-recursive-metrics: %s", change_message(self.path, change, left, moved_to))
 
     # -- reading ---------------------------------------------------------------------------
 

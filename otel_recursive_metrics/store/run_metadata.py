@@ -22,16 +22,18 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from .._process import process_alive
-from ..model.batch import EXTRA, RESOURCE, TIME
+from ..model.batch import EXTRA, METRIC, RESOURCE, TIME, PointBatch
 from ..model.resource import RUN_EVENT_METRIC, RUN_ID_KEY, RUN_METADATA_METRICS, RUN_PARAMS_METRIC
 
 if TYPE_CHECKING:
     from .point_store import PointStore
 
-__all__ = ["RUN_METADATA_METRICS", "SILENT_AFTER_S", "read_run_metadata", "run_status", "write_run_metadata"]
+__all__ = ["RUN_METADATA_METRICS", "SILENT_AFTER_S", "KeptRunMetadata", "read_run_metadata", "run_status", "write_run_metadata"]
 
 #: A process on another host without an end is taken for crashed once its run was silent this long.
 SILENT_AFTER_S = 600.0
+#: Run-metadata points a writer keeps (the oldest go first; a run has a handful).
+_KEPT_MAX_POINTS = 10_000
 
 
 def write_run_metadata(conn: sqlite3.Connection, metric_names: Sequence[str], points: Iterable[list[Any]], resources: Sequence[Any]) -> int:
@@ -81,6 +83,41 @@ def write_run_metadata(conn: sqlite3.Connection, metric_names: Sequence[str], po
                 )
         written += 1
     return written
+
+
+class KeptRunMetadata:
+    """The run metadata one writer stored, kept to write again into a store re-created under it.
+
+    Each batch's metadata points are kept as a small batch of their own (with only the
+    resources and metric descriptions they refer to); at most ``_KEPT_MAX_POINTS`` points.
+    """
+
+    def __init__(self) -> None:
+        self._batches: list[PointBatch] = []
+        self._points = 0
+
+    def keep(self, batch: PointBatch, points: Sequence[list[Any]]) -> None:
+        resources: dict[int, int] = {}
+        metrics: dict[int, int] = {}
+        kept = PointBatch(id=batch.id)
+        for p in points:
+            q = list(p)
+            if p[RESOURCE] not in resources:
+                resources[p[RESOURCE]] = len(kept.resources)
+                kept.resources.append(batch.resources[p[RESOURCE]])
+            if p[METRIC] not in metrics:
+                metrics[p[METRIC]] = len(kept.metrics)
+                kept.metrics.append(batch.metrics[p[METRIC]])
+            q[RESOURCE], q[METRIC] = resources[p[RESOURCE]], metrics[p[METRIC]]
+            kept.points.append(q)
+        self._batches.append(kept)
+        self._points += len(kept.points)
+        while self._points > _KEPT_MAX_POINTS and len(self._batches) > 1:
+            self._points -= len(self._batches.pop(0).points)
+
+    def batches(self) -> list[PointBatch]:
+        """The kept batches, oldest first."""
+        return list(self._batches)
 
 
 def _table_exists(store: PointStore, name: str) -> bool:

@@ -26,6 +26,13 @@ created in a version-1 file when it is opened for writing, and a reader of a ver
 no run metadata, not an error. Version 3 replaced the unique index over a point's identity (a
 third of the write cost, 25 bytes a point) by ``blocks``; a version-2 file gets its blocks, and
 loses the index, when first opened for writing.
+
+A file whose ``schema_version`` is above :data:`SCHEMA_VERSION` was written by a newer release:
+readers refuse it with a :class:`~otel_recursive_metrics.errors.StoreVersionError`
+(:func:`check_version`), and writers with a
+:class:`~otel_recursive_metrics.errors.ConfigError` before they change anything
+(:func:`refuse_newer_store`): this release would not know what the newer one keeps, and
+rewriting the version to ours would hide the file from it.
 """
 
 from __future__ import annotations
@@ -33,9 +40,11 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
+from .._files import connect_readonly
+from ..errors import ConfigError, StoreVersionError
 from .blocks import BLOCKS_SCHEMA, blocks_from_points
 
-__all__ = ["SCHEMA_VERSION", "check_layout", "create_schema"]
+__all__ = ["SCHEMA_VERSION", "check_layout", "check_version", "create_schema", "refuse_newer_store"]
 
 SCHEMA_VERSION = 3
 
@@ -133,3 +142,52 @@ def check_layout(conn: sqlite3.Connection, path: Path) -> None:
             f"store {path}: written by an earlier development layout of otel-recursive-metrics (points without"
             " attributes_id); open it with that version, or start a new store file"
         )
+
+
+def check_version(conn: sqlite3.Connection, path: Path) -> None:
+    """StoreVersionError if ``path`` was written by a newer schema version than :data:`SCHEMA_VERSION`.
+
+    A file without a ``meta`` table or a version (a new or foreign file) passes: the layout
+    checks say what is wrong with it. A version that is not a whole number is refused too.
+    """
+    if not conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'meta'").fetchone():
+        return
+    row = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+    if row is None:
+        return
+    try:
+        version = int(str(row[0]).strip())
+    except ValueError:
+        raise StoreVersionError(path, repr(row[0]), SCHEMA_VERSION) from None
+    if version > SCHEMA_VERSION:
+        raise StoreVersionError(path, version, SCHEMA_VERSION)
+
+
+def refuse_newer_store(path: Path, *, busy_timeout_s: float = 5.0) -> None:
+    """ConfigError if the file at ``path`` is a store of a newer schema version; nothing is written.
+
+    Read through a read-only connection, before a writer opens the file (opening for writing
+    already sets the journal mode). Anything else wrong with the file (damaged, locked) is left
+    to the writer's own open to report.
+    """
+    path = Path(path)
+    try:
+        if not path.is_file() or path.stat().st_size == 0:
+            return
+        conn = connect_readonly(path, busy_timeout_s=busy_timeout_s)
+    except (OSError, sqlite3.Error):
+        return
+    try:
+        check_version(conn, path)
+    except StoreVersionError as exc:
+        raise ConfigError(
+            [
+                f"store_path={str(path)!r}: the file has schema version {exc.version}; this otel-recursive-metrics writes"
+                f" up to version {exc.supported}: upgrade the package (in your clone: git pull, then pip install -e .) or write"
+                " to another store; nothing was written to it"
+            ]
+        ) from None
+    except sqlite3.Error:
+        return
+    finally:
+        conn.close()

@@ -54,8 +54,7 @@ __all__ = [
 #: Above this many rows a trace's first load is downsampled inside SQLite instead of in Python.
 IN_MEMORY_MAX_ROWS = 20_000
 
-# A histogram point is drawn as its mean.
-# The fields of a ROW_SELECT row.
+# The fields of a ROW_SELECT row (a histogram point's value is its mean: see downsample.value_sql).
 _ID, _RESOURCE, _ATTRIBUTES, _STEP, _TIME, _VAL = range(6)
 
 

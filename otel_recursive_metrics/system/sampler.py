@@ -314,7 +314,7 @@ class _OfferingExporter(MetricExporter):
 
     def export(self, metrics_data: MetricsData, timeout_millis: float = 10_000, **kwargs: Any) -> MetricExportResult:
         try:
-            ok = self._pipeline.offer(ExportItem(time.time_ns(), metrics_data))
+            ok = self._pipeline.offer(ExportItem(time.monotonic_ns(), metrics_data))
         except Exception:  # noqa: BLE001 - the SDK's reader must never see us raise
             _log.debug("otel-recursive-metrics: a system metrics sample could not be offered", exc_info=True)
             ok = False

@@ -78,6 +78,7 @@ from .values import CLOCK, INT64_MAX, check_attributes, next_time_unix_nano, ref
 __all__ = ["TrainingMetrics", "next_time_unix_nano", "to_index", "to_number"]
 
 _time_ns = time.time_ns
+_monotonic_ns = time.monotonic_ns
 
 _log = logging.getLogger(__name__)
 
@@ -215,8 +216,10 @@ class TrainingMetrics:
         if now <= clock.last:
             now = clock.last + 1
         clock.last = now
-        if not self._offer((self._context_number, now, step, epoch, out)):
-            self._refused((self._context_number, now, step, epoch, out))
+        # The point's time is the wall clock's; its age in memory, the monotonic clock's.
+        item = (self._context_number, now, step, epoch, out, _monotonic_ns())
+        if not self._offer(item):
+            self._refused(item)
 
     # -- the slow paths ------------------------------------------------------------------------
 
@@ -291,7 +294,7 @@ class TrainingMetrics:
         self._offer_record(event_record("info", CLOCK(), name=name, run_tags=tag_list, notes=notes))
 
     def _offer_record(self, record: dict[str, Any]) -> None:
-        self._pipeline.offer(RecordItem(time.time_ns(), record))
+        self._pipeline.offer(RecordItem(time.monotonic_ns(), record))
 
     # -- flush, close, stats -------------------------------------------------------------------
 

@@ -27,7 +27,6 @@ import datetime as dt
 import itertools
 import math
 import os
-import threading
 import uuid
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -38,20 +37,6 @@ from ..store import StoredPoint
 from .values import INT64_MAX, check_attributes, check_time_unix_nano, next_time_unix_nano, to_index, to_number
 
 __all__ = ["iso_time", "new_id", "parse_timestamp", "prepare_record", "record_from_point"]
-
-# Last given timestamp per metric name: two records of one metric submitted with the same
-# timestamp are different points, so the second gets the next nanosecond (the store would
-# otherwise take it for a re-delivery of the first). Bounded by the number of metric names.
-_last_given_time: dict[str, int] = {}
-_given_time_lock = threading.Lock()
-
-
-def _distinct_time(name: str, time_ns: int) -> int:
-    with _given_time_lock:
-        if _last_given_time.get(name) == time_ns:
-            time_ns += 1
-        _last_given_time[name] = time_ns
-    return time_ns
 
 
 def parse_timestamp(value: Any) -> int:
@@ -153,7 +138,10 @@ def prepare_record(metric_data: Any) -> tuple[dict[str, Any], str]:
         if type(metric_data) is dict:
             metric_data["timestamp"] = iso_time(time_ns)
     else:
-        time_ns = _distinct_time(name, check_time_unix_nano("timestamp", timestamp, parse_timestamp(timestamp)))
+        # Kept as given, even when another record has it too: the store tells such records apart
+        # by value, step and id (see store/blocks.py), and a record given again, id included,
+        # is stored once.
+        time_ns = check_time_unix_nano("timestamp", timestamp, parse_timestamp(timestamp))
     record["_time_unix_nano"] = time_ns
     metric_id = record.get("id")
     if metric_id is None:

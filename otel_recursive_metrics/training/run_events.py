@@ -61,7 +61,7 @@ class RunEvents:
             if known is not None and known.pipeline() is pipeline:
                 return
             self._runs[id(pipeline)] = _RunInProcess(weakref.ref(pipeline), context, os.getpid())
-        pipeline.offer(RecordItem(time.time_ns(), event_record("start", CLOCK())))
+        pipeline.offer(RecordItem(time.monotonic_ns(), event_record("start", CLOCK())))
 
     def note_status(self, pipeline: Pipeline, status: RunStatus) -> None:
         """The status the run will end with, whoever ends it (a failed close before exit, say)."""
@@ -78,7 +78,7 @@ class RunEvents:
             run.ended = True
             status = run.noted_status or status
         if not pipeline.closed:
-            pipeline.offer(RecordItem(time.time_ns(), event_record("end", CLOCK(), status=status.value)))
+            pipeline.offer(RecordItem(time.monotonic_ns(), event_record("end", CLOCK(), status=status.value)))
 
     def end_all(self, status: RunStatus) -> None:
         with self._lock:

@@ -3,12 +3,14 @@
     $ pip install 'otel-recursive-metrics[ui]'
     $ otel-recursive-metrics ui --store ./otel-metrics/metrics.db     # http://127.0.0.1:8470/
 
-Layers, top down: :mod:`.server` binds a socket and runs uvicorn; :mod:`.app` is the Starlette
-app (GET routes only, a read-only store per thread); :mod:`.api` builds each endpoint's JSON;
+Layers, top down: :mod:`.server` binds a socket and runs uvicorn, whose protocol (:mod:`.limits`)
+answers 414 to a URL past 8 KiB; :mod:`.app` is the Starlette app (GET routes only, a read-only
+store per thread, :mod:`.headers` on every answer); :mod:`.api` builds each endpoint's JSON;
 :mod:`otel_recursive_metrics.store.series` reads series from the store, downsampled, and only
 what was added since a client's last request; :mod:`.assets` finds the pages and Plotly's
 bundle. The pages' scripts (``static/*.js``) poll ``/api/series`` with ``after_id`` and append
-what comes back.
+what comes back. Every string a user logged reaches a page as text: the DOM gets text nodes, and
+Plotly (which reads its strings as HTML) gets them escaped and cut (``ORM.plotText``).
 
 :mod:`.app` and :mod:`.server` import Starlette and uvicorn, the ``ui`` extra; this face loads them
 only when one of their names is asked for, so the CLI reads :mod:`.defaults` without the extra and

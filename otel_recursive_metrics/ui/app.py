@@ -10,8 +10,8 @@ from the installed ``plotly`` package (nothing from a CDN, no build step).
 Read-only by construction: the store is opened with ``readonly=True`` (SQLite refuses writes on
 that connection), and every route accepts GET (and HEAD) only, so POST, PUT, PATCH and DELETE
 get 405. The ``Host`` header must name the address served (loopback by default), which keeps a
-web page elsewhere from reading the store through DNS rebinding; responses carry a
-Content-Security-Policy that allows this origin's scripts only.
+web page elsewhere from reading the store through DNS rebinding; every response carries a
+Content-Security-Policy that allows this origin's scripts only, and ``nosniff`` (see :mod:`.headers`).
 
 Threads: Starlette runs these sync handlers on its thread pool. Each pool thread reads through
 its own :class:`PointStore` (:class:`StoreReaders`), so a long read (the runs summary) never
@@ -40,18 +40,9 @@ from ..store.messages import damaged_store_message
 from .api import RequestError, metrics_payload, ranks_payload, runs_payload, series_payload, to_json_bytes
 from .assets import PAGES, static_file
 from .cache import SeriesCache
+from .headers import SECURITY_HEADERS, SecurityHeaders
 
 __all__ = ["SECURITY_HEADERS", "StoreReaders", "create_app", "loopback_hosts"]
-
-#: Sent with every response.
-SECURITY_HEADERS = {
-    "Content-Security-Policy": (
-        "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data: blob:;"
-        " connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'"
-    ),
-    "X-Content-Type-Options": "nosniff",
-    "Referrer-Policy": "no-referrer",
-}
 
 
 def loopback_hosts(host: str) -> list[str]:
@@ -96,7 +87,7 @@ class StoreReaders:
 
 
 def _json(payload: Any, status_code: int = 200) -> Response:
-    return Response(to_json_bytes(payload), status_code=status_code, media_type="application/json", headers=SECURITY_HEADERS)
+    return Response(to_json_bytes(payload), status_code=status_code, media_type="application/json")
 
 
 def _query(request: Request) -> Mapping[str, Sequence[str]]:
@@ -133,7 +124,7 @@ def create_app(store_path: Path | str, *, host: str = "127.0.0.1") -> Starlette:
             raise FileNotFoundError(f"the web view's page {PAGES[name]} is not installed")
 
         def endpoint(request: Request) -> Response:
-            return FileResponse(path, media_type="text/html", headers={**SECURITY_HEADERS, "Cache-Control": "no-cache"})
+            return FileResponse(path, media_type="text/html", headers={"Cache-Control": "no-cache"})
 
         return endpoint
 
@@ -142,7 +133,7 @@ def create_app(store_path: Path | str, *, host: str = "127.0.0.1") -> Starlette:
         if path is None:
             return _json({"error": f"no static file {request.path_params['name']!r}"}, 404)
         cache_control = "public, max-age=86400" if path.name.startswith("plotly") else "no-cache"
-        return FileResponse(path, headers={**SECURITY_HEADERS, "Cache-Control": cache_control})
+        return FileResponse(path, headers={"Cache-Control": cache_control})
 
     routes = [
         Route("/", page("runs"), methods=["GET"]),
@@ -165,7 +156,8 @@ def create_app(store_path: Path | str, *, host: str = "127.0.0.1") -> Starlette:
 
     app = Starlette(
         routes=routes,
-        middleware=[Middleware(TrustedHostMiddleware, allowed_hosts=loopback_hosts(host))],
+        # Outermost first: the security headers go on the Host check's refusals too.
+        middleware=[Middleware(SecurityHeaders), Middleware(TrustedHostMiddleware, allowed_hosts=loopback_hosts(host))],
         lifespan=lifespan,
     )
     app.state.readers = readers

@@ -7,7 +7,8 @@
 the CLI does: Ctrl-C stops it) or on a daemon thread (:meth:`UIServer.start` /
 :meth:`UIServer.stop`, what the tests and the benchmark do). It binds ``127.0.0.1`` unless told
 otherwise: the view is for the person at this machine, and a store's metrics and parameters are
-nobody else's business.
+nobody else's business. A request whose URL or head is too long is answered 414 or 431 by
+:mod:`.limits` before it reaches the app.
 
 Thread safety: one thread starts and stops a server; the app itself serves requests from
 uvicorn's event loop and Starlette's thread pool (see :mod:`.app`).
@@ -26,6 +27,7 @@ import uvicorn
 
 from .app import create_app
 from .defaults import DEFAULT_HOST, DEFAULT_PORT
+from .limits import MAX_HEAD_BYTES, BoundedH11Protocol
 
 __all__ = ["DEFAULT_HOST", "DEFAULT_PORT", "UIServer", "bind_socket", "is_loopback"]
 
@@ -73,6 +75,10 @@ class UIServer:
             access_log=False,
             lifespan="on",
             timeout_graceful_shutdown=1,
+            # h11 always (not httptools where installed), with the bounds of .limits checked first:
+            # a 1 MB URL gets 414, not a reset connection. h11's own bound is set past ours.
+            http=BoundedH11Protocol,
+            h11_max_incomplete_event_size=2 * MAX_HEAD_BYTES,
         )
         self.server = uvicorn.Server(config)
         self._thread: threading.Thread | None = None

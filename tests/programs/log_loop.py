@@ -7,7 +7,9 @@ Step ``s`` logs ``values`` metrics ``m0..`` with value ``s``. Every ``--report-e
 at the end) it appends ``{"steps": steps logged, "values": values logged, "time_unix_nano",
 "max_rss_kib", "stats": get_stats()}`` as one line to ``--report``, so a test that kills it knows
 what was logged, and what was counted as dropped, at each moment up to the kill. ``--rate-hz 0`` logs as fast
-as it can (the overload test). Prints ``READY`` once the first step is logged.
+as it can (the overload test). Prints ``READY`` once the first step is logged. ``--clock-jump-s``
+steps the wall clock the package sees (``time.time_ns``, ``time.time``) that long after the first
+step, as NTP or a resumed VM would; the reports keep the real clock.
 """
 
 from __future__ import annotations
@@ -36,7 +38,17 @@ def main() -> None:
     parser.add_argument("--handler", choices=("none", "exit3", "ignore"), default="none")
     parser.add_argument("--no-sigterm-handling", action="store_true")
     parser.add_argument("--option", action="append", default=[], metavar="KEY=VALUE", help="more TrainingMetrics settings")
+    parser.add_argument("--clock-jump-s", type=float, default=0.0, help="step the wall clock by this much (NTP, a VM resumed)")
+    parser.add_argument("--clock-jump-after-s", type=float, default=0.5, help="... this long after the first step")
     args = parser.parse_args()
+
+    # The wall clock as the package sees it: time.time_ns and time.time, replaced before the package
+    # is imported (so names it binds at import see the jump too); the reports keep the real clock.
+    real_time_ns = time.time_ns
+    offset_ns = [0]
+    if args.clock_jump_s:
+        time.time_ns = lambda: real_time_ns() + offset_ns[0]
+        time.time = lambda: (real_time_ns() + offset_ns[0]) / 1e9
 
     if args.handler == "exit3":
 
@@ -81,7 +93,7 @@ def main() -> None:
         data = {
             "steps": state["steps"],
             "values": state["steps"] * args.values,
-            "time_unix_nano": time.time_ns(),
+            "time_unix_nano": real_time_ns(),
             "max_rss_kib": peak_rss_kib(),
             "stats": metrics.get_stats(),
         }
@@ -97,12 +109,17 @@ def main() -> None:
     names = [f"m{k}" for k in range(args.values)]
     period = 1.0 / args.rate_hz if args.rate_hz > 0 else 0.0
     started = time.monotonic()
+    jump_at = None
     for step in range(args.steps):
+        if args.clock_jump_s and jump_at is not None and not offset_ns[0] and time.monotonic() >= jump_at:
+            offset_ns[0] = int(args.clock_jump_s * 1e9)
+            print(f"CLOCK JUMPED {args.clock_jump_s:+g} s", file=sys.stderr, flush=True)
         value = float(step)
         metrics.log(dict.fromkeys(names, value), step=step)
         state["steps"] = step + 1
         if step == 0:
             print("READY", flush=True)
+            jump_at = time.monotonic() + args.clock_jump_after_s
         if period:
             delay = started + (step + 1) * period - time.monotonic()
             if delay > 0:

@@ -10,7 +10,7 @@
 "use strict";
 
 const Charts = (() => {
-  const { api, el, formatNumber } = ORM;
+  const { api, el, clip, plotText, formatNumber } = ORM;
   const COLORS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf"];
   const DASHES = ["solid", "dot", "dash", "longdash", "dashdot", "longdashdot"];
 
@@ -106,12 +106,15 @@ const Charts = (() => {
     return null;
   }
 
+  // A legend (and hover) name: every part is the user's, so the whole is escaped for Plotly;
+  // each part is cut first, so a long run id leaves room for its rank and attributes.
+  const NAME_PART_MAX = 100;
   function traceName(runLabel, trace, ranksInRun) {
-    let name = runLabel;
-    if (ranksInRun > 1 || (trace.rank !== null && trace.rank !== 0)) name += ` · rank ${trace.rank}`;
-    if (trace.restart) name += ` · restart ${trace.restart}`;
-    const attrs = Object.entries(trace.attributes || {}).map(([k, v]) => `${k}=${v}`).join(", ");
-    return attrs ? `${name} · ${attrs}` : name;
+    let name = clip(runLabel, NAME_PART_MAX);
+    if (ranksInRun > 1 || (trace.rank !== null && trace.rank !== 0)) name += ` · rank ${clip(trace.rank, NAME_PART_MAX)}`;
+    if (trace.restart) name += ` · restart ${clip(trace.restart, NAME_PART_MAX)}`;
+    const attrs = Object.entries(trace.attributes || {}).map(([k, v]) => `${clip(k, NAME_PART_MAX)}=${clip(v, NAME_PART_MAX)}`).join(", ");
+    return plotText(attrs ? `${name} · ${attrs}` : name, 2 * ORM.PLOT_TEXT_MAX);
   }
 
   // A board: the charts of a set of runs x metrics, drawn into `container`, kept live.
@@ -201,7 +204,7 @@ const Charts = (() => {
         }
         const sorted = [...ranks].sort((a, b) => (a ?? -1) - (b ?? -1));
         if (!sorted.length) sorted.push(undefined);
-        for (const rank of sorted) groups.push({ id: `${metric}\u0000${rank}`, title: rank === undefined ? metric : `${metric} · rank ${rank}`, metric, rank });
+        for (const rank of sorted) groups.push({ id: `${metric}\u0000${rank}`, title: rank === undefined ? metric : `${clip(metric, NAME_PART_MAX)} · rank ${clip(rank, NAME_PART_MAX)}`, metric, rank });
       }
       return groups;
     }
@@ -244,12 +247,15 @@ const Charts = (() => {
     layout(group, downsampled) {
       const xTitle = { step: "step", time: "seconds since the run's first point", wall: "wall clock (UTC)" }[this.options.x];
       return {
-        title: { text: group.title + (downsampled ? " <span style='font-size:11px;color:#888'>(downsampled, spikes kept)</span>" : ""), font: { size: 14 }, x: 0.02 },
+        title: { text: plotText(group.title) + (downsampled ? " <span style='font-size:11px;color:#888'>(downsampled, spikes kept)</span>" : ""), font: { size: 14 }, x: 0.02 },
         margin: { l: 55, r: 15, t: 48, b: 45 },
         xaxis: { title: { text: xTitle }, type: this.options.x === "wall" ? "date" : "linear", zeroline: false },
         yaxis: { zeroline: false, exponentformat: "e" },
         legend: { orientation: "h", x: 1, xanchor: "right", y: 1.02, yanchor: "bottom", font: { size: 11 } },
         hovermode: "x unified",
+        // Whole names in the hover label (they are cut to a bound before they reach Plotly):
+        // Plotly's own cut counts the escaped text and could end inside an entity.
+        hoverlabel: { namelength: -1 },
         // A live update keeps the user's zoom: Plotly resets it only when uirevision changes.
         uirevision: `${this.options.x}`,
         height: 340,

@@ -45,6 +45,24 @@ const ORM = (() => {
     return node;
   }
 
+  // Plotly reads every string it draws (titles, legend names, hover labels, axis titles,
+  // annotations) as a subset of HTML: <a href> becomes a live link, <span style> a style, <br> a
+  // break. A string a user logged (run id, metric name, attribute, tag) must reach it as text:
+  // cut to `max` characters (a chart shows no more, and a megabyte-long name would stall it),
+  // then with & < > " ' written as numeric entities, which Plotly shows as those characters.
+  // Everything else (the DOM) gets text through el() and textContent, never HTML.
+  const PLOT_TEXT_MAX = 200;
+  function clip(value, max) {
+    let text = String(value);
+    if (text.length <= max) return text;
+    text = text.slice(0, Math.max(0, max - 1));
+    if (/[\uD800-\uDBFF]$/.test(text)) text = text.slice(0, -1); // not half a surrogate pair
+    return text + "\u2026";
+  }
+  function plotText(value, max = PLOT_TEXT_MAX) {
+    return clip(value, max).replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
+  }
+
   function formatNumber(value) {
     if (value === null || value === undefined) return "–";
     if (typeof value !== "number") return String(value);
@@ -154,5 +172,5 @@ const ORM = (() => {
     return plotly;
   }
 
-  return { api, loadPlotly, el, formatNumber, formatValue, formatTime, formatDuration, formatRanks, runDuration, runLabel, runKey, statusBadge, header, setStatus, pageParams, refreshMs, mark, marks };
+  return { api, loadPlotly, el, clip, plotText, PLOT_TEXT_MAX, formatNumber, formatValue, formatTime, formatDuration, formatRanks, runDuration, runLabel, runKey, statusBadge, header, setStatus, pageParams, refreshMs, mark, marks };
 })();

@@ -101,7 +101,7 @@
         el("td", { class: "num" }, formatRanks(run.ranks)),
         el("td", { class: "num" }, String(run.points)),
         el("td", { class: "params" }, params.map(([k, v]) => el("span", { class: differ.has(k) ? "chip differs" : "chip", title: `${k}=${formatValue(v)}` }, `${k}=${formatValue(v)}`))),
-        el("td", { class: "last" }, last.slice(0, LAST_VALUES_SHOWN).map(([k, v]) => el("span", { class: "chip", title: `step ${v.step ?? "–"}` }, `${k} ${formatNumber(v.value)}`)),
+        el("td", { class: "last" }, last.slice(0, LAST_VALUES_SHOWN).map(([k, v]) => el("span", { class: "chip", title: `${k} = ${v.value ?? "–"} at step ${v.step ?? "–"}` }, `${k} ${formatNumber(v.value)}`)),
           last.length > LAST_VALUES_SHOWN ? el("span", { class: "more", title: last.slice(LAST_VALUES_SHOWN).map(([k, v]) => `${k} ${formatNumber(v.value)}`).join("\n") }, `+${last.length - LAST_VALUES_SHOWN} more`) : null));
     }));
     ORM.setStatus(`${shown.length} of ${state.runs.length} runs · updated ${new Date().toLocaleTimeString()}`);
