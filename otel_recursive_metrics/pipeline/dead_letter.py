@@ -33,13 +33,30 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .._files import make_private_dir, write_private
+from .._files import file_kind, make_private_dir, write_private
 from ..sinks.otlp.codec import decode_request, encode_request, request_from_json_line, request_to_json_line
 from .batch import BatchBuilder, PointBatch
 
-__all__ = ["DeadLetterEntry", "DeadLetterQueue"]
+__all__ = ["REASON_MAX_CHARS", "DeadLetterEntry", "DeadLetterQueue", "brief_reason"]
 
 _seq = itertools.count()
+
+#: A dead letter's reason is one line of at most about this many characters (see :func:`brief_reason`).
+REASON_MAX_CHARS = 200
+
+
+def brief_reason(text: str) -> str:
+    """A reason fit for a dead letter, a log line or a table: the first non-blank line of ``text``,
+    cut to :data:`REASON_MAX_CHARS`; "..." says that something was cut (a receiver's whole HTML
+    error page, say).
+    """
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    if not lines:
+        return text.strip()
+    first = lines[0]
+    if len(first) > REASON_MAX_CHARS:
+        return first[: REASON_MAX_CHARS - 3].rstrip() + "..."
+    return first + " ..." if len(lines) > 1 else first
 
 
 @dataclass(frozen=True)
@@ -134,6 +151,12 @@ class DeadLetterQueue:
         self._lock = threading.Lock()
         self._bytes: int | None = None
 
+    @property
+    def lock_path(self) -> Path:
+        """The file ``dlq replay`` and ``dlq purge`` hold locked, one of them at a time per folder:
+        ``<folder>.lock`` beside the folder, which a purge leaves empty."""
+        return self.folder.with_name(self.folder.name + ".lock")
+
     def reset_after_fork(self) -> None:
         """In a forked child: a new lock (the parent's may have been held at the fork)."""
         self._lock = threading.Lock()
@@ -144,7 +167,12 @@ class DeadLetterQueue:
         return self._bytes
 
     def add(self, batch: PointBatch, *, reason: str, sink: str) -> DeadLetterEntry | None:
-        """Write ``batch`` as an entry; None (nothing written) when the byte cap is reached."""
+        """Write ``batch`` as an entry; None (nothing written) when the byte cap is reached.
+
+        ``reason`` is kept as :func:`brief_reason` makes it. Raises ``OSError`` when the disk
+        refuses (the caller keeps the batch and tries again).
+        """
+        reason = brief_reason(reason)
         line, left_out = _json_line(batch)
         now = time.time_ns()
         meta: dict[str, Any] = {
@@ -176,6 +204,8 @@ class DeadLetterQueue:
         if not self.folder.is_dir():
             return
         for path in sorted(self.folder.glob("*.jsonl")):
+            if file_kind(path) is not None:
+                continue  # not an entry of ours (a folder, a FIFO): never opened, a FIFO would block
             meta_path = path.with_name(path.name[: -len(".jsonl")] + ".meta.json")
             damaged: str | None = None
             meta: dict[str, Any] = {}
@@ -184,6 +214,9 @@ class DeadLetterQueue:
             except OSError:
                 continue  # removed meanwhile
             try:
+                kind = file_kind(meta_path)
+                if kind is not None:
+                    raise ValueError(f"it is {kind}")
                 loaded = json.loads(meta_path.read_text(encoding="utf-8"))
                 if not isinstance(loaded, dict) or "batch" not in loaded:
                     raise ValueError("no batch in it")
