@@ -23,10 +23,8 @@ harmless. Connection settings not given as options come from the standard
 
 ``purge`` asks for confirmation on a terminal; without one it refuses unless given ``--yes``.
 
-One ``replay`` or ``purge`` at a time per folder, so that no entry is sent twice: each holds
-``<dir>/dead-letter.lock`` (an ``flock``, with its pid in the file) while it runs. A second
-one says which process holds it and exits with code 3, or with ``--wait SECONDS`` waits that long
-for it first, then works on what is left.
+One ``replay`` or ``purge`` at a time per folder (``<dir>/dead-letter.lock``, see :mod:`._lock`):
+a second one names the process that holds it and exits, or waits with ``--wait SECONDS``.
 
 Exit codes: 0 success (also when there is nothing to do), 1 entries left undelivered or purge
 declined, 2 bad usage or unreadable input, 3 another replay or purge holds the folder.
@@ -37,14 +35,12 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import os
 import sys
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from .._files import LockHeld, NotARegularFile, hold_lock
 from ..config import Config, env_setting, load_config
 from ..errors import ConfigError
 from ..pipeline.dead_letter import DeadLetterEntry, DeadLetterQueue
@@ -52,7 +48,8 @@ from ..pipeline.retry import Outcome, Retrier, RetryPolicy
 from ..sinks.otlp import build_otlp_sink
 from ..sinks.otlp.codec import request_from_json_line
 from ..sinks.store import StoreSink
-from ._output import CommandError, Progress, add_store_arg, default_store, fail, format_time, render_table
+from ._lock import add_wait_arg, check_wait, one_at_a_time
+from ._output import Progress, add_store_arg, default_store, fail, format_time, render_table
 
 __all__ = ["register"]
 
@@ -67,15 +64,6 @@ def register(subparsers: Any) -> None:
         description="List, show, replay or purge the batches in <dir>/dead-letter (OTLP JSON Lines).",
     )
     sub = dlq.add_subparsers(dest="dlq_command", required=True)
-
-    def wait_arg(parser: argparse.ArgumentParser) -> None:
-        parser.add_argument(
-            "--wait",
-            type=float,
-            default=0.0,
-            metavar="SECONDS",
-            help="when a replay or purge already runs on this folder, wait up to SECONDS for it (default: exit at once, code 3)",
-        )
 
     def common(parser: argparse.ArgumentParser, *, ids: bool) -> None:
         parser.add_argument(
@@ -116,14 +104,14 @@ def register(subparsers: Any) -> None:
     replay.add_argument("--timeout", type=float, default=10.0, help="seconds for one attempt (default 10)")
     replay.add_argument("--retry-s", type=float, default=30.0, help="how long to keep retrying one entry (default 30)")
     replay.add_argument("--keep-going", action="store_true", help="skip entries refused permanently instead of stopping")
-    wait_arg(replay)
+    add_wait_arg(replay, "a dlq replay or purge")
     add_store_arg(replay)
     replay.set_defaults(handler=cmd_replay)
 
     purge = sub.add_parser("purge", help="delete dead letters (asks first; --yes to skip)")
     common(purge, ids=True)
     purge.add_argument("--yes", "-y", action="store_true", help="do not ask for confirmation")
-    wait_arg(purge)
+    add_wait_arg(purge, "a dlq replay or purge")
     purge.set_defaults(handler=cmd_purge)
 
 
@@ -140,34 +128,12 @@ def _queue(args: argparse.Namespace) -> DeadLetterQueue:
     return DeadLetterQueue(_folder(args), max_bytes=_UNLIMITED)
 
 
-@contextlib.contextmanager
-def _one_at_a_time(dlq: DeadLetterQueue, args: argparse.Namespace, what: str) -> Iterator[None]:
-    """Hold the folder's replay lock for the block (see :attr:`DeadLetterQueue.lock_path`);
-    :class:`_Busy` when another replay or purge holds it past ``--wait``."""
-    if args.wait < 0:
-        raise CommandError(f"--wait must be >= 0 seconds, not {args.wait:g}")
+def _one_at_a_time(dlq: DeadLetterQueue, args: argparse.Namespace) -> contextlib.AbstractContextManager[None]:
+    """The folder's replay lock (see :attr:`DeadLetterQueue.lock_path`), when there is a folder."""
+    check_wait(args.wait)
     if not dlq.folder.is_dir():
-        yield  # nothing to replay or purge, nothing to lock
-        return
-    try:
-        fd = hold_lock(dlq.lock_path, wait_s=args.wait)
-    except LockHeld as exc:
-        holder = f"process {exc.pid}" if exc.pid is not None else "another process"
-        waited = f" (waited {args.wait:g} s)" if args.wait else ""
-        raise _Busy(
-            f"otel-recursive-metrics: another dlq replay or purge is running on {dlq.folder}: {holder} holds {exc.path}{waited};"
-            f" let it finish, or pass --wait SECONDS to {what} after it"
-        ) from None
-    except NotARegularFile as exc:
-        raise CommandError(f"cannot take the replay lock: {exc}; move it out of the way") from None
-    try:
-        yield
-    finally:
-        os.close(fd)
-
-
-class _Busy(Exception):
-    """Another process holds the dead-letter folder's lock (exit code 3)."""
+        return contextlib.nullcontext()  # nothing to replay or purge, nothing to lock
+    return one_at_a_time(dlq.lock_path, wait_s=args.wait, running="another dlq replay or purge", folder=dlq.folder)
 
 
 def _select(dlq: DeadLetterQueue, ids: Sequence[str], sink: str | None) -> list[DeadLetterEntry]:
@@ -333,12 +299,8 @@ def _sends(entry: DeadLetterEntry, sink: Any, to: str) -> list[Callable[[float],
 
 def cmd_replay(args: argparse.Namespace) -> int:
     dlq = _queue(args)
-    try:
-        with _one_at_a_time(dlq, args, "replay"):
-            return _replay(dlq, args)
-    except _Busy as exc:
-        print(exc, file=sys.stderr)
-        return 3
+    with _one_at_a_time(dlq, args):
+        return _replay(dlq, args)
 
 
 def _replay(dlq: DeadLetterQueue, args: argparse.Namespace) -> int:
@@ -425,12 +387,8 @@ def _replay(dlq: DeadLetterQueue, args: argparse.Namespace) -> int:
 
 def cmd_purge(args: argparse.Namespace) -> int:
     dlq = _queue(args)
-    try:
-        with _one_at_a_time(dlq, args, "purge"):
-            return _purge(dlq, args)
-    except _Busy as exc:
-        print(exc, file=sys.stderr)
-        return 3
+    with _one_at_a_time(dlq, args):
+        return _purge(dlq, args)
 
 
 def _purge(dlq: DeadLetterQueue, args: argparse.Namespace) -> int:

@@ -50,6 +50,7 @@ from ..pipeline.queue import clear_slot_junk, lock_slot, slot_junk
 from ..pipeline.slot import QueueSlot
 from ..pipeline.telemetry import Stats
 from ..sinks.base import Sink, build_sinks
+from ._lock import add_wait_arg, busy_error, check_wait
 from ._output import CommandError, Progress
 
 __all__ = ["register", "sync_folder", "sync_lock_path"]
@@ -66,13 +67,7 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--protocol", choices=("grpc", "http/protobuf"), help="OTLP protocol (default: the usual variables, else grpc)")
     parser.add_argument("--store", help="SQLite store file for the store sink's share (default: <dir>/metrics.db)")
     parser.add_argument("--retry-s", type=float, default=60.0, help="how long to keep retrying one batch (default 60)")
-    parser.add_argument(
-        "--wait",
-        type=float,
-        default=0.0,
-        metavar="SECONDS",
-        help="when another sync runs on this folder, wait up to SECONDS for it to end (default: exit at once, code 3)",
-    )
+    add_wait_arg(parser, "another sync")
     parser.set_defaults(handler=cmd_sync)
 
 
@@ -297,23 +292,13 @@ def _config(args: argparse.Namespace) -> Config:
 def cmd_sync(args: argparse.Namespace) -> int:
     if args.retry_s < 0:
         raise CommandError("--retry-s must be >= 0")
-    if args.wait < 0:
-        raise CommandError(f"--wait must be >= 0 seconds, not {args.wait:g}")
+    check_wait(args.wait)
     config = _config(args)
     started = time.monotonic()
     try:
         result = sync_folder(config, retry_s=args.retry_s, wait_s=args.wait)
-    except LockHeld as exc:
-        holder = f"process {exc.pid}" if exc.pid is not None else "another process"
-        waited = f" (waited {args.wait:g} s)" if args.wait else ""
-        print(
-            f"otel-recursive-metrics: another sync is running on {config.dir}: {holder} holds {exc.path}{waited};"
-            " let it finish, or pass --wait SECONDS to wait for it",
-            file=sys.stderr,
-        )
-        return 3
-    except NotARegularFile as exc:
-        raise CommandError(f"cannot take the sync lock: {exc}; move it out of the way") from None
+    except (LockHeld, NotARegularFile) as exc:
+        raise busy_error(exc, running="another sync", folder=config.dir, wait_s=args.wait) from None
     took = time.monotonic() - started
     for note in result.notes:
         print(f"otel-recursive-metrics: {note}", file=sys.stderr)

@@ -10,7 +10,10 @@ Each entry is two files in ``$DIR/dead-letter/``:
 
 Files are written owner-only, to a temporary name then renamed, so a crash never leaves half an
 entry. The folder is capped by bytes; past the cap new entries are refused and counted as
-dropped (reason ``dead_letter_full``), leaving the evidence already there untouched.
+dropped (reason ``dead_letter_full``), leaving the evidence already there untouched. A write the
+disk refuses raises ``OSError``: the delivery stage then holds the batch in the queue and tries
+again (see :mod:`.delivery`). A reason is kept as one line of about 200 characters
+(:func:`brief_reason`). Anything in the folder that is not a regular file is never opened.
 Header values are never written: entries hold data points only.
 
 A damaged entry (its sidecar missing or unreadable) is still listed, marked damaged, with its

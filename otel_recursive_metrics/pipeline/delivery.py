@@ -15,6 +15,12 @@ and quarters are all refused, the refusal is about every point and the batch is 
 whole; otherwise at most :data:`MAX_SPLIT_SENDS` sends, after which what is still refused is
 dead-lettered as it stands.
 
+A dead letter the disk refuses (full, or the folder unwritable) is not a drop: the batch is held,
+its record left in the queue with the cursor unmoved, and only the dead letter's write is tried
+again, with backoff (0.5 s doubling to 30 s), until it goes through; a stop leaves the record for
+the next start, and ``sync`` for the next sync. A dead letter's reason is one line of about 200
+characters (:func:`~.dead_letter.brief_reason`): not a receiver's whole HTML error page.
+
 Logging is rate-limited: the first retry of a batch is logged, not every one; a dead letter is
 logged at most once per ``_LOG_EVERY_S`` per sink, with a count of the ones in between.
 """
