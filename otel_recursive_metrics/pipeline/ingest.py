@@ -289,7 +289,8 @@ class Ingest:
         if self.held and self.direct is not None:
             self._write_direct(queue)
             if not self.held:
-                self.faults.recovered()
+                if queue.usable:  # else the queue's failure goes on (see queue.UnusableQueue)
+                    self.faults.recovered()
                 on_written()
                 return True
         if not self.held:

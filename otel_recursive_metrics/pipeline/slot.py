@@ -90,6 +90,9 @@ class QueueSlot:
     ``sqlite3.DatabaseError`` if the file is damaged (see :func:`quarantine`).
     """
 
+    #: False for a stand-in that can hold nothing (see :class:`.queue.UnusableQueue`).
+    usable = True
+
     def __init__(
         self,
         path: Path,
