@@ -360,7 +360,7 @@ class UnusableQueue(QueueSlot):
         self.error = error
         super().__init__(Path(":memory:"), sinks, max_bytes=0, fsync=False)
 
-    def append(self, payloads: list[tuple[int, int, bytes]], *, drop_oldest: bool) -> tuple[int, int]:
+    def append(self, payloads: list[tuple[int, int, bytes]], *, drop_oldest: bool) -> tuple[int, dict[str, int]]:
         raise self.error.with_traceback(None)
 
     def abandon_after_fork(self) -> None:
