@@ -351,9 +351,14 @@ def rows_against(rev: str, only: str) -> list[Row]:
     with tempfile.TemporaryDirectory(prefix="orm-faults-before-") as tmp:
         tree = Path(tmp) / "tree"
         subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", "-q", str(tree), rev], check=True)
+        # Only the package comes from that commit: a folder holding a link to it goes first on
+        # the path (this process's scenarios, and the child programs they start).
+        package_only = Path(tmp) / "package"
+        package_only.mkdir()
+        (package_only / "otel_recursive_metrics").symlink_to(tree / "otel_recursive_metrics")
         try:
             out = Path(tmp) / "rows.json"
-            env = {**os.environ, "ORM_FAULTS_PACKAGE_TREE": str(tree), "PYTHONPATH": str(tree)}
+            env = {**os.environ, "ORM_FAULTS_PACKAGE_TREE": str(package_only), "PYTHONPATH": str(package_only)}
             subprocess.run([sys.executable, __file__, "--only", only, "--json", str(out)], check=True, env=env, timeout=3600)
             rows: list[Row] = json.loads(out.read_text())
             return rows
