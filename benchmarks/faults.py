@@ -1,6 +1,12 @@
-"""Measure the faults of issue 9 the way they were reported, and print one Markdown table.
+"""Measure the faults of issues 9 and 18 the way they were reported, and print one Markdown table.
 
-    python benchmarks/faults.py [--only sigterm,overload,disk,size,exit] [--out FILE]
+    python benchmarks/faults.py [--only sigterm,overload,disk,size,exit,seed-api,store-files,queue-files,web-view,sigterm-sdk] [--out FILE]
+    python benchmarks/faults.py --only seed-api,store-files --against 982ba25   # before and after, side by side
+
+``--against REV`` runs the same scenarios a second time with the package of commit ``REV`` (a
+temporary git worktree; the scenarios, test programs and receivers stay this checkout's) and
+prints one table with both: what a fix changed, measured the same way. Issue 18's scenarios
+(``seed-api`` ... ``sigterm-sdk``) are in ``faults_r3_*.py``, one module per area.
 
 Each scenario runs the package for real (a child training loop killed or stopped, a 24 MB tmpfs
 filled, an endpoint that refuses) and reports what was logged, what arrived, what was counted
@@ -11,6 +17,8 @@ gives the figures for the record. ``disk`` needs root (it mounts a tmpfs) and is
 from __future__ import annotations
 
 import argparse
+import importlib
+import json
 import os
 import signal
 import socket
@@ -23,6 +31,8 @@ from pathlib import Path
 
 if __package__ in (None, ""):  # run as a file: import the package from the repository root
     sys.path[0] = str(Path(__file__).resolve().parents[1])
+    if os.environ.get("ORM_FAULTS_PACKAGE_TREE"):  # --against: that tree's package, this checkout's scenarios
+        sys.path.insert(0, os.environ["ORM_FAULTS_PACKAGE_TREE"])
 
 from benchmarks.common import REPO as ROOT
 from otel_recursive_metrics import PointStore, RecursiveMetricExporter, TrainingMetrics
@@ -287,12 +297,26 @@ def exits(work: Path) -> list[Row]:
     ]
 
 
+def _round_three(module: str) -> Callable[[Path], list[Row]]:
+    def run(work: Path) -> list[Row]:
+        rows: list[Row] = importlib.import_module(f"benchmarks.{module}").rows(work)
+        return rows
+
+    return run
+
+
 SCENARIOS: dict[str, Callable[[Path], list[Row]]] = {
     "sigterm": sigterm,
     "overload": overload,
     "disk": lambda work: full_disk(work) + full_disk(work, leave_free_mb=2),
     "size": sizes,
     "exit": exits,
+    # Issue 18 (round three): one module per area.
+    "seed-api": _round_three("faults_r3_seed"),
+    "store-files": _round_three("faults_r3_store"),
+    "queue-files": _round_three("faults_r3_queue"),
+    "web-view": _round_three("faults_r3_webview"),
+    "sigterm-sdk": _round_three("faults_r3_sigterm"),
 }
 
 
@@ -303,17 +327,64 @@ def markdown(rows: list[Row]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _outcome(row: Row) -> str:
+    return " / ".join(row[k] for k in ("logged", "delivered", "counted as dropped", "lost uncounted"))
+
+
+def side_by_side(before: list[Row], after: list[Row], rev: str) -> str:
+    """One table: each scenario's outcome with ``rev``'s package and with this checkout's."""
+    old = {r["scenario"]: r for r in before}
+    lines = [
+        f"| scenario | before ({rev}): logged / delivered / counted as dropped / lost uncounted | after | note (before) | note (after) |",
+        "|---|---|---|---|---|",
+    ]
+    for row in after:
+        was = old.pop(row["scenario"], None)
+        was_outcome, was_note = (_outcome(was), was["note"]) if was else ("(not run)", "")
+        lines.append(f"| {row['scenario']} | {was_outcome} | {_outcome(row)} | {was_note} | {row['note']} |")
+    lines += [f"| {r['scenario']} | {_outcome(r)} | (not run) | {r['note']} | |" for r in old.values()]
+    return "\n".join(lines) + "\n"
+
+
+def rows_against(rev: str, only: str) -> list[Row]:
+    """The scenarios in a child process whose package is commit ``rev``'s (a temporary worktree)."""
+    with tempfile.TemporaryDirectory(prefix="orm-faults-before-") as tmp:
+        tree = Path(tmp) / "tree"
+        subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", "-q", str(tree), rev], check=True)
+        # Only the package comes from that commit: a folder holding a link to it goes first on
+        # the path (this process's scenarios, and the child programs they start).
+        package_only = Path(tmp) / "package"
+        package_only.mkdir()
+        (package_only / "otel_recursive_metrics").symlink_to(tree / "otel_recursive_metrics")
+        try:
+            out = Path(tmp) / "rows.json"
+            env = {**os.environ, "ORM_FAULTS_PACKAGE_TREE": str(package_only), "PYTHONPATH": str(package_only)}
+            subprocess.run([sys.executable, __file__, "--only", only, "--json", str(out)], check=True, env=env, timeout=3600)
+            rows: list[Row] = json.loads(out.read_text())
+            return rows
+        finally:
+            subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(tree)], check=False)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", default=",".join(SCENARIOS))
     parser.add_argument("--out")
+    parser.add_argument("--against", metavar="REV", help="run the scenarios with commit REV's package too, and show both")
+    parser.add_argument("--json", help=argparse.SUPPRESS)  # rows for --against's parent process
     args = parser.parse_args()
+    unknown = [name for name in args.only.split(",") if name not in SCENARIOS]
+    if unknown:
+        parser.error(f"--only: unknown scenario(s) {', '.join(unknown)}; known: {', '.join(SCENARIOS)}")
     rows: list[Row] = []
     with tempfile.TemporaryDirectory(prefix="orm-faults-") as tmp:
         for name in args.only.split(","):
             print(f"[{time.strftime('%H:%M:%S')}] {name}", file=sys.stderr, flush=True)
             rows += SCENARIOS[name](Path(tmp))
-    text = markdown(rows)
+    if args.json:
+        Path(args.json).write_text(json.dumps(rows))
+        return 0
+    text = side_by_side(rows_against(args.against, args.only), rows, args.against) if args.against else markdown(rows)
     print(text)
     if args.out:
         Path(args.out).write_text(text)

@@ -4,17 +4,39 @@ Everything we write is owner-only: folders 0700, files 0600, created with those 
 than changed afterwards, so there is no moment at which another user could open them.
 SQLite files are opened in WAL mode with a busy timeout; a read-only open never creates,
 changes or locks anything beyond what a reader needs (see :func:`connect_readonly`).
+
+Users and systems leave other things where our files belong: a folder, a FIFO, a dangling link.
+:func:`file_kind` says what is there without opening it, :func:`open_regular` refuses anything
+but a regular file (and never blocks on a FIFO), and :func:`set_aside` moves it out of the way.
+:func:`hold_lock` is the one-process-at-a-time lock of the command-line tools.
 """
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import os
 import sqlite3
+import stat
+import threading
 import time
 from pathlib import Path
 from urllib.parse import quote
 
-__all__ = ["connect", "connect_readonly", "folder_problem", "is_damage", "make_private_dir", "write_private"]
+__all__ = [
+    "LockHeld",
+    "NotARegularFile",
+    "connect",
+    "connect_readonly",
+    "file_kind",
+    "folder_problem",
+    "hold_lock",
+    "is_damage",
+    "make_private_dir",
+    "open_regular",
+    "set_aside",
+    "write_private",
+]
 
 
 def is_damage(exc: BaseException) -> bool:
@@ -106,3 +128,136 @@ def folder_problem(folder: Path) -> str | None:
     except OSError as exc:
         return exc.strerror or str(exc)
     return None
+
+
+# -- junk where a file of ours belongs -----------------------------------------------------------
+
+
+class NotARegularFile(OSError):
+    """A path where one of our files belongs holds something else (``kind``: "a folder", "a FIFO", ...)."""
+
+    def __init__(self, path: Path | str, kind: str) -> None:
+        super().__init__(errno.EINVAL, f"{path} is {kind}, not a regular file")
+        self.path = Path(path)
+        self.kind = kind
+
+    def __str__(self) -> str:
+        return str(self.strerror)
+
+
+_KINDS = (
+    (stat.S_ISDIR, "a folder"),
+    (stat.S_ISFIFO, "a FIFO"),
+    (stat.S_ISSOCK, "a socket"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+)
+
+
+def _kind_of(mode: int) -> str | None:
+    if stat.S_ISREG(mode):
+        return None
+    return next((name for test, name in _KINDS if test(mode)), "not a regular file")
+
+
+def file_kind(path: Path | str) -> str | None:
+    """What ``path`` holds if it is not a regular file ("a folder", "a FIFO", "a dangling symbolic
+    link", ...), or None when it is a regular file (symbolic links followed) or nothing at all.
+
+    Only ``stat`` is called: nothing is opened, so a FIFO cannot block the caller.
+    """
+    try:
+        return _kind_of(os.stat(path).st_mode)
+    except FileNotFoundError:
+        return "a dangling symbolic link" if os.path.islink(path) else None
+    except OSError as exc:  # a symbolic link loop, a path through a file, ...
+        return f"unusable ({exc.strerror or exc})"
+
+
+def open_regular(path: Path | str, flags: int, mode: int = 0o600) -> int:
+    """``os.open`` for a regular file only: :class:`NotARegularFile` for anything else.
+
+    Checked before opening (a device is never opened) and again on the descriptor (something
+    swapped in meanwhile); opened with ``O_NONBLOCK``, so a FIFO never blocks. The descriptor is
+    close-on-exec.
+    """
+    kind = file_kind(path)
+    if kind is not None:
+        raise NotARegularFile(path, kind)
+    fd = os.open(path, flags | os.O_NONBLOCK | os.O_CLOEXEC, mode)
+    try:
+        kind = _kind_of(os.fstat(fd).st_mode)
+        if kind is not None:
+            raise NotARegularFile(path, kind)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def set_aside(path: Path, label: str) -> Path:
+    """Rename ``path`` (whatever it is) to ``<name>.<label>-<UTC time>`` beside it; the new name.
+
+    A number is added when that name is taken. Raises ``OSError`` if it cannot be renamed.
+    """
+    stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
+    target = path.with_name(f"{path.name}.{label}-{stamp}")
+    n = 0
+    while os.path.lexists(target):
+        n += 1
+        target = path.with_name(f"{path.name}.{label}-{stamp}-{n}")
+    os.rename(path, target)
+    return target
+
+
+# -- one process at a time -----------------------------------------------------------------------
+
+
+class LockHeld(Exception):
+    """Another process holds a lock file; ``pid`` is the one written in it (None if unknown)."""
+
+    def __init__(self, path: Path, pid: int | None) -> None:
+        holder = f"process {pid}" if pid is not None else "another process"
+        super().__init__(f"{holder} holds {path}")
+        self.path = path
+        self.pid = pid
+
+
+def _holder(fd: int) -> int | None:
+    try:
+        text = os.pread(fd, 32, 0).decode("ascii", errors="replace").strip()
+        return int(text) if text else None
+    except (OSError, ValueError):
+        return None
+
+
+def hold_lock(path: Path, *, wait_s: float = 0.0, poll_s: float = 0.1) -> int:
+    """Take an exclusive ``flock`` on ``path`` (made owner-only if missing) and write our pid in it.
+
+    Returns the descriptor: the lock lasts until it is closed, or the process ends (the kernel
+    frees it even after ``kill -9``). When another process holds it, waits up to ``wait_s``
+    seconds, then raises :class:`LockHeld` naming that process. :class:`NotARegularFile` if
+    ``path`` holds something else than a file.
+    """
+    make_private_dir(path.parent)
+    fd = open_regular(path, os.O_RDWR | os.O_CREAT)
+    deadline = time.monotonic() + max(0.0, wait_s)
+    pause = threading.Event()
+    try:
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except OSError as exc:
+                if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                    raise
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise LockHeld(path, _holder(fd))
+            pause.wait(min(poll_s, left))
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode("ascii"), 0)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd

@@ -310,22 +310,37 @@ def test_the_store_as_the_only_sink_takes_batches_straight_and_the_queue_when_lo
     assert [r[0] for r in rows] == list(range(300)), "in order: while the queue held batches for the store, none went past them"
 
 
-def test_a_dead_letter_that_cannot_be_written_is_counted_for_its_sink_alone(data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_dead_letter_the_disk_refuses_is_held_in_the_queue_for_its_sink_alone(data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """One sink refuses a batch for good and the disk will not take the dead letter: those points
-    are dropped for that sink only, and counted so; the other sink still gets every point."""
+    are held in the queue for that sink only (nothing dropped), the other sink still gets every
+    point, and once the disk takes the dead letter they are dead-lettered. (Issue 18, 11d: they
+    used to be counted as dropped for that sink.)"""
     store, otlp = ScriptedSink("store"), ScriptedSink("otlp", default="permanent")
     pipeline = make_pipeline(data_dir, store, otlp)
+    write = pipeline.dead_letters.add
+    refusals: list[int] = []
+    disk_is_full = True
 
-    def disk_full(*args: Any, **kwargs: Any) -> None:
-        raise OSError(28, "No space left on device")
+    def disk_full(*args: Any, **kwargs: Any) -> Any:
+        if disk_is_full:
+            refusals.append(1)
+            raise OSError(28, "No space left on device")
+        return write(*args, **kwargs)
 
     monkeypatch.setattr(pipeline.dead_letters, "add", disk_full)
     for i in range(5):
         assert pipeline.offer(record(i))
-    assert pipeline.flush(10.0) is False
+    wait_until(lambda: len(refusals) >= 2, 30, "the dead letter to be refused twice")
+    assert pipeline.flush(0.5) is False
     stats = pipeline.get_stats()
     assert store.points() == 5
-    assert stats["dropped_points"] == {"dead_letter_failed": 5}
-    assert stats["sink_dropped_points"] == {"otlp": 5}, "dropped for otlp alone, not for the store"
+    assert stats["dropped_points"] == {} and stats["sink_dropped_points"] == {}, "held, not dropped"
     assert "dead letter" in stats["last_error"]["otlp"]
+    queue = pipeline._queue
+    assert queue is not None and queue.pending("otlp")[1] == 5, "the batch waits in the queue for otlp"
+    disk_is_full = False
+    wait_until(lambda: queue.pending("otlp")[1] == 0, 30, "the held batch to be dead-lettered once the disk takes it")
+    stats = pipeline.get_stats()
+    assert stats["dead_lettered_points"] == {"otlp": 5} and stats["dropped_points"] == {}
+    assert sum(e.points for e in pipeline.dead_letters.entries()) == 5
     pipeline.shutdown(5.0)

@@ -80,7 +80,7 @@ def test_queue_byte_cap_drop_oldest_and_drop_newest(tmp_path: Path) -> None:
     q = DurableQueue(tmp_path / "q", ("store",), max_bytes=mib)
     q.append(_payloads(3, 300_000), drop_oldest=True)
     _, dropped = q.append(_payloads(2, 300_000), drop_oldest=True)
-    assert dropped == 2 and q.bytes <= mib
+    assert dropped == {"store": 2} and q.bytes <= mib
     assert q.pending("store") == (3, 3)
     with pytest.raises(QueueFull):
         q.append(_payloads(1, 300_000), drop_oldest=False)

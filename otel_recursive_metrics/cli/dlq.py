@@ -23,13 +23,17 @@ harmless. Connection settings not given as options come from the standard
 
 ``purge`` asks for confirmation on a terminal; without one it refuses unless given ``--yes``.
 
+One ``replay`` or ``purge`` at a time per folder (``<dir>/dead-letter.lock``, see :mod:`._lock`):
+a second one names the process that holds it and exits, or waits with ``--wait SECONDS``.
+
 Exit codes: 0 success (also when there is nothing to do), 1 entries left undelivered or purge
-declined, 2 bad usage or unreadable input.
+declined, 2 bad usage or unreadable input, 3 another replay or purge holds the folder.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 import threading
@@ -44,6 +48,7 @@ from ..pipeline.retry import Outcome, Retrier, RetryPolicy
 from ..queue.dead_letter import DeadLetterEntry, DeadLetterQueue
 from ..sinks.otlp import build_otlp_sink
 from ..sinks.store import StoreSink
+from ._lock import add_wait_arg, check_wait, one_at_a_time
 from ._output import Progress, add_store_arg, default_store, fail, format_time, render_table
 
 __all__ = ["register"]
@@ -99,12 +104,14 @@ def register(subparsers: Any) -> None:
     replay.add_argument("--timeout", type=float, default=10.0, help="seconds for one attempt (default 10)")
     replay.add_argument("--retry-s", type=float, default=30.0, help="how long to keep retrying one entry (default 30)")
     replay.add_argument("--keep-going", action="store_true", help="skip entries refused permanently instead of stopping")
+    add_wait_arg(replay, "a dlq replay or purge")
     add_store_arg(replay)
     replay.set_defaults(handler=cmd_replay)
 
     purge = sub.add_parser("purge", help="delete dead letters (asks first; --yes to skip)")
     common(purge, ids=True)
     purge.add_argument("--yes", "-y", action="store_true", help="do not ask for confirmation")
+    add_wait_arg(purge, "a dlq replay or purge")
     purge.set_defaults(handler=cmd_purge)
 
 
@@ -119,6 +126,14 @@ def _folder(args: argparse.Namespace) -> Path:
 
 def _queue(args: argparse.Namespace) -> DeadLetterQueue:
     return DeadLetterQueue(_folder(args), max_bytes=_UNLIMITED)
+
+
+def _one_at_a_time(dlq: DeadLetterQueue, args: argparse.Namespace) -> contextlib.AbstractContextManager[None]:
+    """The folder's replay lock (see :attr:`DeadLetterQueue.lock_path`), when there is a folder."""
+    check_wait(args.wait)
+    if not dlq.folder.is_dir():
+        return contextlib.nullcontext()  # nothing to replay or purge, nothing to lock
+    return one_at_a_time(dlq.lock_path, wait_s=args.wait, running="another dlq replay or purge", folder=dlq.folder)
 
 
 def _select(dlq: DeadLetterQueue, ids: Sequence[str], sink: str | None) -> list[DeadLetterEntry]:
@@ -284,6 +299,11 @@ def _sends(entry: DeadLetterEntry, sink: Any, to: str) -> list[Callable[[float],
 
 def cmd_replay(args: argparse.Namespace) -> int:
     dlq = _queue(args)
+    with _one_at_a_time(dlq, args):
+        return _replay(dlq, args)
+
+
+def _replay(dlq: DeadLetterQueue, args: argparse.Namespace) -> int:
     try:
         entries = _select(dlq, args.ids, args.sink)
     except LookupError as exc:
@@ -367,6 +387,11 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
 def cmd_purge(args: argparse.Namespace) -> int:
     dlq = _queue(args)
+    with _one_at_a_time(dlq, args):
+        return _purge(dlq, args)
+
+
+def _purge(dlq: DeadLetterQueue, args: argparse.Namespace) -> int:
     try:
         entries = _select(dlq, args.ids, args.sink)
     except LookupError as exc:

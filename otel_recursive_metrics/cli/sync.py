@@ -15,16 +15,22 @@ below, which win. Each batch is retried with backoff for up to ``--retry-s`` sec
 the receiver refuses for good goes to the dead-letter queue, as in a run, split to keep the
 points it accepts.
 
+One sync at a time per data folder: a sync holds ``<dir>/sync.lock`` (an ``flock``, with its pid
+in the file) while it runs. A second one says which process holds it and exits with code 3, or
+with ``--wait SECONDS`` waits that long for it first. Nothing in the queue folder that is not a
+regular file is opened (a FIFO would block): in a slot no process holds, it is moved aside as a
+run would, and said.
+
 Progress goes to stderr (a bar on a terminal). Exit codes: 0 when nothing is left pending
 (also when there was nothing to do), 1 when something could not be delivered (the last error is
-printed; what is left stays on disk for the next sync), 2 bad usage.
+printed; what is left stays on disk for the next sync), 2 bad usage, 3 another sync holds the
+folder.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
-import fcntl
 import os
 import sqlite3
 import sys
@@ -34,17 +40,20 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TextIO
 
+from .._files import LockHeld, NotARegularFile, hold_lock
 from ..config import Config, load_config
 from ..errors import ConfigError
 from ..pipeline.delivery import SinkDelivery
 from ..pipeline.ingest import RecentBatches
 from ..pipeline.telemetry import Stats
 from ..queue.dead_letter import DeadLetterQueue
+from ..queue.folder import clear_slot_junk, lock_slot, slot_junk
 from ..queue.slot import QueueSlot
 from ..sinks.base import Sink, build_sinks
+from ._lock import add_wait_arg, busy_error, check_wait
 from ._output import CommandError, Progress
 
-__all__ = ["register", "sync_folder"]
+__all__ = ["register", "sync_folder", "sync_lock_path"]
 
 
 def register(subparsers: Any) -> None:
@@ -58,6 +67,7 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--protocol", choices=("grpc", "http/protobuf"), help="OTLP protocol (default: the usual variables, else grpc)")
     parser.add_argument("--store", help="SQLite store file for the store sink's share (default: <dir>/metrics.db)")
     parser.add_argument("--retry-s", type=float, default=60.0, help="how long to keep retrying one batch (default 60)")
+    add_wait_arg(parser, "another sync")
     parser.set_defaults(handler=cmd_sync)
 
 
@@ -69,6 +79,8 @@ class SyncResult:
     dead_lettered: dict[str, int] = dataclasses.field(default_factory=dict)
     left: dict[str, int] = dataclasses.field(default_factory=dict)
     errors: list[str] = dataclasses.field(default_factory=list)
+    #: What was found and dealt with (junk moved aside), said but not a failure.
+    notes: list[str] = dataclasses.field(default_factory=list)
     slots: int = 0
 
     @property
@@ -76,12 +88,16 @@ class SyncResult:
         return not any(self.left.values()) and not self.errors
 
 
-def _slots(queue_dir: Path) -> list[tuple[Path, Path]]:
+def _slots(queue_dir: Path) -> list[tuple[int, Path]]:
     out = []
     for lock in sorted(queue_dir.glob("slot-*.lock")):
+        try:
+            number = int(lock.stem.split("-", 1)[1])
+        except ValueError:
+            continue
         db = lock.with_suffix(".db")
-        if db.exists():
-            out.append((lock, db))
+        if os.path.lexists(db):
+            out.append((number, db))
     return out
 
 
@@ -99,40 +115,88 @@ def _open_slot(db: Path, *, live: bool) -> tuple[QueueSlot, tuple[str, ...]]:
     return slot, ours
 
 
+def sync_lock_path(config: Config) -> Path:
+    """The file ``sync`` holds locked while it runs: one sync at a time per data folder."""
+    return config.dir / "sync.lock"
+
+
 def sync_folder(
     config: Config,
     *,
     retry_s: float = 60.0,
     sink_factory: Callable[[Config], list[Sink]] = build_sinks,
     stream: TextIO | None = None,
+    wait_s: float = 0.0,
 ) -> SyncResult:
-    """Deliver what ``config.queue_dir`` holds (see the module docstring); never raises for a sink's failure."""
+    """Deliver what ``config.queue_dir`` holds (see the module docstring); never raises for a sink's failure.
+
+    One sync at a time per data folder: raises :class:`~otel_recursive_metrics._files.LockHeld`
+    when another one still runs after ``wait_s`` seconds.
+    """
     stream = stream or sys.stderr
     result = SyncResult()
-    queue_dir = config.queue_dir
-    if not queue_dir.is_dir():
+    if not config.queue_dir.is_dir():
         return result
+    lock_fd = hold_lock(sync_lock_path(config), wait_s=wait_s)
+    try:
+        return _sync(config, result, retry_s=retry_s, sink_factory=sink_factory, stream=stream)
+    finally:
+        os.close(lock_fd)
+
+
+def _plan(queue_dir: Path, result: SyncResult) -> list[tuple[QueueSlot, tuple[str, ...], int | None, int]]:
+    """Open every slot there is something to deliver from: ``(slot, sinks, our lock or None, last id)``.
+
+    Nothing that is not a regular file is ever opened (a FIFO would block): in a slot no process
+    holds, it is moved aside, as a run would; in a live one, it is left to its process.
+    """
+
+    def moved(to: Path, error: NotARegularFile) -> None:
+        result.notes.append(f"{error}; moved aside to {to}")
+
     plans: list[tuple[QueueSlot, tuple[str, ...], int | None, int]] = []
-    for lock_path, db in _slots(queue_dir):
-        fd = os.open(lock_path, os.O_RDWR | os.O_CLOEXEC)
+    for number, db in _slots(queue_dir):
+        fd: int | None = None
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            live = False
-        except OSError:
-            live = True
+            fd = lock_slot(queue_dir, number, on_junk=moved)
+            live = fd is None
+            if live:
+                junk = slot_junk(db)
+                if junk:
+                    result.notes.append(f"{junk[0]}; left to the process that holds {db.name}")
+                    continue
+            else:
+                clear_slot_junk(db, on_junk=moved)
+        except NotARegularFile as exc:
+            result.errors.append(f"slot {number} cannot be used: {exc}")
+            if fd is not None:
+                os.close(fd)
+            continue
+        if not db.exists():
+            if fd is not None:
+                os.close(fd)
+            continue
         try:
             slot, sinks = _open_slot(db, live=live)
         except sqlite3.DatabaseError as exc:
             result.errors.append(f"{db}: cannot read it ({exc}); it is left as it is")
-            os.close(fd)
+            if fd is not None:
+                os.close(fd)
             continue
         if not sinks:
             slot.close()
-            os.close(fd)
+            if fd is not None:
+                os.close(fd)
             continue
-        plans.append((slot, sinks, fd if not live else None, slot.last_id()))
-        if live:
-            os.close(fd)
+        plans.append((slot, sinks, fd, slot.last_id()))
+    return plans
+
+
+def _sync(
+    config: Config, result: SyncResult, *, retry_s: float, sink_factory: Callable[[Config], list[Sink]], stream: TextIO
+) -> SyncResult:
+    queue_dir = config.queue_dir
+    plans = _plan(queue_dir, result)
     total = sum(slot.pending(s)[1] for slot, sinks, _, _ in plans for s in sinks)
     progress = Progress("sync", total, stream=stream)
     names = sorted({s for _, sinks, _, _ in plans for s in sinks})
@@ -228,10 +292,16 @@ def _config(args: argparse.Namespace) -> Config:
 def cmd_sync(args: argparse.Namespace) -> int:
     if args.retry_s < 0:
         raise CommandError("--retry-s must be >= 0")
+    check_wait(args.wait)
     config = _config(args)
     started = time.monotonic()
-    result = sync_folder(config, retry_s=args.retry_s)
+    try:
+        result = sync_folder(config, retry_s=args.retry_s, wait_s=args.wait)
+    except (LockHeld, NotARegularFile) as exc:
+        raise busy_error(exc, running="another sync", folder=config.dir, wait_s=args.wait) from None
     took = time.monotonic() - started
+    for note in result.notes:
+        print(f"otel-recursive-metrics: {note}", file=sys.stderr)
     sent = ", ".join(f"{n} to {s}" for s, n in sorted(result.delivered.items())) or "nothing"
     dead = sum(result.dead_lettered.values())
     line = f"otel-recursive-metrics: sync of {config.queue_dir}: delivered {sent} in {took:.1f} s"

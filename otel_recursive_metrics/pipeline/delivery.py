@@ -15,6 +15,12 @@ and quarters are all refused, the refusal is about every point and the batch is 
 whole; otherwise at most :data:`MAX_SPLIT_SENDS` sends, after which what is still refused is
 dead-lettered as it stands.
 
+A dead letter the disk refuses (full, or the folder unwritable) is not a drop: the batch is held,
+its record left in the queue with the cursor unmoved, and only the dead letter's write is tried
+again, with backoff (0.5 s doubling to 30 s), until it goes through; a stop leaves the record for
+the next start, and ``sync`` for the next sync. A dead letter's reason is one line of about 200
+characters (:func:`~.dead_letter.brief_reason`): not a receiver's whole HTML error page.
+
 Logging is rate-limited: the first retry of a batch is logged, not every one; a dead letter is
 logged at most once per ``_LOG_EVERY_S`` per sink, with a count of the ones in between.
 """
@@ -30,7 +36,7 @@ from collections.abc import Callable
 
 from ..config import Config
 from ..model.batch import BatchBuilder, PointBatch
-from ..queue.dead_letter import DeadLetterQueue
+from ..queue.dead_letter import DeadLetterQueue, brief_reason
 from ..queue.slot import QueueSlot
 from ..sinks.base import Sink
 from .ingest import RecentBatches, Report
@@ -41,6 +47,9 @@ __all__ = ["MAX_SPLIT_SENDS", "SinkDelivery", "safe_error"]
 
 _log = logging.getLogger(__name__)
 _LOG_EVERY_S = 60.0
+#: Backoff of a dead letter the disk refuses: first wait, and the most (the batch is held meanwhile).
+_DEAD_LETTER_RETRY_FIRST_S = 0.5
+_DEAD_LETTER_RETRY_MAX_S = 30.0
 
 #: Most sends spent looking for the points a receiver refuses in one batch (each half is one).
 MAX_SPLIT_SENDS = 64
@@ -163,8 +172,7 @@ class SinkDelivery:
             self._delivered(batch.data_points(), started)
             return True
         if not result.splittable or len(batch) < 2:
-            self._dead_letter(batch, result.reason)
-            return True
+            return self._dead_letter(batch, result.reason)
         # The receiver refuses something in this batch: find what, keep the rest.
         delivered = 0
         refused: list[tuple[PointBatch, Result]] = []
@@ -182,16 +190,15 @@ class SinkDelivery:
             elif sends >= _GIVE_UP_AFTER and not delivered:
                 # Halves and quarters all refused: the refusal is about every point (a wrong
                 # schema, say), not one of them. Keep the whole batch as one dead letter.
-                self._dead_letter(batch, result.reason)
-                return True
+                return self._dead_letter(batch, result.reason)
             elif outcome.splittable and len(part) > 1 and sends + len(parts) + 2 <= MAX_SPLIT_SENDS:
                 parts.extend(part.halves())
             else:
                 refused.append((part, outcome))
+        if refused and not self._dead_letter(_merge([part for part, _ in refused]), refused[0][1].reason):
+            return False  # the whole batch stays queued: its delivered parts are sent again (at least once)
         if delivered:
             self._delivered(delivered, started)
-        if refused:
-            self._dead_letter(_merge([part for part, _ in refused]), refused[0][1].reason)
         return True
 
     def _attempt(self, batch: PointBatch) -> Result:
@@ -214,21 +221,42 @@ class SinkDelivery:
         self.stats.set_failing(self.name)
         self._report(exc, sink=self.name, points=self._current_points, reason=safe_error(exc), outcome="failing")
 
-    def _dead_letter(self, batch: PointBatch, reason: str) -> None:
+    def _dead_letter(self, batch: PointBatch, reason: str) -> bool:
+        """Write ``batch`` as a dead letter; True once it has a final outcome.
+
+        When the disk refuses the dead letter (full, or the folder unwritable), the batch is held:
+        its record stays in the queue (the cursor does not move) and the write is tried again with
+        backoff until it goes through. False when stopped meanwhile, or at once under ``sync``:
+        the record is then still queued, for the next start or the next sync.
+        """
         name, points = self.name, batch.data_points()
-        try:
-            entry = self.dead_letters.add(batch, reason=reason, sink=name)
-        except Exception as exc:  # noqa: BLE001 - a full disk, or an unwritable folder
-            self.stats.drop(points, DropReason.DEAD_LETTER_FAILED, sink=name)
-            self.stats.set_last_error(name, f"writing a dead letter failed: {safe_error(exc)}")
-            _log.error("otel-recursive-metrics: writing a dead letter failed (%s); dropped %d point(s) for sink %s", exc, points, name)
-            self._report(exc, sink=name, points=points, reason=DropReason.DEAD_LETTER_FAILED.value, outcome="dropped")
-            return
+        reason = brief_reason(reason)
+        delay_s, tries = _DEAD_LETTER_RETRY_FIRST_S, 0
+        while True:
+            try:
+                entry = self.dead_letters.add(batch, reason=reason, sink=name)
+                break
+            except OSError as exc:  # a full disk, an unwritable folder: hold the batch, try again
+                tries += 1
+                self._dead_letter_held(exc, points, tries, delay_s)
+                if self._keep_when_budget_spent or self.stop.wait(delay_s):
+                    return False
+                delay_s = min(delay_s * 2, _DEAD_LETTER_RETRY_MAX_S)
+            except Exception as exc:  # noqa: BLE001 - not the disk: a batch that cannot be written at all
+                self.stats.drop(points, DropReason.DEAD_LETTER_FAILED, sink=name)
+                self.stats.set_last_error(name, f"writing a dead letter failed: {safe_error(exc)}")
+                _log.error("otel-recursive-metrics: writing a dead letter failed (%s); dropped %d point(s) for sink %s", exc, points, name)
+                self._report(exc, sink=name, points=points, reason=DropReason.DEAD_LETTER_FAILED.value, outcome="dropped")
+                return True
+        if tries:
+            _log.warning(
+                "otel-recursive-metrics: the dead letter of %d point(s) for sink %s is written, after %d refusal(s)", points, name, tries
+            )
         if entry is None:
             self.stats.drop(points, DropReason.DEAD_LETTER_FULL, sink=name)
             _log.error("otel-recursive-metrics: dead-letter folder full; dropped %d point(s) for sink %s: %s", points, name, reason)
             self._report(RuntimeError(reason), sink=name, points=points, reason=DropReason.DEAD_LETTER_FULL.value, outcome="dropped")
-            return
+            return True
         self.stats.dead_lettered(name, points, reason)
         now = time.monotonic()
         if now - self._last_dead_letter_log >= _LOG_EVERY_S:
@@ -238,6 +266,23 @@ class SinkDelivery:
         else:
             self._unlogged_dead_letters += 1
         self._report(RuntimeError(reason), sink=name, points=points, reason=reason, outcome="dead_lettered", dead_letter=str(entry.path))
+        return True
+
+    def _dead_letter_held(self, exc: OSError, points: int, tries: int, delay_s: float) -> None:
+        """The disk refused a dead letter: say so (the first time, then once a minute)."""
+        name = self.name
+        self.stats.set_last_error(name, f"writing a dead letter failed: {safe_error(exc)}; the batch is held in the queue")
+        if tries == 1 or (delay_s >= _DEAD_LETTER_RETRY_MAX_S and tries % 2 == 0):  # then once a minute
+            _log.error(
+                "otel-recursive-metrics: writing a dead letter failed (%s); %d point(s) for sink %s are held in the durable"
+                " queue and the write is tried again (%d refusal(s) so far)",
+                exc,
+                points,
+                name,
+                tries,
+            )
+        if tries == 1:
+            self._report(exc, sink=name, points=points, reason=DropReason.DEAD_LETTER_FAILED.value, outcome="failing")
 
     def _finish(self, record_id: int) -> None:
         try:

@@ -18,8 +18,10 @@ policy at the call within seconds rather than piling data up in memory.
 When the queue refuses a write:
 
 - at its byte cap, the overflow policy decides: ``drop_oldest`` makes room (the queue reports
-  what it evicted), ``drop_newest`` drops the new batches, ``block`` holds them and tries again
-  (meanwhile the memory buffer fills and producers wait);
+  what it evicted, per sink: ``queue_full`` for every sink that had not finished the records,
+  see :meth:`.slot.QueueSlot.append`; never a record being sent), ``drop_newest`` drops the new
+  batches (so does ``drop_oldest`` when the records being sent leave too little to evict),
+  ``block`` holds them and tries again (meanwhile the memory buffer fills and producers wait);
 - on a full disk or an unusable folder, the converted batches are held and retried every run,
   nothing more is converted, and memory stays within the buffer's caps and the time bound. The
   condition is put in ``get_stats()["last_error"]["queue"]``, reported once to the error
@@ -27,14 +29,12 @@ When the queue refuses a write:
   unexpected error appears). Writing resumes by itself when the disk takes it again.
 
 Thread safety: one ingest thread calls ``run_once``; ``pending_points``, ``oldest_unwritten`` and
-:class:`RecentBatches` may be read from any thread.
+:class:`~.recent.RecentBatches` may be read from any thread.
 """
 
 from __future__ import annotations
 
-import collections
 import logging
-import threading
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -46,6 +46,7 @@ from ..queue.slot import QueueFull, QueueSlot
 from .buffer import STALE_AFTER_S, ExportItem, MemoryBuffer, item_offered_ns, item_points
 from .convert import add_log_item, add_metrics_data, add_record
 from .queue_faults import QueueFaults, Report, classify_queue_error
+from .recent import RecentBatches
 from .telemetry import DropReason, Stats
 
 __all__ = ["Held", "Ingest", "RecentBatches", "Report", "classify_queue_error"]
@@ -85,32 +86,6 @@ class Held:
         if self._payload is None:
             self._payload = self.batch.encode()
         return self._payload
-
-
-class RecentBatches:
-    """Batches just queued, by record id, so a sink need not decode what ingest just encoded."""
-
-    def __init__(self, max_records: int = 64) -> None:
-        self.max_records = max_records
-        self._lock = threading.Lock()
-        self._batches: collections.OrderedDict[int, PointBatch] = collections.OrderedDict()
-
-    def add(self, first_id: int, batches: list[PointBatch]) -> None:
-        with self._lock:
-            for offset, batch in enumerate(batches):
-                self._batches[first_id + offset] = batch
-            while len(self._batches) > self.max_records:
-                self._batches.popitem(last=False)
-
-    def get(self, record_id: int) -> PointBatch | None:
-        with self._lock:
-            return self._batches.get(record_id)
-
-    def forget_through(self, record_id: int) -> None:
-        """Drop every batch up to ``record_id`` (every sink is done with them)."""
-        with self._lock:
-            while self._batches and next(iter(self._batches)) <= record_id:
-                self._batches.popitem(last=False)
 
 
 class Ingest:
@@ -289,18 +264,19 @@ class Ingest:
         if self.held and self.direct is not None:
             self._write_direct(queue)
             if not self.held:
-                self.faults.recovered()
+                if queue.usable:  # else the queue's failure goes on (see queue.UnusableQueue)
+                    self.faults.recovered()
                 on_written()
                 return True
         if not self.held:
             return True
         policy = self.config.overflow
         try:
-            last_id, dropped = queue.append(
+            last_id, evicted = queue.append(
                 [(h.created_unix_nano, h.points, h.payload) for h in self.held], drop_oldest=policy == "drop_oldest"
             )
         except QueueFull as exc:
-            if policy == "drop_newest" or stopping:
+            if policy != "block" or stopping:
                 lost = sum(h.points for h in self.held)
                 self.held = []
                 self.stats.drop(lost, DropReason.QUEUE_FULL)
@@ -315,8 +291,8 @@ class Ingest:
         self.recent.add(last_id - len(self.held) + 1, [h.batch for h in self.held])
         self.held = []
         self.last_written_id = last_id
-        if dropped:
-            self.stats.drop(dropped, DropReason.QUEUE_FULL)
+        if evicted:  # for every sink what they all lost, the rest for the sinks that lost it
+            self.stats.drop_for_sinks(evicted, DropReason.QUEUE_FULL, self.config.sinks)
         self.faults.recovered()
         on_written()
         return True

@@ -37,7 +37,8 @@ class DropReason(str, enum.Enum):
     BUFFER_FULL = "buffer_full"
     #: The item waited in memory longer than ``flush_interval_s`` allows: the worker is behind.
     OVERLOAD = "overload"
-    #: The durable queue reached ``max_queue_bytes`` and the overflow policy refused or evicted.
+    #: The durable queue reached ``max_queue_bytes`` and the overflow policy refused or evicted
+    #: (an evicted record counts only for the sinks that had not finished it).
     QUEUE_FULL = "queue_full"
     #: The disk is full: the durable queue could not take the points in time.
     DISK_FULL = "disk_full"
@@ -72,7 +73,8 @@ class Stats:
         self.dead_lettered_points: defaultdict[str, int] = defaultdict(int)
         self.dropped_points: defaultdict[str, int] = defaultdict(int)
         # The part of dropped_points lost for one sink only (a dead letter that could not be
-        # written, a record a sink could not read), per sink; the rest was lost for every sink.
+        # written, a record a sink could not read, a queue record evicted that another sink had
+        # already finished), per sink; the rest was lost for every sink.
         self.sink_dropped_points: defaultdict[str, int] = defaultdict(int)
         self.retries: defaultdict[str, int] = defaultdict(int)
         self.send_seconds_total: defaultdict[str, float] = defaultdict(float)
@@ -101,6 +103,16 @@ class Stats:
             self.dropped_points[reason.value] += points
             if sink is not None:
                 self.sink_dropped_points[sink] += points
+
+    def drop_for_sinks(self, lost: dict[str, int], reason: DropReason, sinks: Iterable[str]) -> None:
+        """Count ``lost`` (points per sink): what each of ``sinks`` lost, as for every sink; the
+        rest for the sink that lost it alone."""
+        common = min((lost.get(sink, 0) for sink in sinks), default=0)
+        if common:
+            self.drop(common, reason)
+        for sink, points in lost.items():
+            if points > common:
+                self.drop(points - common, reason, sink=sink)
 
     def dead_lettered(self, sink: str, points: int, reason: str) -> None:
         with self._lock:

@@ -57,7 +57,7 @@ from ..errors import ConfigError
 from ..model.batch import PointBatch
 from ..model.resource import default_resource_attributes
 from ..queue.dead_letter import DeadLetterQueue
-from ..queue.folder import DurableQueue, QueueRecord, abandoned
+from ..queue.folder import DurableQueue, QueueRecord, UnusableQueue, abandoned
 from ..sinks.base import Sink, build_sinks
 from ..sinks.store import StoreSink, store_file_stats
 from ..store.schema import refuse_newer_store
@@ -154,7 +154,7 @@ class Pipeline:
         self._started = False
         self._closed = False
         self._abandon = False
-        self._queue: DurableQueue | None = None
+        self._queue: DurableQueue | UnusableQueue | None = None
         self._sinks: list[Sink] = []
         self._sink_wake: dict[str, threading.Event] = {}
         self._threads: list[threading.Thread] = []
@@ -251,6 +251,7 @@ class Pipeline:
     def _setup(self) -> bool:
         """Open the durable queue and the sinks, start one thread per sink (on the worker)."""
         cfg = self.config
+        queue: DurableQueue | UnusableQueue
         try:
             queue = DurableQueue(
                 cfg.queue_dir,
@@ -263,7 +264,9 @@ class Pipeline:
             )
         except Exception as exc:  # noqa: BLE001 - e.g. a folder gone read-only; keep the data in memory
             self._ingest.failed(exc)
-            return False
+            if cfg.sinks != ("store",) or not cfg.store_direct:
+                return False
+            queue = UnusableQueue(cfg.queue_dir, self.delivering_sinks, exc)  # the store takes the points directly
         try:
             all_sinks = self._sink_factory()
             sinks = [s for s in all_sinks if s.name in self.delivering_sinks]
@@ -341,9 +344,10 @@ class Pipeline:
         self._report(RuntimeError(reason), sink=sink, points=points, reason=reason, outcome="dead_lettered")
 
     def _count_corrupt_slot(self, moved_to: Path, points: int | None, error: BaseException) -> None:
-        self.stats.drop(points or 0, DropReason.CORRUPT)
+        if points != 0:  # 0: junk where a queue file belongs (a folder, a FIFO), none of our points
+            self.stats.drop(points or 0, DropReason.CORRUPT)
         lost = "an unknown number of" if points is None else str(points)
-        text = f"a damaged queue slot was moved aside to {moved_to}; {lost} point(s) in it are lost ({error})"
+        text = f"a damaged or unusable queue file was moved aside to {moved_to}; {lost} point(s) in it are lost ({error})"
         self.stats.set_last_error("queue", text)
         self._report(error, sink="*", points=points or 0, reason=DropReason.CORRUPT.value, outcome="dropped", moved_to=str(moved_to))
 

@@ -10,7 +10,10 @@ Each entry is two files in ``$DIR/dead-letter/``:
 
 Files are written owner-only, to a temporary name then renamed, so a crash never leaves half an
 entry. The folder is capped by bytes; past the cap new entries are refused and counted as
-dropped (reason ``dead_letter_full``), leaving the evidence already there untouched.
+dropped (reason ``dead_letter_full``), leaving the evidence already there untouched. A write the
+disk refuses raises ``OSError``: the delivery stage then holds the batch in the queue and tries
+again (see :mod:`.delivery`). A reason is kept as one line of about 200 characters
+(:func:`brief_reason`). Anything in the folder that is not a regular file is never opened.
 Header values are never written: entries hold data points only.
 
 A damaged entry (its sidecar missing or unreadable) is still listed, marked damaged, with its
@@ -33,13 +36,30 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .._files import make_private_dir, write_private
+from .._files import file_kind, make_private_dir, write_private
 from ..model.batch import BatchBuilder, PointBatch
 from ..model.otlp import decode_request, encode_request, request_from_json_line, request_to_json_line
 
-__all__ = ["DeadLetterEntry", "DeadLetterQueue"]
+__all__ = ["REASON_MAX_CHARS", "DeadLetterEntry", "DeadLetterQueue", "brief_reason"]
 
 _seq = itertools.count()
+
+#: A dead letter's reason is one line of at most about this many characters (see :func:`brief_reason`).
+REASON_MAX_CHARS = 200
+
+
+def brief_reason(text: str) -> str:
+    """A reason fit for a dead letter, a log line or a table: the first non-blank line of ``text``,
+    cut to :data:`REASON_MAX_CHARS`; "..." says that something was cut (a receiver's whole HTML
+    error page, say).
+    """
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    if not lines:
+        return text.strip()
+    first = lines[0]
+    if len(first) > REASON_MAX_CHARS:
+        return first[: REASON_MAX_CHARS - 3].rstrip() + "..."
+    return first + " ..." if len(lines) > 1 else first
 
 
 @dataclass(frozen=True)
@@ -134,6 +154,12 @@ class DeadLetterQueue:
         self._lock = threading.Lock()
         self._bytes: int | None = None
 
+    @property
+    def lock_path(self) -> Path:
+        """The file ``dlq replay`` and ``dlq purge`` hold locked, one of them at a time per folder:
+        ``<folder>.lock`` beside the folder, which a purge leaves empty."""
+        return self.folder.with_name(self.folder.name + ".lock")
+
     def reset_after_fork(self) -> None:
         """In a forked child: a new lock (the parent's may have been held at the fork)."""
         self._lock = threading.Lock()
@@ -144,7 +170,12 @@ class DeadLetterQueue:
         return self._bytes
 
     def add(self, batch: PointBatch, *, reason: str, sink: str) -> DeadLetterEntry | None:
-        """Write ``batch`` as an entry; None (nothing written) when the byte cap is reached."""
+        """Write ``batch`` as an entry; None (nothing written) when the byte cap is reached.
+
+        ``reason`` is kept as :func:`brief_reason` makes it. Raises ``OSError`` when the disk
+        refuses (the caller keeps the batch and tries again).
+        """
+        reason = brief_reason(reason)
         line, left_out = _json_line(batch)
         now = time.time_ns()
         meta: dict[str, Any] = {
@@ -176,6 +207,8 @@ class DeadLetterQueue:
         if not self.folder.is_dir():
             return
         for path in sorted(self.folder.glob("*.jsonl")):
+            if file_kind(path) is not None:
+                continue  # not an entry of ours (a folder, a FIFO): never opened, a FIFO would block
             meta_path = path.with_name(path.name[: -len(".jsonl")] + ".meta.json")
             damaged: str | None = None
             meta: dict[str, Any] = {}
@@ -184,6 +217,9 @@ class DeadLetterQueue:
             except OSError:
                 continue  # removed meanwhile
             try:
+                kind = file_kind(meta_path)
+                if kind is not None:
+                    raise ValueError(f"it is {kind}")
                 loaded = json.loads(meta_path.read_text(encoding="utf-8"))
                 if not isinstance(loaded, dict) or "batch" not in loaded:
                     raise ValueError("no batch in it")

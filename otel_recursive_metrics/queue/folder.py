@@ -23,6 +23,10 @@ Faults are handled here, never lost silently:
 - a slot SQLite cannot read (damaged) is moved aside to ``slot-N.db.corrupt-<time>``, its
   pending points are counted (as far as they can be read) through ``on_corrupt``, its lock is
   released, and a fresh slot takes its place;
+- something that is not a regular file where a slot's file belongs (a folder, a FIFO, a
+  dangling link as ``slot-N.db``, its ``-wal`` or ``-shm``, or ``slot-N.lock``) is never opened:
+  it is moved aside to ``<name>.junk-<time>``, reported through ``on_corrupt`` (with 0 points:
+  none of ours can be in it) and a fresh file takes its place (see :func:`lock_slot`);
 - a cursor for a sink no longer configured, with records still pending for it, is handed to
   ``on_foreign`` (the worker dead-letters those records for that sink) before anything is
   deleted; in an adopted slot too;
@@ -38,14 +42,28 @@ import fcntl
 import logging
 import os
 import sqlite3
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 
-from .._files import is_damage, make_private_dir
+from .._files import NotARegularFile, file_kind, is_damage, make_private_dir, open_regular, set_aside
 from .slot import QueueFull, QueueRecord, QueueSlot, count_pending, quarantine
 
-__all__ = ["CorruptSlot", "DurableQueue", "ForeignRecords", "QueueFull", "QueueRecord", "QueueSlot", "abandoned"]
+__all__ = [
+    "CorruptSlot",
+    "DurableQueue",
+    "ForeignRecords",
+    "JunkFile",
+    "QueueFull",
+    "QueueRecord",
+    "QueueSlot",
+    "UnusableQueue",
+    "abandoned",
+    "clear_slot_junk",
+    "lock_slot",
+    "slot_junk",
+]
 
 _log = logging.getLogger(__name__)
 
@@ -58,6 +76,90 @@ abandoned: list[object] = []
 ForeignRecords = Callable[[str, list[QueueRecord]], None]
 #: ``on_corrupt(moved_to, points or None if unknown, error)``.
 CorruptSlot = Callable[[Path, "int | None", BaseException], None]
+#: ``on_junk(moved_to, error)``: something not a regular file was moved aside (``error`` says what).
+JunkFile = Callable[[Path, NotARegularFile], None]
+
+#: How long a process waits for the folder's own lock to move junk aside (a rename takes less).
+_FOLDER_LOCK_WAIT_S = 10.0
+_SLOTS = 4096
+
+
+def _move_junk(path: Path, error: NotARegularFile, on_junk: JunkFile | None) -> None:
+    try:
+        moved = set_aside(path, "junk")
+    except OSError as exc:
+        raise NotARegularFile(path, f"{error.kind} (and it cannot be moved aside: {exc.strerror or exc})") from exc
+    if on_junk is not None:
+        on_junk(moved, error)
+
+
+def _clear_junk_lock(folder: Path, path: Path, on_junk: JunkFile | None) -> None:
+    """Move junk at a lock's path aside, holding the folder's own ``flock`` meanwhile.
+
+    Two processes that both find the junk must not move each other's fresh lock file aside: the
+    second one, once it has the folder's lock, finds a regular file there and leaves it.
+    """
+    dir_fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        deadline = time.monotonic() + _FOLDER_LOCK_WAIT_S
+        pause = threading.Event()
+        while True:
+            try:
+                fcntl.flock(dir_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except OSError as exc:
+                if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES) or time.monotonic() > deadline:
+                    raise
+            pause.wait(0.01)
+        kind = file_kind(path)
+        if kind is not None:
+            _move_junk(path, NotARegularFile(path, kind), on_junk)
+    finally:
+        os.close(dir_fd)  # frees the folder's lock
+
+
+def lock_slot(folder: Path, slot: int, *, on_junk: JunkFile | None = None) -> int | None:
+    """Lock ``slot-N.lock`` for this process without waiting: its descriptor, or None when a
+    live process holds it.
+
+    The lock file is made if missing. Something else than a regular file at its path (a folder,
+    a FIFO, a dangling link) is never opened: it is moved aside (``on_junk`` is told) and a fresh
+    lock file takes its place. :class:`NotARegularFile` if it cannot be moved aside.
+    """
+    path = folder / f"slot-{slot}.lock"
+    try:
+        fd = open_regular(path, os.O_CREAT | os.O_RDWR)
+    except NotARegularFile:
+        _clear_junk_lock(folder, path, on_junk)
+        fd = open_regular(path, os.O_CREAT | os.O_RDWR)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as exc:
+        os.close(fd)
+        if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+            return None
+        raise
+    return fd
+
+
+def slot_junk(db_path: Path) -> list[NotARegularFile]:
+    """What is not a regular file among a slot's ``.db``, ``-wal`` and ``-shm`` (nothing is opened)."""
+    out = []
+    for suffix in ("", "-wal", "-shm"):
+        path = Path(str(db_path) + suffix)
+        kind = file_kind(path)
+        if kind is not None:
+            out.append(NotARegularFile(path, kind))
+    return out
+
+
+def clear_slot_junk(db_path: Path, *, on_junk: JunkFile | None = None) -> None:
+    """Move aside whatever :func:`slot_junk` finds; only while holding the slot's lock.
+
+    :class:`NotARegularFile` if something cannot be moved aside.
+    """
+    for error in slot_junk(db_path):
+        _move_junk(error.path, error, on_junk)
 
 
 class DurableQueue(QueueSlot):
@@ -101,17 +203,27 @@ class DurableQueue(QueueSlot):
     # -- opening -------------------------------------------------------------------------------
 
     def _take_slot(self) -> tuple[int, int]:
-        for slot in range(4096):
-            fd = os.open(self.folder / f"slot-{slot}.lock", os.O_CREAT | os.O_RDWR | os.O_CLOEXEC, 0o600)
+        for slot in range(_SLOTS):
             try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except OSError as exc:
+                fd = lock_slot(self.folder, slot, on_junk=self._junk)
+                if fd is None:
+                    continue  # a live process holds it
+            except NotARegularFile as exc:
+                _log.error("otel-recursive-metrics: queue slot %d cannot be used: %s; trying the next one", slot, exc)
+                continue
+            try:
+                clear_slot_junk(self.folder / f"slot-{slot}.db", on_junk=self._junk)
+            except NotARegularFile as exc:
                 os.close(fd)
-                if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
-                    continue
-                raise
+                _log.error("otel-recursive-metrics: queue slot %d cannot be used: %s; trying the next one", slot, exc)
+                continue
             return fd, slot
-        raise RuntimeError(f"no free queue slot in {self.folder} (4096 taken)")
+        raise RuntimeError(f"no usable queue slot in {self.folder} ({_SLOTS} taken or unusable)")
+
+    def _junk(self, moved: Path, error: NotARegularFile) -> None:
+        _log.error("otel-recursive-metrics: %s; moved aside to %s, and a fresh file takes its place", error, moved)
+        if self._on_corrupt is not None:
+            self._on_corrupt(moved, 0, error)
 
     def _quarantine(self, path: Path, exc: BaseException) -> None:
         points = count_pending(path)
@@ -156,15 +268,21 @@ class DurableQueue(QueueSlot):
             except ValueError:
                 continue
             db_path = self.folder / f"slot-{slot}.db"
-            if slot == self.slot or not db_path.exists():
+            if slot == self.slot or not os.path.lexists(db_path):
                 continue
-            fd = os.open(lock_path, os.O_RDWR | os.O_CLOEXEC)
             try:
-                try:
-                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                except OSError:
-                    continue  # a live process owns it
-                adopted += self._adopt(db_path)
+                fd = lock_slot(self.folder, slot, on_junk=self._junk)
+            except NotARegularFile as exc:
+                _log.error("otel-recursive-metrics: queue slot %d cannot be adopted: %s", slot, exc)
+                continue
+            if fd is None:
+                continue  # a live process owns it
+            try:
+                clear_slot_junk(db_path, on_junk=self._junk)
+                if db_path.exists():
+                    adopted += self._adopt(db_path)
+            except NotARegularFile as exc:
+                _log.error("otel-recursive-metrics: queue slot %d cannot be adopted: %s", slot, exc)
             finally:
                 os.close(fd)
         return adopted
@@ -222,3 +340,28 @@ class DurableQueue(QueueSlot):
             os.close(self._lock_fd)
         except OSError:
             pass
+
+
+class UnusableQueue(QueueSlot):
+    """Stands in for a durable queue that cannot be opened, when the store is the only sink.
+
+    The store then takes every batch directly: it is the durable log (see
+    :meth:`.ingest.Ingest._write_direct`), so points still reach the disk. This stand-in holds
+    no records (an in-memory SQLite database) and refuses every append with the error that kept
+    the queue from opening: a batch the store does not take directly is held in memory and
+    retried, and past the time bound counted as dropped for that reason, as it would be without
+    the stand-in. The condition stays in ``get_stats()["queue_failing"]``.
+    """
+
+    usable = False
+
+    def __init__(self, folder: Path, sinks: tuple[str, ...], error: BaseException) -> None:
+        self.folder = Path(folder)
+        self.error = error
+        super().__init__(Path(":memory:"), sinks, max_bytes=0, fsync=False)
+
+    def append(self, payloads: list[tuple[int, int, bytes]], *, drop_oldest: bool) -> tuple[int, dict[str, int]]:
+        raise self.error.with_traceback(None)
+
+    def abandon_after_fork(self) -> None:
+        abandoned.append(self._conn)

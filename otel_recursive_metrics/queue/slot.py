@@ -14,6 +14,11 @@ move them. A drained slot gives its space back (incremental vacuum; the WAL cut 
 checkpoint). :class:`~.queue.DurableQueue` is the slot a running process holds; ``sync`` opens
 another process's slot with ``claim=False``.
 
+Past the byte cap, ``drop_oldest`` evicts the oldest records, but never one a sink of this
+process is sending (read with :meth:`QueueSlot.next_for`, not yet finished): its delivery ends
+it, exactly once. An evicted record is lost only for the sinks whose cursor had not passed it,
+and :meth:`QueueSlot.append` reports it for those alone.
+
 Thread safety: one connection behind one lock; every method is safe from any thread.
 """
 
@@ -90,6 +95,9 @@ class QueueSlot:
     ``sqlite3.DatabaseError`` if the file is damaged (see :func:`quarantine`).
     """
 
+    #: False for a stand-in that can hold nothing (see :class:`.queue.UnusableQueue`).
+    usable = True
+
     def __init__(
         self,
         path: Path,
@@ -115,6 +123,8 @@ class QueueSlot:
                 self._conn.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('pid', ?)", (str(os.getpid()),))
             self._cursor: dict[str, int] = {}
             self._external: dict[str, int] = {}
+            #: The record each sink read with next_for and has not finished: never evicted.
+            self._sending: dict[str, int] = {}
             self._read_cursors()
             self.bytes = int(self._conn.execute("SELECT ifnull(sum(bytes), 0) FROM records").fetchone()[0])
         except BaseException:
@@ -148,31 +158,32 @@ class QueueSlot:
 
     # -- writing -------------------------------------------------------------------------------
 
-    def append(self, payloads: list[tuple[int, int, bytes]], *, drop_oldest: bool) -> tuple[int, int]:
+    def append(self, payloads: list[tuple[int, int, bytes]], *, drop_oldest: bool) -> tuple[int, dict[str, int]]:
         """Append ``(created_unix_nano, points, payload)`` records in one transaction.
 
-        Returns ``(last_id, points_dropped_to_make_room)``. Past the byte cap, with
-        ``drop_oldest`` the oldest records are deleted first (their points are reported as
-        dropped); otherwise :class:`QueueFull` is raised and nothing is written.
+        Returns ``(last_id, evicted)``: ``evicted`` maps each sink (with a cursor here) to the
+        points it lost to make room, empty if nothing was evicted. Past the byte cap, with
+        ``drop_oldest`` the oldest records are deleted first, except those a sink is sending;
+        otherwise, or when evicting every other record would not make room, :class:`QueueFull`
+        is raised and nothing is written or deleted.
         """
         new_bytes = sum(len(p) for _, _, p in payloads)
-        dropped = 0
+        evicted: dict[str, int] = {}
         with self._lock:
             conn = self._conn
             conn.execute("BEGIN IMMEDIATE")
             try:
                 freed = 0
-                if self.bytes + new_bytes > self.max_bytes:
+                need = self.bytes + new_bytes - self.max_bytes
+                if need > 0:
                     if not drop_oldest:
                         raise QueueFull(f"durable queue at its byte cap ({self.max_bytes} bytes)")
-                    need = self.bytes + new_bytes - self.max_bytes
-                    victims: list[int] = []
-                    for rid, points, size in conn.execute("SELECT id, points, bytes FROM records ORDER BY id"):
-                        if freed >= need:
-                            break
-                        victims.append(rid)
-                        dropped += points
-                        freed += size
+                    victims, freed = self._victims_locked(need, evicted)
+                    if freed < need:
+                        raise QueueFull(
+                            f"durable queue at its byte cap ({self.max_bytes} bytes): {new_bytes} new bytes need {need}"
+                            f" freed, and only {freed} are not being sent"
+                        )
                     conn.executemany("DELETE FROM records WHERE id = ?", [(v,) for v in victims])
                 conn.executemany(
                     "INSERT INTO records(created_unix_nano, points, bytes, payload) VALUES (?,?,?,?)",
@@ -185,7 +196,27 @@ class QueueSlot:
                     conn.execute("ROLLBACK")
                 raise
             self.bytes += new_bytes - freed
-            return last_id, dropped
+            return last_id, evicted
+
+    def _victims_locked(self, need: int, evicted: dict[str, int]) -> tuple[list[int], int]:
+        """The oldest records not being sent, up to ``need`` bytes (or all of them), and the bytes
+        they free; adds what each sink loses to ``evicted`` (a sink past a record loses nothing)."""
+        self._refresh_external_locked()  # sync may have moved an offline sink's cursor
+        cursors = {**self._external, **self._cursor}
+        sending = set(self._sending.values())
+        victims: list[int] = []
+        freed = 0
+        for rid, points, size in self._conn.execute("SELECT id, points, bytes FROM records ORDER BY id"):
+            if freed >= need:
+                break
+            if rid in sending:
+                continue
+            victims.append(rid)
+            freed += size
+            for sink, done in cursors.items():
+                if done < rid:
+                    evicted[sink] = evicted.get(sink, 0) + points
+        return victims, freed
 
     def sync(self) -> None:
         """Make what is committed survive a power loss (fsync via checkpoint), and give drained space back."""
@@ -206,13 +237,20 @@ class QueueSlot:
     # -- reading -------------------------------------------------------------------------------
 
     def next_for(self, sink: str, *, with_payload: bool = True) -> QueueRecord | None:
-        """The first record ``sink`` has not finished, or None (payload empty if not asked for)."""
+        """The first record ``sink`` has not finished, or None (payload empty if not asked for).
+
+        The record counts as being sent by ``sink`` (it is not evicted) until :meth:`done`
+        passes it.
+        """
         column = "payload" if with_payload else "x''"
         with self._lock:
             row = self._conn.execute(
                 f"SELECT id, points, {column} FROM records WHERE id > ? ORDER BY id LIMIT 1", (self._cursor_locked(sink),)
             ).fetchone()
-        return None if row is None else QueueRecord(int(row[0]), int(row[1]), bytes(row[2]))
+            if row is None:
+                return None
+            self._sending[sink] = int(row[0])
+        return QueueRecord(int(row[0]), int(row[1]), bytes(row[2]))
 
     def payload(self, record_id: int) -> bytes:
         """One record's payload (raises KeyError if it is gone)."""
@@ -247,6 +285,8 @@ class QueueSlot:
                 value = max(self._external.get(sink, 0), record_id)
                 self._external[sink] = value
             self._conn.execute("UPDATE cursors SET done_id = max(done_id, ?) WHERE sink = ?", (value, sink))
+            if self._sending.get(sink, 0) <= value:
+                self._sending.pop(sink, None)
             self._delete_done_locked()
 
     def forget_sink(self, sink: str) -> None:
@@ -254,6 +294,7 @@ class QueueSlot:
         with self._lock:
             self._conn.execute("DELETE FROM cursors WHERE sink = ?", (sink,))
             self._external.pop(sink, None)
+            self._sending.pop(sink, None)
             self._delete_done_locked()
 
     def delete_done(self) -> None:
