@@ -36,6 +36,17 @@ What changed under the same names:
   folder. Submitting after ``stop()`` starts a fresh pipeline rather than losing the record.
   At interpreter exit, collectors still running are stopped with a 5-second budget.
 
+In asyncio code, ``await collector.aflush(timeout=...)`` and
+``await collector.astop(wait_for_completion=True, timeout=...)`` answer as ``flush`` and ``stop``
+do, without blocking the event loop (the wait runs on a thread of its own; cancelling the
+awaiting task leaves it to finish, see :mod:`otel_recursive_metrics.training.aio`)::
+
+    >>> async def main() -> None:
+    ...     collector = get_async_metrics_collector()
+    ...     collector.submit_metric({"metric_name": "reward", "value": 1.0, "step": 1})
+    ...     delivered = await collector.aflush(timeout=10.0)
+    ...     await collector.astop(wait_for_completion=True, timeout=30.0)
+
 Tests get a clean singleton with :func:`reset_async_metrics_collector` (or, as in the seed,
 ``AsyncMetricsCollector._instance = None``).
 
@@ -57,6 +68,7 @@ from .config import load_config
 from .pipeline.buffer import RecordItem
 from .pipeline.worker import ErrorCallback, Pipeline
 from .system import start_when_configured
+from .training.aio import run_off_loop
 from .training.records import prepare_record
 
 __all__ = ["AsyncMetricsCollector", "get_async_metrics_collector", "reset_async_metrics_collector"]
@@ -67,7 +79,7 @@ _running: weakref.WeakSet[AsyncMetricsCollector] = weakref.WeakSet()
 
 
 class AsyncMetricsCollector:
-    """Non-blocking metric submission with the seed's API; see the module docstring."""
+    """Non-blocking metric submission with the seed's API (and ``aflush``/``astop`` for asyncio); see the module docstring."""
 
     _instance: ClassVar[AsyncMetricsCollector | None] = None
     _instance_lock: ClassVar[threading.Lock] = threading.Lock()
@@ -146,6 +158,21 @@ class AsyncMetricsCollector:
         """True once every record submitted before the call is delivered to every sink."""
         self._last_flush_time = time.time()
         return self.pipeline.flush(timeout)
+
+    async def aflush(self, timeout: float = 10.0) -> bool:
+        """:meth:`flush` without blocking the event loop; the same answer within ``timeout``."""
+        return await run_off_loop(
+            lambda: self.flush(timeout), name="otel-recursive-metrics-collector-aflush", timeout_s=timeout, field="timeout"
+        )
+
+    async def astop(self, wait_for_completion: bool = True, timeout: float = 10.0) -> bool:
+        """:meth:`stop` without blocking the event loop; the same answer within ``timeout``."""
+        return await run_off_loop(
+            lambda: self.stop(wait_for_completion, timeout),
+            name="otel-recursive-metrics-collector-astop",
+            timeout_s=timeout if wait_for_completion else 0.0,
+            field="timeout",
+        )
 
     # -- the caller's side ----------------------------------------------------------------------
 

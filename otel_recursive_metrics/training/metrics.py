@@ -71,6 +71,7 @@ from ..pipeline.buffer import RecordItem
 from ..pipeline.convert import LogContext, context_number
 from ..pipeline.worker import Pipeline
 from ..system import start_configured_now, start_when_configured
+from .aio import AsyncCloseMixin
 from .run import event_record, flatten_params, params_record
 from .run_events import RUNS, status_of
 from .values import CLOCK, INT64_MAX, check_attributes, next_time_unix_nano, refuse, to_index, to_number, valid_name
@@ -83,7 +84,7 @@ _monotonic_ns = time.monotonic_ns
 _log = logging.getLogger(__name__)
 
 
-class TrainingMetrics:
+class TrainingMetrics(AsyncCloseMixin):
     """Logs per-step values through the pipeline; see the module docstring.
 
     ``TrainingMetrics(prefix="", attributes=None, pipeline=None, rank_zero_only=False, **options)``
@@ -98,7 +99,15 @@ class TrainingMetrics:
     - ``options`` (``dir=``, ``sinks=``, ``flush_interval_s=``, ...): build a pipeline of this
       instance's own with those settings; :meth:`close` then shuts it down.
 
-    As a context manager it calls :meth:`close` on exit.
+    As a context manager it calls :meth:`close` on exit (``failed`` or ``killed`` on an exception).
+
+    In asyncio code, ``await metrics.aflush(timeout_s=...)``, ``await metrics.aclose(...)`` and
+    ``async with TrainingMetrics(...) as metrics:`` do the same without blocking the event loop
+    (see :mod:`.aio`; ``log`` never blocks, so it needs no ``await``)::
+
+        async with TrainingMetrics(prefix="train.", dir="runs") as metrics:
+            metrics.log({"loss": loss}, step=step)
+            delivered = await metrics.aflush(timeout_s=10)
     """
 
     def __init__(
