@@ -9,6 +9,9 @@ Users and systems leave other things where our files belong: a folder, a FIFO, a
 :func:`file_kind` says what is there without opening it, :func:`open_regular` refuses anything
 but a regular file (and never blocks on a FIFO), and :func:`set_aside` moves it out of the way.
 :func:`hold_lock` is the one-process-at-a-time lock of the command-line tools.
+
+A SQLite file in WAL mode is three files (:data:`SQLITE_SUFFIXES`); :func:`remove_sqlite_files`
+deletes all three, so that a new file at that path never meets an old log.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from pathlib import Path
 from urllib.parse import quote
 
 __all__ = [
+    "SQLITE_SUFFIXES",
     "LockHeld",
     "NotARegularFile",
     "connect",
@@ -34,9 +38,13 @@ __all__ = [
     "is_damage",
     "make_private_dir",
     "open_regular",
+    "remove_sqlite_files",
     "set_aside",
     "write_private",
 ]
+
+#: A SQLite file in WAL mode, as the file system sees it: the database, its log and the log's index.
+SQLITE_SUFFIXES = ("", "-wal", "-shm")
 
 
 def is_damage(exc: BaseException) -> bool:
@@ -102,6 +110,18 @@ def connect_readonly(path: Path | str, *, busy_timeout_s: float = 30.0) -> sqlit
     conn = sqlite3.connect(uri + "?mode=ro&immutable=1", uri=True, isolation_level=None, check_same_thread=False)
     conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
     return conn
+
+
+def remove_sqlite_files(path: Path | str) -> None:
+    """Delete the SQLite file ``path`` with its ``-wal`` and ``-shm`` (any that are missing are skipped).
+
+    All three go: SQLite would read a log left behind as the log of a new file at that path.
+    """
+    for suffix in SQLITE_SUFFIXES:
+        try:
+            os.unlink(f"{path}{suffix}")
+        except FileNotFoundError:
+            pass
 
 
 def write_private(path: Path, data: bytes) -> None:

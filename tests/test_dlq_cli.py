@@ -184,6 +184,36 @@ def test_replay_into_the_store_keeps_steps_and_is_idempotent(data_dir: Path, tmp
         store.close()
 
 
+def test_replay_into_the_store_defaults_to_the_store_of_the_folder_given(
+    data_dir: Path, tmp_path: Path, capsys: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``--dir D --to store`` without ``--store`` writes into D's store, the one a run in D writes,
+    not into the environment's data folder; ``$OTEL_RECURSIVE_METRICS_STORE`` names it, as for a run."""
+    dlq = DeadLetterQueue(data_dir / "dead-letter", max_bytes=1 << 30)
+    dlq.add(sample_batch(3, first_step=10), reason="permanent error: store full", sink="store")
+    environment_store = Path(os.environ["OTEL_RECURSIVE_METRICS_DIR"]) / "metrics.db"
+    code, _, err = run(capsys, "dlq", "replay", "--dir", str(data_dir), "--to", "store")
+    assert code == 0, err
+    assert entries(data_dir) == []
+    assert not environment_store.exists(), "replayed into the environment's folder, not --dir's"
+    store = PointStore(data_dir / "metrics.db")
+    try:
+        assert [p.step for p in store.query(["train.loss"])] == [10, 11, 12]
+    finally:
+        store.close()
+
+    named = tmp_path / "named.db"
+    monkeypatch.setenv("OTEL_RECURSIVE_METRICS_STORE", str(named))
+    dlq.add(sample_batch(2, first_step=20), reason="permanent error: store full", sink="store")
+    code, _, err = run(capsys, "dlq", "replay", "--dir", str(data_dir), "--to", "store")
+    assert code == 0, err
+    store = PointStore(named)
+    try:
+        assert [p.step for p in store.query(["train.loss"])] == [20, 21]
+    finally:
+        store.close()
+
+
 def test_replay_an_otlp_dead_letter_into_the_store(refused: list[DeadLetterEntry], data_dir: Path, tmp_path: Path, capsys: Any) -> None:
     store_file = tmp_path / "from-otlp.db"
     code, _, _ = run(capsys, "dlq", "replay", "--dir", str(data_dir), "--to", "store", "--store", str(store_file))

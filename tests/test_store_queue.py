@@ -12,6 +12,7 @@ import pytest
 import otel_recursive_metrics.store.point_store as store_module
 from otel_recursive_metrics.model.batch import BatchBuilder, PointBatch
 from otel_recursive_metrics.queue.folder import DurableQueue, QueueFull
+from otel_recursive_metrics.queue.pending import open_folder_slots
 from otel_recursive_metrics.store import PointStore
 
 
@@ -123,6 +124,60 @@ def test_queue_slots_and_orphan_adoption(tmp_path: Path) -> None:
         assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
     a.close()
     e.close()
+
+
+def test_an_orphan_that_does_not_fit_the_byte_cap_stays_for_a_later_start(tmp_path: Path) -> None:
+    """Adoption writes under the adopting queue's byte cap: what does not fit is neither adopted
+    past the cap nor lost, it waits in the orphan's own file."""
+    folder = tmp_path / "q"
+    live = DurableQueue(folder, ("store",), max_bytes=10**9)  # holds slot 0 throughout
+    empty = DurableQueue(folder, ("store",), max_bytes=10**9)
+    orphan = DurableQueue(folder, ("store",), max_bytes=10**9)
+    assert (empty.slot, orphan.slot) == (1, 2)
+    orphan.append(_payloads(7, 1000), drop_oldest=True)
+    empty.close()
+    orphan.close()
+
+    small = DurableQueue(folder, ("store",), max_bytes=5000)
+    assert small.slot == 1 and small.adopted_records == 0
+    assert small.pending("store") == (0, 0) and small.bytes == 0
+    assert (folder / "slot-2.db").exists()
+    small.close()
+
+    roomy = DurableQueue(folder, ("store",), max_bytes=10**9)
+    assert roomy.slot == 1 and roomy.adopted_records == 7
+    assert roomy.pending("store") == (7, 7)
+    assert not (folder / "slot-2.db").exists()
+    roomy.close()
+    live.close()
+
+
+def test_folder_slots_are_released_when_their_block_ends(tmp_path: Path) -> None:
+    """``open_folder_slots`` frees every lock it took, on an error too, and keeps undelivered files."""
+    folder = tmp_path / "q"
+    orphan = DurableQueue(folder, ("store", "otlp"), max_bytes=10**9)
+    orphan.append(_payloads(3, 10), drop_oldest=True)
+    orphan.close()
+    with pytest.raises(RuntimeError), open_folder_slots(folder) as slots:
+        assert [(set(p.sinks), p.live, p.until_id) for p in slots] == [({"store", "otlp"}, False, 3)]
+        raise RuntimeError("a sink failed")
+    assert (folder / "slot-0.db").exists()
+    again = DurableQueue(folder, ("store", "otlp"), max_bytes=10**9)
+    assert again.slot == 0 and again.pending("otlp") == (3, 3)
+    again.close()
+
+
+def test_point_batch_merge() -> None:
+    one, other = batch_of(3, run="a"), batch_of(2, run="b", start=3, metric="acc")
+    assert PointBatch.merge([one]) is one
+    merged = PointBatch.merge([one, other], batch_id="m")
+    assert merged.id == "m" and len(merged) == 5
+    assert [(m[0], p[7]) for p in merged.points for m in [merged.metrics[p[2]]]] == [("loss", i) for i in range(3)] + [
+        ("acc", 3),
+        ("acc", 4),
+    ]
+    assert [merged.resources[p[0]][0]["training.run.id"] for p in merged.points] == ["a"] * 3 + ["b"] * 2
+    assert PointBatch.merge([]).points == []
 
 
 def test_point_batch_round_trip_and_split() -> None:

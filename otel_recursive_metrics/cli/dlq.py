@@ -17,7 +17,9 @@ all of it; it stops at the first entry that cannot be delivered (``--keep-going`
 entries refused permanently), so running it again resumes where it stopped. To OTLP it sends
 the stored OTLP JSON exactly as written; to the store it uses the full-fidelity copy kept with
 the entry (steps and epochs included), and the store's de-duplication makes a repeated replay
-harmless. Connection settings not given as options come from the standard
+harmless. The store is the folder's own unless ``--store`` names another: the one a run with
+that data folder writes (``$OTEL_RECURSIVE_METRICS_STORE`` if set, else ``<dir>/metrics.db``).
+Connection settings not given as options come from the standard
 ``OTEL_EXPORTER_OTLP_[METRICS_]*`` variables, which is the place for tokens
 (``OTEL_EXPORTER_OTLP_HEADERS``): options on a command line are visible to other users.
 
@@ -33,27 +35,25 @@ declined, 2 bad usage or unreadable input, 3 another replay or purge holds the f
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import sys
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ..config import Config, env_setting, load_config
+from ..config import COMPRESSIONS, OTLP_PROTOCOLS, load_config, setting_default
 from ..errors import ConfigError
 from ..model.otlp import request_from_json_line
 from ..pipeline.retry import Outcome, Retrier, RetryPolicy
 from ..queue.dead_letter import DeadLetterEntry, DeadLetterQueue
 from ..sinks.otlp import build_otlp_sink
 from ..sinks.store import StoreSink
-from ._lock import add_wait_arg, check_wait, one_at_a_time
-from ._output import Progress, add_store_arg, default_store, fail, format_time, render_table
+from ._dead_letters import entries_text, folder_config, lock_folder, one_line, open_dead_letters, select, size_text
+from ._lock import add_wait_arg
+from ._output import Progress, fail, format_time, render_table
 
 __all__ = ["register"]
-
-_UNLIMITED = 1 << 62
 
 
 def register(subparsers: Any) -> None:
@@ -91,7 +91,9 @@ def register(subparsers: Any) -> None:
     replay.add_argument("--to", choices=("otlp", "store"), required=True, help="destination")
     replay.add_argument("--endpoint", help="OTLP endpoint (default: OTEL_EXPORTER_OTLP_[METRICS_]ENDPOINT or localhost)")
     replay.add_argument(
-        "--protocol", choices=("grpc", "http/protobuf"), help="OTLP protocol (default: OTEL_EXPORTER_OTLP_[METRICS_]PROTOCOL or grpc)"
+        "--protocol",
+        choices=OTLP_PROTOCOLS,
+        help=f"OTLP protocol (default: OTEL_EXPORTER_OTLP_[METRICS_]PROTOCOL or {setting_default('otlp_protocol')})",
     )
     replay.add_argument(
         "--header", action="append", default=[], metavar="KEY=VALUE", help="extra header (prefer OTEL_EXPORTER_OTLP_HEADERS for tokens)"
@@ -100,12 +102,13 @@ def register(subparsers: Any) -> None:
     replay.add_argument("--certificate", help="CA bundle to verify the endpoint")
     replay.add_argument("--client-key", help="client private key for mTLS")
     replay.add_argument("--client-certificate", help="client certificate for mTLS")
-    replay.add_argument("--compression", choices=("none", "gzip"), help="request compression")
-    replay.add_argument("--timeout", type=float, default=10.0, help="seconds for one attempt (default 10)")
+    replay.add_argument("--compression", choices=COMPRESSIONS, help="request compression")
+    timeout_s = setting_default("otlp_timeout_s")
+    replay.add_argument("--timeout", type=float, default=timeout_s, help=f"seconds for one attempt (default {timeout_s:g})")
     replay.add_argument("--retry-s", type=float, default=30.0, help="how long to keep retrying one entry (default 30)")
     replay.add_argument("--keep-going", action="store_true", help="skip entries refused permanently instead of stopping")
     add_wait_arg(replay, "a dlq replay or purge")
-    add_store_arg(replay)
+    replay.add_argument("--store", help="SQLite store file (default: $OTEL_RECURSIVE_METRICS_STORE, else <dir>/metrics.db)")
     replay.set_defaults(handler=cmd_replay)
 
     purge = sub.add_parser("purge", help="delete dead letters (asks first; --yes to skip)")
@@ -115,67 +118,12 @@ def register(subparsers: Any) -> None:
     purge.set_defaults(handler=cmd_purge)
 
 
-# -- helpers -----------------------------------------------------------------------------------
-
-
-def _folder(args: argparse.Namespace) -> Path:
-    if args.dir:
-        return Path(args.dir).expanduser() / "dead-letter"
-    return Config(dir=env_setting("dir")).dead_letter_dir
-
-
-def _queue(args: argparse.Namespace) -> DeadLetterQueue:
-    return DeadLetterQueue(_folder(args), max_bytes=_UNLIMITED)
-
-
-def _one_at_a_time(dlq: DeadLetterQueue, args: argparse.Namespace) -> contextlib.AbstractContextManager[None]:
-    """The folder's replay lock (see :attr:`DeadLetterQueue.lock_path`), when there is a folder."""
-    check_wait(args.wait)
-    if not dlq.folder.is_dir():
-        return contextlib.nullcontext()  # nothing to replay or purge, nothing to lock
-    return one_at_a_time(dlq.lock_path, wait_s=args.wait, running="another dlq replay or purge", folder=dlq.folder)
-
-
-def _select(dlq: DeadLetterQueue, ids: Sequence[str], sink: str | None) -> list[DeadLetterEntry]:
-    """Entries matching ``ids`` (names or unique prefixes; all when empty) and ``sink``."""
-    entries = [e for e in dlq.entries() if sink is None or e.sink == sink]
-    if not ids:
-        return entries
-    chosen: dict[str, DeadLetterEntry] = {}
-    for wanted in ids:
-        key = wanted[: -len(".jsonl")] if wanted.endswith(".jsonl") else wanted
-        exact = [e for e in entries if e.id == key]
-        matches = exact or [e for e in entries if e.id.startswith(key)]
-        if not matches:
-            raise LookupError(f"no dead-letter entry {wanted!r} in {dlq.folder}")
-        if len(matches) > 1:
-            raise LookupError(f"{wanted!r} matches {len(matches)} entries in {dlq.folder}; give more of the name")
-        chosen[matches[0].id] = matches[0]
-    return sorted(chosen.values(), key=lambda e: e.path.name)
-
-
-def _entries(n: int) -> str:
-    return f"{n} entr{'y' if n == 1 else 'ies'}"
-
-
-def _one_line(text: str) -> str:
-    return " ".join(text.split())
-
-
-def _size(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if n < 1024 or unit == "GiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n:.1f} GiB"  # pragma: no cover
-
-
 # -- list and show -----------------------------------------------------------------------------
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    dlq = _queue(args)
-    entries = _select(dlq, (), args.sink)
+    dlq = open_dead_letters(args)
+    entries = select(dlq, (), args.sink)
     out = sys.stdout
     if args.format == "json":
         for e in entries:
@@ -196,22 +144,22 @@ def cmd_list(args: argparse.Namespace) -> int:
         out.write(f"(no dead letters in {dlq.folder})\n")
         return 0
     rows = [["id", "time (UTC)", "sink", "points", "bytes", "reason"]]
-    rows += [[e.id, format_time(e.time_unix_nano), e.sink, str(e.points), str(e.bytes), _one_line(e.reason)] for e in entries]
+    rows += [[e.id, format_time(e.time_unix_nano), e.sink, str(e.points), str(e.bytes), one_line(e.reason)] for e in entries]
     render_table(rows, out, right=(3, 4), free_last=True)
-    out.write(f"{_entries(len(entries))}, {sum(e.points for e in entries)} point(s), {_size(sum(e.bytes for e in entries))}\n")
+    out.write(f"{entries_text(len(entries))}, {sum(e.points for e in entries)} point(s), {size_text(sum(e.bytes for e in entries))}\n")
     damaged = [e for e in entries if e.damaged]
     if damaged:
         out.write(
-            f"{_entries(len(damaged))} damaged (sidecar missing or unreadable): still replayable from the OTLP JSON;"
+            f"{entries_text(len(damaged))} damaged (sidecar missing or unreadable): still replayable from the OTLP JSON;"
             " into the store without steps, skipping points it already has\n"
         )
     return 0
 
 
 def cmd_show(args: argparse.Namespace) -> int:
-    dlq = _queue(args)
+    dlq = open_dead_letters(args)
     try:
-        (entry,) = _select(dlq, [args.id], args.sink)
+        (entry,) = select(dlq, [args.id], args.sink)
     except LookupError as exc:
         return fail(str(exc.args[0]))
     out = sys.stdout
@@ -298,14 +246,14 @@ def _sends(entry: DeadLetterEntry, sink: Any, to: str) -> list[Callable[[float],
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
-    dlq = _queue(args)
-    with _one_at_a_time(dlq, args):
+    dlq = open_dead_letters(args)
+    with lock_folder(dlq, args):
         return _replay(dlq, args)
 
 
 def _replay(dlq: DeadLetterQueue, args: argparse.Namespace) -> int:
     try:
-        entries = _select(dlq, args.ids, args.sink)
+        entries = select(dlq, args.ids, args.sink)
     except LookupError as exc:
         return fail(str(exc.args[0]))
     if args.timeout <= 0 or args.retry_s < 0:
@@ -316,8 +264,8 @@ def _replay(dlq: DeadLetterQueue, args: argparse.Namespace) -> int:
 
     sink: Any
     if args.to == "store":
-        store_file = args.store or default_store()
-        sink = StoreSink(Path(store_file))
+        store_file = Path(args.store) if args.store else folder_config(args, store=True).resolved_store_path
+        sink = StoreSink(store_file)
         destination = f"store {store_file}"
     else:
         try:
@@ -359,13 +307,13 @@ def _replay(dlq: DeadLetterQueue, args: argparse.Namespace) -> int:
             failed += 1
             progress.advance(0, f"{entry.id} NOT delivered ({entry.points} points)")
             progress.finish()
-            print(f"otel-recursive-metrics: {entry.id} not delivered: {_one_line(result_reason)}", file=sys.stderr)
+            print(f"otel-recursive-metrics: {entry.id} not delivered: {one_line(result_reason)}", file=sys.stderr)
             if not (permanent and args.keep_going):
                 break
     except KeyboardInterrupt:
         stop.set()
         progress.finish()
-        print(f"otel-recursive-metrics: interrupted; {_entries(delivered)} delivered and removed", file=sys.stderr)
+        print(f"otel-recursive-metrics: interrupted; {entries_text(delivered)} delivered and removed", file=sys.stderr)
         return 130
     finally:
         try:
@@ -375,7 +323,7 @@ def _replay(dlq: DeadLetterQueue, args: argparse.Namespace) -> int:
     progress.finish()
     left = len(entries) - delivered
     print(
-        f"otel-recursive-metrics: replayed {delivered} of {_entries(len(entries))} to {destination}"
+        f"otel-recursive-metrics: replayed {delivered} of {entries_text(len(entries))} to {destination}"
         + (f"; {left} left in {dlq.folder}" if left else ""),
         file=sys.stderr,
     )
@@ -386,22 +334,22 @@ def _replay(dlq: DeadLetterQueue, args: argparse.Namespace) -> int:
 
 
 def cmd_purge(args: argparse.Namespace) -> int:
-    dlq = _queue(args)
-    with _one_at_a_time(dlq, args):
+    dlq = open_dead_letters(args)
+    with lock_folder(dlq, args):
         return _purge(dlq, args)
 
 
 def _purge(dlq: DeadLetterQueue, args: argparse.Namespace) -> int:
     try:
-        entries = _select(dlq, args.ids, args.sink)
+        entries = select(dlq, args.ids, args.sink)
     except LookupError as exc:
         return fail(str(exc.args[0]))
     if not entries:
         print(f"otel-recursive-metrics: no dead letters to purge in {dlq.folder}", file=sys.stderr)
         return 0
     points = sum(e.points for e in entries)
-    size = _size(sum(e.bytes for e in entries))
-    what = f"{_entries(len(entries))} ({points} points, {size}) from {dlq.folder}"
+    size = size_text(sum(e.bytes for e in entries))
+    what = f"{entries_text(len(entries))} ({points} points, {size}) from {dlq.folder}"
     if not args.yes:
         stdin = sys.stdin
         if stdin is None or not stdin.isatty():

@@ -19,7 +19,8 @@ One sync at a time per data folder: a sync holds ``<dir>/sync.lock`` (an ``flock
 in the file) while it runs. A second one says which process holds it and exits with code 3, or
 with ``--wait SECONDS`` waits that long for it first. Nothing in the queue folder that is not a
 regular file is opened (a FIFO would block): in a slot no process holds, it is moved aside as a
-run would, and said.
+run would, and said. The queue package opens, locks and deletes the slots
+(:func:`~otel_recursive_metrics.queue.pending.open_folder_slots`); sync only delivers.
 
 Progress goes to stderr (a bar on a terminal). Exit codes: 0 when nothing is left pending
 (also when there was nothing to do), 1 when something could not be delivered (the last error is
@@ -32,7 +33,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
-import sqlite3
 import sys
 import threading
 import time
@@ -41,14 +41,13 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from .._files import LockHeld, NotARegularFile, hold_lock
-from ..config import Config, load_config
+from ..config import OTLP_PROTOCOLS, Config, load_config, setting_default
 from ..errors import ConfigError
 from ..pipeline.delivery import SinkDelivery
 from ..pipeline.ingest import RecentBatches
 from ..pipeline.telemetry import Stats
 from ..queue.dead_letter import DeadLetterQueue
-from ..queue.folder import clear_slot_junk, lock_slot, slot_junk
-from ..queue.slot import QueueSlot
+from ..queue.pending import PendingSlot, open_folder_slots
 from ..sinks.base import Sink, build_sinks
 from ._lock import add_wait_arg, busy_error, check_wait
 from ._output import CommandError, Progress
@@ -64,8 +63,12 @@ def register(subparsers: Any) -> None:
     )
     parser.add_argument("--dir", help="data folder (default: $OTEL_RECURSIVE_METRICS_DIR or ./otel-metrics)")
     parser.add_argument("--endpoint", help="OTLP endpoint (default: OTEL_EXPORTER_OTLP_[METRICS_]ENDPOINT or localhost)")
-    parser.add_argument("--protocol", choices=("grpc", "http/protobuf"), help="OTLP protocol (default: the usual variables, else grpc)")
-    parser.add_argument("--store", help="SQLite store file for the store sink's share (default: <dir>/metrics.db)")
+    parser.add_argument(
+        "--protocol", choices=OTLP_PROTOCOLS, help=f"OTLP protocol (default: the usual variables, else {setting_default('otlp_protocol')})"
+    )
+    parser.add_argument(
+        "--store", help="SQLite store file for the store sink's share (default: $OTEL_RECURSIVE_METRICS_STORE, else <dir>/metrics.db)"
+    )
     parser.add_argument("--retry-s", type=float, default=60.0, help="how long to keep retrying one batch (default 60)")
     add_wait_arg(parser, "another sync")
     parser.set_defaults(handler=cmd_sync)
@@ -86,33 +89,6 @@ class SyncResult:
     @property
     def complete(self) -> bool:
         return not any(self.left.values()) and not self.errors
-
-
-def _slots(queue_dir: Path) -> list[tuple[int, Path]]:
-    out = []
-    for lock in sorted(queue_dir.glob("slot-*.lock")):
-        try:
-            number = int(lock.stem.split("-", 1)[1])
-        except ValueError:
-            continue
-        db = lock.with_suffix(".db")
-        if os.path.lexists(db):
-            out.append((number, db))
-    return out
-
-
-def _open_slot(db: Path, *, live: bool) -> tuple[QueueSlot, tuple[str, ...]]:
-    """A slot, and the sinks sync may deliver from it (a live one: only its offline sinks)."""
-    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=30.0)
-    try:
-        sinks = tuple(s for (s,) in conn.execute("SELECT sink FROM cursors"))
-        offline = tuple(s for s in dict(conn.execute("SELECT key, value FROM meta").fetchall()).get("offline_sinks", "").split(",") if s)
-    finally:
-        conn.close()
-    ours = offline if live else sinks
-    # Opened as the owner of ``ours`` cursors; the others (the live run's own) stay its business.
-    slot = QueueSlot(db, ours, max_bytes=2**62, fsync=True, offline_sinks=tuple(s for s in sinks if s not in ours), claim=False)
-    return slot, ours
 
 
 def sync_lock_path(config: Config) -> Path:
@@ -144,133 +120,81 @@ def sync_folder(
         os.close(lock_fd)
 
 
-def _plan(queue_dir: Path, result: SyncResult) -> list[tuple[QueueSlot, tuple[str, ...], int | None, int]]:
-    """Open every slot there is something to deliver from: ``(slot, sinks, our lock or None, last id)``.
-
-    Nothing that is not a regular file is ever opened (a FIFO would block): in a slot no process
-    holds, it is moved aside, as a run would; in a live one, it is left to its process.
-    """
-
-    def moved(to: Path, error: NotARegularFile) -> None:
-        result.notes.append(f"{error}; moved aside to {to}")
-
-    plans: list[tuple[QueueSlot, tuple[str, ...], int | None, int]] = []
-    for number, db in _slots(queue_dir):
-        fd: int | None = None
-        try:
-            fd = lock_slot(queue_dir, number, on_junk=moved)
-            live = fd is None
-            if live:
-                junk = slot_junk(db)
-                if junk:
-                    result.notes.append(f"{junk[0]}; left to the process that holds {db.name}")
-                    continue
-            else:
-                clear_slot_junk(db, on_junk=moved)
-        except NotARegularFile as exc:
-            result.errors.append(f"slot {number} cannot be used: {exc}")
-            if fd is not None:
-                os.close(fd)
-            continue
-        if not db.exists():
-            if fd is not None:
-                os.close(fd)
-            continue
-        try:
-            slot, sinks = _open_slot(db, live=live)
-        except sqlite3.DatabaseError as exc:
-            result.errors.append(f"{db}: cannot read it ({exc}); it is left as it is")
-            if fd is not None:
-                os.close(fd)
-            continue
-        if not sinks:
-            slot.close()
-            if fd is not None:
-                os.close(fd)
-            continue
-        plans.append((slot, sinks, fd, slot.last_id()))
-    return plans
-
-
 def _sync(
     config: Config, result: SyncResult, *, retry_s: float, sink_factory: Callable[[Config], list[Sink]], stream: TextIO
 ) -> SyncResult:
-    queue_dir = config.queue_dir
-    plans = _plan(queue_dir, result)
-    total = sum(slot.pending(s)[1] for slot, sinks, _, _ in plans for s in sinks)
-    progress = Progress("sync", total, stream=stream)
-    names = sorted({s for _, sinks, _, _ in plans for s in sinks})
-    sinks_by_name: dict[str, Sink] = {}
-    if names:
-        try:
-            built = sink_factory(dataclasses.replace(config, sinks=tuple(names), offline=False))
-        except Exception as exc:  # noqa: BLE001 - reported, nothing is lost: the slots stay
-            result.errors.append(f"cannot build the sinks: {type(exc).__name__}: {exc}")
-            built = []
-        sinks_by_name = {s.name: s for s in built}
-    stats = Stats()
-    dead_letters = DeadLetterQueue(config.dead_letter_dir, max_bytes=config.dead_letter_max_bytes)
-    sync_config = dataclasses.replace(config, retry_max_elapsed_s=max(retry_s, 1e-9), flush_interval_s=1.0)
-    stop = threading.Event()
-    try:
-        for slot, sinks, lock_fd, until_id in plans:
-            result.slots += 1
-            for name in sinks:
-                sink = sinks_by_name.get(name)
-                before = slot.pending(name)[1]
-                if sink is None:
-                    result.left[name] = result.left.get(name, 0) + before
-                    continue
-                if not before:
-                    continue
-                delivery = SinkDelivery(
-                    sink,
-                    config=sync_config,
-                    queue=slot,
-                    stats=stats,
-                    dead_letters=dead_letters,
-                    recent=RecentBatches(),
-                    report=lambda *a, **k: None,
-                    stop=stop,
-                    wake=threading.Event(),
-                    on_progress=lambda: None,
-                    dead_letter_when_budget_spent=False,
-                )
-                delivery.run(until_id=until_id)
-                left = _left(slot, name, until_id)
-                progress.advance(before - left, f"{slot.path.name} -> {name}")
-                if left:
-                    result.left[name] = result.left.get(name, 0) + left
-                    error = stats.snapshot()["last_error"].get(name, "not delivered")
-                    result.errors.append(f"{name}: {left} point(s) of {slot.path.name} not delivered: {error}")
-            empty = slot.pending()[1] == 0
-            slot.sync()
-            slot.close()
-            if lock_fd is not None:
-                if empty:
-                    for suffix in ("", "-wal", "-shm"):
-                        try:
-                            os.unlink(str(slot.path) + suffix)
-                        except FileNotFoundError:
-                            pass
-                os.close(lock_fd)
-    finally:
-        progress.finish()
-        for sink in sinks_by_name.values():
+    with open_folder_slots(config.queue_dir, on_note=result.notes.append, on_error=result.errors.append) as slots:
+        total = sum(pending.slot.pending(s)[1] for pending in slots for s in pending.sinks)
+        progress = Progress("sync", total, stream=stream)
+        names = sorted({s for pending in slots for s in pending.sinks})
+        sinks_by_name: dict[str, Sink] = {}
+        if names:
             try:
-                sink.close()
-            except Exception:  # noqa: BLE001 - closing must not hide the summary
-                pass
+                built = sink_factory(dataclasses.replace(config, sinks=tuple(names), offline=False))
+            except Exception as exc:  # noqa: BLE001 - reported, nothing is lost: the slots stay
+                result.errors.append(f"cannot build the sinks: {type(exc).__name__}: {exc}")
+                built = []
+            sinks_by_name = {s.name: s for s in built}
+        stats = Stats()
+        dead_letters = DeadLetterQueue(config.dead_letter_dir, max_bytes=config.dead_letter_max_bytes)
+        sync_config = dataclasses.replace(config, retry_max_elapsed_s=max(retry_s, 1e-9), flush_interval_s=1.0)
+        try:
+            for pending in slots:
+                result.slots += 1
+                for name in pending.sinks:
+                    _deliver(pending, sinks_by_name.get(name), name, sync_config, stats, dead_letters, progress, result)
+                pending.release()  # frees its lock now; deletes its files if it is drained
+        finally:
+            progress.finish()
+            for sink in sinks_by_name.values():
+                try:
+                    sink.close()
+                except Exception:  # noqa: BLE001 - closing must not hide the summary
+                    pass
     snap = stats.snapshot()
     result.delivered = dict(snap["sent_points"])
     result.dead_lettered = dict(snap["dead_lettered_points"])
     return result
 
 
-def _left(slot: QueueSlot, sink: str, until_id: int | None) -> int:
-    """Points up to ``until_id`` that ``sink`` has not finished."""
-    done = slot.cursor(sink)
-    return sum(r.points for r in slot.records_after(done, until_id=until_id))
+def _deliver(
+    pending: PendingSlot,
+    sink: Sink | None,
+    name: str,
+    config: Config,
+    stats: Stats,
+    dead_letters: DeadLetterQueue,
+    progress: Progress,
+    result: SyncResult,
+) -> None:
+    """Deliver sink ``name``'s share of one slot (up to the last record it held when opened)."""
+    slot = pending.slot
+    before = slot.pending(name)[1]
+    if sink is None:
+        result.left[name] = result.left.get(name, 0) + before
+        return
+    if not before:
+        return
+    delivery = SinkDelivery(
+        sink,
+        config=config,
+        queue=slot,
+        stats=stats,
+        dead_letters=dead_letters,
+        recent=RecentBatches(),
+        report=lambda *a, **k: None,
+        stop=threading.Event(),
+        wake=threading.Event(),
+        on_progress=lambda: None,
+        dead_letter_when_budget_spent=False,
+    )
+    delivery.run(until_id=pending.until_id)
+    left = pending.pending_points(name)
+    progress.advance(before - left, f"{slot.path.name} -> {name}")
+    if left:
+        result.left[name] = result.left.get(name, 0) + left
+        error = stats.snapshot()["last_error"].get(name, "not delivered")
+        result.errors.append(f"{name}: {left} point(s) of {slot.path.name} not delivered: {error}")
 
 
 def _config(args: argparse.Namespace) -> Config:

@@ -29,10 +29,23 @@ defaults, one place for both), :mod:`.loading` (keyword arguments, mapping, envi
 from __future__ import annotations
 
 from .loading import env_names, env_setting, load_config
-from .settings import ENV_PREFIX, SEED_KEYS, SETTINGS, Config, Setting, display_url, setting_default, settings_markdown
+from .settings import (
+    COMPRESSIONS,
+    ENV_PREFIX,
+    OTLP_PROTOCOLS,
+    SEED_KEYS,
+    SETTINGS,
+    Config,
+    Setting,
+    display_url,
+    setting_default,
+    settings_markdown,
+)
 
 __all__ = [
+    "COMPRESSIONS",
     "ENV_PREFIX",
+    "OTLP_PROTOCOLS",
     "SEED_KEYS",
     "SETTINGS",
     "Config",

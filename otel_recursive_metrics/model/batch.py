@@ -227,6 +227,19 @@ class PointBatch:
             p[ATTRIBUTES] = index
         return cls(data["resources"], data["scopes"], data["metrics"], points, batch_id, list(table))
 
+    @staticmethod
+    def merge(batches: Sequence[PointBatch], batch_id: str | None = None) -> PointBatch:
+        """The points of ``batches`` as one batch (a lone batch as it is), named ``batch_id`` or anew."""
+        if len(batches) == 1:
+            return batches[0]
+        builder = BatchBuilder()
+        for batch in batches:
+            for point in batch.points:
+                builder.add_point_from(batch, point)
+        merged = builder.build()
+        merged.id = batch_id or merged.id
+        return merged
+
     def split(self, max_points: int) -> list[PointBatch]:
         """Chunks of at most ``max_points`` points, each carrying only what its points use."""
         if len(self.points) <= max_points:

@@ -35,7 +35,7 @@ import time
 from collections.abc import Callable
 
 from ..config import Config
-from ..model.batch import BatchBuilder, PointBatch
+from ..model.batch import PointBatch
 from ..queue.dead_letter import DeadLetterQueue, brief_reason
 from ..queue.slot import QueueSlot
 from ..sinks.base import Sink
@@ -64,19 +64,6 @@ def safe_error(exc: BaseException) -> str:
 
 def _send(sink: Sink, batch: PointBatch, deadline: float) -> None:
     sink.send(batch, deadline)
-
-
-def _merge(parts: list[PointBatch]) -> PointBatch:
-    """The points of several parts of one batch, as one batch (one dead letter)."""
-    if len(parts) == 1:
-        return parts[0]
-    builder = BatchBuilder()
-    for part in parts:
-        for point in part.points:
-            builder.add_point_from(part, point)
-    merged = builder.build()
-    merged.id = parts[0].id + "+"
-    return merged
 
 
 class SinkDelivery:
@@ -195,7 +182,9 @@ class SinkDelivery:
                 parts.extend(part.halves())
             else:
                 refused.append((part, outcome))
-        if refused and not self._dead_letter(_merge([part for part, _ in refused]), refused[0][1].reason):
+        if refused and not self._dead_letter(
+            PointBatch.merge([part for part, _ in refused], batch_id=refused[0][0].id + "+"), refused[0][1].reason
+        ):
             return False  # the whole batch stays queued: its delivered parts are sent again (at least once)
         if delivered:
             self._delivered(delivered, started)

@@ -12,7 +12,7 @@ Files are written owner-only, to a temporary name then renamed, so a crash never
 entry. The folder is capped by bytes; past the cap new entries are refused and counted as
 dropped (reason ``dead_letter_full``), leaving the evidence already there untouched. A write the
 disk refuses raises ``OSError``: the delivery stage then holds the batch in the queue and tries
-again (see :mod:`.delivery`). A reason is kept as one line of about 200 characters
+again (see :mod:`otel_recursive_metrics.pipeline.delivery`). A reason is kept as one line of about 200 characters
 (:func:`brief_reason`). Anything in the folder that is not a regular file is never opened.
 Header values are never written: entries hold data points only.
 
@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from .._files import file_kind, make_private_dir, write_private
-from ..model.batch import BatchBuilder, PointBatch
+from ..model.batch import PointBatch
 from ..model.otlp import decode_request, encode_request, request_from_json_line, request_to_json_line
 
 __all__ = ["REASON_MAX_CHARS", "DeadLetterEntry", "DeadLetterQueue", "brief_reason"]
@@ -90,14 +90,7 @@ class DeadLetterEntry:
             meta = json.loads(self.meta_path.read_text(encoding="utf-8"))
             if "batch" in meta:
                 return PointBatch.decode(json.dumps(meta["batch"]))
-        batches = [decode_request(request_from_json_line(line)) for line in self.json_lines()]
-        if len(batches) == 1:
-            return batches[0]
-        b = BatchBuilder()
-        for one in batches:
-            for p in one.points:
-                b.add_point_from(one, p)
-        return b.build()
+        return PointBatch.merge([decode_request(request_from_json_line(line)) for line in self.json_lines()])
 
     def json_lines(self) -> list[str]:
         return [line for line in self.path.read_text(encoding="utf-8").splitlines() if line.strip()]
@@ -252,12 +245,6 @@ class DeadLetterQueue:
                 points=int(meta.get("points", 0)),
                 bytes=size,
             )
-
-    def get(self, entry_id: str) -> DeadLetterEntry:
-        for entry in self.entries():
-            if entry_id in (entry.id, entry.path.name):
-                return entry
-        raise KeyError(f"no dead-letter entry {entry_id!r} in {self.folder}")
 
     def remove(self, entry: DeadLetterEntry) -> None:
         with self._lock:

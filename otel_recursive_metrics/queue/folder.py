@@ -9,9 +9,11 @@ the wire, exactly once in the store (which de-duplicates).
 On disk: ``$DIR/queue/slot-N.db`` (SQLite, WAL), each guarded by ``slot-N.lock`` held with
 ``flock`` for the life of the process. A process takes the first free slot, so DDP ranks or a
 forked DataLoader worker sharing one data folder never read each other's records; after a crash
-the kernel frees the lock and the next process to start adopts the orphaned slot's records.
-Writes commit with ``synchronous=NORMAL`` (safe against ``kill -9`` at any instant) and
-:meth:`QueueSlot.sync` checkpoints with fsync, which the worker calls every flush interval.
+the kernel frees the lock and the next process to start adopts the orphaned slot's records
+(under its own byte cap: an orphan whose records do not fit stays where it is, for a later start
+or ``otel-recursive-metrics sync``). Writes commit with ``synchronous=NORMAL`` (safe against
+``kill -9`` at any instant) and :meth:`QueueSlot.sync` checkpoints with fsync, which the worker
+calls every flush interval.
 
 A slot's tables and its cursors are described in :mod:`.slot`. What a sink's cursor says is
 owned by whoever delivers to it: the process itself for the sinks it sends to,
@@ -32,6 +34,9 @@ Faults are handled here, never lost silently:
   deleted; in an adopted slot too;
 - a drained slot gives its space back (see :mod:`.slot`).
 
+The folder's files are handled here for the worker and ``sync`` (:mod:`.pending`) alike:
+:func:`folder_slots` lists the slots, :func:`claim_slot` takes one no live process holds.
+
 Thread safety: one connection behind one lock; every method is safe from any thread.
 """
 
@@ -47,7 +52,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from .._files import NotARegularFile, file_kind, is_damage, make_private_dir, open_regular, set_aside
+from .._files import SQLITE_SUFFIXES, NotARegularFile, file_kind, is_damage, make_private_dir, open_regular, remove_sqlite_files, set_aside
 from .slot import QueueFull, QueueRecord, QueueSlot, count_pending, quarantine
 
 __all__ = [
@@ -60,7 +65,9 @@ __all__ = [
     "QueueSlot",
     "UnusableQueue",
     "abandoned",
+    "claim_slot",
     "clear_slot_junk",
+    "folder_slots",
     "lock_slot",
     "slot_junk",
 ]
@@ -145,7 +152,7 @@ def lock_slot(folder: Path, slot: int, *, on_junk: JunkFile | None = None) -> in
 def slot_junk(db_path: Path) -> list[NotARegularFile]:
     """What is not a regular file among a slot's ``.db``, ``-wal`` and ``-shm`` (nothing is opened)."""
     out = []
-    for suffix in ("", "-wal", "-shm"):
+    for suffix in SQLITE_SUFFIXES:
         path = Path(str(db_path) + suffix)
         kind = file_kind(path)
         if kind is not None:
@@ -160,6 +167,37 @@ def clear_slot_junk(db_path: Path, *, on_junk: JunkFile | None = None) -> None:
     """
     for error in slot_junk(db_path):
         _move_junk(error.path, error, on_junk)
+
+
+def claim_slot(folder: Path, slot: int, *, on_junk: JunkFile | None = None) -> int | None:
+    """Lock slot ``slot`` of ``folder`` and clear its junk (:func:`lock_slot`, then
+    :func:`clear_slot_junk`): the lock's descriptor, or None when a live process holds it.
+
+    :class:`NotARegularFile` (the lock released) if something cannot be moved aside.
+    """
+    fd = lock_slot(folder, slot, on_junk=on_junk)
+    if fd is None:
+        return None
+    try:
+        clear_slot_junk(folder / f"slot-{slot}.db", on_junk=on_junk)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def folder_slots(folder: Path) -> list[tuple[int, Path]]:
+    """Every slot of ``folder`` that has a lock file and a ``.db`` (whatever it is): ``(number, db path)``."""
+    out = []
+    for lock_path in sorted(Path(folder).glob("slot-*.lock")):
+        try:
+            number = int(lock_path.stem.split("-", 1)[1])
+        except ValueError:
+            continue
+        db_path = lock_path.with_suffix(".db")
+        if os.path.lexists(db_path):
+            out.append((number, db_path))
+    return out
 
 
 class DurableQueue(QueueSlot):
@@ -205,19 +243,12 @@ class DurableQueue(QueueSlot):
     def _take_slot(self) -> tuple[int, int]:
         for slot in range(_SLOTS):
             try:
-                fd = lock_slot(self.folder, slot, on_junk=self._junk)
-                if fd is None:
-                    continue  # a live process holds it
+                fd = claim_slot(self.folder, slot, on_junk=self._junk)
             except NotARegularFile as exc:
                 _log.error("otel-recursive-metrics: queue slot %d cannot be used: %s; trying the next one", slot, exc)
                 continue
-            try:
-                clear_slot_junk(self.folder / f"slot-{slot}.db", on_junk=self._junk)
-            except NotARegularFile as exc:
-                os.close(fd)
-                _log.error("otel-recursive-metrics: queue slot %d cannot be used: %s; trying the next one", slot, exc)
-                continue
-            return fd, slot
+            if fd is not None:  # else a live process holds it
+                return fd, slot
         raise RuntimeError(f"no usable queue slot in {self.folder} ({_SLOTS} taken or unusable)")
 
     def _junk(self, moved: Path, error: NotARegularFile) -> None:
@@ -262,27 +293,19 @@ class DurableQueue(QueueSlot):
     def _adopt_orphans(self) -> int:
         """Move undelivered records of slots no live process holds into ours."""
         adopted = 0
-        for lock_path in sorted(self.folder.glob("slot-*.lock")):
-            try:
-                slot = int(lock_path.stem.split("-", 1)[1])
-            except ValueError:
-                continue
-            db_path = self.folder / f"slot-{slot}.db"
-            if slot == self.slot or not os.path.lexists(db_path):
+        for slot, db_path in folder_slots(self.folder):
+            if slot == self.slot:
                 continue
             try:
-                fd = lock_slot(self.folder, slot, on_junk=self._junk)
+                fd = claim_slot(self.folder, slot, on_junk=self._junk)
             except NotARegularFile as exc:
                 _log.error("otel-recursive-metrics: queue slot %d cannot be adopted: %s", slot, exc)
                 continue
             if fd is None:
                 continue  # a live process owns it
             try:
-                clear_slot_junk(db_path, on_junk=self._junk)
                 if db_path.exists():
                     adopted += self._adopt(db_path)
-            except NotARegularFile as exc:
-                _log.error("otel-recursive-metrics: queue slot %d cannot be adopted: %s", slot, exc)
             finally:
                 os.close(fd)
         return adopted
@@ -300,26 +323,25 @@ class DurableQueue(QueueSlot):
             if not self.handle_foreign(other):
                 return 0  # leave it for a later start
             floor = min((other.cursor(s) for s in (*self.sinks, *self.offline_sinks)), default=0)
-            moved = 0
             rows = list(other.records_after(floor))
             if rows:
-                # Records another sink already finished are sent again: at-least-once.
-                with self._lock:
-                    self._conn.execute("BEGIN IMMEDIATE")
-                    self._conn.executemany(
-                        "INSERT INTO records(created_unix_nano, points, bytes, payload) VALUES (?,?,?,?)",
-                        [(time.time_ns(), r.points, len(r.payload), r.payload) for r in rows],
+                # Records another sink already finished are sent again: at-least-once. Nothing
+                # of ours is evicted to make room: what does not fit stays in the orphan.
+                try:
+                    self.append_records(rows, drop_oldest=False)
+                except QueueFull as exc:
+                    _log.warning(
+                        "otel-recursive-metrics: %d undelivered record(s) stay in %s (%s); a later start or"
+                        " `otel-recursive-metrics sync` delivers them",
+                        len(rows),
+                        db_path,
+                        exc,
                     )
-                    self._conn.execute("COMMIT")
-                    self.bytes += sum(len(r.payload) for r in rows)
-                moved = len(rows)
+                    return 0
+            moved = len(rows)
         finally:
             other.close()
-        for suffix in ("", "-wal", "-shm"):
-            try:
-                os.unlink(str(db_path) + suffix)
-            except FileNotFoundError:
-                pass
+        remove_sqlite_files(db_path)
         if moved:
             _log.info("otel-recursive-metrics: adopted %d undelivered record(s) from %s", moved, db_path)
         return moved
@@ -345,8 +367,8 @@ class DurableQueue(QueueSlot):
 class UnusableQueue(QueueSlot):
     """Stands in for a durable queue that cannot be opened, when the store is the only sink.
 
-    The store then takes every batch directly: it is the durable log (see
-    :meth:`.ingest.Ingest._write_direct`), so points still reach the disk. This stand-in holds
+    The store then takes every batch directly: it is the durable log (see the pipeline's
+    store-direct write, :mod:`otel_recursive_metrics.pipeline.ingest`), so points still reach the disk. This stand-in holds
     no records (an in-memory SQLite database) and refuses every append with the error that kept
     the queue from opening: a batch the store does not take directly is held in memory and
     retried, and past the time bound counted as dropped for that reason, as it would be without

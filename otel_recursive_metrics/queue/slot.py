@@ -11,13 +11,14 @@ record is deleted once every cursor has passed it. The cursors of the sinks this
 delivers are kept in memory (and written through); the others (a sink left to ``sync`` by an
 offline run, a sink no longer configured) are re-read from the file, since another process may
 move them. A drained slot gives its space back (incremental vacuum; the WAL cut back after each
-checkpoint). :class:`~.queue.DurableQueue` is the slot a running process holds; ``sync`` opens
-another process's slot with ``claim=False``.
+checkpoint). :class:`~.folder.DurableQueue` is the slot a running process holds; ``sync`` opens
+another process's slot with ``claim=False`` (see :mod:`.pending`).
 
 Past the byte cap, ``drop_oldest`` evicts the oldest records, but never one a sink of this
 process is sending (read with :meth:`QueueSlot.next_for`, not yet finished): its delivery ends
 it, exactly once. An evicted record is lost only for the sinks whose cursor had not passed it,
-and :meth:`QueueSlot.append` reports it for those alone.
+and :meth:`QueueSlot.append` reports it for those alone. :meth:`QueueSlot.append_records` takes
+records read from another slot (an orphan adopted) under the same cap.
 
 Thread safety: one connection behind one lock; every method is safe from any thread.
 """
@@ -28,11 +29,11 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from .._files import connect
+from .._files import SQLITE_SUFFIXES, connect
 
 __all__ = ["QueueFull", "QueueRecord", "QueueSlot", "count_pending", "quarantine"]
 
@@ -64,7 +65,7 @@ def quarantine(path: Path) -> Path:
     """Move a damaged SQLite file (and its WAL and index) aside; returns the new name."""
     stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
     target = path.with_name(f"{path.name}.corrupt-{stamp}")
-    for suffix in ("", "-wal", "-shm"):
+    for suffix in SQLITE_SUFFIXES:
         try:
             os.replace(str(path) + suffix, str(target) + suffix)
         except FileNotFoundError:
@@ -95,7 +96,7 @@ class QueueSlot:
     ``sqlite3.DatabaseError`` if the file is damaged (see :func:`quarantine`).
     """
 
-    #: False for a stand-in that can hold nothing (see :class:`.queue.UnusableQueue`).
+    #: False for a stand-in that can hold nothing (see :class:`~.folder.UnusableQueue`).
     usable = True
 
     def __init__(
@@ -197,6 +198,11 @@ class QueueSlot:
                 raise
             self.bytes += new_bytes - freed
             return last_id, evicted
+
+    def append_records(self, records: Sequence[QueueRecord], *, drop_oldest: bool) -> tuple[int, dict[str, int]]:
+        """Append records read from another slot, stamped now: :meth:`append`, byte cap included."""
+        now = time.time_ns()
+        return self.append([(now, r.points, r.payload) for r in records], drop_oldest=drop_oldest)
 
     def _victims_locked(self, need: int, evicted: dict[str, int]) -> tuple[list[int], int]:
         """The oldest records not being sent, up to ``need`` bytes (or all of them), and the bytes
