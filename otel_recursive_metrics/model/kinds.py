@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import enum
 
-__all__ = ["LossOutcome", "MetricKind", "OverflowPolicy", "RunStatus"]
+__all__ = ["HISTOGRAM_KINDS", "LossOutcome", "MetricKind", "OverflowPolicy", "RunStatus"]
 
 
 class MetricKind(str, enum.Enum):
@@ -22,6 +22,11 @@ class MetricKind(str, enum.Enum):
 
     def __str__(self) -> str:
         return self.value
+
+
+#: The kinds whose points carry a ``histogram`` field instead of a value; a kind's stored text
+#: is found in it too (``"histogram" in HISTOGRAM_KINDS``).
+HISTOGRAM_KINDS = frozenset({MetricKind.HISTOGRAM, MetricKind.EXPONENTIAL_HISTOGRAM})
 
 
 class RunStatus(str, enum.Enum):
