@@ -37,6 +37,7 @@ class RunStatus(str, enum.Enum):
     FAILED = "failed"  # an exception ended it
     KILLED = "killed"  # SIGTERM or Ctrl-C
     CRASHED = "crashed"  # its process vanished without an end (kill -9, out of memory)
+    UNKNOWN = "unknown"  # no process recorded: points written without the SDK's run events
 
     def __str__(self) -> str:
         return self.value
