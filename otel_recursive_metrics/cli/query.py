@@ -23,6 +23,7 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, TextIO
 
+from ..model.kinds import RunStatus
 from ..model.resource import RANK_KEY, RUN_ID_KEY
 from ..store import PointStore, StoredPoint
 from ..store.export import PointWriter
@@ -226,7 +227,7 @@ def _until_runs_end(store: PointStore, filters: dict[str, Any], poll: Callable[[
                 next_status = time.monotonic() + FOLLOW_STATUS_EVERY_S
                 wanted = set(filters["run"] or [])
                 runs = [r for r in store.runs() if not wanted or str(r["run"]) in wanted]
-                if runs and not any(r["status"] in ("running", "unknown") for r in runs):
+                if runs and not any(r["status"] in (RunStatus.RUNNING, RunStatus.UNKNOWN) for r in runs):
                     return
             time.sleep(FOLLOW_POLL_S)
     except KeyboardInterrupt:

@@ -39,6 +39,7 @@ import sys
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from ..model.kinds import RunStatus
 from ..store.ranks import DEFAULT_WINDOW_S
 from ._output import CommandError, add_store_arg, format_duration, format_time, open_store, render_table
 from .query import resolve_runs
@@ -119,9 +120,9 @@ def cmd_runs(args: argparse.Namespace) -> int:
         row = [
             "(none)" if run["run"] is None else str(run["run"]),
             format_time(start),
-            "-" if run["status"] == "running" else format_time(end),
+            "-" if run["status"] == RunStatus.RUNNING else format_time(end),
             format_duration(run["duration_s"]),
-            "-" if run["status"] == "unknown" else run["status"],
+            "-" if run["status"] == RunStatus.UNKNOWN else str(run["status"]),
             format_ranks(run["ranks"]),
             str(run["points"]),
             run.get("name") or "-",

@@ -7,26 +7,17 @@ one trainer repeats no strings, however long its attributes are. Point attribute
 JSON text (sorted keys, no spaces): the same attributes always give the same text, which is what
 the store's de-duplication key compares.
 
-A point is a list read through the index constants below (``point[TIME]``, not ``point[5]``),
-built by :func:`new_point`; a list rather than an object because a batch holds thousands and the
-worker builds them in its hot loop::
+A point is a list read through the index constants of :mod:`.point` (``point[TIME]``, not
+``point[5]``), which this module exports too, with the point's builders.
 
-    RESOURCE, SCOPE, METRIC, ATTRIBUTES   indexes into the batch's tables
-    START_TIME, TIME                      Unix nanoseconds (start 0 for gauges)
-    VALUE                                 the number of a gauge or sum; None for histograms
-    STEP, EPOCH                           from TrainingMetrics.log / records; None otherwise
-    HISTOGRAM                             {"count", "sum", "min", "max", "bounds", "counts"} for
-                                          explicit buckets; {"count", "sum", "min", "max",
-                                          "scale", "zero_count", "positive": [offset, counts],
-                                          "negative": [offset, counts], "flags"} exponential
-    EXTRA                                 a submitted record's other fields (its id, free-form
-                                          keys): kept in the store, never sent to OTLP
+The tables are lists of named records (:mod:`.tables`): ``batch.metrics[i].kind``, a
+:class:`~.kinds.MetricKind`.
 
 On-disk format (the durable queue's payload and the dead-letter sidecar): UTF-8 JSON of an
 object with ``v`` (format version, 2), ``id`` (the batch's identity), ``resources``
 ``[[attributes, schema_url], ...]``, ``scopes`` ``[[name, version, attributes, schema_url],
 ...]``, ``metrics`` ``[[name, description, unit, kind, temporality, monotonic], ...]``,
-``attributes`` ``[canonical JSON text, ...]`` and ``points`` (lists in the field order above).
+``attributes`` ``[canonical JSON text, ...]`` and ``points`` (lists in the point's field order).
 Version 1 (attributes written out in every point) is still read. Nothing is pickled.
 """
 
@@ -39,7 +30,29 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .attributes import canonical_json
+from .kinds import MetricKind
+from .point import (
+    ATTRIBUTES,
+    EPOCH,
+    EXTRA,
+    HISTOGRAM,
+    INT64_MAX,
+    INT64_MIN,
+    METRIC,
+    RESOURCE,
+    SCOPE,
+    START_TIME,
+    STEP,
+    TIME,
+    VALUE,
+    Point,
+    explicit_histogram,
+    exponential_histogram,
+    new_point,
+    wide_ints_as_float,
+)
 from .resource import RUN_METADATA_METRICS
+from .tables import MetricEntry, ResourceEntry, ScopeEntry, tables_from_json
 
 __all__ = [
     "ATTRIBUTES",
@@ -56,18 +69,16 @@ __all__ = [
     "TIME",
     "VALUE",
     "BatchBuilder",
+    "MetricEntry",
     "Point",
     "PointBatch",
+    "ResourceEntry",
+    "ScopeEntry",
     "explicit_histogram",
     "exponential_histogram",
     "new_point",
     "wide_ints_as_float",
 ]
-
-#: The fields of a point, in order (see the module docstring).
-RESOURCE, SCOPE, METRIC, ATTRIBUTES, START_TIME, TIME, VALUE, STEP, EPOCH, HISTOGRAM, EXTRA = range(11)
-
-Point = list[Any]
 
 FORMAT_VERSION = 2
 
@@ -76,55 +87,18 @@ _ENCODE_SLICE = 1024
 _SHARE_TABLES_UP_TO = 256
 
 
-def new_point(
-    resource: int,
-    scope: int,
-    metric: int,
-    attributes: int,
-    start_time_unix_nano: int,
-    time_unix_nano: int,
-    value: float | int | None,
-    step: int | None = None,
-    epoch: int | None = None,
-    histogram: dict[str, Any] | None = None,
-    extra: dict[str, Any] | None = None,
-) -> Point:
-    """One point; the first four are indexes into its batch's tables (see :class:`BatchBuilder`)."""
-    return [resource, scope, metric, attributes, start_time_unix_nano, time_unix_nano, value, step, epoch, histogram, extra]
-
-
-#: What SQLite's INTEGER and OTLP's ``as_int`` hold; an ``int`` value beyond is kept as a float.
-INT64_MIN = -(2**63)
-INT64_MAX = 2**63 - 1
-
-
-def wide_ints_as_float(points: Sequence[Point]) -> tuple[list[Point], int]:
-    """``points`` with every integer value past 64 bits as a float (the others as they are), and how many.
-
-    SQLite refuses such an integer (``OverflowError``), and with it the whole batch; as a float
-    it keeps its magnitude (to 53 bits). A cumulative counter passes 2**63 this way. The points
-    changed are copies: the given ones (which another sink may be reading) stay as they were.
-    """
-    out: list[Point] = []
-    changed = 0
-    for point in points:
-        value = point[VALUE]
-        if type(value) is int and not INT64_MIN <= value <= INT64_MAX:
-            widened = point.copy()
-            widened[VALUE] = float(value)
-            out.append(widened)
-            changed += 1
-        else:
-            out.append(point)
-    return out, changed
-
-
 def _scrub(value: Any) -> Any:
     """``value`` with every string made encodable as UTF-8 (lone surrogates become "?")."""
+    if isinstance(value, MetricKind):
+        return value  # ASCII, and a kind must stay a member
     if isinstance(value, str):
         return value.encode("utf-8", "replace").decode("utf-8")
     if isinstance(value, list):
         return [_scrub(v) for v in value]
+    if isinstance(value, tuple):
+        items = [_scrub(v) for v in value]
+        # A table's record stays a record; JSON writes any tuple (a record's field) as an array.
+        return type(value)(*items) if hasattr(value, "_fields") else items
     if isinstance(value, dict):
         return {_scrub(k): _scrub(v) for k, v in value.items()}
     return value
@@ -137,9 +111,9 @@ def _scrub(value: Any) -> Any:
 class PointBatch:
     """Points with the resources, scopes, metric descriptions and attribute sets they refer to."""
 
-    resources: list[list[Any]] = field(default_factory=list)
-    scopes: list[list[Any]] = field(default_factory=list)
-    metrics: list[list[Any]] = field(default_factory=list)
+    resources: list[ResourceEntry] = field(default_factory=list)
+    scopes: list[ScopeEntry] = field(default_factory=list)
+    metrics: list[MetricEntry] = field(default_factory=list)
     points: list[Point] = field(default_factory=list)
     #: Identity of the batch, kept through the durable queue and dead letters.
     id: str = field(default_factory=lambda: uuid.uuid4().hex)
@@ -155,7 +129,7 @@ class PointBatch:
         What the counters of ``get_stats()`` count: metadata rides along with the data but is not
         a logged point.
         """
-        reserved = {i for i, m in enumerate(self.metrics) if m[0] in RUN_METADATA_METRICS}
+        reserved = {i for i, m in enumerate(self.metrics) if m.name in RUN_METADATA_METRICS}
         if not reserved:
             return len(self.points)
         return sum(1 for p in self.points if p[METRIC] not in reserved)
@@ -208,14 +182,15 @@ class PointBatch:
             raise ValueError("not a point batch (format 1 or 2)")
         try:
             return cls._from_json(data)
-        except (KeyError, IndexError, TypeError) as exc:
+        except (KeyError, IndexError, TypeError, ValueError) as exc:
             raise ValueError(f"a damaged point batch: {type(exc).__name__}: {exc}") from None
 
     @classmethod
     def _from_json(cls, data: dict[str, Any]) -> PointBatch:
         batch_id = str(data.get("id") or uuid.uuid4().hex)
+        resources, scopes, metrics = tables_from_json(data["resources"], data["scopes"], data["metrics"])
         if data["v"] == 2:
-            return cls(data["resources"], data["scopes"], data["metrics"], data["points"], batch_id, data["attributes"])
+            return cls(resources, scopes, metrics, data["points"], batch_id, data["attributes"])
         # Format 1 wrote each point's attribute text in the point: intern it.
         table: dict[str, int] = {}
         points = data["points"]
@@ -225,7 +200,7 @@ class PointBatch:
             if index is None:
                 index = table[text] = len(table)
             p[ATTRIBUTES] = index
-        return cls(data["resources"], data["scopes"], data["metrics"], points, batch_id, list(table))
+        return cls(resources, scopes, metrics, points, batch_id, list(table))
 
     @staticmethod
     def merge(batches: Sequence[PointBatch], batch_id: str | None = None) -> PointBatch:
@@ -282,38 +257,6 @@ class PointBatch:
         return out
 
 
-def explicit_histogram(
-    count: int, total: float, minimum: float | None, maximum: float | None, bounds: Sequence[float], counts: Sequence[int]
-) -> dict[str, Any]:
-    """The ``histogram`` field of an explicit-bucket histogram point."""
-    return {"count": count, "sum": total, "min": minimum, "max": maximum, "bounds": list(bounds), "counts": list(counts)}
-
-
-def exponential_histogram(
-    count: int,
-    total: float,
-    minimum: float | None,
-    maximum: float | None,
-    scale: int,
-    zero_count: int,
-    positive: tuple[int, Sequence[int]],
-    negative: tuple[int, Sequence[int]],
-    flags: int = 0,
-) -> dict[str, Any]:
-    """The ``histogram`` field of an exponential histogram point; buckets as ``(offset, counts)``."""
-    return {
-        "count": count,
-        "sum": total,
-        "min": minimum,
-        "max": maximum,
-        "scale": scale,
-        "zero_count": zero_count,
-        "positive": [positive[0], list(positive[1])],
-        "negative": [negative[0], list(negative[1])],
-        "flags": flags,
-    }
-
-
 class BatchBuilder:
     """Builds a :class:`PointBatch`, interning resources, scopes, metric descriptions and attribute sets."""
 
@@ -333,7 +276,7 @@ class BatchBuilder:
         index = self._resources.get(key)
         if index is None:
             index = self._resources[key] = len(self.batch.resources)
-            self.batch.resources.append([json.loads(canonical_json(attributes)), schema_url])
+            self.batch.resources.append(ResourceEntry(json.loads(canonical_json(attributes)), schema_url))
         return index
 
     def resource_object(self, attributes: Mapping[str, Any]) -> int:
@@ -357,15 +300,19 @@ class BatchBuilder:
         index = self._scopes.get(key)
         if index is None:
             index = self._scopes[key] = len(self.batch.scopes)
-            self.batch.scopes.append([name, version or "", json.loads(canonical_json(attributes)), schema_url])
+            self.batch.scopes.append(ScopeEntry(name, version or "", json.loads(canonical_json(attributes)), schema_url))
         return index
 
-    def metric(self, name: str, description: str, unit: str, kind: str, temporality: int = 0, monotonic: bool = False) -> int:
+    def metric(self, name: str, description: str, unit: str, kind: MetricKind | str, temporality: int = 0, monotonic: bool = False) -> int:
+        """The index of a metric description; ``ValueError`` for a ``kind`` that is not a :class:`MetricKind`."""
+        # A kind's text finds its member's key (equal, and hashed alike): no conversion on a hit,
+        # which is every logged value but a metric's first.
         key = (name, description or "", unit or "", kind, temporality, bool(monotonic))
         index = self._metrics.get(key)
         if index is None:
+            entry = MetricEntry(name, key[1], key[2], MetricKind(kind), temporality, key[5])
             index = self._metrics[key] = len(self.batch.metrics)
-            self.batch.metrics.append(list(key))
+            self.batch.metrics.append(entry)
         return index
 
     def attributes(self, text: str) -> int:
@@ -409,11 +356,10 @@ class BatchBuilder:
 
     def add_point_from(self, source: PointBatch, point: Point) -> None:
         """Copy one point of another batch, re-interning what it refers to."""
-        res_attrs, res_schema = source.resources[point[RESOURCE]]
-        sc_name, sc_version, sc_attrs, sc_schema = source.scopes[point[SCOPE]]
+        resource, scope = source.resources[point[RESOURCE]], source.scopes[point[SCOPE]]
         new = list(point)
-        new[RESOURCE] = self.resource(res_attrs, res_schema)
-        new[SCOPE] = self.scope(sc_name, sc_version, sc_attrs, sc_schema)
+        new[RESOURCE] = self.resource(resource.attributes, resource.schema_url)
+        new[SCOPE] = self.scope(scope.name, scope.version, scope.attributes, scope.schema_url)
         new[METRIC] = self.metric(*source.metrics[point[METRIC]])
         new[ATTRIBUTES] = self.attributes(source.attributes[point[ATTRIBUTES]])
         self.batch.points.append(new)

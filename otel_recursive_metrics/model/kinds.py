@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import enum
 
-__all__ = ["LossOutcome", "MetricKind", "OverflowPolicy", "RunStatus"]
+__all__ = ["HISTOGRAM_KINDS", "LossOutcome", "MetricKind", "OverflowPolicy", "RunStatus"]
 
 
 class MetricKind(str, enum.Enum):
@@ -24,6 +24,11 @@ class MetricKind(str, enum.Enum):
         return self.value
 
 
+#: The kinds whose points carry a ``histogram`` field instead of a value; a kind's stored text
+#: is found in it too (``"histogram" in HISTOGRAM_KINDS``).
+HISTOGRAM_KINDS = frozenset({MetricKind.HISTOGRAM, MetricKind.EXPONENTIAL_HISTOGRAM})
+
+
 class RunStatus(str, enum.Enum):
     """How a run (or one process of it) stands: what ``runs`` shows and an ``end`` event records."""
 
@@ -32,6 +37,7 @@ class RunStatus(str, enum.Enum):
     FAILED = "failed"  # an exception ended it
     KILLED = "killed"  # SIGTERM or Ctrl-C
     CRASHED = "crashed"  # its process vanished without an end (kill -9, out of memory)
+    UNKNOWN = "unknown"  # no process recorded: points written without the SDK's run events
 
     def __str__(self) -> str:
         return self.value

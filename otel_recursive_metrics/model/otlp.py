@@ -36,6 +36,7 @@ from .batch import (
     explicit_histogram,
     exponential_histogram,
 )
+from .kinds import MetricKind
 from .resource import STORE_ONLY_METRICS
 
 __all__ = ["decode_request", "encode_request", "request_from_json_line", "request_to_json_line"]
@@ -82,6 +83,11 @@ def _attrs(kvs: Any) -> dict[str, Any]:
     return {kv.key: _from_any_value(kv.value) for kv in kvs}
 
 
+# The kinds the per-point loop compares, as module names: looking a member up on its class
+# (MetricKind.GAUGE) costs about 0.1 µs on Python 3.11, and that loop runs once per point.
+_GAUGE, _HISTOGRAM = MetricKind.GAUGE, MetricKind.HISTOGRAM
+_NUMBER_KINDS = (MetricKind.GAUGE, MetricKind.SUM)
+
 # Attribute text -> KeyValue protos, kept across requests: the same series come back in every
 # export, and building their protos from JSON was the largest cost of encoding. Bounded; only the
 # encoding thread of each sink touches it, and a lost race merely rebuilds an entry.
@@ -98,7 +104,8 @@ def encode_request(batch: PointBatch) -> ExportMetricsServiceRequest:
     # resource index -> (ResourceMetrics, {scope index -> (ScopeMetrics, {metric index -> Metric})})
     tree: dict[int, tuple[pb.ResourceMetrics, dict[int, tuple[pb.ScopeMetrics, dict[int, pb.Metric]]]]] = {}
     attribute_texts = batch.attributes
-    store_only = {i for i, m in enumerate(batch.metrics) if m[0] in STORE_ONLY_METRICS}
+    store_only = {i for i, m in enumerate(batch.metrics) if m.name in STORE_ONLY_METRICS}
+    kinds = [m.kind for m in batch.metrics]
     for p in batch.points:
         if store_only and p[METRIC] in store_only:
             continue  # run events: kept in the store, never sent
@@ -106,49 +113,49 @@ def encode_request(batch: PointBatch) -> ExportMetricsServiceRequest:
         node = tree.get(res_i)
         if node is None:
             rm = request.resource_metrics.add()
-            res_attrs, schema_url = batch.resources[res_i]
-            rm.resource.attributes.extend(_key_values(res_attrs))
-            rm.schema_url = schema_url or ""
+            resource = batch.resources[res_i]
+            rm.resource.attributes.extend(_key_values(resource.attributes))
+            rm.schema_url = resource.schema_url or ""
             node = tree[res_i] = (rm, {})
         scopes = node[1]
         snode = scopes.get(sc_i)
         if snode is None:
             sm = node[0].scope_metrics.add()
-            name, version, sc_attrs, sc_schema = batch.scopes[sc_i]
-            sm.scope.name = name
-            sm.scope.version = version or ""
-            sm.scope.attributes.extend(_key_values(sc_attrs))
-            sm.schema_url = sc_schema or ""
+            scope = batch.scopes[sc_i]
+            sm.scope.name = scope.name
+            sm.scope.version = scope.version or ""
+            sm.scope.attributes.extend(_key_values(scope.attributes))
+            sm.schema_url = scope.schema_url or ""
             snode = scopes[sc_i] = (sm, {})
         metric = snode[1].get(m_i)
         if metric is None:
             metric = snode[0].metrics.add()
-            name, description, unit, kind, temporality, monotonic = batch.metrics[m_i]
-            metric.name, metric.description, metric.unit = name, description or "", unit or ""
-            if kind == "sum":
-                metric.sum.aggregation_temporality = temporality
-                metric.sum.is_monotonic = bool(monotonic)
-            elif kind == "gauge":
+            entry = batch.metrics[m_i]
+            metric.name, metric.description, metric.unit = entry.name, entry.description or "", entry.unit or ""
+            if entry.kind == MetricKind.SUM:
+                metric.sum.aggregation_temporality = entry.temporality
+                metric.sum.is_monotonic = bool(entry.monotonic)
+            elif entry.kind == MetricKind.GAUGE:
                 metric.gauge.SetInParent()
-            elif kind == "histogram":
-                metric.histogram.aggregation_temporality = temporality
-            elif kind == "exponential_histogram":
-                metric.exponential_histogram.aggregation_temporality = temporality
+            elif entry.kind == MetricKind.HISTOGRAM:
+                metric.histogram.aggregation_temporality = entry.temporality
+            elif entry.kind == MetricKind.EXPONENTIAL_HISTOGRAM:
+                metric.exponential_histogram.aggregation_temporality = entry.temporality
             else:
-                raise ValueError(f"unknown metric kind {kind!r} for metric {name!r}")
+                raise ValueError(f"unknown metric kind {entry.kind!r} for metric {entry.name!r}")
             snode[1][m_i] = metric
         kvs = attr_cache.get(attrs_json)
         if kvs is None:
             kvs = attr_cache[attrs_json] = _key_values(json.loads(attrs_json))
-        kind = batch.metrics[m_i][3]
-        if kind in ("gauge", "sum"):
-            dp = (metric.gauge if kind == "gauge" else metric.sum).data_points.add()
+        kind = kinds[m_i]
+        if kind in _NUMBER_KINDS:
+            dp = (metric.gauge if kind == _GAUGE else metric.sum).data_points.add()
             value = p[VALUE]
             if isinstance(value, int) and not isinstance(value, bool):
                 dp.as_int = value
             else:
                 dp.as_double = float(value)
-        elif kind == "histogram":
+        elif kind == _HISTOGRAM:
             h = p[HISTOGRAM]
             dp = metric.histogram.data_points.add()
             dp.count = h["count"]
@@ -194,15 +201,21 @@ def decode_request(request: ExportMetricsServiceRequest) -> PointBatch:
             for metric in sm.metrics:
                 which = metric.WhichOneof("data")
                 if which == "gauge":
-                    m = b.metric(metric.name, metric.description, metric.unit, "gauge")
+                    m = b.metric(metric.name, metric.description, metric.unit, MetricKind.GAUGE)
                     dps: Any = metric.gauge.data_points
                 elif which == "sum":
                     m = b.metric(
-                        metric.name, metric.description, metric.unit, "sum", metric.sum.aggregation_temporality, metric.sum.is_monotonic
+                        metric.name,
+                        metric.description,
+                        metric.unit,
+                        MetricKind.SUM,
+                        metric.sum.aggregation_temporality,
+                        metric.sum.is_monotonic,
                     )
                     dps = metric.sum.data_points
                 elif which == "histogram":
-                    m = b.metric(metric.name, metric.description, metric.unit, "histogram", metric.histogram.aggregation_temporality)
+                    temporality = metric.histogram.aggregation_temporality
+                    m = b.metric(metric.name, metric.description, metric.unit, MetricKind.HISTOGRAM, temporality)
                     for h in metric.histogram.data_points:
                         hist = explicit_histogram(h.count, h.sum, _opt(h, "min"), _opt(h, "max"), h.explicit_bounds, h.bucket_counts)
                         add(
@@ -210,8 +223,8 @@ def decode_request(request: ExportMetricsServiceRequest) -> PointBatch:
                         )
                     continue
                 elif which == "exponential_histogram":
-                    kind, temporality = "exponential_histogram", metric.exponential_histogram.aggregation_temporality
-                    m = b.metric(metric.name, metric.description, metric.unit, kind, temporality)
+                    temporality = metric.exponential_histogram.aggregation_temporality
+                    m = b.metric(metric.name, metric.description, metric.unit, MetricKind.EXPONENTIAL_HISTOGRAM, temporality)
                     for e in metric.exponential_histogram.data_points:
                         hist = exponential_histogram(
                             e.count, e.sum, _opt(e, "min"), _opt(e, "max"), e.scale, e.zero_count,

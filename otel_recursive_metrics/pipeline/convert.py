@@ -31,6 +31,7 @@ from ..model.batch import (
     exponential_histogram,
     new_point,
 )
+from ..model.kinds import MetricKind
 
 __all__ = ["LogContext", "LogItem", "add_log_item", "add_metrics_data", "add_record", "context_number"]
 
@@ -70,6 +71,11 @@ def context_number(ctx: LogContext) -> int:
         return number
 
 
+# The kind of a logged value, as a module name: the loop of add_log_item runs once per logged
+# value, and looking a member up on its class costs about 0.1 µs on Python 3.11.
+_GAUGE = MetricKind.GAUGE
+
+
 def _temporality(value: Any) -> int:
     return int(getattr(value, "value", value) or 0)
 
@@ -104,9 +110,9 @@ def add_metrics_data(builder: BatchBuilder, data: MetricsData, limits: Attribute
                 desc, unit = metric.description or "", metric.unit or ""
                 if isinstance(d, (Sum, Gauge)):
                     if isinstance(d, Sum):
-                        m = builder.metric(metric.name, desc, unit, "sum", _temporality(d.aggregation_temporality), d.is_monotonic)
+                        m = builder.metric(metric.name, desc, unit, MetricKind.SUM, _temporality(d.aggregation_temporality), d.is_monotonic)
                     else:
-                        m = builder.metric(metric.name, desc, unit, "gauge")
+                        m = builder.metric(metric.name, desc, unit, MetricKind.GAUGE)
                     for p in d.data_points:
                         attrs = attrs_json(p.attributes)
                         value = p.value
@@ -115,13 +121,13 @@ def add_metrics_data(builder: BatchBuilder, data: MetricsData, limits: Attribute
                             as_float += 1
                         append(new_point(res, sc, m, attrs, p.start_time_unix_nano or 0, p.time_unix_nano, value))
                 elif isinstance(d, Histogram):
-                    m = builder.metric(metric.name, desc, unit, "histogram", _temporality(d.aggregation_temporality))
+                    m = builder.metric(metric.name, desc, unit, MetricKind.HISTOGRAM, _temporality(d.aggregation_temporality))
                     for h in d.data_points:
                         hist = explicit_histogram(h.count, h.sum, _finite(h.min), _finite(h.max), h.explicit_bounds, h.bucket_counts)
                         attrs = attrs_json(h.attributes)
                         append(new_point(res, sc, m, attrs, h.start_time_unix_nano, h.time_unix_nano, None, histogram=hist))
                 elif isinstance(d, ExponentialHistogram):
-                    m = builder.metric(metric.name, desc, unit, "exponential_histogram", _temporality(d.aggregation_temporality))
+                    m = builder.metric(metric.name, desc, unit, MetricKind.EXPONENTIAL_HISTOGRAM, _temporality(d.aggregation_temporality))
                     for e in d.data_points:
                         hist = exponential_histogram(
                             e.count, e.sum, _finite(e.min), _finite(e.max), e.scale, e.zero_count,
@@ -149,7 +155,7 @@ def add_log_item(builder: BatchBuilder, item: LogItem) -> int:
     metric, prefix, unit = builder.metric, ctx.prefix, ctx.unit
     for name, value in values.items():
         # new_point()'s field order, written out: this loop runs once per logged value.
-        append([res, sc, metric(prefix + name, "", unit, "gauge"), attrs, 0, time_ns, value, step, epoch, None, None])
+        append([res, sc, metric(prefix + name, "", unit, _GAUGE), attrs, 0, time_ns, value, step, epoch, None, None])
     return len(values)
 
 
@@ -173,7 +179,7 @@ def add_record(
     extra = {k: _json_safe(v) for k, v in record.items() if k not in _RECORD_CORE}
     res = builder.resource_object(resource)
     sc = builder.plain_scope(*scope)
-    m = builder.metric(record["metric_name"], str(record.get("description") or ""), str(record.get("unit") or ""), "gauge")
+    m = builder.metric(record["metric_name"], str(record.get("description") or ""), str(record.get("unit") or ""), MetricKind.GAUGE)
     limited, cut = limit_attributes(attrs, limits)
     builder.add_point(
         res,

@@ -135,6 +135,7 @@ def runs_dataframe(store: PointStore, last_of: Sequence[str] = ()) -> Any:
     rows = []
     for run in store.runs(last_of):
         row: dict[str, Any] = {k: v for k, v in run.items() if k not in ("params", "last")}
+        row["status"] = str(run["status"])  # its text: a DataFrame holds data, not the enum
         row["ranks"] = json.dumps(run["ranks"])
         row["metrics"] = json.dumps(run["metrics"])
         row["restarts"] = json.dumps(run["restarts"])

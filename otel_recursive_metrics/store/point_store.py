@@ -175,20 +175,20 @@ class PointStore:
         conn.execute("BEGIN IMMEDIATE")
         try:
             res_ids = []
-            for attrs, schema_url in batch.resources:
-                text = canonical_json(attrs)
+            for resource in batch.resources:
+                text = canonical_json(resource.attributes)
                 res_ids.append(
                     self._intern(
                         "r",
-                        text + "\x00" + schema_url,
+                        text + "\x00" + resource.schema_url,
                         "INSERT OR IGNORE INTO resources(attributes, schema_url) VALUES (?,?)",
                         "SELECT id FROM resources WHERE attributes=? AND schema_url=?",
-                        (text, schema_url),
+                        (text, resource.schema_url),
                     )
                 )
             scope_ids = []
-            for name, version, attrs, schema_url in batch.scopes:
-                params = (name, version or "", canonical_json(attrs), schema_url or "")
+            for scope in batch.scopes:
+                params = (scope.name, scope.version or "", canonical_json(scope.attributes), scope.schema_url or "")
                 scope_ids.append(
                     self._intern(
                         "s",
@@ -199,8 +199,8 @@ class PointStore:
                     )
                 )
             metric_ids = []
-            for name, description, unit, kind, temporality, monotonic in batch.metrics:
-                mparams = (name, description or "", unit or "", kind, int(temporality), int(bool(monotonic)))
+            for m in batch.metrics:
+                mparams = (m.name, m.description or "", m.unit or "", str(m.kind), int(m.temporality), int(bool(m.monotonic)))
                 metric_ids.append(
                     self._intern(
                         "m",
@@ -213,11 +213,11 @@ class PointStore:
             ids_by_text = self._attribute_set_ids(set(batch.attributes))
             attr_ids = [ids_by_text[text] for text in batch.attributes]
             points: Sequence[list[Any]] = batch.points
-            metadata = {i for i, m in enumerate(batch.metrics) if m[0] in RUN_METADATA_METRICS}
+            metadata = {i for i, m in enumerate(batch.metrics) if m.name in RUN_METADATA_METRICS}
             if metadata:
                 # Run metadata (parameters, run events) goes to the run tables, not to points.
-                names = [m[0] for m in batch.metrics]
-                resources = list(zip(res_ids, (r[0] for r in batch.resources), strict=True))
+                names = [m.name for m in batch.metrics]
+                resources = list(zip(res_ids, (r.attributes for r in batch.resources), strict=True))
                 metadata_points = [p for p in points if p[METRIC] in metadata]
                 write_run_metadata(conn, names, metadata_points, resources)
                 points = [p for p in points if p[METRIC] not in metadata]

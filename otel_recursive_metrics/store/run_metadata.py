@@ -7,10 +7,11 @@ turns them, inside the batch's own transaction, into rows of ``run_params``, ``r
 nothing): parameters and run info keep the latest value by time, a process row is keyed by its
 resource, pid and host.
 
-:func:`run_status` judges a run from its processes: ``running`` while one of them is alive,
-``finished`` once all ended so, ``failed`` / ``killed`` when one ended that way, ``crashed`` when
-one vanished without an end (its pid gone on this host; on another host, when its points stopped
-more than :data:`SILENT_AFTER_S` ago).
+:func:`run_status` judges a run from its processes, as a :class:`~otel_recursive_metrics.model.kinds.RunStatus`:
+``running`` while one of them is alive, ``finished`` once all ended so, ``failed`` / ``killed``
+when one ended that way, ``crashed`` when one vanished without an end (its pid gone on this
+host; on another host, when its points stopped more than :data:`SILENT_AFTER_S` ago), and
+``unknown`` for a run with no process recorded.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from .._process import process_alive
 from ..model.batch import EXTRA, METRIC, RESOURCE, TIME, PointBatch
+from ..model.kinds import RunStatus
 from ..model.resource import RUN_EVENT_METRIC, RUN_ID_KEY, RUN_METADATA_METRICS, RUN_PARAMS_METRIC
 
 if TYPE_CHECKING:
@@ -34,6 +36,11 @@ __all__ = ["RUN_METADATA_METRICS", "SILENT_AFTER_S", "KeptRunMetadata", "read_ru
 SILENT_AFTER_S = 600.0
 #: Run-metadata points a writer keeps (the oldest go first; a run has a handful).
 _KEPT_MAX_POINTS = 10_000
+#: A status as stored (``run_processes.status``) to its member.
+_STATUS_OF_TEXT = {status.value: status for status in RunStatus}
+#: Which status of one process makes the run's, first match wins; a run whose processes all
+#: ended otherwise (finished, or a status this version does not know) is finished.
+_PRECEDENCE = (RunStatus.RUNNING, RunStatus.CRASHED, RunStatus.FAILED, RunStatus.KILLED)
 
 
 def write_run_metadata(conn: sqlite3.Connection, metric_names: Sequence[str], points: Iterable[list[Any]], resources: Sequence[Any]) -> int:
@@ -48,7 +55,7 @@ def write_run_metadata(conn: sqlite3.Connection, metric_names: Sequence[str], po
         resource_id, attributes = resources[p[RESOURCE]]
         run_id = attributes.get(RUN_ID_KEY)
         when = int(p[TIME])
-        name = metric_names[p[2]]
+        name = metric_names[p[METRIC]]
         if name == RUN_PARAMS_METRIC:
             params = extra.get("params") or {}
             conn.executemany(
@@ -70,7 +77,7 @@ def write_run_metadata(conn: sqlite3.Connection, metric_names: Sequence[str], po
                     "INSERT INTO run_processes(resource_id, pid, host, process, started_unix_nano, ended_unix_nano, status)"
                     " VALUES (?,?,?,?,NULL,?,?) ON CONFLICT(resource_id, pid, host) DO UPDATE SET"
                     " ended_unix_nano = excluded.ended_unix_nano, status = excluded.status",
-                    (resource_id, pid, host, token, when, str(extra.get("status") or "finished")),
+                    (resource_id, pid, host, token, when, str(extra.get("status") or RunStatus.FINISHED)),
                 )
             elif event == "info":
                 tags = extra.get("run_tags")
@@ -150,23 +157,18 @@ def read_run_metadata(store: PointStore) -> dict[str, dict[str, Any]]:
     return out
 
 
-def run_status(processes: Sequence[Mapping[str, Any]], last_point_unix_nano: int | None, now_unix_nano: int | None = None) -> str:
+def run_status(processes: Sequence[Mapping[str, Any]], last_point_unix_nano: int | None, now_unix_nano: int | None = None) -> RunStatus:
     """A run's status from its processes (see the module docstring); ``unknown`` without any."""
     if not processes:
-        return "unknown"
+        return RunStatus.UNKNOWN
     now = time.time_ns() if now_unix_nano is None else now_unix_nano
-    states = []
+    states: set[RunStatus] = set()
     for proc in processes:
         if proc.get("ended_unix_nano") is not None:
-            states.append(str(proc.get("status") or "finished"))
+            states.add(_STATUS_OF_TEXT.get(str(proc.get("status") or RunStatus.FINISHED), RunStatus.FINISHED))
             continue
         alive = process_alive(proc.get("pid"), proc.get("process"), proc.get("host"))
         if alive is None:  # another host: judge by how recent the run's points are
-            recent = last_point_unix_nano is not None and (now - last_point_unix_nano) / 1e9 < SILENT_AFTER_S
-            states.append("running" if recent else "crashed")
-        else:
-            states.append("running" if alive else "crashed")
-    for status in ("running", "crashed", "failed", "killed"):
-        if status in states:
-            return status
-    return "finished"
+            alive = last_point_unix_nano is not None and (now - last_point_unix_nano) / 1e9 < SILENT_AFTER_S
+        states.add(RunStatus.RUNNING if alive else RunStatus.CRASHED)
+    return next((status for status in _PRECEDENCE if status in states), RunStatus.FINISHED)

@@ -7,6 +7,7 @@ import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from ..model.kinds import RunStatus
 from ..model.resource import RANK_KEY, RESTART_COUNT_KEY, RUN_ID_KEY
 from .run_metadata import read_run_metadata, run_status
 
@@ -22,9 +23,9 @@ def summarize_runs(store: PointStore, last_of: Sequence[str] = ()) -> list[dict[
     Each is ``{"run", "name", "status", "start_time_unix_nano", "end_time_unix_nano",
     "duration_s", "ranks", "restarts", "points", "metrics", "params", "tags", "notes", "last"}``:
     ``ranks`` and ``restarts`` are the sorted distinct ``training.rank`` /
-    ``training.restart_count`` values, ``metrics`` the sorted metric names, ``status`` one of
-    ``running``, ``finished``, ``failed``, ``killed``, ``crashed`` (``unknown`` for a run without
-    run events, one written through the SDK only; see :func:`~.run_metadata.run_status`),
+    ``training.restart_count`` values, ``metrics`` the sorted metric names, ``status`` a
+    :class:`~otel_recursive_metrics.model.kinds.RunStatus` (``unknown`` for a run without run
+    events, one written through the SDK only; see :func:`~.run_metadata.run_status`),
     ``params`` the hyperparameters, ``last`` the last value (by time) of each metric in
     ``last_of``. Points whose resource has no run id are summarised under ``run`` ``None``.
     """
@@ -76,9 +77,9 @@ def summarize_runs(store: PointStore, last_of: Sequence[str] = ()) -> list[dict[
         ends = [p["ended_unix_nano"] for p in processes if p.get("ended_unix_nano")]
         if starts:
             entry["start_time_unix_nano"] = min(entry["start_time_unix_nano"], *starts)
-        if entry["status"] != "running" and ends:
+        if entry["status"] != RunStatus.RUNNING and ends:
             entry["end_time_unix_nano"] = max(entry["end_time_unix_nano"], *ends)
-        end = time.time_ns() if entry["status"] == "running" else entry["end_time_unix_nano"]
+        end = time.time_ns() if entry["status"] == RunStatus.RUNNING else entry["end_time_unix_nano"]
         entry["duration_s"] = max(0.0, (end - entry["start_time_unix_nano"]) / 1e9)
         entry["last"] = last.get(entry["run"], {})
         out.append(entry)
@@ -96,7 +97,7 @@ def summarize_runs(store: PointStore, last_of: Sequence[str] = ()) -> list[dict[
                 "status": status,
                 "start_time_unix_nano": started,
                 "end_time_unix_nano": started,
-                "duration_s": max(0.0, (time.time_ns() - started) / 1e9) if status == "running" else 0.0,
+                "duration_s": max(0.0, (time.time_ns() - started) / 1e9) if status == RunStatus.RUNNING else 0.0,
                 "ranks": [],
                 "restarts": [],
                 "points": 0,

@@ -32,6 +32,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from ..model.kinds import HISTOGRAM_KINDS
 from ..model.resource import RANK_KEY, RESTART_COUNT_KEY, RUN_ID_KEY
 from .downsample import DRAWN_VALUE, IDS_PER_STATEMENT, ROW_SELECT, SERIES_ROWS, bucketed_rows, min_max_buckets
 
@@ -123,7 +124,7 @@ class RunCatalog:
         self.histogram_ids: set[int] = set()
         for metric_id, name, kind in store.read("SELECT id, name, kind FROM metrics ORDER BY id"):
             self.metric_ids.setdefault(name, []).append(metric_id)
-            if "histogram" in kind:
+            if kind in HISTOGRAM_KINDS:
                 self.histogram_ids.add(metric_id)
 
     def run_resources(self, run: str | None) -> list[int]:
