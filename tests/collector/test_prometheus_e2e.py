@@ -159,7 +159,7 @@ def per_rank(prometheus: Prometheus, promql: str) -> dict[str, float]:
 def test_promql_per_rank(
     resource_labels: str | None, start_collector: StartCollector, prometheus: Prometheus, training_run: TrainingRun
 ) -> None:
-    """Two ranks of one run: the README's PromQL for loss and throughput per rank answers per rank.
+    """Two ranks of one run: collector-config/README.md's PromQL for loss and throughput answers per rank.
 
     By default resource attributes are only on ``target_info`` (joined on job + instance);
     with ``PRW_RESOURCE_LABELS`` the listed ones are labels of every series.

@@ -1,8 +1,8 @@
 """System metrics through our exporter, the built Collector and remote write, into Prometheus.
 
-Checks the Prometheus names the README gives (the gateway translates with
+Checks the Prometheus names docs/system-metrics.md gives (the gateway translates with
 ``UnderscoreEscapingWithSuffixes``: units become suffixes, counters get ``_total``, unit ``1``
-gauges get ``_ratio``) and runs the README's per-rank PromQL against two ranks of one run.
+gauges get ``_ratio``) and runs that page's per-rank PromQL against two ranks of one run.
 """
 
 from __future__ import annotations
@@ -79,7 +79,7 @@ def test_system_metrics_reach_prometheus_under_the_readme_names_per_rank(
         expected = {"0"} if otel_name.startswith("system.") else {"0", "1"}
         wait_for(lambda n=prometheus_name, e=expected: ranks_of(n) == e, 30, f"{prometheus_name} for ranks {expected}")
 
-    # The README's per-rank queries.
+    # docs/system-metrics.md's per-rank queries.
     utilization = per_rank(prometheus, f"avg by (training_rank) (hw_gpu_utilization_ratio {by_rank})")
     assert utilization == {"0": 0.75, "1": 0.75}
     series = prometheus.query(f"hw_gpu_memory_usage_bytes {by_rank}")
