@@ -15,18 +15,18 @@ the user's environment                                   defaults
 =======================================================  ====================================
 ``OTEL_METRICS_EXPORTER`` names ``recursive``            ``OTEL_TRACES_EXPORTER=none``,
                                                          ``OTEL_LOGS_EXPORTER=none``
-no ``OTEL_{TRACES,METRICS,LOGS}_EXPORTER`` and no        the two above and
-``OTEL_EXPORTER_OTLP_*`` (or an                          ``OTEL_METRICS_EXPORTER=recursive``
-``OTEL_RECURSIVE_METRICS_*`` variable)
+no ``OTEL_{TRACES,METRICS,LOGS}_EXPORTER``, and either   the two above and
+an ``OTEL_RECURSIVE_METRICS_*`` variable or no           ``OTEL_METRICS_EXPORTER=recursive``
+``OTEL_EXPORTER_OTLP_*`` one
 anything else: another exporter chosen                   what ``opentelemetry-distro`` sets:
 (``OTEL_TRACES_EXPORTER=otlp``), or only OTLP settings   ``otlp`` for all three signals,
                                                          ``OTEL_EXPORTER_OTLP_PROTOCOL=grpc``
 =======================================================  ====================================
 
 So a user who asked for OTLP gets exactly what the stock distro gives, and one who asked for us
-(or for nothing) gets no trace or log exporter that is not installed. Without a distro the stock
-one would default traces to ``otlp``; with no OTLP exporter installed the SDK then fails with a
-traceback and sets up nothing.
+(or for nothing) gets no trace or log exporter that is not installed. (The stock distro alone
+defaults traces to ``otlp``: with no OTLP exporter installed, the SDK then prints a traceback,
+sets up nothing, and the program runs unmeasured.)
 
 Points are collected every ``OTEL_METRIC_EXPORT_INTERVAL`` milliseconds (the SDK's 60000 by
 default), so a script shorter than a minute gets one point per metric, at exit: set it to
