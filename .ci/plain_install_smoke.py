@@ -8,8 +8,13 @@ not installed, and the script checks that the OTLP exporter packages of the test
 - ``plain``: ``TrainingMetrics`` into the store, read back with the installed CLI; the same over
   OTLP/gRPC and OTLP/HTTP to real receivers on loopback (``tests/otlp_receiver.py``, which needs
   only what the package itself depends on).
-- ``instrument``: ``opentelemetry-instrument python app.py`` with ``OTEL_METRICS_EXPORTER=recursive``
-  and the two variables the README names, filling the store from a plain OpenTelemetry program.
+- ``instrument``: ``opentelemetry-instrument python app.py`` fills the store from a plain
+  OpenTelemetry program: with ``OTEL_METRICS_EXPORTER=recursive`` and the trace and log variables
+  set to ``none``; with ``OTEL_METRICS_EXPORTER=recursive`` alone (our distro turns traces and
+  logs off: the extra brings no other distro and no OTLP exporter) and a run id, which the points
+  carry; then ``opentelemetry-bootstrap -a install`` (the extra's pinned release must have every
+  instrumentation it names on the index), ``pip check``, and the single-variable route again with
+  the instrumentations loaded.
 
 Exit code 0 when everything arrived, 1 with the reason otherwise.
 """
@@ -24,6 +29,7 @@ import sys
 import tempfile
 import textwrap
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 STEPS = 100
@@ -97,29 +103,48 @@ def smoke_otlp(workdir: Path) -> None:
         print(f"plain-install smoke: OTLP {protocol}: {STEPS} points at a loopback receiver")
 
 
-def smoke_instrument(workdir: Path) -> None:
+def run_instrumented(workdir: Path, data: Path, **variables: str) -> list[Any]:
+    """``opentelemetry-instrument python app.py`` with no OTEL_ variable but ``variables``; its points."""
     instrument = BIN / "opentelemetry-instrument"
     if not instrument.exists():
         fail("opentelemetry-instrument is missing after installing the instrument extra")
     app = workdir / "app.py"
     app.write_text(APP)
-    data = workdir / "instrumented"
     env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
-    env.update(
-        OTEL_METRICS_EXPORTER="recursive",
-        OTEL_TRACES_EXPORTER="none",
-        OTEL_LOGS_EXPORTER="none",
-        OTEL_RECURSIVE_METRICS_DIR=str(data),
-    )
+    env.update(variables, OTEL_RECURSIVE_METRICS_DIR=str(data))
     done = subprocess.run([str(instrument), sys.executable, str(app)], env=env, capture_output=True, text=True, timeout=120, check=False)
-    if done.returncode != 0:
-        fail(f"opentelemetry-instrument exited {done.returncode}: {done.stderr[-2000:]}")
+    if done.returncode != 0 or "Traceback" in done.stderr:
+        fail(f"opentelemetry-instrument with {variables} exited {done.returncode}: {done.stderr[-2000:]}")
     from otel_recursive_metrics import PointStore
 
-    points = PointStore(data / "metrics.db", readonly=True).query("app.steps")
+    points = PointStore(data / "metrics.db", readonly=True).query("app.steps") if (data / "metrics.db").exists() else []
     if not points or points[-1].value != 50:
-        fail(f"the instrumented program's counter is not in the store: {points}")
+        fail(f"with {variables}, the instrumented program's counter is not in the store: {points}; stderr: {done.stderr[-2000:]}")
+    return points
+
+
+def smoke_instrument(workdir: Path) -> None:
+    if importlib.util.find_spec("opentelemetry.distro") is not None:
+        fail("opentelemetry-distro is installed: the instrument extra should bring only our distro")
+    run_instrumented(
+        workdir, workdir / "all-three", OTEL_METRICS_EXPORTER="recursive", OTEL_TRACES_EXPORTER="none", OTEL_LOGS_EXPORTER="none"
+    )
     print("plain-install smoke: opentelemetry-instrument: the program's counter is in the store (50)")
+    points = run_instrumented(workdir, workdir / "only-ours", OTEL_METRICS_EXPORTER="recursive", OTEL_RECURSIVE_METRICS_RUN_ID="smoke-run")
+    if points[-1].resource.get("training.run.id") != "smoke-run":
+        fail(f"the run id did not reach the SDK's points: resource {points[-1].resource}")
+    print("plain-install smoke: OTEL_METRICS_EXPORTER=recursive alone: recorded, in run smoke-run")
+
+    for command in ([str(BIN / "opentelemetry-bootstrap"), "-a", "install"], [sys.executable, "-m", "pip", "check"]):
+        done = subprocess.run(command, capture_output=True, text=True, timeout=900, check=False)
+        if done.returncode != 0:
+            fail(f"{' '.join(command[-3:])} exited {done.returncode}: {done.stdout[-2000:]}{done.stderr[-2000:]}")
+    installed = subprocess.run([sys.executable, "-m", "pip", "list"], capture_output=True, text=True, timeout=120, check=True).stdout
+    instrumentations = [line.split()[0] for line in installed.splitlines() if line.startswith("opentelemetry-instrumentation-")]
+    if not instrumentations:
+        fail(f"opentelemetry-bootstrap -a install installed no instrumentation: {installed}")
+    run_instrumented(workdir, workdir / "after-bootstrap", OTEL_METRICS_EXPORTER="recursive")
+    print(f"plain-install smoke: opentelemetry-bootstrap -a install: {len(instrumentations)} instrumentations; the route still records")
 
 
 def main() -> None:

@@ -7,6 +7,16 @@ costs microseconds whatever the sinks are doing, and never raises.
 
 Constructed with no arguments it reads ``OTEL_RECURSIVE_METRICS_*`` (and, for the OTLP sink,
 ``OTEL_EXPORTER_OTLP_*``), which is how the SDK builds it from ``OTEL_METRICS_EXPORTER=recursive``.
+With ``opentelemetry-instrument python train.py`` that variable is the only one needed (our distro,
+:mod:`otel_recursive_metrics.distro`, turns the trace and log exporters off); the SDK collects every
+``OTEL_METRIC_EXPORT_INTERVAL`` milliseconds (60000 by default: set ``1000`` for a point a second).
+Like the stock OTLP exporter it honours ``OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE`` and
+``OTEL_EXPORTER_OTLP_METRICS_DEFAULT_HISTOGRAM_AGGREGATION`` (:mod:`~otel_recursive_metrics.sdk_preferences`).
+
+An SDK export whose resource has no ``training.run.id`` gets the process's training attributes
+(:func:`~otel_recursive_metrics.model.resource.training_attributes`: ``OTEL_RECURSIVE_METRICS_RUN_ID``
+or the launcher's run id, the rank, ...), the ones ``configure()`` and ``TrainingMetrics`` give
+their points, so the run is named in the store and in OTLP whichever way the provider was built.
 Every setting is also a keyword argument, which is how the declarative configuration file
 (``OTEL_CONFIG_FILE``) passes its YAML mapping::
 
@@ -23,20 +33,22 @@ import logging
 import time
 from typing import Any
 
-# The synchronous Gauge (SDK >= 1.23, the pin is 1.27) is exported only under a private name.
 from opentelemetry.sdk.metrics.export import (
     AggregationTemporality,
     MetricExporter,
     MetricExportResult,
     MetricsData,
+    ResourceMetrics,
 )
+from opentelemetry.sdk.resources import Resource
 
 from .config import Config, load_config
+from .model.resource import RUN_ID_KEY, training_attributes
 from .pipeline import default as default_pipeline
 from .pipeline import preemption
 from .pipeline.buffer import ExportItem
 from .pipeline.worker import ErrorCallback, Pipeline
-from .sdk_preferences import temporality_from_env
+from .sdk_preferences import aggregation_from_env, temporality_from_env
 from .system import start_when_configured
 
 __all__ = ["RecursiveMetricExporter"]
@@ -49,9 +61,10 @@ class RecursiveMetricExporter(MetricExporter):
 
     ``RecursiveMetricExporter(config=None, **options)``: options are the settings of
     :mod:`otel_recursive_metrics.config` (``sinks``, ``dir``, ``batch_size``, ...); ``config``
-    is a mapping that may use the seed system's keys. Temporality is cumulative by default, like
-    the SDK's OTLP exporter (``OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE`` is honoured
-    by passing ``preferred_temporality``).
+    is a mapping that may use the seed system's keys. Temporality is cumulative and histograms
+    have explicit buckets by default, like the SDK's OTLP exporter, whose two variables are read
+    the same way; ``preferred_temporality`` replaces the first's table, ``preferred_aggregation``
+    is laid over the second's.
     """
 
     def __init__(
@@ -65,9 +78,12 @@ class RecursiveMetricExporter(MetricExporter):
     ) -> None:
         super().__init__(
             preferred_temporality=preferred_temporality or temporality_from_env(),
-            preferred_aggregation=preferred_aggregation,
+            preferred_aggregation={**aggregation_from_env(), **(preferred_aggregation or {})} or None,
         )
         self._failed_logged = False
+        # Read once, here: the same run id (named, or generated for the process) as log() points.
+        self._training_attributes = training_attributes()
+        self._named_resource: tuple[Resource, Resource] | None = None  # (the SDK's, with the run)
         if pipeline is not None:
             # Someone else's pipeline (the system-metrics sampler's, say): not made the default.
             self._pipeline = pipeline
@@ -97,7 +113,7 @@ class RecursiveMetricExporter(MetricExporter):
                 # report them twice.
                 pipeline.stats.ignored_forked_export()
                 return MetricExportResult.SUCCESS
-            if pipeline.offer(ExportItem(time.monotonic_ns(), metrics_data)):
+            if pipeline.offer(ExportItem(time.monotonic_ns(), self._with_run(metrics_data))):
                 return MetricExportResult.SUCCESS
             return MetricExportResult.FAILURE
         except Exception:  # noqa: BLE001 - the SDK's reader must never see us raise
@@ -105,6 +121,28 @@ class RecursiveMetricExporter(MetricExporter):
                 self._failed_logged = True
                 _log.exception("otel-recursive-metrics: export failed")
             return MetricExportResult.FAILURE
+
+    def _with_run(self, data: MetricsData) -> MetricsData:
+        """``data`` with the training attributes added to each resource that names no run."""
+        if all(RUN_ID_KEY in rm.resource.attributes for rm in data.resource_metrics):
+            return data
+        return MetricsData(
+            resource_metrics=[
+                rm
+                if RUN_ID_KEY in rm.resource.attributes
+                else ResourceMetrics(resource=self._named(rm.resource), scope_metrics=rm.scope_metrics, schema_url=rm.schema_url)
+                for rm in data.resource_metrics
+            ]
+        )
+
+    def _named(self, resource: Resource) -> Resource:
+        # A provider exports the same Resource object every time: build its named copy once.
+        cached = self._named_resource
+        if cached is not None and cached[0] is resource:
+            return cached[1]
+        named = Resource({**self._training_attributes, **resource.attributes}, resource.schema_url)
+        self._named_resource = (resource, named)
+        return named
 
     def force_flush(self, timeout_millis: float = 10_000) -> bool:
         """True when everything exported before this call is delivered to every sink."""
