@@ -34,7 +34,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("sinks", "queue"),
     ("pipeline",),
     ("training", "system", "exporter"),
-    (ROOT, "meter_provider", "async_metrics_collector", "metrics_store", "integrations"),
+    (ROOT, "meter_provider", "distro", "async_metrics_collector", "metrics_store", "integrations"),
     ("ui",),
     ("cli", "__main__"),
 ]
