@@ -68,8 +68,10 @@ __all__ = [
     "write_parquet",
 ]
 
-#: Rows a row group holds (and SQLite hands over at a time): about 64k points, a few MB of memory.
+#: Rows a row group holds: about 64k points, a few MB of memory.
 ROW_GROUP_ROWS = 65536
+#: Rows SQLite hands over at a time (a row group is read in several such chunks).
+READ_ROWS = 16384
 
 #: Bumped when a column changes meaning or type (added columns do not bump it).
 EXPORT_FORMAT_VERSION = "1"
@@ -309,13 +311,25 @@ def write_parquet(store: PointStore, query: PointQuery, out: str | IO[bytes], *,
     One row group per ``rows`` points, each read and written before the next is read. A query
     that matches nothing still writes a valid file with the schema and no rows.
     """
-    reader = ColumnReader(store, query, rows)  # ImportError naming the extra first, if pyarrow is missing
+    # Read in smaller chunks than a row group: SQLite's rows are Python objects (about 350 bytes
+    # a point), the Arrow columns they become a tenth of that.
+    reader = ColumnReader(store, query, min(rows, READ_ROWS))  # ImportError naming the extra first, if pyarrow is missing
     # Any: pyarrow's own annotations are partial (mypy --strict refuses its untyped calls).
+    pa: Any = reader.pa
     pq: Any = importlib.import_module("pyarrow.parquet")
-
     written = 0
+    held: list[Any] = []
     with pq.ParquetWriter(out, reader.schema, compression="zstd") as writer:
+
+        def flush() -> None:
+            writer.write_table(pa.Table.from_batches(held, reader.schema), row_group_size=rows)
+            held.clear()
+
         for batch in reader.batches():
-            writer.write_batch(batch, row_group_size=rows)
+            held.append(batch)
             written += batch.num_rows
+            if sum(b.num_rows for b in held) >= rows:
+                flush()
+        if held:
+            flush()
     return written
