@@ -218,7 +218,7 @@ def test_parquet_goes_to_the_store_name_in_the_current_folder_by_default(
     store_file: Path, store: PointStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: Any
 ) -> None:
     monkeypatch.chdir(tmp_path)
-    code, _, err = run_cli(capsys, "export", "--store", str(store_file), "--format", "parquet", "--metric", "lr")
+    code, _, err = run_cli(capsys, "export", "--store", str(store_file), "--metric", "lr")  # parquet is the default format
     assert code == 0 and "metrics.parquet" in err
     _assert_same(_read_rows(tmp_path / "metrics.parquet"), store.query("lr"))
 
@@ -260,6 +260,8 @@ def test_without_pyarrow_one_line_says_how_to_install_it_from_the_clone(
     assert err.strip().splitlines() == [f"otel-recursive-metrics: error: {MISSING_PYARROW}"]
     assert "pip install -e '.[parquet]'" in err
     assert not out.exists()
+    code, printed, _ = run_cli(capsys, "export", "--store", str(store_file), "--format", "csv", "--metric", "lr")
+    assert code == 0 and printed.startswith("metric,kind,run,rank,step,epoch,value")  # the text formats need no pyarrow
 
 
 def test_to_dataframe_with_no_argument_returns_every_point_of_the_store(store: PointStore) -> None:

@@ -1,6 +1,6 @@
 """``otel-recursive-metrics export``: every point of a store, or a filtered part, to a file.
 
-- ``export --store PATH --format parquet|csv|jsonl [--out FILE] [--metric NAME ...] [--run RUN ...]``
+- ``export --store PATH [--format parquet|csv|jsonl] [--out FILE] [--metric NAME ...] [--run RUN ...]``
   and the rest of ``query``'s filters (``--rank``, ``--step-min``, ``--step-max``, ``--limit``,
   ``--last``; ``--follow`` for csv and jsonl).
 - ``parquet`` (the ``parquet`` extra, pyarrow): one row per point with typed columns, for SQL in
@@ -42,7 +42,9 @@ def register(subparsers: Any) -> None:
     """Add ``export``."""
     export = subparsers.add_parser("export", help="write points to a Parquet, CSV or JSON Lines file")
     add_store_arg(export)
-    export.add_argument("--format", choices=FORMATS, required=True, help="parquet (the parquet extra), csv, or jsonl (query's json)")
+    export.add_argument(
+        "--format", choices=FORMATS, default="parquet", help="parquet (the default; the parquet extra), csv, or jsonl (query's json)"
+    )
     export.add_argument("--out", help="file to write; '-' for stdout (default: <store name>.parquet here for parquet, stdout otherwise)")
     add_filters(export)
     export.set_defaults(handler=cmd_export)

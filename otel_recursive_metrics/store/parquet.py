@@ -3,8 +3,8 @@
 ``otel-recursive-metrics export --format parquet`` writes through :func:`write_parquet`. The file
 holds one row per point, oldest first (time, then step: :class:`~.points.PointQuery`'s order),
 in row groups of :data:`ROW_GROUP_ROWS`, compressed with zstd. Each row group is read from SQLite
-as one chunk of rows and turned into Arrow arrays (:class:`ColumnReader`), so memory holds one
-row group whatever the store's size. DuckDB, Polars, pandas, Spark and ClickHouse read it as is::
+in chunks of :data:`READ_ROWS` rows, each turned into Arrow arrays (:class:`ColumnReader`), so
+memory holds one row group whatever the store's size. DuckDB, Polars, pandas, Spark and ClickHouse read it as is::
 
     column                 type                       what
     metric                 string                     the metric's name
