@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 
 from .._files import is_damage
 from .._version import __version__
-from . import compare, dlq, plot, query, runs, sync, ui
+from . import compare, dlq, export, plot, query, runs, sync, ui
 from ._output import CommandError, damaged_store_message, fail
 
 __all__ = ["build_parser", "main"]
@@ -23,7 +23,7 @@ __all__ = ["build_parser", "main"]
 _Handler = Callable[[argparse.Namespace], int]
 
 #: The subcommand modules, in the order ``--help`` lists them.
-_COMMANDS = (query, runs, compare, plot, dlq, sync, ui)
+_COMMANDS = (query, export, runs, compare, plot, dlq, sync, ui)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -30,7 +30,7 @@ from ..store.export import PointWriter
 from ..store.points import PointQuery
 from ._output import CommandError, add_store_arg, format_time, open_store, render_table
 
-__all__ = ["add_filters", "cmd_metrics", "cmd_query", "did_you_mean", "register", "resolve_runs"]
+__all__ = ["add_filters", "cmd_metrics", "cmd_query", "did_you_mean", "point_filters", "register", "resolve_runs", "write_text"]
 
 #: How often ``--follow`` asks the store for new points, and checks whether the runs still run.
 FOLLOW_POLL_S = 0.5
@@ -97,7 +97,8 @@ def _check_metrics(store: PointStore, wanted: Sequence[str] | None) -> None:
             raise CommandError(did_you_mean("metric", metric, known), code=1)
 
 
-def _filters(args: argparse.Namespace, store: PointStore) -> dict[str, Any]:
+def point_filters(args: argparse.Namespace, store: PointStore) -> dict[str, Any]:
+    """:func:`add_filters`' arguments as :class:`PointQuery` keywords (``metric`` aside); unknown names are errors."""
     if args.limit is not None and args.last is not None:
         raise CommandError("--limit (the first N) and --last (the newest N): give one")
     _check_metrics(store, args.metric)
@@ -172,9 +173,9 @@ _FOLLOW_WIDTHS = (24, 24, 4, 8, 12, 23, 0)
 def cmd_query(args: argparse.Namespace) -> int:
     store = open_store(args.store)
     try:
-        filters = _filters(args, store)
+        filters = point_filters(args, store)
         if args.format in ("csv", "json"):
-            return _export(store, args, filters)
+            return write_text(store, args, filters, args.format, sys.stdout)
         printer = _Printer(args.format, sys.stdout)
         points = store.query(args.metric, **filters)
         printer.write(points, follow=args.follow)
@@ -185,9 +186,9 @@ def cmd_query(args: argparse.Namespace) -> int:
     return 0 if printer.printed else 1
 
 
-def _export(store: PointStore, args: argparse.Namespace, filters: dict[str, Any]) -> int:
-    """CSV and JSON lines through :class:`~..store.export.PointWriter` (no object per point)."""
-    writer = PointWriter(store, args.format, sys.stdout)
+def write_text(store: PointStore, args: argparse.Namespace, filters: dict[str, Any], fmt: str, out: TextIO) -> int:
+    """CSV or JSON lines (``fmt``) to ``out`` through :class:`~..store.export.PointWriter` (no object per point)."""
+    writer = PointWriter(store, fmt, out)
     query = PointQuery(args.metric, **filters)
     _, last_row = writer.write(query)
     if args.follow:
