@@ -56,9 +56,7 @@ def _module_path(path: Path) -> list[str]:
 
 
 def _is_type_checking(test: ast.expr) -> bool:
-    return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
-        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING"
-    )
+    return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING")
 
 
 def _runtime_imports(tree: ast.AST) -> Iterator[ast.Import | ast.ImportFrom]:
@@ -130,7 +128,8 @@ def test_no_import_runs_against_the_layer_order() -> None:
         for other, places in sorted(targets.items()):
             if LAYER_OF.get(other, -1) > LAYER_OF.get(unit, -1):
                 wrong += [f"{place}: {unit} (layer {LAYER_OF.get(unit)}) imports {other} (layer {LAYER_OF.get(other)})" for place in places]
-    assert not wrong, "imports against the layer order (bottom first: " + " -> ".join("/".join(x) for x in LAYERS) + "):\n" + "\n".join(wrong)
+    order = " -> ".join("/".join(layer) for layer in LAYERS)
+    assert not wrong, f"imports against the layer order (bottom first: {order}):\n" + "\n".join(wrong)
 
 
 def test_no_cycle_between_units() -> None:
