@@ -318,10 +318,26 @@ def test_long_attribute_legends_sit_below_the_plot_clear_of_the_title(data_dir: 
                 const div = ({CHART})(m);
                 const box = (n) => {{ const r = n.getBoundingClientRect(); return [r.left, r.top, r.right, r.bottom]; }};
                 return {{ title: box(div.querySelector('.gtitle')), legend: box(div.querySelector('.legend')),
-                          plot: box(div.querySelector('.nsewdrag')), names: div.querySelectorAll('.legendtext').length }};
+                          plot: box(div.querySelector('.nsewdrag')), titleText: div.querySelector('.gtitle').textContent,
+                          names: [...div.querySelectorAll('.legendtext')].map((n) => n.textContent) }};
             }}""",
             "http.server.request.count",
         )
-    assert boxes["names"] == 6
+    assert len(boxes["names"]) == 6
+    # The compact form: what every line shares is said once, under the title, not in each name.
+    assert boxes["titleText"].endswith("every line: http.request.method=GET, server.address=metrics.example.internal")
+    assert all(name.startswith("server · http.response.status_code=") and "server.address" not in name for name in boxes["names"])
     title, legend, plot = boxes["title"], boxes["legend"], boxes["plot"]
     assert legend[1] >= plot[3] and legend[1] > title[3]  # below the plot area, so never over the title
+
+
+def test_the_parameters_view_shows_markup_as_text(marked_up: UIServer, page: Any) -> None:
+    query = urllib.parse.urlencode({"param": shared.PARAM_KEY, "metric": shared.METRIC, "refresh": 0})
+    page.goto(f"{marked_up.url}params?{query}")
+    page.wait_for_function("() => window.__orm && window.__orm.paramsChartMs")
+    title = page.text_content("#params-chart .gtitle")
+    assert title == f"{shared.METRIC} (last value) against {shared.PARAM_KEY}"
+    ticks = page.eval_on_selector_all("#params-chart .xtick text", "(nodes) => nodes.map((n) => n.textContent)")
+    assert ticks == [shared.PARAM_VALUE]  # a text value: one category, shown as written
+    assert page.inner_text("#left-out") == "1 of 2 runs are not shown: they have no " + f"{shared.PARAM_KEY} or no {shared.METRIC}."
+    shared.assert_no_markup(page)

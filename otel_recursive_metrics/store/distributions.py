@@ -260,7 +260,8 @@ def read_distributions(
             if after_id is None:
                 rows, complete = _first_rows(store, metric_id, resource_id, until_id, max_points)
             else:
-                rows = store.read(f"{_SERIES} AND p.id > ?4", (metric_id, resource_id, until_id, after_id))
+                # Blocks that end before after_id hold nothing new: skipped without a seek.
+                rows = store.read(f"{_SERIES} AND p.id > ?4 AND b.last_id > ?4", (metric_id, resource_id, until_id, after_id))
                 complete = True
             for row in rows:
                 key = (metric_id, row[_RESOURCE], row[_ATTRIBUTES])

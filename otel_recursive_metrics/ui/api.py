@@ -1,6 +1,7 @@
 """The web view's JSON: what each ``/api/...`` endpoint answers, built from a read-only store.
 
-Kept apart from the HTTP layer (:mod:`.app`) so it reads like the contract it is, and can be
+This module holds the runs, metrics and ranks endpoints and what every endpoint shares (the
+parameter checks, the snapshot ids, the JSON encoding); the others have a module each. Kept apart from the HTTP layer (:mod:`.app`) so it reads like the contract it is, and can be
 called without a server. Every function takes an open :class:`PointStore` and returns plain
 JSON-ready values; :func:`to_json_bytes` encodes them (non-finite floats become ``null``: JSON has
 no infinity, and a chart draws a gap either way).
@@ -13,15 +14,13 @@ no infinity, and a chart draws a gap either way).
 ``GET /api/metrics?run=R[&run=...]``
     ``{"last_id", "runs": {R: [metric, ...]}, "start_time_unix_nano": {R: t}}``: cheap index probes,
     no scan. ``last_id`` (here and in ``/api/runs``) is a snapshot a page can read its series up to.
-``GET /api/series?run=R&metric=M[&run=...][&metric=...][&after_id=N][&until_id=N][&max_points=K]``
-    Every named run with every named metric, read up to ``until_id`` (default: the newest point
-    now) and, with ``after_id``, only what came after it. The answer's ``last_id`` is the
-    snapshot to pass as the next ``after_id``. Each series is ``{"run", "metric", "downsampled",
-    "traces": [{"key", "rank", "restart", "attributes", "step": [...], "time_ms": [...],
-    "value": [...]}]}``; an update lists only the series that have new points, so its size
-    follows the new points, never the history. A trace holds at most ``max_points`` points
-    (default 2,000; see :mod:`otel_recursive_metrics.store.series` for how spikes are kept).
-
+``GET /api/series?run=R&metric=M[...]``
+    The points of charts, up to a snapshot and then only what came after it, with units, kinds
+    and a histogram's distribution: see :mod:`.series_api`.
+``GET /api/params``, ``GET /api/summary``
+    Across runs: the parameters that differ, one metric summed up per run: see :mod:`.across_runs`.
+``GET /api/csv``
+    A chart's every point as CSV: see :mod:`.csv_download`.
 ``GET /api/ranks?run=R[&window_s=S]``
     The skew across the run's ranks, :meth:`PointStore.rank_skew` (per rank the last step, steps
     behind the leader, step rate and GPU utilisation over its last ``window_s`` seconds, default

@@ -247,17 +247,18 @@ const Charts = (() => {
       const labelOf = (run) => this.labels[run] || run || "(none)";
       const entry = this.runs.map((r) => this.data.get(r, group.metric)).find(Boolean);
       const notes = [];
+      const shared = Plots.sharedAttributes(parts.map((p) => p.trace));
       let built;
       if (group.view === "distribution") {
-        built = Plots.bands(parts, entry?.distribution?.percentiles || [], axis, this.starts, labelOf);
+        built = Plots.bands(parts, entry?.distribution?.percentiles || [], axis, this.starts, labelOf, shared);
         if (built.sampled) notes.push("sampled");
       } else {
-        built = Plots.lines(parts, this.options, axis, this.starts, labelOf);
+        built = Plots.lines(parts, this.options, axis, this.starts, labelOf, shared);
         if (built.downsampled) notes.push("downsampled, spikes kept");
       }
       const log = this.options.log.has(group.metric);
       const layout = Plots.layout({
-        title: group.title, unit: this.data.about(group.metric).unit, axis, noSteps: this.options.x === "step" && axis !== "step", notes, log,
+        title: group.title, unit: this.data.about(group.metric).unit, axis, noSteps: this.options.x === "step" && axis !== "step", notes, shared, log,
         legendNames: built.traces.filter((t) => t.showlegend !== false).map((t) => t.name), widthPx: div.clientWidth || 600,
       }, theme);
       if (group.view === "distribution") div.dataset.distribution = group.metric; else div.dataset.metric = group.metric;

@@ -118,6 +118,7 @@
     const layout = {
       title: { text: `${plotText(state.metric)} (${state.agg === "last" ? "last value" : state.agg}) against ${plotText(state.param)}`, font: { size: 14 }, x: 0.02 },
       paper_bgcolor: "rgba(0,0,0,0)", plot_bgcolor: "rgba(0,0,0,0)", font: { color: theme.fg },
+      modebar: { bgcolor: "rgba(0,0,0,0)", color: theme.muted, activecolor: theme.fg },
       xaxis: { ...axis, title: { text: plotText(state.param) }, type: !numbers ? "category" : state.logX ? "log" : "linear" },
       yaxis: { ...axis, title: { text: plotText(state.metric + unit) }, type: state.logY ? "log" : "linear", exponentformat: "e" },
       showlegend: Boolean(colors), legend: { orientation: "h", yref: "container", y: 0, yanchor: "bottom", x: 0 },

@@ -6,17 +6,30 @@
 const Plots = (() => {
   const { clip, plotText } = ORM;
   const DASHES = ["solid", "dot", "dash", "longdash", "dashdot", "longdashdot"];
-  const HEIGHT_PX = 340, LEGEND_ROW_PX = 19, LEGEND_MAX_ROWS = 6, LEGEND_FONT_PX = 11;
+  const HEIGHT_PX = 340, LEGEND_ROW_PX = 24, LEGEND_MAX_ROWS = 6, LEGEND_FONT_PX = 11;
 
   // A legend (and hover) name: every part is the user's, so the whole is escaped for Plotly;
   // each part is cut first, so a long run id leaves room for its rank and attributes.
+  // Attributes every line of a chart shares are left out of the names (the title says them once).
   const NAME_PART_MAX = 100;
-  function traceName(runLabel, trace, ranksInRun) {
+  function traceName(runLabel, trace, ranksInRun, shared) {
     let name = clip(runLabel, NAME_PART_MAX);
     if (ranksInRun > 1 || (trace.rank !== null && trace.rank !== undefined && trace.rank !== 0)) name += ` · rank ${clip(trace.rank, NAME_PART_MAX)}`;
     if (trace.restart) name += ` · restart ${clip(trace.restart, NAME_PART_MAX)}`;
-    const attrs = Object.entries(trace.attributes || {}).map(([k, v]) => `${clip(k, NAME_PART_MAX)}=${clip(v, NAME_PART_MAX)}`).join(", ");
+    const attrs = Object.entries(trace.attributes || {}).filter(([k]) => !(shared && shared.has(k)))
+      .map(([k, v]) => `${clip(k, NAME_PART_MAX)}=${clip(v, NAME_PART_MAX)}`).join(", ");
     return plotText(attrs ? `${name} · ${attrs}` : name, 2 * ORM.PLOT_TEXT_MAX);
+  }
+
+  // The attributes (key -> value) that every one of several traces has, with one value.
+  function sharedAttributes(traces) {
+    const out = new Map();
+    if (traces.length < 2) return out;
+    for (const [key, value] of Object.entries(traces[0].attributes || {})) {
+      const text = JSON.stringify(value);
+      if (traces.every((t) => Object.prototype.hasOwnProperty.call(t.attributes || {}, key) && JSON.stringify(t.attributes[key]) === text)) out.set(key, value);
+    }
+    return out;
   }
 
   // The x axis a chart is drawn on: the page's choice, except that a chart none of whose points
@@ -40,13 +53,13 @@ const Plots = (() => {
   }
 
   // The traces of a chart's lines.
-  function lines(parts, options, axis, starts, labelOf) {
+  function lines(parts, options, axis, starts, labelOf, shared) {
     const out = [];
     let points = 0, downsampled = false;
     for (const part of parts) {
       const { run, trace, color, ranks, index } = part;
       const x = xValues(axis, trace, starts[run]);
-      const name = traceName(labelOf(run), trace, ranks);
+      const name = traceName(labelOf(run), trace, ranks, shared);
       const line = { color, width: 1.5, dash: DASHES[index % DASHES.length] };
       const smoothed = SeriesData.smooth(trace.value, options);
       points += trace.value.length;
@@ -67,7 +80,7 @@ const Plots = (() => {
   // The traces of a histogram's distribution, as TensorBoard draws it: for each trace, bands
   // between the percentiles (min-max, then +-1.5, +-1, +-0.5 sigma), darker towards the
   // median, and the median as a line.
-  function bands(parts, percentiles, axis, starts, labelOf) {
+  function bands(parts, percentiles, axis, starts, labelOf, shared) {
     const out = [];
     let points = 0, sampled = false;
     const n = percentiles.length, median = Math.floor(n / 2);
@@ -86,7 +99,7 @@ const Plots = (() => {
       const customdata = band.values.map((row) => [row[0], row[2], row[n - 3], row[n - 1]]);
       out.push({
         type: "scatter", mode: band.values.length <= 1 ? "markers" : "lines", x, y: column(median), ...legendOf(part), customdata,
-        name: traceName(labelOf(run), band, ranks), line: { color, width: 1.5 }, marker: { color, size: 7 },
+        name: traceName(labelOf(run), band, ranks, shared), line: { color, width: 1.5 }, marker: { color, size: 7 },
         // Ours alone, no user text: Plotly puts the (escaped) trace name beside it.
         hovertemplate: "median %{y:.4g} · 16-84%: %{customdata[1]:.4g} to %{customdata[2]:.4g} · min %{customdata[0]:.4g}, max %{customdata[3]:.4g}",
       });
@@ -108,9 +121,13 @@ const Plots = (() => {
   const UNITLESS = new Set(["", "1"]);
   const X_TITLES = { step: "step", time: "seconds since the run's first point", wall: "wall clock (UTC)" };
 
-  // The layout of a chart. `chart`: {title, unit, axis, noSteps, notes, log, legendNames, widthPx, xRevision}.
+  // The layout of a chart. `chart`: {title, unit, axis, noSteps, notes, shared (attributes every
+  // line has), log, legendNames, widthPx}.
   function layout(chart, theme) {
-    const notes = chart.notes.map((note) => ` <span style='font-size:11px;color:${theme.muted}'>(${note})</span>`).join("");
+    const small = `<span style='font-size:11px;color:${theme.muted}'>`;
+    let notes = chart.notes.map((note) => ` ${small}(${note})</span>`).join("");
+    const shared = [...chart.shared].map(([k, v]) => `${clip(k, NAME_PART_MAX)}=${clip(v, NAME_PART_MAX)}`).join(", ");
+    if (shared) notes += `<br>${small}every line: ${plotText(shared, 160)}</span>`;
     const xTitle = X_TITLES[chart.axis] + (chart.noSteps ? " (these points have no step)" : "");
     const shown = chart.legendNames.length > 1 ? legendRows(chart.legendNames, chart.widthPx - 30) : 0;
     const rows = Math.min(LEGEND_MAX_ROWS, shown);
@@ -120,7 +137,8 @@ const Plots = (() => {
       paper_bgcolor: "rgba(0,0,0,0)",
       plot_bgcolor: "rgba(0,0,0,0)",
       font: { color: theme.fg },
-      margin: { l: 55, r: 15, t: 48, b: 45 },
+      modebar: { bgcolor: "rgba(0,0,0,0)", color: theme.muted, activecolor: theme.fg },
+      margin: { l: 55, r: 15, t: shared ? 62 : 48, b: 45 },
       xaxis: { ...axis, title: { text: xTitle }, type: chart.axis === "wall" ? "date" : "linear" },
       yaxis: { ...axis, exponentformat: "e", type: chart.log ? "log" : "linear", title: { text: UNITLESS.has(chart.unit) ? "" : plotText(chart.unit, 40) } },
       // Below the plot, across its width, so a long attribute set never covers the title; past
@@ -136,5 +154,5 @@ const Plots = (() => {
     };
   }
 
-  return { bands, layout, legendRows, lines, traceName, xAxisOf, xValues };
+  return { bands, layout, legendRows, lines, sharedAttributes, traceName, xAxisOf, xValues };
 })();
