@@ -1,8 +1,9 @@
 """The web view's JSON: what each ``/api/...`` endpoint answers, built from a read-only store.
 
 This module holds the runs, metrics and ranks endpoints and what every endpoint shares (the
-parameter checks, the snapshot ids, the JSON encoding); the others have a module each. Kept apart from the HTTP layer (:mod:`.app`) so it reads like the contract it is, and can be
-called without a server. Every function takes an open :class:`PointStore` and returns plain
+parameter checks, the snapshot ids, the JSON encoding); the others have a module each. Kept
+apart from the HTTP layer (:mod:`.app`) so it reads like the contract it is, and can be called
+without a server. Every function takes an open :class:`PointStore` and returns plain
 JSON-ready values; :func:`to_json_bytes` encodes them (non-finite floats become ``null``: JSON has
 no infinity, and a chart draws a gap either way).
 

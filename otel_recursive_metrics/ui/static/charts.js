@@ -259,7 +259,7 @@ const Charts = (() => {
       const log = this.options.log.has(group.metric);
       const layout = Plots.layout({
         title: group.title, unit: this.data.about(group.metric).unit, axis, noSteps: this.options.x === "step" && axis !== "step", notes, shared, log,
-        legendNames: built.traces.filter((t) => t.showlegend !== false).map((t) => t.name), widthPx: div.clientWidth || 600,
+        legendNames: built.traces.filter((t) => t.showlegend !== false).map((t) => t.name), grouped: parts.some((p) => p.legendTitle), widthPx: div.clientWidth || 600,
       }, theme);
       if (group.view === "distribution") div.dataset.distribution = group.metric; else div.dataset.metric = group.metric;
       Object.assign(div.dataset, { points: String(built.points), traces: String(built.traces.length), x: axis, log: String(log) });

@@ -122,14 +122,15 @@ const Plots = (() => {
   const X_TITLES = { step: "step", time: "seconds since the run's first point", wall: "wall clock (UTC)" };
 
   // The layout of a chart. `chart`: {title, unit, axis, noSteps, notes, shared (attributes every
-  // line has), log, legendNames, widthPx}.
+  // line has), log, legendNames, grouped (legend groups with titles), widthPx}.
   function layout(chart, theme) {
     const small = `<span style='font-size:11px;color:${theme.muted}'>`;
     let notes = chart.notes.map((note) => ` ${small}(${note})</span>`).join("");
     const shared = [...chart.shared].map(([k, v]) => `${clip(k, NAME_PART_MAX)}=${clip(v, NAME_PART_MAX)}`).join(", ");
     if (shared) notes += `<br>${small}every line: ${plotText(shared, 160)}</span>`;
     const xTitle = X_TITLES[chart.axis] + (chart.noSteps ? " (these points have no step)" : "");
-    const shown = chart.legendNames.length > 1 ? legendRows(chart.legendNames, chart.widthPx - 30) : 0;
+    // A legend in groups (runs coloured by a parameter) puts each group's title above its entries.
+    const shown = chart.legendNames.length > 1 ? legendRows(chart.legendNames, chart.widthPx - 30) * (chart.grouped ? 2 : 1) : 0;
     const rows = Math.min(LEGEND_MAX_ROWS, shown);
     const axis = { zeroline: false, gridcolor: theme.grid, linecolor: theme.line, zerolinecolor: theme.line, automargin: true };
     return {
