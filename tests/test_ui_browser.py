@@ -223,10 +223,10 @@ def test_ranks_overlaid_or_split_and_x_as_time(data_dir: Path, monkeypatch: pyte
         assert "ranks=overlay" in page.url and "x=time" in page.url
         # The run page shows the skew across the ranks.
         page.goto(f"{server.url}run?run=ddp&refresh=0")
-        page.wait_for_selector("#ranks table.ranks tbody tr", state="attached")
-        cells = page.eval_on_selector_all("#ranks tbody tr", "(rows) => rows.map((r) => r.cells[0].textContent)")
+        page.wait_for_selector("#rank-skew table.ranks tbody tr", state="attached")
+        cells = page.eval_on_selector_all("#rank-skew tbody tr", "(rows) => rows.map((r) => r.cells[0].textContent)")
         assert cells == ["0", "1"]
-        assert page.text_content("#ranks .verdict").startswith(("Slowest: rank", "No slowest rank"))
+        assert page.text_content("#rank-skew .verdict").startswith(("Slowest: rank", "No slowest rank"))
 
 
 @pytest.mark.slow

@@ -24,7 +24,7 @@ import json
 import sys
 from typing import Any
 
-from ..store import PointStore
+from ..store.run_compare import compare_runs
 from ._output import CommandError, add_store_arg, open_store, render_table
 from .query import did_you_mean, resolve_runs
 from .runs import format_value
@@ -40,46 +40,6 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--all-params", action="store_true", help="list every parameter, not only those that differ")
     parser.add_argument("--format", choices=("table", "json"), default="table")
     parser.set_defaults(handler=cmd_compare)
-
-
-def compare_runs(store: PointStore, runs: list[str], metrics: list[str] | None = None, *, all_params: bool = False) -> dict[str, Any]:
-    """``{"metrics": [{"metric", "run", "points", "last", "last_step", "min", "max"}], "params": {key: {run: value}}}``."""
-    summaries = {str(r["run"]): r for r in store.runs()}
-    if metrics is None:
-        metrics = sorted({m for run in runs for m in summaries[run]["metrics"]})
-    marks_runs = ",".join("?" * len(runs))
-    marks_metrics = ",".join("?" * len(metrics))
-    rows = store.read(
-        "SELECT m.name, json_extract(r.attributes, '$.\"training.run.id\"') AS run, count(*), min(p.value), max(p.value)"
-        " FROM points p JOIN metrics m ON m.id = p.metric_id JOIN resources r ON r.id = p.resource_id"
-        f" WHERE m.name IN ({marks_metrics}) AND json_extract(r.attributes, '$.\"training.run.id\"') IN ({marks_runs})"
-        " GROUP BY m.name, run",
-        [*metrics, *runs],
-    )
-    stats = {(name, run): (count, low, high) for name, run, count, low, high in rows}
-    last = store.read(
-        "SELECT name, run, value, step FROM (SELECT m.name AS name, json_extract(r.attributes, '$.\"training.run.id\"') AS run,"
-        " p.value AS value, p.step AS step, row_number() OVER (PARTITION BY p.metric_id, p.resource_id"
-        " ORDER BY p.time_unix_nano DESC, p.step DESC, p.id DESC) AS n"
-        " FROM points p JOIN metrics m ON m.id = p.metric_id JOIN resources r ON r.id = p.resource_id"
-        f" WHERE m.name IN ({marks_metrics}) AND json_extract(r.attributes, '$.\"training.run.id\"') IN ({marks_runs}))"
-        " WHERE n = 1",
-        [*metrics, *runs],
-    )
-    last_by = {(name, run): (value, step) for name, run, value, step in last}
-    table = []
-    for metric in metrics:
-        for run in runs:
-            count, low, high = stats.get((metric, run), (0, None, None))
-            value, step = last_by.get((metric, run), (None, None))
-            table.append({"metric": metric, "run": run, "points": count, "last": value, "last_step": step, "min": low, "max": high})
-    keys = sorted({k for run in runs for k in summaries[run].get("params", {})})
-    params = {}
-    for key in keys:
-        values = {run: summaries[run].get("params", {}).get(key) for run in runs}
-        if all_params or len({json.dumps(v, sort_keys=True) for v in values.values()}) > 1:
-            params[key] = values
-    return {"metrics": table, "params": params}
 
 
 def cmd_compare(args: argparse.Namespace) -> int:

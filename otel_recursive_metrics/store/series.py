@@ -28,7 +28,7 @@ that may use the store (:class:`PointStore` serialises its own calls).
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -50,10 +50,14 @@ __all__ = [
     "merge_series",
     "min_max_buckets",
     "read_series",
+    "series_rows",
 ]
 
 #: Above this many rows a trace's first load is downsampled inside SQLite instead of in Python.
 IN_MEMORY_MAX_ROWS = 20_000
+
+#: OTLP's AggregationTemporality.CUMULATIVE, as the metrics table stores it.
+_CUMULATIVE = 2
 
 # The fields of a ROW_SELECT row (a histogram point's value is its mean: see downsample.value_sql).
 _ID, _RESOURCE, _ATTRIBUTES, _STEP, _TIME, _VAL = range(6)
@@ -70,6 +74,8 @@ class Trace:
     steps: list[int | None] = field(default_factory=list)
     times_unix_nano: list[int] = field(default_factory=list)
     values: list[float | int | None] = field(default_factory=list)
+    #: Whether points of this trace were left out (min and max per bucket kept): a chart says so.
+    downsampled: bool = False
 
     @property
     def key(self) -> str:
@@ -94,6 +100,11 @@ class Series:
     traces: list[Trace]
     downsampled: bool = False
 
+    def mark_downsampled(self, trace: Trace) -> None:
+        """Note that points of ``trace`` were left out."""
+        trace.downsampled = True
+        self.downsampled = True
+
 
 @dataclass(frozen=True)
 class LastValue:
@@ -108,7 +119,10 @@ class RunCatalog:
     """The store's small tables, read once: which resources make a run, which ids a metric name has.
 
     Build one per request; it does not follow later writes (a new rank or metric shows up in
-    the next catalog).
+    the next catalog). A metric name may have several descriptions (ids): ``units`` and ``kinds``
+    hold the first non-empty unit and the first kind of each name; ``cumulative_ids`` the ids
+    whose points count from a start time (OTLP temporality 2), which a histogram's distribution
+    needs to know (see :mod:`.distributions`).
     """
 
     def __init__(self, store: PointStore) -> None:
@@ -122,10 +136,18 @@ class RunCatalog:
             self.by_run.setdefault(None if run is None else str(run), []).append(resource_id)
         self.metric_ids: dict[str, list[int]] = {}
         self.histogram_ids: set[int] = set()
-        for metric_id, name, kind in store.read("SELECT id, name, kind FROM metrics ORDER BY id"):
+        self.cumulative_ids: set[int] = set()
+        self.units: dict[str, str] = {}
+        self.kinds: dict[str, str] = {}
+        for metric_id, name, kind, unit, temporality in store.read("SELECT id, name, kind, unit, temporality FROM metrics ORDER BY id"):
             self.metric_ids.setdefault(name, []).append(metric_id)
+            self.kinds.setdefault(name, kind)
+            if unit and not self.units.get(name):
+                self.units[name] = unit
             if kind in HISTOGRAM_KINDS:
                 self.histogram_ids.add(metric_id)
+            if temporality == _CUMULATIVE:
+                self.cumulative_ids.add(metric_id)
 
     def run_resources(self, run: str | None) -> list[int]:
         return self.by_run.get(run, [])
@@ -183,6 +205,8 @@ def read_series(
     series = Series(run=run, metric=metric, traces=[])
     if not resources or not metric_ids:
         return series
+    # The traces whose rows were already cut inside SQLite (by resource and attribute set).
+    bucketed: set[tuple[int, int]] = set()
     if after_id is not None:
         rows = _rows_after(store, metric_ids, resources, after_id, until_id)
         grouped = _group(rows)
@@ -195,22 +219,34 @@ def read_series(
                     seen = [row[_ATTRIBUTES] for row in rows]
                     histogram = metric_id in catalog.histogram_ids
                     rows = bucketed_rows(store, metric_id, resource_id, until_id, max_points, histogram=histogram, attribute_sets=seen)
-                    series.downsampled = True
                 for key, trace_rows in _group(rows).items():
                     grouped.setdefault(key, []).extend(trace_rows)
+                    if not complete:
+                        bucketed.add(key)
     attribute_sets = catalog.attribute_sets(key[1] for key in grouped)
     for (resource_id, attributes_id), trace_rows in sorted(grouped.items()):
         trace_rows.sort(key=lambda r: (r[_TIME], -1 if r[_STEP] is None else r[_STEP], r[_ID]))
+        trace = Trace(resource_id, attributes_id, catalog.resources.get(resource_id, {}), attribute_sets.get(attributes_id, {}))
+        if (resource_id, attributes_id) in bucketed:
+            series.mark_downsampled(trace)
         if len(trace_rows) > max_points:
             trace_rows = list(min_max_buckets(trace_rows, max_points, _VAL))  # noqa: PLW2901 - the kept rows replace the read ones
-            series.downsampled = True
-        trace = Trace(resource_id, attributes_id, catalog.resources.get(resource_id, {}), attribute_sets.get(attributes_id, {}))
+            series.mark_downsampled(trace)
         for row in trace_rows:
             trace.steps.append(row[_STEP])
             trace.times_unix_nano.append(row[_TIME])
             trace.values.append(row[_VAL])
         series.traces.append(trace)
     return series
+
+
+def series_rows(store: PointStore, catalog: RunCatalog, run: str | None, metric: str, *, until_id: int) -> Iterator[list[Sequence[Any]]]:
+    """Every point of ``metric`` in ``run`` up to ``until_id``, in chunks, nothing left out: per
+    resource (rank) and metric id, in the order written. A row is ``(id, resource id, attribute
+    set id, step, time, drawn value)``: :data:`~.downsample.ROW_SELECT`'s fields."""
+    for resource_id in catalog.run_resources(run):
+        for metric_id in catalog.metric_ids.get(metric, []):
+            yield from store.read_chunks(f"{SERIES_ROWS} AND p.id <= ?3", (metric_id, resource_id, until_id), size=4096)
 
 
 def _group(rows: Iterable[Sequence[Any]]) -> dict[tuple[int, int], list[Sequence[Any]]]:
@@ -283,10 +319,10 @@ def merge_series(held: Series, news: Series, max_points: int) -> Series:
         rows: list[Sequence[Any]] = list(zip(old.steps, old.times_unix_nano, old.values, strict=True))
         rows += zip(trace.steps, trace.times_unix_nano, trace.values, strict=True)
         rows.sort(key=lambda r: (r[1], -1 if r[0] is None else r[0]))
+        grown = Trace(old.resource_id, old.attributes_id, old.resource, old.attributes, downsampled=old.downsampled or trace.downsampled)
         if len(rows) > max_points:
             rows = list(min_max_buckets(rows, max_points, 2))
-            merged.downsampled = True
-        grown = Trace(old.resource_id, old.attributes_id, old.resource, old.attributes)
+            merged.mark_downsampled(grown)
         for step, time_unix_nano, value in rows:
             grown.steps.append(step)
             grown.times_unix_nano.append(time_unix_nano)

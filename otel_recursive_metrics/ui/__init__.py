@@ -1,11 +1,17 @@
 """A local, read-only web view of the store: runs, one run's charts, runs compared; live.
 
-    $ pip install 'otel-recursive-metrics[ui]'
+    $ pip install -e '.[ui]'                                           # in a clone of the repository
     $ otel-recursive-metrics ui --store ./otel-metrics/metrics.db     # http://127.0.0.1:8470/
+
+Pages: the runs (sortable by a metric's last value), a run (its charts in sections by prefix,
+its ranks' skew), runs compared (the parameters that differ, colours by a parameter), and a
+parameter against a metric across runs; every chart with a log scale and a CSV download, a
+histogram also as a distribution over time, light or dark as the system is.
 
 Layers, top down: :mod:`.server` binds a socket and runs uvicorn, whose protocol (:mod:`.limits`)
 answers 414 to a URL past 8 KiB; :mod:`.app` is the Starlette app (GET routes only, a read-only
-store per thread, :mod:`.headers` on every answer); :mod:`.api` builds each endpoint's JSON;
+store per thread, :mod:`.headers` on every answer); :mod:`.api`, :mod:`.series_api`,
+:mod:`.across_runs` and :mod:`.csv_download` build the endpoints' answers;
 :mod:`otel_recursive_metrics.store.series` reads series from the store, downsampled, and only
 what was added since a client's last request; :mod:`.assets` finds the pages and Plotly's
 bundle. The pages' scripts (``static/*.js``) poll ``/api/series`` with ``after_id`` and append

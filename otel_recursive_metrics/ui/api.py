@@ -1,7 +1,9 @@
 """The web view's JSON: what each ``/api/...`` endpoint answers, built from a read-only store.
 
-Kept apart from the HTTP layer (:mod:`.app`) so it reads like the contract it is, and can be
-called without a server. Every function takes an open :class:`PointStore` and returns plain
+This module holds the runs, metrics and ranks endpoints and what every endpoint shares (the
+parameter checks, the snapshot ids, the JSON encoding); the others have a module each. Kept
+apart from the HTTP layer (:mod:`.app`) so it reads like the contract it is, and can be called
+without a server. Every function takes an open :class:`PointStore` and returns plain
 JSON-ready values; :func:`to_json_bytes` encodes them (non-finite floats become ``null``: JSON has
 no infinity, and a chart draws a gap either way).
 
@@ -13,15 +15,13 @@ no infinity, and a chart draws a gap either way).
 ``GET /api/metrics?run=R[&run=...]``
     ``{"last_id", "runs": {R: [metric, ...]}, "start_time_unix_nano": {R: t}}``: cheap index probes,
     no scan. ``last_id`` (here and in ``/api/runs``) is a snapshot a page can read its series up to.
-``GET /api/series?run=R&metric=M[&run=...][&metric=...][&after_id=N][&until_id=N][&max_points=K]``
-    Every named run with every named metric, read up to ``until_id`` (default: the newest point
-    now) and, with ``after_id``, only what came after it. The answer's ``last_id`` is the
-    snapshot to pass as the next ``after_id``. Each series is ``{"run", "metric", "downsampled",
-    "traces": [{"key", "rank", "restart", "attributes", "step": [...], "time_ms": [...],
-    "value": [...]}]}``; an update lists only the series that have new points, so its size
-    follows the new points, never the history. A trace holds at most ``max_points`` points
-    (default 2,000; see :mod:`otel_recursive_metrics.store.series` for how spikes are kept).
-
+``GET /api/series?run=R&metric=M[...]``
+    The points of charts, up to a snapshot and then only what came after it, with units, kinds
+    and a histogram's distribution: see :mod:`.series_api`.
+``GET /api/params``, ``GET /api/summary``
+    Across runs: the parameters that differ, one metric summed up per run: see :mod:`.across_runs`.
+``GET /api/csv``
+    A chart's every point as CSV: see :mod:`.csv_download`.
 ``GET /api/ranks?run=R[&window_s=S]``
     The skew across the run's ranks, :meth:`PointStore.rank_skew` (per rank the last step, steps
     behind the leader, step rate and GPU utilisation over its last ``window_s`` seconds, default
@@ -40,19 +40,21 @@ from typing import Any
 
 from ..store import PointStore
 from ..store.ranks import DEFAULT_WINDOW_S
-from ..store.series import RunCatalog, Series, last_values, max_point_id, read_series
-from .cache import SeriesCache
+from ..store.series import RunCatalog, last_values, max_point_id
 
 __all__ = [
     "DEFAULT_MAX_POINTS",
     "MAX_POINTS_LIMIT",
     "MAX_SERIES_PER_REQUEST",
+    "MIN_POINTS",
     "RequestError",
+    "finite",
+    "int_param",
     "metrics_payload",
     "ranks_payload",
     "run_param",
     "runs_payload",
-    "series_payload",
+    "snapshot",
     "to_json_bytes",
 ]
 
@@ -73,7 +75,8 @@ def run_param(text: str) -> str | None:
     return text or None
 
 
-def _int_param(params: Mapping[str, Sequence[str]], name: str, default: int | None, low: int, high: int) -> int | None:
+def int_param(params: Mapping[str, Sequence[str]], name: str, default: int | None, low: int, high: int) -> int | None:
+    """The last ``name`` of the query as an integer in ``[low, high]``; ``default`` when absent."""
     values = params.get(name) or []
     if not values:
         return default
@@ -87,7 +90,8 @@ def _int_param(params: Mapping[str, Sequence[str]], name: str, default: int | No
     return number
 
 
-def _finite(value: Any) -> Any:
+def finite(value: Any) -> Any:
+    """``value``, or None where it is a NaN or an infinity (JSON has neither)."""
     if isinstance(value, float) and not math.isfinite(value):
         return None
     return value
@@ -96,7 +100,7 @@ def _finite(value: Any) -> Any:
 def _clean(value: Any) -> Any:
     """``value`` with non-finite floats replaced by None, containers walked."""
     if isinstance(value, float):
-        return _finite(value)
+        return finite(value)
     if isinstance(value, dict):
         return {str(k): _clean(v) for k, v in value.items()}
     if isinstance(value, (list, tuple, set)):
@@ -118,7 +122,7 @@ def runs_payload(store: PointStore) -> dict[str, Any]:
         key = run.get("run")
         per_metric = latest.get(None if key is None else str(key), {})
         run["last"] = {
-            name: {"value": _finite(last.value), "step": last.step, "time_unix_nano": last.time_unix_nano}
+            name: {"value": finite(last.value), "step": last.step, "time_unix_nano": last.time_unix_nano}
             for name, last in sorted(per_metric.items())
         }
     return {"last_id": last_id, "runs": runs}
@@ -142,7 +146,7 @@ def ranks_payload(store: PointStore, params: Mapping[str, Sequence[str]]) -> dic
     runs = params.get("run") or []
     if len(runs) != 1:
         raise RequestError(f"run: give exactly one run (got {len(runs)})")
-    window_s = _int_param(params, "window_s", DEFAULT_WINDOW_S_INT, 1, 86_400)
+    window_s = int_param(params, "window_s", DEFAULT_WINDOW_S_INT, 1, 86_400)
     run = run_param(runs[0])
     if run is None:
         return {"run": None, "ranks": [], "slowest": None}
@@ -158,54 +162,13 @@ def _finite_tree(value: Any) -> Any:
         return {k: _finite_tree(v) for k, v in value.items()}
     if isinstance(value, list):
         return [_finite_tree(v) for v in value]
-    return _finite(value)
+    return finite(value)
 
 
-def _series_json(series: Series, run_text: str) -> dict[str, Any]:
-    return {
-        "run": run_text,
-        "metric": series.metric,
-        "downsampled": series.downsampled,
-        "traces": [
-            {
-                "key": trace.key,
-                "rank": trace.rank,
-                "restart": trace.restart,
-                "attributes": trace.attributes,
-                "step": trace.steps,
-                "time_ms": [t // 1_000_000 for t in trace.times_unix_nano],
-                "value": [_finite(v) for v in trace.values],
-            }
-            for trace in series.traces
-        ],
-    }
-
-
-def series_payload(store: PointStore, params: Mapping[str, Sequence[str]], cache: SeriesCache | None = None) -> dict[str, Any]:
-    """What ``GET /api/series`` answers (see the module docstring); first loads through ``cache``."""
-    runs = params.get("run") or []
-    metrics = params.get("metric") or []
-    if not runs or not metrics:
-        raise RequestError("run and metric are required, each at least once (e.g. /api/series?run=RUN&metric=train.loss)")
-    if len(runs) * len(metrics) > MAX_SERIES_PER_REQUEST:
-        raise RequestError(f"{len(runs)} runs x {len(metrics)} metrics: at most {MAX_SERIES_PER_REQUEST} series a request")
+def snapshot(store: PointStore, params: Mapping[str, Sequence[str]]) -> tuple[int | None, int]:
+    """A request's ``after_id`` (None for a first read) and ``until_id`` (at most the newest point)."""
     newest = max_point_id(store)
-    after_id = _int_param(params, "after_id", None, 0, 2**63 - 1)
-    until_id = _int_param(params, "until_id", newest, 0, 2**63 - 1)
-    max_points = _int_param(params, "max_points", DEFAULT_MAX_POINTS, MIN_POINTS, MAX_POINTS_LIMIT)
-    assert until_id is not None and max_points is not None
-    until_id = min(until_id, newest)
-    payload: dict[str, Any] = {"after_id": after_id, "last_id": until_id, "series": []}
-    if after_id is not None and after_id >= until_id:
-        return payload  # nothing new: the common answer of a live poll, without reading a row
-    catalog = RunCatalog(store)
-    for run_text in dict.fromkeys(runs):
-        for metric in dict.fromkeys(metrics):
-            run = run_param(run_text)
-            if after_id is None and cache is not None:
-                series = cache.read(store, catalog, run, metric, until_id=until_id, max_points=max_points)
-            else:
-                series = read_series(store, catalog, run, metric, until_id=until_id, after_id=after_id, max_points=max_points)
-            if after_id is None or series.traces:
-                payload["series"].append(_series_json(series, run_text))
-    return payload
+    after_id = int_param(params, "after_id", None, 0, 2**63 - 1)
+    until_id = int_param(params, "until_id", newest, 0, 2**63 - 1)
+    assert until_id is not None
+    return after_id, min(until_id, newest)

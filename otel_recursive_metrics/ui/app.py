@@ -3,9 +3,12 @@
     >>> app = create_app("otel-metrics/metrics.db")      # serve it with uvicorn (see .server)
 
 Pages (HTML shells whose script draws everything from the API): ``/`` the runs, ``/run?run=R``
-one run, ``/compare?run=A&run=B&metric=M...`` runs overlaid. ``/api/...`` answers JSON (see
-:mod:`.api` for the contract); ``/static/...`` serves the page scripts and Plotly's own bundle
-from the installed ``plotly`` package (nothing from a CDN, no build step).
+one run, ``/compare?run=A&run=B&metric=M...`` runs overlaid, ``/params`` a parameter against a
+metric across runs. ``/api/...`` answers JSON (the contract: :mod:`.api` for runs, metrics and
+ranks, :mod:`.series_api` for series, :mod:`.across_runs` for parameters and summaries), and
+``/api/csv`` a chart's points as CSV (:mod:`.csv_download`); ``/static/...`` serves the page
+scripts and Plotly's own bundle from the installed ``plotly`` package (nothing from a CDN, no
+build step).
 
 Read-only by construction: the store is opened with ``readonly=True`` (SQLite refuses writes on
 that connection), and every route accepts GET (and HEAD) only, so POST, PUT, PATCH and DELETE
@@ -31,16 +34,19 @@ from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.requests import Request
-from starlette.responses import FileResponse, Response
+from starlette.responses import FileResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from .._version import __version__
 from ..store import PointStore
 from ..store.messages import damaged_store_message
-from .api import RequestError, metrics_payload, ranks_payload, runs_payload, series_payload, to_json_bytes
+from .across_runs import params_payload, summary_payload
+from .api import RequestError, metrics_payload, ranks_payload, runs_payload, to_json_bytes
 from .assets import PAGES, static_file
 from .cache import SeriesCache
+from .csv_download import SeriesDownload
 from .headers import SECURITY_HEADERS, SecurityHeaders
+from .series_api import series_payload
 
 __all__ = ["SECURITY_HEADERS", "StoreReaders", "create_app", "loopback_hosts"]
 
@@ -105,7 +111,8 @@ def create_app(store_path: Path | str, *, host: str = "127.0.0.1") -> Starlette:
     def api(build: Callable[[PointStore, Mapping[str, Sequence[str]]], Any]) -> Callable[[Request], Response]:
         def endpoint(request: Request) -> Response:
             try:
-                return _json(build(readers.get(), _query(request)))
+                answer = build(readers.get(), _query(request))
+                return answer if isinstance(answer, Response) else _json(answer)
             except RequestError as exc:
                 return _json({"error": str(exc)}, 400)
             except sqlite3.DatabaseError as exc:
@@ -117,6 +124,16 @@ def create_app(store_path: Path | str, *, host: str = "127.0.0.1") -> Starlette:
 
     def info(store: PointStore, params: Mapping[str, Sequence[str]]) -> dict[str, Any]:
         return {"store": str(store_path), "version": __version__, "read_only": store.readonly}
+
+    def csv_download(store: PointStore, params: Mapping[str, Sequence[str]]) -> Response:
+        download = SeriesDownload.from_params(store, params)
+        # The download reads through a store of its own, which its last chunk closes: the
+        # chunks are read on whichever pool thread is free, and a long one must not hold a
+        # thread's reader while charts ask for theirs.
+        headers = {"Content-Disposition": f'attachment; filename="{download.filename}"', "Cache-Control": "no-store"}
+        return StreamingResponse(
+            download.lines(PointStore(store_path, readonly=True)), media_type="text/csv; charset=utf-8", headers=headers
+        )
 
     def page(name: str) -> Callable[[Request], Response]:
         path = static_file(PAGES[name])
@@ -139,11 +156,15 @@ def create_app(store_path: Path | str, *, host: str = "127.0.0.1") -> Starlette:
         Route("/", page("runs"), methods=["GET"]),
         Route("/run", page("run"), methods=["GET"]),
         Route("/compare", page("compare"), methods=["GET"]),
+        Route("/params", page("params"), methods=["GET"]),
         Route("/api/info", api(info), methods=["GET"]),
         Route("/api/runs", api(lambda store, params: runs_payload(store)), methods=["GET"]),
         Route("/api/metrics", api(metrics_payload), methods=["GET"]),
         Route("/api/ranks", api(ranks_payload), methods=["GET"]),
         Route("/api/series", api(lambda store, params: series_payload(store, params, cache)), methods=["GET"]),
+        Route("/api/params", api(params_payload), methods=["GET"]),
+        Route("/api/summary", api(summary_payload), methods=["GET"]),
+        Route("/api/csv", api(csv_download), methods=["GET"]),
         Route("/static/{name}", static, methods=["GET"]),
     ]
 

@@ -19,9 +19,21 @@ __all__ = ["PAGES", "STATIC", "plotly_bundle", "static_file"]
 STATIC = Path(__file__).resolve().parent / "static"
 
 #: The HTML shell of each page.
-PAGES = {"runs": "runs.html", "run": "run.html", "compare": "compare.html"}
+PAGES = {"runs": "runs.html", "run": "run.html", "compare": "compare.html", "params": "params.html"}
 
-_SERVED = frozenset({*PAGES.values(), "common.js", "charts.js", "runs.js", "compare.js", "style.css"})
+_SCRIPTS = (
+    "common.js",
+    "colors.js",
+    "series_data.js",
+    "plots.js",
+    "charts.js",
+    "controls.js",
+    "runs.js",
+    "run_page.js",
+    "compare_page.js",
+    "params.js",
+)
+_SERVED = frozenset({*PAGES.values(), *_SCRIPTS, "style.css"})
 
 PLOTLY_BUNDLE = "plotly.min.js"
 

@@ -128,7 +128,8 @@ const ORM = (() => {
   function header(active) {
     const link = (href, text, name) => el("a", { href, class: name === active ? "active" : null }, text);
     const storeInfo = el("span", { class: "store", id: "store-path" });
-    const bar = el("header", {}, el("strong", {}, "otel-recursive-metrics"), el("nav", {}, link("/", "Runs", "runs"), link("/compare", "Compare", "compare")), storeInfo);
+    const nav = el("nav", {}, link("/", "Runs", "runs"), link("/compare", "Compare", "compare"), link("/params", "Parameters", "params"));
+    const bar = el("header", {}, el("strong", {}, "otel-recursive-metrics"), nav, storeInfo);
     document.body.prepend(bar);
     api("/api/info").then((info) => { storeInfo.textContent = `${info.store} · read-only · v${info.version}`; }, () => {});
   }
@@ -148,6 +149,37 @@ const ORM = (() => {
   function refreshMs() {
     const value = Number(pageParams().get("refresh"));
     return pageParams().has("refresh") && isFinite(value) ? Math.max(0, value * 1000) : 1000;
+  }
+
+  // Host, process and GPU metrics: listed after the training ones.
+  const SYSTEM_PREFIXES = ["system.", "process.", "hw."];
+  function isSystem(name) { return SYSTEM_PREFIXES.some((p) => name.startsWith(p)); }
+  function byTrainingFirst(a, b) { return isSystem(a) - isSystem(b) || a.localeCompare(b); }
+
+  // The section a metric's chart goes in: its name up to the first dot (train.loss -> train), as
+  // TensorBoard groups its tags; a name without a dot goes under "other".
+  const SECTION_MAX = 60;
+  function sectionOf(metric) {
+    const dot = metric.indexOf(".");
+    return dot > 0 ? clip(metric.slice(0, dot), SECTION_MAX) : "other";
+  }
+
+  // The page's colours follow the system's light or dark setting (style.css holds both); charts
+  // read them here, and are drawn again when the setting changes.
+  const darkQuery = window.matchMedia ? window.matchMedia("(prefers-color-scheme: dark)") : null;
+  function theme() {
+    const css = getComputedStyle(document.documentElement);
+    const read = (name) => css.getPropertyValue(name).trim();
+    return { dark: Boolean(darkQuery && darkQuery.matches), fg: read("--fg"), muted: read("--muted"), line: read("--line"), grid: read("--grid"), bg: read("--bg") };
+  }
+  function onThemeChange(callback) {
+    if (darkQuery) darkQuery.addEventListener("change", () => callback(theme()));
+  }
+
+  // A run's parameter by key ("optimizer.lr"), undefined when it has none.
+  function paramOf(run, key) {
+    const params = run.params || {};
+    return Object.prototype.hasOwnProperty.call(params, key) ? params[key] : undefined;
   }
 
   // Marks for tests and the benchmark: when the page first showed its data.
@@ -172,5 +204,8 @@ const ORM = (() => {
     return plotly;
   }
 
-  return { api, loadPlotly, el, clip, plotText, PLOT_TEXT_MAX, formatNumber, formatValue, formatTime, formatDuration, formatRanks, runDuration, runLabel, runKey, statusBadge, header, setStatus, pageParams, refreshMs, mark, marks };
+  return {
+    api, loadPlotly, el, clip, plotText, PLOT_TEXT_MAX, formatNumber, formatValue, formatTime, formatDuration, formatRanks, runDuration, runLabel, runKey,
+    statusBadge, header, setStatus, pageParams, refreshMs, mark, marks, isSystem, byTrainingFirst, sectionOf, theme, onThemeChange, paramOf,
+  };
 })();
