@@ -38,7 +38,18 @@ def folder_config(args: argparse.Namespace, *, store: bool = False) -> Config:
 
 
 def open_dead_letters(args: argparse.Namespace) -> DeadLetterQueue:
-    return DeadLetterQueue(folder_config(args).dead_letter_dir, max_bytes=_UNLIMITED_BYTES)
+    """The dead letters of the data folder; CommandError when that folder does not exist.
+
+    A folder without a ``dead-letter`` folder has no dead letters; a data folder that is not
+    there is a mistyped ``--dir`` (or a command run from the wrong place), not an empty one.
+    """
+    config = folder_config(args)
+    if not config.dir.is_dir():
+        what = "the folder does not exist" if not config.dir.exists() else "not a folder"
+        if args.dir:
+            raise CommandError(f"--dir {args.dir!r}: {what}; pass the data folder a run wrote (it holds dead-letter/ and queue/)")
+        raise CommandError(f"data folder {str(config.dir)!r}: {what}; pass --dir (or set $OTEL_RECURSIVE_METRICS_DIR)")
+    return DeadLetterQueue(config.dead_letter_dir, max_bytes=_UNLIMITED_BYTES)
 
 
 def lock_folder(dlq: DeadLetterQueue, args: argparse.Namespace) -> contextlib.AbstractContextManager[None]:

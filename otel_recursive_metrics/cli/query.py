@@ -5,9 +5,10 @@
   times (runs are matched by id or by name); the table and the CSV have a run column. ``json`` is
   one object a line with ``metric``, ``kind``, ``value``, ``attributes``, ``resource``,
   ``time_unix_nano``, ``step`` and the rest of the point; CSV keeps full precision (the shortest
-  text that reads back as the same float). ``--last N`` prints the newest N points, ``--limit N``
-  the first N. ``--follow`` keeps printing points as they are written until every selected run has
-  ended (or Ctrl-C), like ``tail -f``.
+  text that reads back as the same float). ``--last N`` prints the newest N points of each series
+  (a metric of one run, rank and attribute set), ``--limit N`` the first N points in all.
+  ``--follow`` keeps printing points as they are written until every selected run has ended (or
+  Ctrl-C), like ``tail -f``.
 - ``metrics --store PATH``: the metric names in a store, one a line.
 
 A metric or run the store does not have is an error that names what it has and the closest
@@ -28,7 +29,7 @@ from ..model.resource import RANK_KEY, RUN_ID_KEY
 from ..store import PointStore, StoredPoint
 from ..store.export import PointWriter
 from ..store.points import PointQuery
-from ._output import CommandError, add_store_arg, format_time, open_store, render_table
+from ._output import CommandError, add_store_arg, format_time, open_store, positive_int, render_table
 
 __all__ = ["add_filters", "cmd_metrics", "cmd_query", "did_you_mean", "register", "resolve_runs"]
 
@@ -57,8 +58,8 @@ def add_filters(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--rank", type=int, help="training rank (resource attribute training.rank)")
     parser.add_argument("--step-min", type=int, help="first step (inclusive)")
     parser.add_argument("--step-max", type=int, help="last step (inclusive)")
-    parser.add_argument("--limit", type=int, help="the first N points")
-    parser.add_argument("--last", type=int, help="the newest N points (printed oldest first)")
+    parser.add_argument("--limit", type=positive_int, metavar="N", help="the first N points")
+    parser.add_argument("--last", type=positive_int, metavar="N", help="the newest N points of each series (printed oldest first)")
     parser.add_argument("--follow", "-f", action="store_true", help="keep printing new points until the runs end (Ctrl-C to stop)")
 
 

@@ -1,6 +1,6 @@
 """A local, read-only web view of the store: runs, one run's charts, runs compared; live.
 
-    $ pip install 'otel-recursive-metrics[ui]'
+    $ pip install -e '.[ui]'                                          # in your clone
     $ otel-recursive-metrics ui --store ./otel-metrics/metrics.db     # http://127.0.0.1:8470/
 
 Layers, top down: :mod:`.server` binds a socket and runs uvicorn, whose protocol (:mod:`.limits`)
