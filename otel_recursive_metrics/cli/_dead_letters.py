@@ -17,6 +17,7 @@ from ..errors import ConfigError
 from ..queue.dead_letter import DeadLetterEntry, DeadLetterQueue
 from ._lock import check_wait, one_at_a_time
 from ._output import CommandError
+from ._terminal import terminal_text
 
 __all__ = ["entries_text", "folder_config", "lock_folder", "one_line", "open_dead_letters", "select", "size_text"]
 
@@ -87,7 +88,8 @@ def entries_text(n: int) -> str:
 
 
 def one_line(text: str) -> str:
-    return " ".join(text.split())
+    """``text`` (a reason, perhaps a receiver's) on one line, safe to print (see :func:`~._terminal.terminal_text`)."""
+    return terminal_text(" ".join(text.split()))
 
 
 def size_text(n_bytes: float) -> str:

@@ -30,6 +30,7 @@ from ..store import PointStore, StoredPoint
 from ..store.export import PointWriter
 from ..store.points import PointQuery
 from ._output import CommandError, add_store_arg, format_time, open_store, positive_int, render_table
+from ._terminal import pad, terminal_text
 
 __all__ = ["add_filters", "cmd_metrics", "cmd_query", "did_you_mean", "register", "resolve_runs"]
 
@@ -158,9 +159,9 @@ class _Printer:
         if follow:
             # Widths cannot be known ahead when following: fixed ones, one line a point.
             if not self.header_done:
-                self.out.write("  ".join(f"{h:<{w}}" for h, w in zip(header, _FOLLOW_WIDTHS, strict=False)).rstrip() + "\n")
+                self.out.write("  ".join(pad(h, w) for h, w in zip(header, _FOLLOW_WIDTHS, strict=False)).rstrip() + "\n")
             for row in rows[1:]:
-                self.out.write("  ".join(f"{c:<{w}}" for c, w in zip(row, _FOLLOW_WIDTHS, strict=False)).rstrip() + "\n")
+                self.out.write("  ".join(pad(terminal_text(c), w) for c, w in zip(row, _FOLLOW_WIDTHS, strict=False)).rstrip() + "\n")
             return
         render_table(rows, self.out, right=(2, 3, 4))
         if len(rows) == 1:
@@ -242,5 +243,5 @@ def cmd_metrics(args: argparse.Namespace) -> int:
     finally:
         store.close()
     for name in names:
-        print(name)
+        print(terminal_text(name))
     return 0 if names else 1

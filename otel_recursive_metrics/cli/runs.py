@@ -1,11 +1,11 @@
 """``otel-recursive-metrics runs``: the training runs in a store, one line each.
 
     $ otel-recursive-metrics runs --metric train.loss
-    run       start (UTC)  end    duration  status    ranks  points  name      tags   params  train.loss
-    --------  -----------  -----  --------  --------  -----  ------  --------  -----  ------  ----------
-    lr-0.1    01-01 12:00  12:03  3m10s     finished  0-3     48000  sgd 0.1   sweep  lr=0.1     0.4321
-    lr-0.5    01-01 12:04  12:07  3m02s     finished  0-3     48000  sgd 0.5   sweep  lr=0.5     0.1234
-    (parameters every run shares: batch_size=32 optim=sgd; --wide shows each run's)
+    run     start (UTC)  end    duration  status    ranks  points  name     tags   params  train.loss
+    ------  -----------  -----  --------  --------  -----  ------  -------  -----  ------  ----------
+    lr-0.1  01-01 12:00  12:03  3m10s     finished  0-3     48000  sgd 0.1  sweep  lr=0.1      0.4321
+    lr-0.5  01-01 12:04  12:07  3m02s     finished  0-3     48000  sgd 0.5  sweep  lr=0.5      0.1234
+    (parameters of every run, --wide shows them per run: batch_size=32 optim=sgd)
 
 A run is the resource attribute ``training.run.id`` (see :mod:`otel_recursive_metrics.model.resource`);
 points without one are listed as ``(none)``. ``status`` is ``running``, ``finished``,
@@ -49,13 +49,14 @@ import argparse
 import datetime as dt
 import json
 import sys
+import textwrap
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ..model.kinds import RunStatus
 from ..store.ranks import DEFAULT_WINDOW_S
 from ._output import CommandError, add_store_arg, format_duration, format_time, open_store, render_table
-from ._terminal import clip, display_width, fit_table, terminal_text
+from ._terminal import display_width, fit_table, terminal_text
 from .query import resolve_runs
 
 __all__ = [
@@ -204,7 +205,8 @@ def runs_table(
     rows, right, cut = _fit(rows, right, bool(metrics))
     notes = []
     if shared:
-        notes.append(clip(terminal_text(f"(parameters every run shares: {format_params(shared)}; --wide shows each run's)"), FIT_COLUMNS))
+        text = terminal_text(f"(parameters of every run, --wide shows them per run: {format_params(shared)})")
+        notes += textwrap.wrap(text, FIT_COLUMNS, subsequent_indent="  ", max_lines=3, placeholder=" …)")
     if cut:
         notes.append(f"(cut to fit {FIT_COLUMNS} columns; --wide shows every cell whole)")
     return rows, right, notes
