@@ -76,6 +76,7 @@ def test_list_uses_the_environment_folder_and_handles_an_empty_one(data_dir: Pat
     DeadLetterQueue(data_dir / "dead-letter", max_bytes=1 << 30).add(sample_batch(2), reason="permanent error: test", sink="store")
     code, out, _ = run(capsys, "dlq", "list")
     assert code == 0 and "permanent error: test" in out
+    (data_dir / "elsewhere").mkdir()  # an empty data folder (a missing one is an error: test_cli_newcomer.py)
     code, out, _ = run(capsys, "dlq", "list", "--dir", str(data_dir / "elsewhere"))
     assert code == 0 and "no dead letters" in out
 

@@ -279,7 +279,7 @@ def test_without_the_nvml_binding_there_is_no_error_and_one_info_line(
     assert len(ours) == 1, [r.getMessage() for r in ours]
     assert ours[0].levelno == logging.INFO
     message = ours[0].getMessage()
-    assert "no GPU metrics" in message and "not installed" in message and "otel-recursive-metrics[gpu]" in message
+    assert "no GPU metrics" in message and "not installed" in message and "pip install -e '.[gpu]' in your clone" in message
     store = PointStore(data_dir / "metrics.db")
     try:
         assert store.query("process.memory.usage"), "host and process metrics should still be sampled"

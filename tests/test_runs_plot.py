@@ -246,5 +246,5 @@ def test_plot_errors_are_clear(
     assert "in run(s) nope" in capsys.readouterr().err
     monkeypatch.setitem(sys.modules, "matplotlib.backends.backend_agg", None)
     assert cli.main(["plot", "--store", store, "--metric", "train.loss", "--out", out]) == 2
-    assert "pip install 'otel-recursive-metrics[plot]'" in capsys.readouterr().err
+    assert "pip install -e '.[plot]' in your clone" in capsys.readouterr().err
     assert not Path(out).exists()

@@ -337,7 +337,7 @@ def test_cli_errors_name_the_store_the_port_or_the_missing_extra(store: PointSto
         result = run_ui_cli("--store", str(store.path), hide=module)
         assert result.returncode == 2
         assert result.stderr.strip().count("\n") == 0
-        assert "pip install 'otel-recursive-metrics[ui]'" in result.stderr
+        assert "pip install -e '.[ui]' in your clone" in result.stderr
 
 
 def test_importing_the_package_does_not_import_the_ui_extra() -> None:

@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 from .._files import is_damage
 from .._version import __version__
 from . import compare, dlq, export, plot, query, runs, sync, ui
-from ._output import CommandError, damaged_store_message, fail
+from ._output import CommandError, damaged_store_message, fail, require_subcommand
 
 __all__ = ["build_parser", "main"]
 
@@ -29,7 +29,7 @@ _COMMANDS = (query, export, runs, compare, plot, dlq, sync, ui)
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="otel-recursive-metrics", description="Query, plot and replay training metrics.")
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True)
+    sub = require_subcommand(parser, dest="command")
     for module in _COMMANDS:
         module.register(sub)
     return parser

@@ -17,6 +17,7 @@ from ..errors import ConfigError
 from ..queue.dead_letter import DeadLetterEntry, DeadLetterQueue
 from ._lock import check_wait, one_at_a_time
 from ._output import CommandError
+from ._terminal import terminal_text
 
 __all__ = ["entries_text", "folder_config", "lock_folder", "one_line", "open_dead_letters", "select", "size_text"]
 
@@ -38,7 +39,18 @@ def folder_config(args: argparse.Namespace, *, store: bool = False) -> Config:
 
 
 def open_dead_letters(args: argparse.Namespace) -> DeadLetterQueue:
-    return DeadLetterQueue(folder_config(args).dead_letter_dir, max_bytes=_UNLIMITED_BYTES)
+    """The dead letters of the data folder; CommandError when that folder does not exist.
+
+    A folder without a ``dead-letter`` folder has no dead letters; a data folder that is not
+    there is a mistyped ``--dir`` (or a command run from the wrong place), not an empty one.
+    """
+    config = folder_config(args)
+    if not config.dir.is_dir():
+        what = "the folder does not exist" if not config.dir.exists() else "not a folder"
+        if args.dir:
+            raise CommandError(f"--dir {args.dir!r}: {what}; pass the data folder a run wrote (it holds dead-letter/ and queue/)")
+        raise CommandError(f"data folder {str(config.dir)!r}: {what}; pass --dir (or set $OTEL_RECURSIVE_METRICS_DIR)")
+    return DeadLetterQueue(config.dead_letter_dir, max_bytes=_UNLIMITED_BYTES)
 
 
 def lock_folder(dlq: DeadLetterQueue, args: argparse.Namespace) -> contextlib.AbstractContextManager[None]:
@@ -76,7 +88,8 @@ def entries_text(n: int) -> str:
 
 
 def one_line(text: str) -> str:
-    return " ".join(text.split())
+    """``text`` (a reason, perhaps a receiver's) on one line, safe to print (see :func:`~._terminal.terminal_text`)."""
+    return terminal_text(" ".join(text.split()))
 
 
 def size_text(n_bytes: float) -> str:

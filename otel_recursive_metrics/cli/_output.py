@@ -2,7 +2,9 @@
 
 Errors go to stderr as ``otel-recursive-metrics: error: <what was wrong and what would work>``
 and end the command with exit code 2 (:class:`CommandError`). A damaged store is one such error,
-naming the file and how to recover what it holds, never a traceback.
+naming the file and how to recover what it holds, never a traceback. Every cell of a table and
+every error passes through :func:`~._terminal.terminal_text`: text from the store reaches the
+terminal as printable characters only.
 """
 
 from __future__ import annotations
@@ -13,13 +15,14 @@ import sqlite3
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 from .._files import is_damage
 from ..config import Config, env_setting
 from ..errors import ConfigError, StoreVersionError
 from ..store import PointStore
 from ..store.messages import damaged_store_message
+from ._terminal import display_width, pad, terminal_text
 
 __all__ = [
     "CommandError",
@@ -31,7 +34,10 @@ __all__ = [
     "format_duration",
     "format_time",
     "open_store",
+    "positive_int",
     "render_table",
+    "require_subcommand",
+    "store_file",
 ]
 
 
@@ -47,9 +53,44 @@ class CommandError(Exception):
 
 
 def fail(message: str) -> int:
-    """Print ``message`` as the command's error and return exit code 2."""
-    print(f"otel-recursive-metrics: error: {message}", file=sys.stderr)
+    """Print ``message`` as the command's error (one line, control characters escaped) and return exit code 2."""
+    print(f"otel-recursive-metrics: error: {terminal_text(message)}", file=sys.stderr)
     return 2
+
+
+def positive_int(text: str) -> int:
+    """An argparse ``type``: a whole number of 1 or more (argparse's error names the option).
+
+    >>> positive_int("3")
+    3
+    """
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected a whole number of 1 or more")
+    return value
+
+
+def require_subcommand(parser: argparse.ArgumentParser, **options: Any) -> Any:
+    """``parser.add_subparsers(**options)``; run without one, the command lists its subcommands.
+
+    argparse's own error for a missing subcommand names the internal ``dest``
+    (``the following arguments are required: dlq_command``); this prints the command's help,
+    which lists every subcommand with what it does, and an error line, and exits with code 2.
+    """
+    sub = parser.add_subparsers(metavar="SUBCOMMAND", **options)
+
+    def no_subcommand(_args: argparse.Namespace) -> int:
+        sys.stderr.write(parser.format_help())
+        names = list(sub.choices)
+        listed = ", ".join(names[:-1]) + f" or {names[-1]}" if len(names) > 1 else "".join(names)
+        print(f"{parser.prog}: error: a subcommand is needed: {listed}", file=sys.stderr)
+        return 2
+
+    parser.set_defaults(handler=no_subcommand)
+    return sub
 
 
 def default_store() -> str:
@@ -66,11 +107,29 @@ def add_store_arg(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def open_store(path: str | None) -> PointStore:
-    """The store at ``path`` (the default one if None), opened read-only; CommandError if it cannot be."""
+def store_file(path: str | None) -> str:
+    """The store file ``--store path`` names: the file, or the ``metrics.db`` of a data folder.
+
+    None is the default store. CommandError for a path that does not exist, or a folder with no
+    store in it.
+    """
     path = path or default_store()
-    if not Path(path).exists():
+    given = Path(path)
+    if given.is_dir():
+        inside = Config(dir=given).resolved_store_path
+        if not inside.is_file():
+            raise CommandError(
+                f"--store {path!r} is a folder with no {inside.name} in it: pass a store file, or the data folder a run wrote"
+            )
+        return str(inside)
+    if not given.exists():
         raise CommandError(f"--store {path!r}: no such file (train with OTEL_METRICS_EXPORTER=recursive first, or pass --store)")
+    return path
+
+
+def open_store(path: str | None) -> PointStore:
+    """The store at ``path`` (see :func:`store_file`), opened read-only; CommandError if it cannot be."""
+    path = store_file(path)
     try:
         return PointStore(path, readonly=True)
     except StoreVersionError as exc:  # a newer release's store: the one line names the file and both versions
@@ -105,14 +164,16 @@ def render_table(rows: Sequence[Sequence[str]], out: TextIO, *, right: Sequence[
     """Print ``rows`` (the first is the header) as aligned columns with a rule under the header.
 
     Columns whose index is in ``right`` are right-aligned (numbers). With ``free_last`` the last
-    column is not padded (long free text such as a reason).
+    column is not padded (long free text such as a reason). Cells are shown through
+    :func:`~._terminal.terminal_text` and aligned by display width.
     """
     if not rows:
         return
+    rows = [[terminal_text(cell) for cell in row] for row in rows]
     padded = len(rows[0]) - (1 if free_last else 0)
-    widths = [max(len(r[i]) for r in rows) for i in range(padded)]
+    widths = [max(display_width(r[i]) for r in rows) for i in range(padded)]
     for i, row in enumerate(rows):
-        cells = [cell.rjust(w) if j in right else cell.ljust(w) for j, (cell, w) in enumerate(zip(row[:padded], widths, strict=True))]
+        cells = [pad(cell, w, right=j in right) for j, (cell, w) in enumerate(zip(row[:padded], widths, strict=True))]
         if free_last:
             cells.append(row[-1])
         out.write("  ".join(cells).rstrip() + "\n")

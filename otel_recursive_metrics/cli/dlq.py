@@ -51,7 +51,7 @@ from ..sinks.otlp import build_otlp_sink
 from ..sinks.store import StoreSink
 from ._dead_letters import entries_text, folder_config, lock_folder, one_line, open_dead_letters, select, size_text
 from ._lock import add_wait_arg
-from ._output import Progress, fail, format_time, render_table
+from ._output import Progress, fail, format_time, render_table, require_subcommand
 
 __all__ = ["register"]
 
@@ -63,7 +63,7 @@ def register(subparsers: Any) -> None:
         help="list, show, replay or purge dead-lettered batches",
         description="List, show, replay or purge the batches in <dir>/dead-letter (OTLP JSON Lines).",
     )
-    sub = dlq.add_subparsers(dest="dlq_command", required=True)
+    sub = require_subcommand(dlq, dest="dlq_command")
 
     def common(parser: argparse.ArgumentParser, *, ids: bool) -> None:
         parser.add_argument(

@@ -1,4 +1,4 @@
-"""``otel-recursive-metrics plot``: metrics of one or more runs as a PNG.
+"""``otel-recursive-metrics plot``: metrics of one or more runs as an image (PNG, SVG, PDF, JPEG).
 
     $ otel-recursive-metrics plot --metric train.loss --metric train.accuracy --out curves.png
     $ otel-recursive-metrics plot --metric train.loss --run RUN_A --run RUN_B --smooth 20 --out cmp.png
@@ -9,10 +9,11 @@ run has several ranks (filter with ``--rank``), and per attribute set when a met
 run's first point, so runs started at different times overlay. ``--smooth K`` draws the
 K-point trailing mean over the raw values (shown faint). A run resumed from a checkpoint (its
 step going backwards) is drawn as separate segments of the same colour. Values stored as NaN
-are gaps; histogram points are drawn as their mean.
+are gaps; histogram points are drawn as their mean. ``--out``'s extension picks the format
+(:data:`OUT_FORMATS`); its folder must exist.
 
-Needs matplotlib (the ``plot`` extra: ``pip install 'otel-recursive-metrics[plot]'``), imported
-only when this command runs, with the non-interactive Agg backend.
+Needs matplotlib (the ``plot`` extra: ``pip install -e '.[plot]'`` in your clone), imported only
+when this command runs, with the non-interactive Agg backend.
 
 :func:`plot_metrics` returns the matplotlib ``Figure`` for use from Python.
 """
@@ -23,15 +24,21 @@ import argparse
 import json
 import math
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from ..model.resource import RANK_KEY, RUN_ID_KEY
 from ..store import PointStore, StoredPoint
-from ._output import add_store_arg, fail, open_store
+from ._output import CommandError, add_store_arg, fail, open_store
 
-__all__ = ["PlotError", "cmd_plot", "plot_metrics", "register"]
+__all__ = ["OUT_FORMATS", "PlotError", "cmd_plot", "plot_metrics", "register"]
 
-_MISSING_MATPLOTLIB = "matplotlib is not installed; install the plot extra: pip install 'otel-recursive-metrics[plot]'"
+_MISSING_MATPLOTLIB = (
+    "matplotlib is not installed; install the plot extra: pip install -e '.[plot]' in your clone of otel-recursive-metrics"
+)
+
+#: The extensions ``--out`` may have: formats matplotlib writes with what it always brings.
+OUT_FORMATS = ("png", "svg", "pdf", "jpg", "jpeg")
 
 
 class PlotError(Exception):
@@ -40,7 +47,7 @@ class PlotError(Exception):
 
 def register(subparsers: Any) -> None:
     """Add the ``plot`` subcommand."""
-    parser = subparsers.add_parser("plot", help="plot metrics of one or more runs to a PNG (needs the plot extra)")
+    parser = subparsers.add_parser("plot", help="plot metrics of one or more runs to an image: PNG, SVG, PDF (needs the plot extra)")
     add_store_arg(parser)
     parser.add_argument("--metric", action="append", required=True, help="metric name; repeat for one panel each")
     parser.add_argument("--run", action="append", help="run id; repeat to overlay several (default: every run with the metric)")
@@ -50,13 +57,32 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--step-min", type=int, help="first step (inclusive)")
     parser.add_argument("--step-max", type=int, help="last step (inclusive)")
     parser.add_argument("--title", help="figure title (default: the runs drawn)")
-    parser.add_argument("--out", required=True, help="PNG file to write")
+    parser.add_argument("--out", required=True, help=f"image file to write; its extension picks the format ({', '.join(OUT_FORMATS)})")
     parser.set_defaults(handler=cmd_plot)
+
+
+def out_format(out: str) -> str:
+    """The format ``--out out`` asks for (its extension); CommandError naming what is accepted.
+
+    Checked before anything is drawn: a folder that is not there or an extension matplotlib
+    would refuse is one line, not a traceback after the work.
+    """
+    path = Path(out)
+    extension = path.suffix.lower().lstrip(".")
+    if extension not in OUT_FORMATS:
+        found = f"the extension .{extension} is not one it writes" if extension else "no extension"
+        raise CommandError(f"--out {out!r}: {found}; expected a file ending in {', '.join('.' + f for f in OUT_FORMATS)}")
+    folder = path.parent
+    if not folder.is_dir():
+        what = "does not exist" if not folder.exists() else "is not a folder"
+        raise CommandError(f"--out {out!r}: the folder {str(folder)!r} {what}; create it first, or write elsewhere")
+    return extension
 
 
 def cmd_plot(args: argparse.Namespace) -> int:
     if args.smooth < 0:
         return fail("--smooth must be >= 0")
+    extension = out_format(args.out)
     store = open_store(args.store)
     try:
         figure = plot_metrics(
@@ -75,7 +101,10 @@ def cmd_plot(args: argparse.Namespace) -> int:
         return code if str(exc) == _MISSING_MATPLOTLIB else 1
     finally:
         store.close()
-    figure.savefig(args.out, dpi=120)
+    try:
+        figure.savefig(args.out, dpi=120, format=extension)
+    except OSError as exc:  # no permission, a full disk, a folder of that name
+        raise CommandError(f"--out {args.out!r}: cannot write it ({exc.strerror or exc})") from None
     lines = sum(1 for ax in figure.axes for line in ax.get_lines() if not line.get_label().startswith("_"))
     print(f"wrote {args.out}: {len(args.metric)} metric(s), {lines} line(s)")
     return 0

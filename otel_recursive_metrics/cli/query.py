@@ -5,9 +5,10 @@
   times (runs are matched by id or by name); the table and the CSV have a run column. ``json`` is
   one object a line with ``metric``, ``kind``, ``value``, ``attributes``, ``resource``,
   ``time_unix_nano``, ``step`` and the rest of the point; CSV keeps full precision (the shortest
-  text that reads back as the same float). ``--last N`` prints the newest N points, ``--limit N``
-  the first N. ``--follow`` keeps printing points as they are written until every selected run has
-  ended (or Ctrl-C), like ``tail -f``.
+  text that reads back as the same float). ``--last N`` prints the newest N points of each series
+  (a metric of one run, rank and attribute set), ``--limit N`` the first N points in all.
+  ``--follow`` keeps printing points as they are written until every selected run has ended (or
+  Ctrl-C), like ``tail -f``.
 - ``metrics --store PATH``: the metric names in a store, one a line.
 
 A metric or run the store does not have is an error that names what it has and the closest
@@ -28,7 +29,8 @@ from ..model.resource import RANK_KEY, RUN_ID_KEY
 from ..store import PointStore, StoredPoint
 from ..store.export import PointWriter
 from ..store.points import PointQuery
-from ._output import CommandError, add_store_arg, format_time, open_store, render_table
+from ._output import CommandError, add_store_arg, format_time, open_store, positive_int, render_table
+from ._terminal import pad, terminal_text
 
 __all__ = ["add_filters", "cmd_metrics", "cmd_query", "did_you_mean", "point_filters", "register", "resolve_runs", "write_text"]
 
@@ -57,8 +59,8 @@ def add_filters(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--rank", type=int, help="training rank (resource attribute training.rank)")
     parser.add_argument("--step-min", type=int, help="first step (inclusive)")
     parser.add_argument("--step-max", type=int, help="last step (inclusive)")
-    parser.add_argument("--limit", type=int, help="the first N points")
-    parser.add_argument("--last", type=int, help="the newest N points (printed oldest first)")
+    parser.add_argument("--limit", type=positive_int, metavar="N", help="the first N points")
+    parser.add_argument("--last", type=positive_int, metavar="N", help="the newest N points of each series (printed oldest first)")
     parser.add_argument("--follow", "-f", action="store_true", help="keep printing new points until the runs end (Ctrl-C to stop)")
 
 
@@ -158,9 +160,9 @@ class _Printer:
         if follow:
             # Widths cannot be known ahead when following: fixed ones, one line a point.
             if not self.header_done:
-                self.out.write("  ".join(f"{h:<{w}}" for h, w in zip(header, _FOLLOW_WIDTHS, strict=False)).rstrip() + "\n")
+                self.out.write("  ".join(pad(h, w) for h, w in zip(header, _FOLLOW_WIDTHS, strict=False)).rstrip() + "\n")
             for row in rows[1:]:
-                self.out.write("  ".join(f"{c:<{w}}" for c, w in zip(row, _FOLLOW_WIDTHS, strict=False)).rstrip() + "\n")
+                self.out.write("  ".join(pad(terminal_text(c), w) for c, w in zip(row, _FOLLOW_WIDTHS, strict=False)).rstrip() + "\n")
             return
         render_table(rows, self.out, right=(2, 3, 4))
         if len(rows) == 1:
@@ -242,5 +244,5 @@ def cmd_metrics(args: argparse.Namespace) -> int:
     finally:
         store.close()
     for name in names:
-        print(name)
+        print(terminal_text(name))
     return 0 if names else 1

@@ -1,19 +1,31 @@
 """``otel-recursive-metrics runs``: the training runs in a store, one line each.
 
-    $ otel-recursive-metrics runs --store ./otel-metrics/metrics.db --metric train.loss
-    run        start (UTC)          end (UTC)            duration  status    ranks  points  name      params                   train.loss
-    ---------  -------------------  -------------------  --------  --------  -----  ------  --------  -----------------------  ----------
-    spiral-a   2026-01-01 12:00:00  2026-01-01 12:03:10  3m10s     finished  0-3    48000   baseline  batch_size=32 lr=0.5 ... 0.4321
+    $ otel-recursive-metrics runs --metric train.loss
+    run     start (UTC)  end    duration  status    ranks  points  name     tags   params  train.loss
+    ------  -----------  -----  --------  --------  -----  ------  -------  -----  ------  ----------
+    lr-0.1  01-01 12:00  12:03  3m10s     finished  0-3     48000  sgd 0.1  sweep  lr=0.1      0.4321
+    lr-0.5  01-01 12:04  12:07  3m02s     finished  0-3     48000  sgd 0.5  sweep  lr=0.5      0.1234
+    (parameters of every run, --wide shows them per run: batch_size=32 optim=sgd)
 
 A run is the resource attribute ``training.run.id`` (see :mod:`otel_recursive_metrics.model.resource`);
 points without one are listed as ``(none)``. ``status`` is ``running``, ``finished``,
 ``failed``, ``killed`` or ``crashed`` (a process that vanished: see
 :mod:`otel_recursive_metrics.store.run_metadata`), ``-`` for a run that recorded no start (one
 written through the SDK only). ``--metric`` (repeatable) adds the last value of each metric;
-without it the metrics are listed. ``--format json`` prints one object a line with every field
-(``run``, ``name``, ``status``, times, ``duration_s``, ``ranks``, ``restarts``, ``points``,
-``metrics``, ``params``, ``tags``, ``notes``, ``last``). Exit codes: 0, 1 when the store has no
-runs, 2 on bad usage.
+without it the metrics are listed.
+
+The table fits :data:`FIT_COLUMNS` columns: times without seconds (the end without its date on
+the start's day), only the parameters that differ between the runs listed (the shared ones on
+a line below; those with the most distinct values first), no name, tags or params column that
+every run leaves empty, no ranks column when every run is one process, and run ids, names, tags,
+parameters and metric names cut with ``…`` where they are still too long. ``--wide`` prints
+every column whole.
+Every cell is shown through :func:`~._terminal.terminal_text` (control characters escaped):
+names, tags and parameters are whatever the training script wrote.
+
+``--format json`` prints one object a line with every field (``run``, ``name``, ``status``,
+times, ``duration_s``, ``ranks``, ``restarts``, ``points``, ``metrics``, ``params``, ``tags``,
+``notes``, ``last``). Exit codes: 0, 1 when the store has no runs, 2 on bad usage.
 
 ``--ranks RUN`` shows the skew across the ranks of one run instead, the stragglers view of
 distributed training (see :mod:`otel_recursive_metrics.store.ranks` for the definitions)::
@@ -34,17 +46,35 @@ distributed training (see :mod:`otel_recursive_metrics.store.ranks` for the defi
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import json
 import sys
+import textwrap
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ..model.kinds import RunStatus
 from ..store.ranks import DEFAULT_WINDOW_S
 from ._output import CommandError, add_store_arg, format_duration, format_time, open_store, render_table
+from ._terminal import display_width, fit_table, terminal_text
 from .query import resolve_runs
 
-__all__ = ["cmd_ranks", "cmd_runs", "format_params", "format_ranks", "format_skew", "format_value", "register", "skew_verdict"]
+__all__ = [
+    "FIT_COLUMNS",
+    "cmd_ranks",
+    "cmd_runs",
+    "format_params",
+    "format_ranks",
+    "format_skew",
+    "format_value",
+    "register",
+    "runs_table",
+    "shared_params",
+    "skew_verdict",
+]
+
+#: The width ``runs`` fits its table into unless given ``--wide``.
+FIT_COLUMNS = 100
 
 
 def register(subparsers: Any) -> None:
@@ -59,6 +89,9 @@ def register(subparsers: Any) -> None:
         default=DEFAULT_WINDOW_S,
         metavar="SECONDS",
         help=f"with --ranks: measure rates and utilisation over each rank's last SECONDS (default {DEFAULT_WINDOW_S:g})",
+    )
+    parser.add_argument(
+        "--wide", action="store_true", help=f"every column whole: full times, every parameter (default: fit {FIT_COLUMNS} columns)"
     )
     parser.add_argument("--format", choices=("table", "json"), default="table")
     parser.set_defaults(handler=cmd_runs)
@@ -88,15 +121,122 @@ def format_value(value: Any) -> str:
     return value if isinstance(value, str) else json.dumps(value)
 
 
-def format_params(params: Mapping[str, Any], width: int = 40) -> str:
-    """``lr=0.5 batch_size=32 ...`` clipped to ``width`` characters."""
-    text = " ".join(f"{k}={format_value(v)}" for k, v in sorted(params.items()))
-    return text if len(text) <= width else text[: width - 3] + "..."
+def format_params(params: Mapping[str, Any], order: Sequence[str] | None = None) -> str:
+    """``batch_size=32 lr=0.5``: every parameter, in ``order`` (default: by name; a table cuts it)."""
+    keys = sorted(params) if order is None else [key for key in order if key in params]
+    return " ".join(f"{key}={format_value(params[key])}" for key in keys)
 
 
-def _metrics_text(names: Sequence[str], width: int = 60) -> str:
-    text = f"{len(names)}: " + ", ".join(names)
-    return text if len(text) <= width else text[: width - 3] + "..."
+def _canonical(params: Mapping[str, Any]) -> dict[str, str]:
+    return {key: json.dumps(value, sort_keys=True, default=str) for key, value in params.items()}
+
+
+def shared_params(runs: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """The parameters every one of ``runs`` has with the same value (none for fewer than two runs)."""
+    if len(runs) < 2:
+        return {}
+    first, *others = [_canonical(run.get("params") or {}) for run in runs]
+    common = {key for key, text in first.items() if all(params.get(key) == text for params in others)}
+    return {key: value for key, value in (runs[0].get("params") or {}).items() if key in common}
+
+
+def _most_varied_first(runs: Sequence[Mapping[str, Any]]) -> list[str]:
+    """Every parameter name, those with the most distinct values across ``runs`` first (a sweep's axes)."""
+    values: dict[str, set[str | None]] = {}
+    texts = [_canonical(run.get("params") or {}) for run in runs]
+    for key in {key for params in texts for key in params}:
+        values[key] = {params.get(key) for params in texts}
+    return sorted(values, key=lambda key: (-len(values[key]), key))
+
+
+def _short_time(time_unix_nano: int, same_day_as: int | None = None) -> str:
+    """``01-31 12:00`` this year, ``2025-12-31`` before it; ``12:03`` on ``same_day_as``'s date."""
+    if not time_unix_nano:
+        return "?"
+    when = dt.datetime.fromtimestamp(time_unix_nano / 1e9, tz=dt.timezone.utc)
+    if same_day_as and when.date() == dt.datetime.fromtimestamp(same_day_as / 1e9, tz=dt.timezone.utc).date():
+        return when.strftime("%H:%M")
+    if when.year == dt.datetime.now(dt.timezone.utc).year:
+        return when.strftime("%m-%d %H:%M")
+    return when.strftime("%Y-%m-%d")
+
+
+# Columns of the full table, by index.
+_RUN, _RANKS, _POINTS, _NAME, _TAGS, _PARAMS, _FIRST_VALUE = 0, 5, 6, 7, 8, 9, 10
+
+
+def runs_table(
+    runs: Sequence[Mapping[str, Any]], metrics: Sequence[str] = (), *, wide: bool = False
+) -> tuple[list[list[str]], list[int], list[str]]:
+    """The ``runs`` table: ``(rows, right-aligned column indexes, notes to print under it)``.
+
+    ``metrics`` are the columns of last values (none: a column listing each run's metrics).
+    Unless ``wide``, the table is fitted to :data:`FIT_COLUMNS` (see the module's docstring).
+    """
+    shared = {} if wide else shared_params(runs)
+    order = None if wide else _most_varied_first(runs)
+    header = ["run", "start (UTC)", "end (UTC)" if wide else "end", "duration", "status", "ranks", "points", "name", "tags", "params"]
+    header += list(metrics) if metrics else ["metrics"]
+    rows = [header]
+    for run in runs:
+        start, end = run["start_time_unix_nano"], run["end_time_unix_nano"]
+        params = {k: v for k, v in (run.get("params") or {}).items() if k not in shared}
+        end_text = format_time(end) if wide else _short_time(end, same_day_as=start)
+        row = [
+            "(none)" if run["run"] is None else str(run["run"]),
+            format_time(start) if wide else _short_time(start),
+            "-" if run["status"] == RunStatus.RUNNING else end_text,
+            format_duration(run["duration_s"]),
+            "-" if run["status"] == RunStatus.UNKNOWN else str(run["status"]),
+            format_ranks(run["ranks"]),
+            str(run["points"]),
+            run.get("name") or "-",
+            ",".join(str(tag) for tag in run.get("tags") or ()) or "-",
+            format_params(params, order) or "-",
+        ]
+        if metrics:
+            row += [format_value(run["last"].get(m)) for m in metrics]
+        else:
+            row.append(f"{len(run['metrics'])}: " + ", ".join(run["metrics"]))
+        rows.append(row)
+    right = [_POINTS, *range(_FIRST_VALUE, len(header))] if metrics else [_POINTS]
+    if wide:
+        return rows, right, []
+    rows, right, cut = _fit(rows, right, bool(metrics))
+    notes = []
+    if shared:
+        text = terminal_text(f"(parameters of every run, --wide shows them per run: {format_params(shared)})")
+        notes += textwrap.wrap(text, FIT_COLUMNS, subsequent_indent="  ", max_lines=3, placeholder=" …)")
+    if cut:
+        notes.append(f"(cut to fit {FIT_COLUMNS} columns; --wide shows every cell whole)")
+    return rows, right, notes
+
+
+def _fit(rows: list[list[str]], right: list[int], values: bool) -> tuple[list[list[str]], list[int], bool]:
+    """``rows`` cut to :data:`FIT_COLUMNS`, best effort, without the columns that say nothing.
+
+    Left out: name, tags and params when no run has any, ranks when every run has one process.
+    """
+    body = rows[1:]
+    empty = {i for i in (_NAME, _TAGS, _PARAMS) if body and all(row[i] == "-" for row in body)}
+    if all(row[_RANKS] in ("0", "-") for row in body):
+        empty.add(_RANKS)
+    keep = [i for i in range(len(rows[0])) if i not in empty]
+    rows = [[row[i] for i in keep] for row in rows]
+    right = [keep.index(i) for i in right]
+    text_columns = [keep.index(i) for i in (_RUN, _NAME, _TAGS, _PARAMS) if i in keep]
+    value_columns = range(keep.index(_FIRST_VALUE), len(keep))
+    # Free text gives way first, widest first; a last value keeps its number and some of its name.
+    for text_floor, name_floor in ((10, 10), (6, 8)):
+        floors = dict.fromkeys(text_columns, text_floor)
+        for i in value_columns:
+            numbers = max((len(row[i]) for row in rows[1:]), default=1)
+            floors[i] = max(numbers, min(len(rows[0][i]), name_floor)) if values else text_floor + 2
+        fitted, cut = fit_table(rows, FIT_COLUMNS, floors)
+        widths = [max(display_width(row[i]) for row in fitted) for i in range(len(keep))]
+        if sum(widths) + 2 * (len(keep) - 1) <= FIT_COLUMNS:
+            break
+    return fitted, right, cut
 
 
 def cmd_runs(args: argparse.Namespace) -> int:
@@ -112,28 +252,10 @@ def cmd_runs(args: argparse.Namespace) -> int:
         for run in runs:
             out.write(json.dumps(run, separators=(",", ":"), default=str) + "\n")
         return 0 if runs else 1
-    header = ["run", "start (UTC)", "end (UTC)", "duration", "status", "ranks", "points", "name", "params"]
-    header += list(args.metric) if args.metric else ["metrics"]
-    rows = [header]
-    for run in runs:
-        start, end = run["start_time_unix_nano"], run["end_time_unix_nano"]
-        row = [
-            "(none)" if run["run"] is None else str(run["run"]),
-            format_time(start),
-            "-" if run["status"] == RunStatus.RUNNING else format_time(end),
-            format_duration(run["duration_s"]),
-            "-" if run["status"] == RunStatus.UNKNOWN else str(run["status"]),
-            format_ranks(run["ranks"]),
-            str(run["points"]),
-            run.get("name") or "-",
-            format_params(run.get("params") or {}) or "-",
-        ]
-        if args.metric:
-            row += [format_value(run["last"].get(m)) for m in args.metric]
-        else:
-            row.append(_metrics_text(run["metrics"]))
-        rows.append(row)
-    render_table(rows, out, right=(6, *range(9, 9 + len(args.metric or ()))))
+    rows, right, notes = runs_table(runs, args.metric or (), wide=args.wide)
+    render_table(rows, out, right=right)
+    for note in notes:
+        out.write(note + "\n")
     if not runs:
         out.write("(no runs in the store)\n")
     return 0 if runs else 1

@@ -22,12 +22,12 @@ import sys
 import webbrowser
 from typing import Any
 
-from ._output import CommandError, add_store_arg, default_store, open_store
+from ._output import CommandError, add_store_arg, open_store, store_file
 
 __all__ = ["MISSING_EXTRA", "cmd_ui", "register"]
 
 #: The one line printed when the extra is missing.
-MISSING_EXTRA = "the web view needs the ui extra: pip install 'otel-recursive-metrics[ui]'"
+MISSING_EXTRA = "the web view needs the ui extra: pip install -e '.[ui]' in your clone of otel-recursive-metrics"
 
 
 def register(subparsers: Any) -> None:
@@ -51,7 +51,7 @@ def cmd_ui(args: argparse.Namespace) -> int:
         raise CommandError(MISSING_EXTRA)
     if not 0 <= args.port <= 65535:
         raise CommandError(f"--port {args.port}: expected 0 to 65535 (0 picks a free port)")
-    path = args.store or default_store()
+    path = store_file(args.store)
     open_store(path).close()  # a missing or damaged store is an error now, not a blank page later
     try:
         from ..ui.server import UIServer, is_loopback

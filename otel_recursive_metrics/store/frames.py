@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 
 __all__ = ["points_dataframe", "runs_dataframe"]
 
-_MISSING = "pandas is not installed; install the pandas extra: pip install 'otel-recursive-metrics[pandas]'"
+_MISSING = "pandas is not installed; install the pandas extra: pip install -e '.[pandas]' in your clone of otel-recursive-metrics"
 
 
 def _pandas() -> Any:

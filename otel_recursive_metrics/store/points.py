@@ -111,7 +111,8 @@ class PointQuery:
     step_min: int | None = None
     step_max: int | None = None
     limit: int | None = None
-    #: Only the last ``last`` points (still returned oldest first).
+    #: Only the last ``last`` points of each series: a metric of one resource (a run's rank,
+    #: restart) and one attribute set (still returned oldest first).
     last: int | None = None
     #: Only points written after the point with this row id (:attr:`StoredPoint.row_id`).
     after_row_id: int | None = None
@@ -176,8 +177,11 @@ class PointQuery:
         where, params, order = self.parts()
         head = columns or POINT_COLUMNS
         if self.last is not None:
-            # The newest ``last`` rows (by id alone: the rowid index), then in time order.
-            newest = f"SELECT p.id FROM points p{where} ORDER BY p.time_unix_nano DESC, p.step DESC, p.id DESC LIMIT ?"
+            # The newest ``last`` rows of each series (numbered newest first within it), then in time order.
+            newest = (
+                "SELECT id FROM (SELECT p.id, row_number() OVER (PARTITION BY p.metric_id, p.resource_id, p.attributes_id"
+                f" ORDER BY p.time_unix_nano DESC, p.step DESC, p.id DESC) AS newest_first FROM points p{where}) WHERE newest_first <= ?"
+            )
             sql = f"{head} WHERE p.id IN ({newest}){order}"
             params.append(int(self.last))
         else:

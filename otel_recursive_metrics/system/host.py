@@ -73,7 +73,9 @@ def instrument_host(provider: MeterProvider, config: Mapping[str, list[str] | No
         instrumentor_type = _instrumentor_type()
     except ImportError as exc:
         _log.warning(
-            "otel-recursive-metrics: no host or process metrics: %s; install them with pip install 'otel-recursive-metrics[system]'", exc
+            "otel-recursive-metrics: no host or process metrics: %s;"
+            " install them with pip install -e '.[system]' in your clone of otel-recursive-metrics",
+            exc,
         )
         return []
     instrumentor = instrumentor_type(config={k: (None if v is None else list(v)) for k, v in config.items()})

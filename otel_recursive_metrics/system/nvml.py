@@ -2,7 +2,7 @@
 
 NVML is the library ``nvidia-smi`` is built on; it reads the driver without a CUDA context, so it
 costs the training process no GPU memory and never synchronises a stream. Install the binding
-with ``pip install 'otel-recursive-metrics[gpu]'``; the library itself comes with the driver.
+with ``pip install -e '.[gpu]'`` in your clone; the library itself comes with the driver.
 
 Readings and their NVML calls (converted to the units of :data:`~.gpu.GPU_METRICS`):
 
@@ -73,7 +73,8 @@ class NvmlSource:
             import pynvml  # type: ignore[import-untyped]  # nvidia-ml-py ships no type information
         except ImportError as exc:
             raise GpuUnavailableError(
-                f"the NVML binding is not installed ({exc}); install it with pip install 'otel-recursive-metrics[gpu]'"
+                f"the NVML binding is not installed ({exc});"
+                " install it with pip install -e '.[gpu]' in your clone of otel-recursive-metrics"
             ) from None
         try:
             pynvml.nvmlInit()
