@@ -140,13 +140,17 @@ class MemoryBuffer:
         overflow: OverflowPolicy | str,
         block_timeout_s: float,
         on_drop: Callable[[Any], None],
+        on_shut: Callable[[Any], bool],
     ) -> None:
+        """``on_drop(item)``: the overflow policy refused or evicted ``item``. ``on_shut(item)``: an
+        item is offered while the buffer is not :attr:`open`; True to take it all the same."""
         self.max_items = max_items
         self.start_capacity = initial_capacity(max_items, flush_interval_s)
         self.wake_after = wake_after
         self.overflow = OverflowPolicy(overflow)
         self.block_timeout_s = block_timeout_s
         self._on_drop = on_drop
+        self._on_shut = on_shut
         #: How long an item may wait (monotonic ns): ``flush_interval_s`` plus :data:`STALE_AFTER_S`.
         self.max_age_ns = int((flush_interval_s + STALE_AFTER_S) * 1e9)
         self.reset()
@@ -154,6 +158,8 @@ class MemoryBuffer:
     def reset(self) -> None:
         """Forget every item and recreate the primitives (used in a forked child)."""
         self.items: deque[Any] = deque()
+        #: Whether items are taken (the worker runs); see :meth:`offer`.
+        self.open = False
         self.wake = threading.Event()
         self._room = threading.Condition(threading.Lock())
         #: The cap in force now (<= max_items); see the module docstring. Until the worker has
@@ -171,18 +177,22 @@ class MemoryBuffer:
                 self._room.notify_all()
 
     def offer(self, item: Any) -> bool:
-        """Queue ``item`` for the worker; False if the overflow policy refused it.
+        """Queue ``item`` for the worker; False if it was refused (shut, or the overflow policy).
 
-        The training thread calls this for every ``log``: below the capacity it is one append and,
-        every ``batch_size`` items, one wake-up, so that case comes first and calls nothing else.
+        The training thread calls this for every ``log``: while open and below the capacity it is
+        one append and, every ``batch_size`` items, one wake-up, so that case comes first and calls
+        nothing else. While shut, ``on_shut`` decides (the pipeline starts its worker, or counts
+        the item lost after shutdown).
         """
         items = self.items
-        if len(items) < self.capacity:
+        if self.open and len(items) < self.capacity:
             items.append(item)
             if len(items) >= self.wake_after and not self.wake.is_set():
                 self.wake.set()
             return True
-        if not self._make_room():
+        if not self.open and not self._on_shut(item):
+            return False
+        if len(items) >= self.capacity and not self._make_room():
             self._on_drop(item)
             return False
         items.append(item)

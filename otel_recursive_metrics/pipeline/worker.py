@@ -10,8 +10,8 @@ Threads (named, daemon, started lazily at the first offer or flush):
   dead-letter queue) from that sink's own cursor. With ``offline`` the network sinks get none:
   their batches wait on disk for ``otel-recursive-metrics sync``.
 
-The caller's side never waits on disk or network: :meth:`Pipeline.offer` hands the item to
-:meth:`.buffer.MemoryBuffer.offer`. The data folder is checked once, at construction: one that
+The caller's side never waits on disk or network: :attr:`Pipeline.offer` is
+:meth:`.buffer.MemoryBuffer.offer` itself. The data folder is checked once, at construction: one that
 cannot hold files fails then, with a :class:`~otel_recursive_metrics.errors.ConfigError` naming it.
 
 Ending: :meth:`Pipeline.persist` puts what is in memory on disk (what SIGTERM does).
@@ -62,6 +62,11 @@ ErrorCallback = Callable[[BaseException, dict[str, Any]], None]
 class Pipeline:
     """Owns the buffer, the durable queue, the sinks and the worker threads for one config."""
 
+    #: ``offer(item) -> bool``: hand an item to the worker; never blocks unless ``overflow=block``
+    #: was chosen. It is the buffer's own :meth:`~.buffer.MemoryBuffer.offer`, with no call in
+    #: between: the training thread makes it for every ``log``.
+    offer: Callable[[Any], bool]
+
     def __init__(
         self,
         config: Config,
@@ -86,8 +91,10 @@ class Pipeline:
             flush_interval_s=config.flush_interval_s,
             overflow=config.overflow,
             block_timeout_s=config.block_timeout_s,
-            on_drop=self._count_buffer_drop,
+            on_drop=lambda item: self.stats.drop(item_points(item), DropReason.BUFFER_FULL),
+            on_shut=self._admit,
         )
+        self.offer = self.buffer.offer
         #: Sinks this process sends to; with ``offline``, the network ones are left to ``sync``.
         self.offline_sinks = tuple(s for s in config.sinks if config.offline and not is_local_sink(s))
         self.delivering_sinks = tuple(s for s in config.sinks if s not in self.offline_sinks)
@@ -138,18 +145,13 @@ class Pipeline:
     def started(self) -> bool:
         return self._started
 
-    def offer(self, item: Any) -> bool:
-        """Hand an item to the worker; never blocks unless ``overflow=block`` was chosen."""
-        if self._started and not self._closed:
-            return self.buffer.offer(item)  # the training thread's path: see MemoryBuffer.offer
+    def _admit(self, item: Any) -> bool:
+        """An item offered while the buffer is shut: the first one starts the worker; after shutdown, it is lost."""
         if self._closed:
             self.stats.drop(item_points(item), DropReason.SHUTDOWN)
             return False
         self._start()
-        return self.buffer.offer(item)
-
-    def _count_buffer_drop(self, item: Any) -> None:
-        self.stats.drop(item_points(item), DropReason.BUFFER_FULL)
+        return True
 
     def register_error_callback(self, callback: ErrorCallback) -> None:
         self._callbacks.append(callback)
@@ -170,7 +172,7 @@ class Pipeline:
             # Only a thread start here: opening files and connections happens on the worker, so
             # the first export() costs the caller no disk or network time either.
             self._threads = [threading.Thread(target=self._run_ingest, name="otel-recursive-metrics-ingest", daemon=True)]
-            self._started = True
+            self._started = self.buffer.open = True
             self._threads[0].start()
         self.install_sigterm_handler()
 
@@ -347,7 +349,7 @@ class Pipeline:
         return self._nothing_lost_since_last_asked() and delivered and persisted
 
     def _stop_threads(self, deadline: float) -> None:
-        self._closed = True
+        self._closed, self.buffer.open = True, False
         self._stop.set()
         self.buffer.wake.set()
         self._wake_sinks()
