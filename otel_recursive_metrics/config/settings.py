@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from ..model.kinds import OverflowPolicy
 from .parsers import (
     parse_bool,
     parse_choice,
@@ -49,7 +50,7 @@ SEED_KEYS: dict[str, str] = {
     "metrics_retry_delay_sec": "retry_delay_s",
 }
 
-OVERFLOW_POLICIES = ("drop_oldest", "drop_newest", "block")
+OVERFLOW_POLICIES = tuple(policy.value for policy in OverflowPolicy)
 OTLP_PROTOCOLS = ("grpc", "http/protobuf")
 COMPRESSIONS = ("none", "gzip")
 
@@ -70,6 +71,14 @@ class Setting:
     @property
     def default(self) -> Any:
         return _DEFAULTS[self.name]
+
+
+_overflow_choice = parse_choice(OVERFLOW_POLICIES)
+
+
+def parse_overflow(value: Any) -> OverflowPolicy:
+    """The ``overflow`` setting: one of the :class:`~otel_recursive_metrics.model.kinds.OverflowPolicy` values."""
+    return OverflowPolicy(_overflow_choice(value))
 
 
 def _otlp_env(suffix: str) -> tuple[str, ...]:
@@ -117,7 +126,7 @@ SETTINGS: tuple[Setting, ...] = (
         " past it the overflow policy applies.",
     ),
     Setting("max_queue_bytes", parse_int(MiB), "Byte cap of the durable on-disk queue; past it the overflow policy applies."),
-    Setting("overflow", parse_choice(OVERFLOW_POLICIES), "When memory or disk is full: `drop_oldest`, `drop_newest` or `block`."),
+    Setting("overflow", parse_overflow, "When memory or disk is full: `drop_oldest`, `drop_newest` or `block`."),
     Setting("block_timeout_s", parse_float(0.0), "With `overflow=block`, longest wait for room before dropping the newest."),
     Setting("dead_letter_max_bytes", parse_int(0), "Byte cap of the dead-letter folder; past it new dead letters are dropped and counted."),
     Setting(
@@ -221,7 +230,7 @@ class Config:
     max_batch_points: int = 8192
     max_buffer_items: int = 100_000
     max_queue_bytes: int = 1024 * MiB
-    overflow: str = "drop_oldest"
+    overflow: OverflowPolicy = OverflowPolicy.DROP_OLDEST
     block_timeout_s: float = 1.0
     dead_letter_max_bytes: int = 256 * MiB
     fsync: bool = True
@@ -261,11 +270,6 @@ class Config:
     @property
     def dead_letter_dir(self) -> Path:
         return self.dir / "dead-letter"
-
-    @property
-    def network_sinks(self) -> tuple[str, ...]:
-        """The configured sinks that send over the network (what ``offline`` holds back)."""
-        return tuple(s for s in self.sinks if s != "store")
 
     def redacted(self) -> dict[str, Any]:
         """The settings as a dict, header values and endpoint credentials replaced, safe to log."""

@@ -3,7 +3,9 @@
 :meth:`MemoryBuffer.offer` is the only thing the exporter, ``TrainingMetrics.log`` and
 ``submit_metric`` do on the caller's thread: an atomic ``deque.append`` of a reference, plus a
 wake-up once ``batch_size`` items wait. No lock is taken on that path; it never touches disk or
-network.
+network. The worker's side takes items with :meth:`~MemoryBuffer.drain`, puts back what the disk
+refused with :meth:`~MemoryBuffer.requeue_front`, and drops what waited too long with
+:meth:`~MemoryBuffer.drop_older_than`; nothing else touches the deque.
 
 Two caps apply, and past either one the overflow policy decides (every refused or evicted item
 is counted, with its reason):
@@ -45,6 +47,7 @@ from typing import Any, NamedTuple
 
 from opentelemetry.sdk.metrics.export import MetricsData
 
+from ..model.kinds import OverflowPolicy
 from ..model.resource import RUN_METADATA_METRICS
 
 __all__ = [
@@ -133,22 +136,30 @@ class MemoryBuffer:
         *,
         max_items: int,
         wake_after: int,
-        overflow: str,
+        flush_interval_s: float,
+        overflow: OverflowPolicy | str,
         block_timeout_s: float,
         on_drop: Callable[[Any], None],
-        start_capacity: int | None = None,
+        on_shut: Callable[[Any], bool],
     ) -> None:
+        """``on_drop(item)``: the overflow policy refused or evicted ``item``. ``on_shut(item)``: an
+        item is offered while the buffer is not :attr:`open`; True to take it all the same."""
         self.max_items = max_items
-        self.start_capacity = max_items if start_capacity is None else min(max_items, start_capacity)
+        self.start_capacity = initial_capacity(max_items, flush_interval_s)
         self.wake_after = wake_after
-        self.overflow = overflow
+        self.overflow = OverflowPolicy(overflow)
         self.block_timeout_s = block_timeout_s
         self._on_drop = on_drop
+        self._on_shut = on_shut
+        #: How long an item may wait (monotonic ns): ``flush_interval_s`` plus :data:`STALE_AFTER_S`.
+        self.max_age_ns = int((flush_interval_s + STALE_AFTER_S) * 1e9)
         self.reset()
 
     def reset(self) -> None:
         """Forget every item and recreate the primitives (used in a forked child)."""
         self.items: deque[Any] = deque()
+        #: Whether items are taken (the worker runs); see :meth:`offer`.
+        self.open = False
         self.wake = threading.Event()
         self._room = threading.Condition(threading.Lock())
         #: The cap in force now (<= max_items); see the module docstring. Until the worker has
@@ -161,13 +172,26 @@ class MemoryBuffer:
     def set_capacity(self, items: int) -> None:
         """Cap what may wait in memory at ``items`` (never above ``max_items``, never below 1)."""
         self.capacity = max(1, min(self.max_items, int(items)))
-        if self.overflow == "block":
+        if self.overflow is OverflowPolicy.BLOCK:
             with self._room:
                 self._room.notify_all()
 
     def offer(self, item: Any) -> bool:
-        """Queue ``item`` for the worker; False if the overflow policy refused it."""
+        """Queue ``item`` for the worker; False if it was refused (shut, or the overflow policy).
+
+        The training thread calls this for every ``log``: while open and below the capacity it is
+        one append and, every ``batch_size`` items, one wake-up, so that case comes first and calls
+        nothing else. While shut, ``on_shut`` decides (the pipeline starts its worker, or counts
+        the item lost after shutdown).
+        """
         items = self.items
+        if self.open and len(items) < self.capacity:
+            items.append(item)
+            if len(items) >= self.wake_after and not self.wake.is_set():
+                self.wake.set()
+            return True
+        if not self.open and not self._on_shut(item):
+            return False
         if len(items) >= self.capacity and not self._make_room():
             self._on_drop(item)
             return False
@@ -176,14 +200,31 @@ class MemoryBuffer:
             self.wake.set()
         return True
 
+    def requeue_front(self, items: list[Any]) -> None:
+        """Put ``items`` (taken by :meth:`drain`, oldest first) back in front, in their order.
+
+        For what the worker took but could not put on disk: it is taken again, first, at the next run.
+        """
+        self.items.extendleft(reversed(items))
+
+    def take_all(self) -> list[Any]:
+        """Empty the buffer and return what it held, oldest first, waking nobody (at the end: what is lost)."""
+        taken = list(self.items)
+        self.items.clear()
+        return taken
+
+    def points(self) -> int:
+        """How many points the waiting items hold."""
+        return sum(item_points(item) for item in list(self.items))
+
     def _make_room(self) -> bool:
-        if self.overflow == "drop_oldest":
+        if self.overflow is OverflowPolicy.DROP_OLDEST:
             try:
                 self._on_drop(self.items.popleft())
             except IndexError:
                 pass
             return True
-        if self.overflow == "block" and self.block_timeout_s > 0:
+        if self.overflow is OverflowPolicy.BLOCK and self.block_timeout_s > 0:
             deadline = time.monotonic() + self.block_timeout_s
             self.wake.set()
             with self._room:
@@ -202,9 +243,10 @@ class MemoryBuffer:
         except IndexError:
             return None
 
-    def drop_older_than(self, cutoff_ns: int, on_drop: Callable[[Any], None]) -> int:
-        """Drop (through ``on_drop``) the items offered before ``cutoff_ns`` (monotonic); how many."""
+    def drop_older_than(self, cutoff_ns: int) -> int:
+        """Drop the items offered before ``cutoff_ns`` (monotonic); how many points they held."""
         items = self.items
+        points = 0
         dropped = 0
         while True:
             try:
@@ -217,11 +259,11 @@ class MemoryBuffer:
                 item = items.popleft()
             except IndexError:
                 break
-            on_drop(item)
+            points += item_points(item)
             dropped += 1
         if dropped:
             self._notify_room()
-        return dropped
+        return points
 
     def drain(self, limit: int | None = None) -> list[Any]:
         """Take up to ``limit`` items (all if None), oldest first; wakes blocked producers."""
@@ -239,6 +281,6 @@ class MemoryBuffer:
         return out
 
     def _notify_room(self) -> None:
-        if self.overflow == "block":
+        if self.overflow is OverflowPolicy.BLOCK:
             with self._room:
                 self._room.notify_all()

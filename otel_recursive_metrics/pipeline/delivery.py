@@ -36,6 +36,7 @@ from collections.abc import Callable
 
 from ..config import Config
 from ..model.batch import PointBatch
+from ..model.kinds import LossOutcome
 from ..queue.dead_letter import DeadLetterQueue, brief_reason
 from ..queue.slot import QueueSlot
 from ..sinks.base import Sink
@@ -135,7 +136,7 @@ class SinkDelivery:
             except (ValueError, KeyError) as exc:
                 self.stats.drop(record.points, DropReason.CORRUPT, sink=self.name)
                 _log.error("otel-recursive-metrics: record %d in the durable queue is unreadable: %s", record.id, exc)
-                self._report(exc, sink=self.name, points=record.points, reason=DropReason.CORRUPT.value, outcome="dropped")
+                self._report(exc, sink=self.name, points=record.points, reason=DropReason.CORRUPT.value, outcome=LossOutcome.DROPPED)
                 self._finish(record.id)
                 continue
             except Exception:  # noqa: BLE001 - e.g. the disk is busy: keep the thread, try again
@@ -208,7 +209,7 @@ class SinkDelivery:
 
     def _on_failing(self, exc: BaseException) -> None:
         self.stats.set_failing(self.name)
-        self._report(exc, sink=self.name, points=self._current_points, reason=safe_error(exc), outcome="failing")
+        self._report(exc, sink=self.name, points=self._current_points, reason=safe_error(exc), outcome=LossOutcome.FAILING)
 
     def _dead_letter(self, batch: PointBatch, reason: str) -> bool:
         """Write ``batch`` as a dead letter; True once it has a final outcome.
@@ -235,7 +236,7 @@ class SinkDelivery:
                 self.stats.drop(points, DropReason.DEAD_LETTER_FAILED, sink=name)
                 self.stats.set_last_error(name, f"writing a dead letter failed: {safe_error(exc)}")
                 _log.error("otel-recursive-metrics: writing a dead letter failed (%s); dropped %d point(s) for sink %s", exc, points, name)
-                self._report(exc, sink=name, points=points, reason=DropReason.DEAD_LETTER_FAILED.value, outcome="dropped")
+                self._report(exc, sink=name, points=points, reason=DropReason.DEAD_LETTER_FAILED.value, outcome=LossOutcome.DROPPED)
                 return True
         if tries:
             _log.warning(
@@ -244,7 +245,9 @@ class SinkDelivery:
         if entry is None:
             self.stats.drop(points, DropReason.DEAD_LETTER_FULL, sink=name)
             _log.error("otel-recursive-metrics: dead-letter folder full; dropped %d point(s) for sink %s: %s", points, name, reason)
-            self._report(RuntimeError(reason), sink=name, points=points, reason=DropReason.DEAD_LETTER_FULL.value, outcome="dropped")
+            self._report(
+                RuntimeError(reason), sink=name, points=points, reason=DropReason.DEAD_LETTER_FULL.value, outcome=LossOutcome.DROPPED
+            )
             return True
         self.stats.dead_lettered(name, points, reason)
         now = time.monotonic()
@@ -254,7 +257,9 @@ class SinkDelivery:
             self._last_dead_letter_log, self._unlogged_dead_letters = now, 0
         else:
             self._unlogged_dead_letters += 1
-        self._report(RuntimeError(reason), sink=name, points=points, reason=reason, outcome="dead_lettered", dead_letter=str(entry.path))
+        self._report(
+            RuntimeError(reason), sink=name, points=points, reason=reason, outcome=LossOutcome.DEAD_LETTERED, dead_letter=str(entry.path)
+        )
         return True
 
     def _dead_letter_held(self, exc: OSError, points: int, tries: int, delay_s: float) -> None:
@@ -271,7 +276,7 @@ class SinkDelivery:
                 tries,
             )
         if tries == 1:
-            self._report(exc, sink=name, points=points, reason=DropReason.DEAD_LETTER_FAILED.value, outcome="failing")
+            self._report(exc, sink=name, points=points, reason=DropReason.DEAD_LETTER_FAILED.value, outcome=LossOutcome.FAILING)
 
     def _finish(self, record_id: int) -> None:
         try:

@@ -1,7 +1,8 @@
 """The ingest stage: accepted items from memory, as point batches, into the durable queue.
 
-This is the batcher of the data flow. The worker's ingest thread calls :meth:`Ingest.run_once`
-every ``flush_interval_s`` (sooner once ``batch_size`` items wait, or a flush is asked for). One
+This is the batcher of the data flow. The worker builds one :class:`Ingest` once the durable
+queue and the sinks are open, and its ingest thread calls :meth:`Ingest.run_once` every
+``flush_interval_s`` (sooner once ``batch_size`` items wait, or a flush is asked for). One
 run drains the memory buffer, converts the items (SDK exports, ``log`` calls, submitted records)
 into point batches of at most ``max_batch_points``, and appends each batch to the durable queue
 as soon as it is full, so the sinks start on it while the rest of a large drain is still being
@@ -28,7 +29,7 @@ When the queue refuses a write:
   callbacks, and logged once per condition per minute (a traceback only the first time an
   unexpected error appears). Writing resumes by itself when the disk takes it again.
 
-Thread safety: one ingest thread calls ``run_once``; ``pending_points``, ``oldest_unwritten`` and
+Thread safety: one ingest thread calls ``run_once``; :meth:`Ingest.backlog` and
 :class:`~.recent.RecentBatches` may be read from any thread.
 """
 
@@ -37,19 +38,21 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, NamedTuple
 
 from ..config import Config
 from ..model.attributes import AttributeLimits
 from ..model.batch import BatchBuilder, PointBatch
+from ..model.kinds import LossOutcome, OverflowPolicy
 from ..queue.slot import QueueFull, QueueSlot
+from ..sinks.base import Sink
 from .buffer import STALE_AFTER_S, ExportItem, MemoryBuffer, item_offered_ns, item_points
 from .convert import add_log_item, add_metrics_data, add_record
 from .queue_faults import QueueFaults, Report, classify_queue_error
 from .recent import RecentBatches
 from .telemetry import DropReason, Stats
 
-__all__ = ["Held", "Ingest", "RecentBatches", "Report", "classify_queue_error"]
+__all__ = ["DIRECT_WAIT_S", "Backlog", "Held", "Ingest", "RecentBatches", "Report", "classify_queue_error", "count_dropped"]
 
 
 _log = logging.getLogger(__name__)
@@ -62,6 +65,27 @@ _MIN_SLICE_ITEMS = 1000
 
 # Scope of the points of submitted records (the seed API).
 _RECORD_SCOPE = ("otel_recursive_metrics", "")
+#: How long a direct write into the store waits for another process's write lock before the
+#: batch goes through the queue instead.
+DIRECT_WAIT_S = 0.5
+
+
+def count_dropped(stats: Stats, report: Report, points: int, reason: DropReason) -> None:
+    """Count ``points`` lost on the way to disk for ``reason``, and tell the error callbacks."""
+    if points <= 0:
+        return
+    stats.drop(points, reason)
+    error = RuntimeError(f"{points} point(s) dropped: {reason.value}")
+    report(error, sink="*", points=points, reason=reason.value, outcome=LossOutcome.DROPPED)
+
+
+class Backlog(NamedTuple):
+    """What was accepted and is not on disk yet: items in memory (waiting, or taken and not converted
+    yet), points converted and held, and when the oldest of all that was offered (monotonic ns)."""
+
+    items: int
+    points: int
+    oldest_offered_ns: int | None
 
 
 class Held:
@@ -97,59 +121,54 @@ class Ingest:
         buffer: MemoryBuffer,
         stats: Stats,
         *,
+        queue: QueueSlot,
+        direct: Sink | None,
+        faults: QueueFaults,
+        recent: RecentBatches,
         report: Report,
         resource_attributes: Callable[[], dict[str, Any]],
-        recent: RecentBatches,
     ) -> None:
+        """``direct``: the store when it is the only sink, written straight into (see :meth:`_write_direct`)."""
         self.config = config
         self.buffer = buffer
         self.stats = stats
+        self.queue = queue
+        self.direct = direct
+        self.faults = faults
+        self.recent = recent
         self._report = report
         self._resource_attributes = resource_attributes
-        self.recent = recent
         self.limits = AttributeLimits(config.attribute_count_limit, config.attribute_value_length_limit)
         self.held: list[Held] = []
         self.last_written_id = 0
-        self.in_flight_items = 0
+        self._in_flight_items = 0
         self._in_flight_oldest: int | None = None
-        self.faults = QueueFaults(config.queue_dir, stats, report)
         self._attributes_warned = False
         self._as_float_warned = False
         self._points_per_s: float | None = None
         self._points_per_item = 1.0
-        self._max_age_ns = int((config.flush_interval_s + STALE_AFTER_S) * 1e9)
-        #: With the store as the only sink: writes one batch into it (see :meth:`_write_direct`).
-        self.direct: Callable[[PointBatch], None] | None = None
+        self._max_age_ns = buffer.max_age_ns
+        self._policy = OverflowPolicy(config.overflow)
         #: Batches the store refused directly, handed to the queue (and its delivery) instead.
         self.direct_fallbacks = 0
 
-    # -- introspection (any thread) ----------------------------------------------------------
-
-    def pending_points(self) -> int:
-        """Points converted but not yet in the durable queue."""
-        return sum(h.points for h in list(self.held))
-
-    def oldest_unwritten(self) -> int | None:
-        """When the oldest item not yet on disk was offered (monotonic ns), or None if everything is."""
+    def backlog(self) -> Backlog:
+        """What is not on disk yet (any thread)."""
+        held = list(self.held)
         times = [t for t in (self.buffer.oldest_offered_ns(), self._in_flight_oldest) if t is not None]
-        times.extend(h.oldest_offered_ns for h in list(self.held))
-        return min(times) if times else None
-
-    @property
-    def failing(self) -> DropReason | None:
-        """Why the queue refuses writes now, or None."""
-        return self.faults.failing
+        times.extend(h.oldest_offered_ns for h in held)
+        return Backlog(len(self.buffer) + self._in_flight_items, sum(h.points for h in held), min(times) if times else None)
 
     # -- one run ------------------------------------------------------------------------------
 
-    def run_once(self, queue: QueueSlot, *, stopping: bool, on_written: Callable[[], None]) -> bool:
+    def run_once(self, *, stopping: bool, on_written: Callable[[], None]) -> bool:
         """Drain, convert and append what waits now; never raises. True when all of it is on disk.
 
         The buffer is taken in slices of about its capacity, the rate measured after each, so
         that one long run never holds more than a slice besides what waits in the buffer.
         """
         self.drop_stale()
-        if self.held and not self._write_held(queue, stopping=stopping, on_written=on_written):
+        if self.held and not self._write_held(stopping=stopping, on_written=on_written):
             return False
         remaining = len(self.buffer)  # what was accepted before this run began: all of it, in order
         while remaining > 0:
@@ -157,15 +176,15 @@ class Ingest:
             if not items:
                 break
             remaining -= len(items)
-            if not self._ingest_slice(items, queue, stopping=stopping, on_written=on_written):
+            if not self._ingest_slice(items, stopping=stopping, on_written=on_written):
                 return False
             if remaining > 0:
                 self.drop_stale()
         return True
 
-    def _ingest_slice(self, items: list[Any], queue: QueueSlot, *, stopping: bool, on_written: Callable[[], None]) -> bool:
+    def _ingest_slice(self, items: list[Any], *, stopping: bool, on_written: Callable[[], None]) -> bool:
         started = time.perf_counter()
-        self.in_flight_items = len(items)  # taken from memory, not yet on disk: still queued
+        self._in_flight_items = len(items)  # taken from memory, not yet on disk: still queued
         self._in_flight_oldest = item_offered_ns(items[0])
         self.stats.accepted(len(items))
         done = 0
@@ -174,20 +193,20 @@ class Ingest:
             for done, chunks in self._encode(items):
                 self.held.extend(chunks)
                 points += sum(c.points for c in chunks)
-                if not self._write_held(queue, stopping=stopping, on_written=on_written):
+                if not self._write_held(stopping=stopping, on_written=on_written):
                     # The disk refuses: keep what is left unconverted, in order, for a later run.
-                    self.buffer.items.extendleft(reversed(items[done:]))
+                    self.buffer.requeue_front(items[done:])
                     self.stats.accepted(-(len(items) - done))
                     return False
-                self.in_flight_items = len(items) - done
+                self._in_flight_items = len(items) - done
                 self._in_flight_oldest = item_offered_ns(items[done]) if done < len(items) else None
         except Exception as exc:  # noqa: BLE001 - a bug in conversion must not lose the rest
-            self.buffer.items.extendleft(reversed(items[done:]))
+            self.buffer.requeue_front(items[done:])
             self.stats.accepted(-(len(items) - done))
             self.failed(exc, unexpected=True)
             return False
         finally:
-            self.in_flight_items = 0
+            self._in_flight_items = 0
             self._in_flight_oldest = None
         self._measure(len(items), points, time.perf_counter() - started)
         return True
@@ -201,25 +220,13 @@ class Ingest:
             lost = sum(h.points for h in self.held) - sum(h.points for h in keep)
             self.held = keep
             self._dropped(lost, reason)
-        lost_points = 0
-
-        def count(item: Any) -> None:
-            nonlocal lost_points
-            lost_points += item_points(item)
-
-        if self.buffer.drop_older_than(cutoff, count):
-            self._dropped(lost_points, reason)
+        self._dropped(self.buffer.drop_older_than(cutoff), reason)
 
     def _stale_reason(self) -> DropReason:
         return self.faults.failing or DropReason.OVERLOAD
 
     def _dropped(self, points: int, reason: DropReason) -> None:
-        if points <= 0:
-            return
-        self.stats.drop(points, reason)
-        self._report(
-            RuntimeError(f"{points} point(s) dropped: {reason.value}"), sink="*", points=points, reason=reason.value, outcome="dropped"
-        )
+        count_dropped(self.stats, self._report, points, reason)
 
     def _measure(self, items: int, points: int, seconds: float) -> None:
         """Update the measured rate, and from it the memory buffer's capacity."""
@@ -234,7 +241,7 @@ class Ingest:
 
     # -- writing ------------------------------------------------------------------------------
 
-    def _write_direct(self, queue: QueueSlot) -> None:
+    def _write_direct(self, direct: Sink) -> None:
         """With the store as the only sink, write the held chunks straight into it.
 
         The store is then the durable log: a committed batch is as safe there as in the queue
@@ -244,25 +251,25 @@ class Ingest:
         rank past the short wait, a full disk, a value it cannot hold) and every chunk after it
         go through the queue as usual, where delivery retries, splits and dead-letters them.
         """
-        direct = self.direct
-        if direct is None or queue.cursor("store") < queue.last_id():
+        if self.queue.cursor(direct.name) < self.queue.last_id():
             return
         while self.held:
             chunk = self.held[0]
             started = time.monotonic()
             try:
-                direct(chunk.batch)
+                direct.send(chunk.batch, started + DIRECT_WAIT_S)
             except Exception as exc:  # noqa: BLE001 - the queue path decides what this means
                 self.direct_fallbacks += 1
                 _log.debug("otel-recursive-metrics: the store did not take a batch directly (%s); queueing it", exc)
                 return
             self.held.pop(0)
-            self.stats.sent("store", chunk.points, time.monotonic() - started)
+            self.stats.sent(direct.name, chunk.points, time.monotonic() - started)
 
-    def _write_held(self, queue: QueueSlot, *, stopping: bool, on_written: Callable[[], None]) -> bool:
+    def _write_held(self, *, stopping: bool, on_written: Callable[[], None]) -> bool:
         """Append the held chunks; False (keeping them) when the queue refuses for now."""
+        queue = self.queue
         if self.held and self.direct is not None:
-            self._write_direct(queue)
+            self._write_direct(self.direct)
             if not self.held:
                 if queue.usable:  # else the queue's failure goes on (see queue.UnusableQueue)
                     self.faults.recovered()
@@ -270,17 +277,17 @@ class Ingest:
                 return True
         if not self.held:
             return True
-        policy = self.config.overflow
+        policy = self._policy
         try:
             last_id, evicted = queue.append(
-                [(h.created_unix_nano, h.points, h.payload) for h in self.held], drop_oldest=policy == "drop_oldest"
+                [(h.created_unix_nano, h.points, h.payload) for h in self.held], drop_oldest=policy is OverflowPolicy.DROP_OLDEST
             )
         except QueueFull as exc:
-            if policy != "block" or stopping:
+            if policy is not OverflowPolicy.BLOCK or stopping:
                 lost = sum(h.points for h in self.held)
                 self.held = []
                 self.stats.drop(lost, DropReason.QUEUE_FULL)
-                self._report(exc, sink="*", points=lost, reason=DropReason.QUEUE_FULL.value, outcome="dropped")
+                self._report(exc, sink="*", points=lost, reason=DropReason.QUEUE_FULL.value, outcome=LossOutcome.DROPPED)
                 return True
             self.failed(exc, reason=DropReason.QUEUE_FULL)
             return False  # overflow=block: keep holding; the memory buffer fills and producers wait
@@ -299,7 +306,7 @@ class Ingest:
 
     def failed(self, exc: BaseException, *, reason: DropReason | None = None, unexpected: bool = False) -> None:
         """Record that the queue refused (or could not be opened); see :class:`.queue_faults.QueueFaults`."""
-        self.faults.failed(exc, pending_points=self.pending_points(), reason=reason, unexpected=unexpected)
+        self.faults.failed(exc, pending_points=self.backlog().points, reason=reason, unexpected=unexpected)
 
     # -- converting ---------------------------------------------------------------------------
 
@@ -349,7 +356,7 @@ class Ingest:
                 n = item_points(item)
                 self.stats.drop(n, DropReason.INVALID)
                 _log.warning("otel-recursive-metrics: dropped %d point(s) that could not be converted: %s", n, exc)
-                self._report(exc, sink="*", points=n, reason=DropReason.INVALID.value, outcome="dropped")
+                self._report(exc, sink="*", points=n, reason=DropReason.INVALID.value, outcome=LossOutcome.DROPPED)
                 continue
             if cut:
                 self._attributes_cut(cut)

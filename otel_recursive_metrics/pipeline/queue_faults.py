@@ -1,4 +1,5 @@
-"""How the ingest stage tells that the durable queue refuses writes, and when it takes them again.
+"""What the durable queue tells the pipeline: that it refuses writes (and takes them again), and
+what it found when it was opened.
 
 A disk that fills, frees a few pages and fills again must not flood the log, nor the user's
 error callbacks. :class:`QueueFaults` keeps the condition (a :class:`~.telemetry.DropReason`:
@@ -7,6 +8,11 @@ whatever it does in between: one ERROR line (with a traceback only the first tim
 error appears) and one ``failing`` callback; then, when writes resume, one WARNING line, unless
 the failure was a flap that was never announced. ``get_stats()["last_error"]["queue"]`` holds the
 condition while it lasts.
+
+:class:`QueueFindings` takes what the queue reports as it opens (``on_corrupt``, ``on_foreign`` of
+:class:`~otel_recursive_metrics.queue.folder.DurableQueue`): a damaged file moved aside (its
+points counted as ``corrupt``), and records still pending for a sink no longer configured
+(dead-lettered for that sink, to be replayed with ``otel-recursive-metrics dlq replay``).
 """
 
 from __future__ import annotations
@@ -19,9 +25,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..model.batch import PointBatch
+from ..model.kinds import LossOutcome
+from ..queue.dead_letter import DeadLetterQueue
+from ..queue.folder import QueueRecord
 from .telemetry import DropReason, Stats
 
-__all__ = ["QueueFaults", "Report", "classify_queue_error"]
+__all__ = ["QueueFaults", "QueueFindings", "Report", "classify_queue_error"]
 
 _log = logging.getLogger(__name__)
 
@@ -86,7 +96,7 @@ class QueueFaults:
                     "" if unexpected else " (further failures of this kind: at most one line a minute)",
                     exc_info=exc if unexpected else None,
                 )
-                self._report(exc, sink="*", points=pending_points, reason=reason.value, outcome="failing")
+                self._report(exc, sink="*", points=pending_points, reason=reason.value, outcome=LossOutcome.FAILING)
         elif now - failure.logged_at >= _LOG_EVERY_S:
             failure.logged_at = now
             show_traceback = unexpected and not failure.traceback_logged
@@ -110,3 +120,48 @@ class QueueFaults:
             time.monotonic() - failure.since,
             failure.reason.value,
         )
+
+
+class QueueFindings:
+    """What the durable queue found as it opened, counted and kept (see the module docstring)."""
+
+    def __init__(self, sinks: tuple[str, ...], stats: Stats, dead_letters: DeadLetterQueue, report: Report) -> None:
+        self.sinks = sinks
+        self.stats = stats
+        self.dead_letters = dead_letters
+        self._report = report
+
+    def corrupt_file(self, moved_to: Path, points: int | None, error: BaseException) -> None:
+        """A damaged or unusable queue file was moved aside to ``moved_to`` (``points`` in it; None: unknown)."""
+        if points != 0:  # 0: junk where a queue file belongs (a folder, a FIFO), none of our points
+            self.stats.drop(points or 0, DropReason.CORRUPT)
+        lost = "an unknown number of" if points is None else str(points)
+        text = f"a damaged or unusable queue file was moved aside to {moved_to}; {lost} point(s) in it are lost ({error})"
+        self.stats.set_last_error("queue", text)
+        self._report(
+            error, sink="*", points=points or 0, reason=DropReason.CORRUPT.value, outcome=LossOutcome.DROPPED, moved_to=str(moved_to)
+        )
+
+    def dead_letter_foreign(self, sink: str, records: list[QueueRecord]) -> None:
+        """Records left pending for a sink no longer configured: dead-letter them for that sink."""
+        reason = f"sink {sink!r} is no longer configured (sinks: {','.join(self.sinks)}); these points were still pending for it"
+        for record in records:
+            try:
+                batch = PointBatch.decode(record.payload)
+            except ValueError as exc:
+                self.stats.drop(record.points, DropReason.CORRUPT)
+                _log.error("otel-recursive-metrics: record %d pending for removed sink %s is unreadable: %s", record.id, sink, exc)
+                continue
+            entry = self.dead_letters.add(batch, reason=reason, sink=sink)
+            if entry is None:
+                raise RuntimeError("the dead-letter folder is full")
+            self.stats.dead_lettered(sink, batch.data_points(), reason)
+        points = sum(r.points for r in records)
+        _log.warning(
+            "otel-recursive-metrics: %d point(s) were still pending for sink %s, which is no longer configured;"
+            " moved to the dead-letter queue in %s (replay them with: otel-recursive-metrics dlq replay)",
+            points,
+            sink,
+            self.dead_letters.folder,
+        )
+        self._report(RuntimeError(reason), sink=sink, points=points, reason=reason, outcome=LossOutcome.DEAD_LETTERED)

@@ -6,7 +6,8 @@ the pipeline ends in exactly one of, per sink: ``sent``, ``dead_lettered``, or `
 
     accepted points = sent + dead-lettered + dropped        (for each sink)
 
-The figures are exported as OTel instruments only through a meter *you* pass to
+:func:`pipeline_stats` adds what the stages hold now (memory, disk, the store's file) to the
+counters: that is ``get_stats()``. The figures are exported as OTel instruments only through a meter *you* pass to
 :func:`register_instruments`, typically a second ``MeterProvider`` with another exporter: they
 are never fed back into the exporter they describe, so exporting them cannot create more of
 them in a loop.
@@ -18,13 +19,19 @@ from __future__ import annotations
 
 import enum
 import threading
+import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from opentelemetry.metrics import CallbackOptions, Meter, Observation
 
-__all__ = ["METRIC_PREFIX", "DropReason", "Stats", "register_instruments"]
+from ..sinks.store import StoreSink, store_file_stats
+
+if TYPE_CHECKING:
+    from .worker import Pipeline
+
+__all__ = ["METRIC_PREFIX", "DropReason", "Stats", "pipeline_stats", "register_instruments"]
 
 METRIC_PREFIX = "otel_recursive_metrics.exporter."
 
@@ -184,6 +191,33 @@ class Stats:
                 "attributes_cut": self.attributes_cut,
                 "values_as_float": self.values_as_float,
             }
+
+
+def pipeline_stats(pipeline: Pipeline) -> dict[str, Any]:
+    """``get_stats()``: the counters, plus what the buffer, the ingest stage, the queue and the store hold now."""
+    snap = pipeline.stats.snapshot()
+    deliveries = pipeline.deliveries
+    sinks = [] if deliveries is None else deliveries.sinks
+    on_disk = 0 if deliveries is None else deliveries.points_on_disk()  # before memory: a batch written meanwhile counts once
+    backlog = pipeline.backlog()
+    sent = snap["sent_points"]
+    snap["metrics_processed"] = min((sent.get(s, 0) for s in pipeline.delivering_sinks), default=0)
+    snap["buffer_items"] = backlog.items
+    snap["buffer_capacity_items"] = pipeline.buffer.capacity
+    snap["queue_points"] = on_disk + backlog.points
+    snap["queue_size"] = snap["buffer_items"] + snap["queue_points"]
+    snap["queue_bytes"] = 0 if deliveries is None else deliveries.queue.bytes
+    snap["queue_capacity_bytes"] = pipeline.config.max_queue_bytes
+    oldest = backlog.oldest_offered_ns
+    snap["durability_lag_s"] = 0.0 if oldest is None else max(0.0, (time.monotonic_ns() - oldest) / 1e9)
+    failing = pipeline.failing
+    snap["queue_failing"] = None if failing is None else failing.value
+    # Converted at ingest, plus what the store converted in batches queued by an earlier version.
+    snap["values_as_float"] += sum(s.values_as_float for s in sinks if isinstance(s, StoreSink))
+    snap["sinks"] = list(pipeline.config.sinks)
+    snap["offline_sinks"] = list(pipeline.offline_sinks)
+    snap.update(store_file_stats(sinks))  # a store file removed or truncated under us (sinks/store.py)
+    return snap
 
 
 def register_instruments(meter: Meter, stats_source: Callable[[], dict[str, Any]]) -> None:

@@ -1,4 +1,4 @@
-"""The sink protocol and the function that builds the configured sinks."""
+"""The sink protocol, the function that builds the configured sinks, and what a sink's name says."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ if TYPE_CHECKING:
     from ..config import Config
     from ..model.batch import PointBatch
 
-__all__ = ["Sink", "build_sinks"]
+__all__ = ["Sink", "build_sinks", "is_local_sink"]
 
 
 @runtime_checkable
@@ -16,6 +16,9 @@ class Sink(Protocol):
     """Delivers a batch or raises a classified error; called from one worker thread at a time."""
 
     name: str
+    #: True for a sink that writes on this machine (the store), False for one that sends over the
+    #: network (what ``offline`` leaves to ``sync``).
+    is_local: bool
     #: Points the receiver accepted the request for but refused (OTLP ``partial_success``),
     #: cumulative; never retried. 0 for sinks that only refuse whole batches.
     rejected_points: int
@@ -42,3 +45,16 @@ def build_sinks(config: Config) -> list[Sink]:
         else:  # load_config already refuses other names
             raise ValueError(f"unknown sink {name!r}")
     return sinks
+
+
+def is_local_sink(name: str) -> bool:
+    """Whether the sink called ``name`` writes on this machine: its class's :attr:`Sink.is_local`, without building it."""
+    if name == "store":
+        from .store import StoreSink
+
+        return StoreSink.is_local
+    if name == "otlp":
+        from .otlp.base import OtlpSink
+
+        return OtlpSink.is_local
+    raise ValueError(f"unknown sink {name!r}")  # load_config already refuses other names

@@ -33,6 +33,8 @@ class StoreSink:
     """Writes batches to a :class:`~otel_recursive_metrics.store.point_store.PointStore`, idempotently."""
 
     name = "store"
+    #: The store is a file on this machine (see the Sink protocol).
+    is_local = True
     #: The store refuses points only as a whole batch (see the Sink protocol).
     rejected_points = 0
 

@@ -72,6 +72,8 @@ class OtlpSink:
     """What both transports share: headers, timeouts, partial success, redaction."""
 
     name = "otlp"
+    #: Sends over the network (see the Sink protocol): ``offline`` leaves it to ``sync``.
+    is_local = False
     protocol = ""
 
     def __init__(
