@@ -138,9 +138,12 @@ def log_what_is_left(pipeline: Pipeline, waiting: dict[str, int]) -> None:
         if dropped:
             parts.append("dropped " + ", ".join(f"{n} ({reason})" for reason, n in sorted(dropped.items())))
         if dead:
-            parts.append(f"dead-lettered {sum(dead.values())} into {pipeline.dead_letters.folder}")
+            parts.append(
+                f"{sum(dead.values())} point(s) dead-lettered, kept in {pipeline.dead_letters.folder}"
+                f" (see them with: otel-recursive-metrics dlq list --dir {pipeline.config.dir})"
+            )
         _log.warning(
-            "otel-recursive-metrics: in this process, point(s) were %s; see get_stats() and the README's reliability table",
+            "otel-recursive-metrics: in this process: %s. get_stats() has the counts; docs/guarantees.md says what each reason means.",
             "; ".join(parts),
         )
 
