@@ -359,7 +359,9 @@ def rows_against(rev: str, only: str) -> list[Row]:
         try:
             out = Path(tmp) / "rows.json"
             env = {**os.environ, "ORM_FAULTS_PACKAGE_TREE": str(package_only), "PYTHONPATH": str(package_only)}
-            subprocess.run([sys.executable, __file__, "--only", only, "--json", str(out)], check=True, env=env, timeout=3600)
+            # cwd: a folder without the package, so that `python -m otel_recursive_metrics` in the
+            # scenarios' child processes cannot find this checkout's before the path's.
+            subprocess.run([sys.executable, __file__, "--only", only, "--json", str(out)], check=True, env=env, cwd=tmp, timeout=3600)
             rows: list[Row] = json.loads(out.read_text())
             return rows
         finally:
