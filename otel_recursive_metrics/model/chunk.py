@@ -62,7 +62,6 @@ import struct
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
-from types import ModuleType
 from typing import Any
 
 import numpy as np
@@ -88,7 +87,6 @@ FORMAT_VERSION = 1
 PCODEC_LEVEL = 4
 _HEADER = struct.Struct("<4sBBBBII")
 _DESCRIPTOR = struct.Struct("<BI")
-_MAX_ROWS = 2**32 - 1
 _INSTALL_HINT = "install it from your clone: pip install -e '.[chunks]'"
 
 
@@ -118,19 +116,23 @@ _COLUMNS: dict[int, tuple[str, str]] = {
     6: ("epoch_missing", "bool"),
     7: ("value", ""),  # the value kind says which
 }
-_VALUE_KINDS = {1: np.dtype(np.float64), 2: np.dtype(np.int64)}
-_VALUE_KIND_IDS = {dtype: kind for kind, dtype in _VALUE_KINDS.items()}
+_VALUE_KINDS = {1: "float64", 2: "int64"}
+_VALUE_KIND_IDS = {np.dtype(dtype): kind for kind, dtype in _VALUE_KINDS.items()}
+_CODEC_IDS = frozenset(ChunkCodec)
+# Native dtypes taken as they are (compared as objects: ``dtype.name`` costs microseconds).
+_EXACT = {"int64": (np.dtype(np.int64),), "bool": (np.dtype(np.bool_),), "value": (np.dtype(np.int64), np.dtype(np.float64))}
 
 
 @functools.cache
-def _pcodec() -> ModuleType | None:
-    """The ``pcodec`` module, or None (said once in the log) where its wheel is not installed."""
+def _pcodec() -> tuple[Any, Any] | None:
+    """pcodec's ``standalone`` module and our ``ChunkConfig``, or None (said once in the log) where it is missing."""
     try:
-        import pcodec  # type: ignore[import-untyped,import-not-found,unused-ignore]
+        # Imported by name: pcodec 1.0 (the last with CPython 3.10 wheels) has no ``pcodec.standalone`` attribute.
+        from pcodec import ChunkConfig, standalone  # type: ignore[import-untyped,import-not-found,unused-ignore]
     except ImportError:
         logger.info("pcodec is not installed: chunks are written with the zlib codec, larger and slower to read (%s)", _INSTALL_HINT)
         return None
-    return pcodec  # type: ignore[no-any-return]
+    return standalone, ChunkConfig(compression_level=PCODEC_LEVEL)
 
 
 def available_codecs() -> tuple[ChunkCodec, ...]:
@@ -162,27 +164,30 @@ def _range(array: np.ndarray) -> tuple[Any, Any]:
 
 
 def _column(name: str, data: Any, dtype: str, rows: int | None) -> np.ndarray:
-    """``data`` as a read-only 1-D array of ``dtype``, without copying where it already is one.
+    """``data`` as a read-only 1-D array of ``dtype`` ("value": int64 or float64), not copied if it is one.
 
     Refused (``ValueError`` naming the column): integers beyond int64 or floats for an int64
     column, and None. Integer values beyond int64 become floats, as the batch keeps them.
     """
-    try:
-        source = np.asarray(data)
-        if dtype == "value":  # integers stay exact as int64; past int64 (as in the batch) and all else: float64
-            wide = source.dtype.kind == "u" and source.size and source.max() > np.iinfo(np.int64).max
-            dtype = "int64" if source.dtype.kind in "iu" and not wide else "float64"
-        if dtype == "int64" and source.size and source.dtype.kind not in "iuO":
-            raise TypeError(f"expected integers, got {source.dtype}")
-        if dtype == "float64" and source.dtype.kind not in "biufO":
-            raise TypeError(f"expected real numbers, got {source.dtype}")
-        if source.dtype.kind == "u" and source.size and source.max() > np.iinfo(np.int64).max:
-            raise OverflowError(f"{source.max()} is beyond int64")
-        if source.dtype.kind == "O" and any(v is None for v in source.flat):  # NumPy would make it NaN
-            raise TypeError("None is not a number")
-        array = source.astype(dtype, copy=False)
-    except (OverflowError, TypeError, ValueError) as exc:
-        raise ValueError(f"SeriesChunk {name}: cannot be held as {dtype}: {exc}") from None
+    if isinstance(data, np.ndarray) and data.dtype in _EXACT[dtype]:
+        array = data  # the usual case, cheaply: what the batch and the decoder hand over
+    else:
+        try:
+            source = np.asarray(data)
+            if dtype == "value":  # integers stay exact as int64; past int64 (as in the batch) and all else: float64
+                wide = source.dtype.kind == "u" and source.size and source.max() > np.iinfo(np.int64).max
+                dtype = "int64" if source.dtype.kind in "iu" and not wide else "float64"
+            if dtype == "int64" and source.size and source.dtype.kind not in "iuO":
+                raise TypeError(f"expected integers, got {source.dtype}")
+            if dtype == "float64" and source.dtype.kind not in "biufO":
+                raise TypeError(f"expected real numbers, got {source.dtype}")
+            if source.dtype.kind == "u" and source.size and source.max() > np.iinfo(np.int64).max:
+                raise OverflowError(f"{source.max()} is beyond int64")
+            if source.dtype.kind == "O" and any(v is None for v in source.flat):  # NumPy would make it NaN
+                raise TypeError("None is not a number")
+            array = source.astype(dtype, copy=False)
+        except (OverflowError, TypeError, ValueError) as exc:
+            raise ValueError(f"SeriesChunk {name}: cannot be held as {dtype}: {exc}") from None
     if array.ndim != 1:
         raise ValueError(f"SeriesChunk {name}: expected a 1-D array, got shape {array.shape}")
     if rows is not None and len(array) != rows:
@@ -257,9 +262,7 @@ class SeriesChunk:
         codec = default_codec() if codec is None else ChunkCodec(codec)
         if codec is ChunkCodec.PCODEC and _pcodec() is None:
             raise ChunkError(f"cannot encode with codec pcodec: pcodec is not installed ({_INSTALL_HINT})")
-        rows = len(self)
-        if rows > _MAX_ROWS:
-            raise ValueError(f"SeriesChunk of {rows} points: a chunk holds at most {_MAX_ROWS}")
+        rows = len(self)  # at most 2**32 - 1: struct refuses more
         # Columns at their default are left out; time and value are always there (if any rows are).
         left_out = set(_COLUMNS) if rows == 0 else set() if self.start_time_unix_nano.any() else {2}
         for number_id, number, missing in ((3, self.step, self.step_missing), (5, self.epoch, self.epoch_missing)):
@@ -296,7 +299,7 @@ class SeriesChunk:
         computed = zlib.crc32(view[_HEADER.size :], zlib.crc32(view[:12]))
         if computed != crc:
             raise ChunkError(f"chunk checksum mismatch (stored {crc:#010x}, computed {computed:#010x}): the chunk is damaged")
-        if codec_id not in set(ChunkCodec):
+        if codec_id not in _CODEC_IDS:
             raise ChunkError(f"chunk codec id {codec_id}: unknown (known: 0 raw, 1 zlib, 2 pcodec)")
         if kind_id not in _VALUE_KINDS:
             raise ChunkError(f"chunk value kind {kind_id}: unknown (known: 1 float64, 2 int64)")
@@ -316,7 +319,7 @@ class SeriesChunk:
             if offset + length > len(view):
                 raise ChunkError(f"chunk column {_COLUMNS[column_id][0]}: {length} bytes past the chunk's end ({len(view)} bytes)")
             name, dtype = _COLUMNS[column_id]
-            columns[name] = _unpack(view[offset : offset + length], codec, dtype or str(value_dtype), rows, name)
+            columns[name] = _unpack(view[offset : offset + length], codec, dtype or value_dtype, rows, name)
             offset += length
         if offset != len(view):
             raise ChunkError(f"chunk has {len(view) - offset} bytes after its last column")
@@ -353,10 +356,9 @@ def _pack(array: np.ndarray, codec: ChunkCodec) -> bytes:
     if codec is ChunkCodec.RAW:
         return little.tobytes()
     if codec is ChunkCodec.PCODEC:
-        pcodec = _pcodec()
-        assert pcodec is not None  # checked by encode
-        config = pcodec.ChunkConfig(compression_level=PCODEC_LEVEL)
-        return bytes(pcodec.standalone.simple_compress(np.ascontiguousarray(array), config))
+        standalone, config = _pcodec() or (None, None)
+        assert standalone is not None  # encode checked
+        return bytes(standalone.simple_compress(np.ascontiguousarray(array), config))
     if array.dtype.kind == "i":
         little = np.diff(little, prepend=little.dtype.type(0))  # wraps modulo 2**64, as the cumulative sum undoes
     return zlib.compress(np.ascontiguousarray(little.view(np.uint8).reshape(-1, 8).T).tobytes(), 6)
@@ -372,10 +374,9 @@ def _unpack(body: memoryview, codec: ChunkCodec, dtype: str, rows: int, name: st
                 raise ChunkError(f"chunk column {name}: {len(bits)} bytes of mask for {rows} rows")
             return np.unpackbits(np.frombuffer(bits, np.uint8), count=rows, bitorder="little").astype(bool)
         if codec is ChunkCodec.PCODEC:
-            pcodec = _pcodec()
-            if pcodec is None:
+            if (pcodec := _pcodec()) is None:
                 raise ChunkError(f"chunk column {name} is compressed with pcodec, which is not installed: {_INSTALL_HINT}")
-            decoded = pcodec.standalone.simple_decompress(bytes(body))
+            decoded = pcodec[0].simple_decompress(bytes(body))
             array = np.zeros(0, dtype) if decoded is None else np.asarray(decoded)
             if array.dtype != np.dtype(dtype):
                 raise ChunkError(f"chunk column {name}: pcodec data of dtype {array.dtype}, expected {dtype}")
