@@ -71,6 +71,10 @@ def make_private_dir(path: Path) -> None:
             pass
 
 
+#: Never set: a wait on it with a timeout is a pause (threads here sleep only on Event.wait).
+_PAUSE = threading.Event()
+
+
 def connect(path: Path | str, *, busy_timeout_s: float = 30.0) -> sqlite3.Connection:
     """Open (creating it owner-only if missing) a SQLite file in WAL mode with a busy timeout."""
     path = Path(path)
@@ -81,11 +85,32 @@ def connect(path: Path | str, *, busy_timeout_s: float = 30.0) -> sqlite3.Connec
             os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
     conn = sqlite3.connect(str(path), timeout=busy_timeout_s, isolation_level=None, check_same_thread=False)
     try:
-        conn.execute("PRAGMA journal_mode=WAL")
+        _enter_wal(conn, time.monotonic() + busy_timeout_s)
     except BaseException:
         conn.close()
         raise
     return conn
+
+
+def _enter_wal(conn: sqlite3.Connection, deadline: float) -> None:
+    """Put the file in WAL mode, waiting (until ``deadline``, monotonic) for other processes' locks.
+
+    Changing the journal mode takes an exclusive lock, and SQLite may answer "database is locked"
+    at once, without its busy handler, while another process opens the same new file: several
+    ranks starting together. A file already in WAL mode needs no change (and no lock).
+    """
+    pause_s = 0.005
+    while True:
+        try:
+            if str(conn.execute("PRAGMA journal_mode").fetchone()[0]).lower() != "wal":
+                conn.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            text = str(exc).lower()
+            if ("locked" not in text and "busy" not in text) or time.monotonic() + pause_s >= deadline:
+                raise
+        _PAUSE.wait(pause_s)
+        pause_s = min(pause_s * 2, 0.2)
 
 
 def connect_readonly(path: Path | str, *, busy_timeout_s: float = 30.0) -> sqlite3.Connection:
