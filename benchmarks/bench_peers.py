@@ -397,7 +397,7 @@ def markdown(results: dict[str, list[dict[str, Any]]], missing: dict[str, str], 
     paragraphs = [
         f"# W&B and Trackio beside otel-recursive-metrics ({time.strftime('%Y-%m-%d')}, `bench_peers.py`)",
         f"Machine: {machine()}. Load average (1 min): {loads[0]:.2f} at the start, {loads[1]:.2f} at the end.",
-        f"Command: `python benchmarks/bench_peers.py {' '.join(sys.argv[1:])}`. Ours: `TrainingMetrics(dir=..., sinks='store')`, "
+        f"Command: `{' '.join(['python benchmarks/bench_peers.py', *sys.argv[1:]])}`. Ours: `TrainingMetrics(dir=..., sinks='store')`, "
         f"one `log(values, step=)` a call, imported from `{results.get('ours', [{}])[0].get('imported_from', '?')}`.",
         "\n".join(lines),
         f"{args.repeats} round(s), a child process per tool each, the order rotating; {args.values:,} values at full speed; "
