@@ -58,3 +58,34 @@ def test_only_rejects_an_unknown_row() -> None:
     done = subprocess.run([sys.executable, str(RUN), "--only", "9"], capture_output=True, text=True, timeout=60, check=False)
     assert done.returncode == 2
     assert "--only" in done.stderr
+
+
+@pytest.mark.slow
+def test_peers_quick_run_without_peers_prints_our_column(tmp_path: Path) -> None:
+    """``bench_peers.py --quick --no-peers``: one table, five rows, ours measured, the peers named as not measured."""
+    out = tmp_path / "peers.md"
+    env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "bench_peers.py"), "--quick", "--no-peers", "--out", str(out)],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=240,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-4000:]
+    text = done.stdout
+    assert out.read_text() == text
+    table = [line for line in text.splitlines() if line.startswith("|")]
+    assert table[0].split("|")[1:4] == [" figure ", " ours ", " Trackio "], table[0]
+    assert re.fullmatch(r"\|(-{3,}:?\|)+", table[1]), table[1]
+    body = table[2:]
+    assert len(body) == 5 and all(line.count("|") == table[0].count("|") for line in body), body
+    for line in body:
+        cells = [cell.strip() for cell in line.split("|")[1:-1]]
+        assert re.match(r"[+-]?\d", cells[1]), f"ours not measured in {line!r}"
+        assert cells[2] == cells[3] == "not measured (--no-peers)", line
+        assert cells[4] == cells[5] == "—", line
+    assert "Machine: " in text and "our commit " in text and "numpy (ours) " in text
+    assert f"imported from `{ROOT / 'otel_recursive_metrics'}`" in text
