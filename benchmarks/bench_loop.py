@@ -310,14 +310,20 @@ def _values(step: int) -> dict[str, float]:
     return {f"m{i}": base + i for i in range(VALUES_PER_STEP)}
 
 
-def _timed_run(train_step: Callable[[], None], log_step: Callable[[int, dict[str, float]], None], first: int, steps: int) -> float:
-    """Seconds for ``steps`` steps of the loop: the step, then 20 values logged."""
+def timed_run(
+    train_step: Callable[[], None],
+    log_step: Callable[[int, dict[str, float]], Any],
+    first: int,
+    steps: int,
+    values: Callable[[int], dict[str, float]] = _values,
+) -> float:
+    """Seconds for ``steps`` steps of the loop: the step, then the step's 20 values logged."""
     gc.collect()
     perf = time.perf_counter
     started = perf()
     for step in range(first, first + steps):
         train_step()
-        log_step(step, _values(step))
+        log_step(step, values(step))
     return perf() - started
 
 
@@ -342,7 +348,7 @@ def run(
         next_step = 0
         for name in names:  # warm-up: thread starts, files, connections, first export
             log_step, flush, _ = loggers[name]
-            _timed_run(train_step, log_step, next_step, min(steps, 20))
+            timed_run(train_step, log_step, next_step, min(steps, 20))
             flush()
             next_step += steps
         others = [name for name in names if name != PLAIN]
@@ -353,11 +359,11 @@ def run(
                 log_step, flush, _ = loggers[name]
                 plain_first = (repeat + i) % 2 == 0  # alternate which of the pair runs first
                 if plain_first:
-                    base = _timed_run(train_step, plain, next_step, steps)
-                took = _timed_run(train_step, log_step, next_step, steps)
+                    base = timed_run(train_step, plain, next_step, steps)
+                took = timed_run(train_step, log_step, next_step, steps)
                 flush()  # untimed: no backlog leaks into the next run
                 if not plain_first:
-                    base = _timed_run(train_step, plain, next_step, steps)
+                    base = timed_run(train_step, plain, next_step, steps)
                 next_step += steps
                 per_step[PLAIN].append(base / steps * 1000)
                 per_step[name].append(took / steps * 1000)

@@ -37,7 +37,6 @@ Values are ``m0`` .. ``m19`` = ``1/(step+1) + i``: full-precision floats.
 from __future__ import annotations
 
 import argparse
-import gc
 import json
 import os
 import resource
@@ -53,7 +52,7 @@ from typing import Any
 if __package__ in (None, ""):  # run as a file: import the package from the repository root
     sys.path[0] = str(Path(__file__).resolve().parents[1])
 
-from benchmarks.bench_loop import VALUES_PER_STEP, calibrate, median_interval, pin_blas
+from benchmarks.bench_loop import VALUES_PER_STEP, calibrate, median_interval, pin_blas, timed_run
 from benchmarks.common import commit, machine, results_path, say, version
 
 __all__ = ["TOOLS", "main", "markdown", "run"]
@@ -171,13 +170,7 @@ def _disk_bytes(folder: Path) -> tuple[int, int]:
 
 def _loop(train_step: Callable[[], None], log_step: Callable[[int, dict[str, float]], Any], first: int, steps: int) -> float:
     """Seconds for ``steps`` steps: the step, then a dict of 20 values handed to ``log_step``."""
-    gc.collect()
-    perf = time.perf_counter
-    started = perf()
-    for step in range(first, first + steps):
-        train_step()
-        log_step(step, _values(step))
-    return perf() - started
+    return timed_run(train_step, log_step, first, steps, values=_values)
 
 
 def _nothing(step: int, values: dict[str, float]) -> None:

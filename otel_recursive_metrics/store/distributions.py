@@ -35,7 +35,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from ..model.resource import RANK_KEY, RESTART_COUNT_KEY
+from .series import TraceIdentity
 
 if TYPE_CHECKING:
     from .point_store import PointStore
@@ -213,31 +213,17 @@ def percentiles(layout: Layout, wanted: Sequence[float] = PERCENTILES) -> list[f
 
 
 @dataclass
-class Distribution:
-    """The bands of one trace (a resource and attribute set): per point, :data:`PERCENTILES`."""
+class Distribution(TraceIdentity):
+    """The bands of one trace (a resource and attribute set): per point, :data:`PERCENTILES`.
 
-    resource_id: int
-    attributes_id: int
-    resource: dict[str, Any]
-    attributes: dict[str, Any]
+    Its ``key`` is the key of the trace of the same points in :func:`~.series.read_series`.
+    """
+
     steps: list[int | None] = field(default_factory=list)
     times_unix_nano: list[int] = field(default_factory=list)
     values: list[list[float | None]] = field(default_factory=list)
     #: Points were left out rather than merged (a long trace of delta points).
     sampled: bool = False
-
-    @property
-    def key(self) -> str:
-        """The key of the trace of the same points in :func:`~.series.read_series`."""
-        return f"{self.resource_id}:{self.attributes_id}"
-
-    @property
-    def rank(self) -> Any:
-        return self.resource.get(RANK_KEY)
-
-    @property
-    def restart(self) -> Any:
-        return self.resource.get(RESTART_COUNT_KEY)
 
 
 def read_distributions(

@@ -64,18 +64,13 @@ _ID, _RESOURCE, _ATTRIBUTES, _STEP, _TIME, _VAL = range(6)
 
 
 @dataclass
-class Trace:
-    """One line of a chart: the points of one resource and attribute set, in time order."""
+class TraceIdentity:
+    """Which points a chart's line holds: one resource and attribute set (a run's rank, a label set)."""
 
     resource_id: int
     attributes_id: int
     resource: dict[str, Any]
     attributes: dict[str, Any]
-    steps: list[int | None] = field(default_factory=list)
-    times_unix_nano: list[int] = field(default_factory=list)
-    values: list[float | int | None] = field(default_factory=list)
-    #: Whether points of this trace were left out (min and max per bucket kept): a chart says so.
-    downsampled: bool = False
 
     @property
     def key(self) -> str:
@@ -89,6 +84,17 @@ class Trace:
     @property
     def restart(self) -> Any:
         return self.resource.get(RESTART_COUNT_KEY)
+
+
+@dataclass
+class Trace(TraceIdentity):
+    """One line of a chart: the points of one resource and attribute set, in time order."""
+
+    steps: list[int | None] = field(default_factory=list)
+    times_unix_nano: list[int] = field(default_factory=list)
+    values: list[float | int | None] = field(default_factory=list)
+    #: Whether points of this trace were left out (min and max per bucket kept): a chart says so.
+    downsampled: bool = False
 
 
 @dataclass
