@@ -8,6 +8,9 @@ attribute set) as equal-length columns::
     step, epoch           int64    from TrainingMetrics.log; with step_missing / epoch_missing,
                                    bool, True where the point has none (its step means nothing)
     value                 float64, or int64 for an integer series (kept exact to the last bit)
+    value_missing         bool, True where the point has no value (a histogram's); its value is 0
+    row_id                int64, the point's place in its store (increasing as points are written)
+    histogram, extra      texts (JSON) or None: a histogram point's buckets, a record's other fields
 
 ``encode()`` packs it into bytes, ``SeriesChunk.decode()`` reads them back bit for bit (NaN
 payloads, ``-0.0`` and subnormals included); ``stats()`` gives what a chunk index keeps, and
@@ -28,10 +31,11 @@ Binary format, version 1 (every integer little-endian)::
     16+5C   ...   the column bodies, in descriptor order, back to back to the end
 
 Column ids: 1 ``time_unix_nano``, 2 ``start_time_unix_nano``, 3 ``step``, 4 ``step_missing``,
-5 ``epoch``, 6 ``epoch_missing``, 7 ``value``; each at most once, in increasing order. A chunk of
-one or more rows always has columns 1 and 7; any other column left out is all zeros, except a
-mask: all True if its step (epoch) column is left out too (no point has one), else all False. A
-chunk of no rows has no columns. Each body decodes to N values:
+5 ``epoch``, 6 ``epoch_missing``, 7 ``value``, 8 ``value_missing``, 9 ``row_id``, 10
+``histogram``, 11 ``extra``; each at most once, in increasing order. A chunk of one or more rows
+always has columns 1 and 7; any other column left out is all zeros (texts: all None), except a
+mask: all True if its step (epoch) column is left out too (no point has one), else all False
+(``value_missing``: all False). A chunk of no rows has no columns. Each body decodes to N values:
 
 - codec 0 (raw): int64 and float64 columns are N little-endian 8-byte values;
 - codec 1 (zlib): int64 columns are first delta-coded (the first value, then each value minus
@@ -41,7 +45,9 @@ chunk of no rows has no columns. Each body decodes to N values:
 - codec 2 (pcodec): int64 and float64 columns are pcodec's standalone format (pcodec >= 1.0,
   ``pcodec.standalone.simple_decompress``; its dtype must match the column's);
 - masks, in every codec: ``numpy.packbits(mask, bitorder="little")`` (bit i of byte i // 8 is
-  row i; ceil(N / 8) bytes), then zlib in codecs 1 and 2 (raw in codec 0).
+  row i; ceil(N / 8) bytes), then zlib in codecs 1 and 2 (raw in codec 0);
+- texts, in every codec: N uint32 byte lengths (0xFFFFFFFF for None), then the texts' UTF-8
+  bytes back to back; then zlib in codecs 1 and 2 (raw in codec 0).
 
 Damage is never read as data: a wrong magic, a short or long buffer, a failed CRC, an unknown
 codec, kind or column, or a body that does not decode to N values raises :class:`ChunkError`
@@ -55,9 +61,6 @@ a pcodec chunk needs pcodec; without it the error says how to install it.
 
 from __future__ import annotations
 
-import enum
-import functools
-import logging
 import struct
 import zlib
 from collections.abc import Sequence
@@ -65,6 +68,20 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+
+from .chunk_codec import (
+    ChunkCodec,
+    ChunkError,
+    ChunkVersionError,
+    available_codecs,
+    default_codec,
+    pack,
+    pack_text,
+    pcodec_module,
+    unpack,
+    unpack_text,
+)
+from .chunk_codec import INSTALL_HINT as _INSTALL_HINT
 
 __all__ = [
     "FORMAT_VERSION",
@@ -79,36 +96,12 @@ __all__ = [
     "default_codec",
 ]
 
-logger = logging.getLogger(__name__)
-
 MAGIC = b"ORMC"
 FORMAT_VERSION = 1
-#: pcodec's compression level: 4 is within 3 % of the default 8's size and encodes several times faster.
-PCODEC_LEVEL = 4
-#: zlib's level (not part of the format): 1 is within 2 % of 6's size here and encodes about 1.6 times faster.
-ZLIB_LEVEL = 1
 _HEADER = struct.Struct("<4sBBBBII")
 _DESCRIPTOR = struct.Struct("<BI")
-_INSTALL_HINT = "install it from your clone: pip install -e '.[chunks]'"
 
-
-class ChunkCodec(enum.IntEnum):
-    """How a chunk's columns are compressed; the value is the codec id in the header."""
-
-    RAW = 0
-    ZLIB = 1
-    PCODEC = 2
-
-
-class ChunkError(ValueError):
-    """Bytes that are not a readable chunk; the message says what is wrong with them."""
-
-
-class ChunkVersionError(ChunkError):
-    """A chunk written in a newer format version than this package reads."""
-
-
-# Column id -> (attribute, dtype); bool columns are masks.
+# Column id -> (attribute, dtype); bool columns are masks, "text" columns tuples of str or None.
 _COLUMNS: dict[int, tuple[str, str]] = {
     1: ("time_unix_nano", "int64"),
     2: ("start_time_unix_nano", "int64"),
@@ -117,34 +110,16 @@ _COLUMNS: dict[int, tuple[str, str]] = {
     5: ("epoch", "int64"),
     6: ("epoch_missing", "bool"),
     7: ("value", ""),  # the value kind says which
+    8: ("value_missing", "bool"),
+    9: ("row_id", "int64"),
+    10: ("histogram", "text"),
+    11: ("extra", "text"),
 }
 _VALUE_KINDS = {1: "float64", 2: "int64"}
 _VALUE_KIND_IDS = {np.dtype(dtype): kind for kind, dtype in _VALUE_KINDS.items()}
 _CODEC_IDS = frozenset(ChunkCodec)
 # Native dtypes taken as they are (compared as objects: ``dtype.name`` costs microseconds).
 _EXACT = {"int64": (np.dtype(np.int64),), "bool": (np.dtype(np.bool_),), "value": (np.dtype(np.int64), np.dtype(np.float64))}
-
-
-@functools.cache
-def _pcodec() -> tuple[Any, Any] | None:
-    """pcodec's ``standalone`` module and our ``ChunkConfig``, or None (said once in the log) where it is missing."""
-    try:
-        # Imported by name: pcodec 1.0 (the last with CPython 3.10 wheels) has no ``pcodec.standalone`` attribute.
-        from pcodec import ChunkConfig, standalone  # type: ignore[import-untyped,import-not-found,unused-ignore]
-    except ImportError:
-        logger.info("pcodec is not installed: chunks are written with the zlib codec, larger and slower to read (%s)", _INSTALL_HINT)
-        return None
-    return standalone, ChunkConfig(compression_level=PCODEC_LEVEL)
-
-
-def available_codecs() -> tuple[ChunkCodec, ...]:
-    """The codecs this installation can write and read."""
-    return tuple(c for c in ChunkCodec if c is not ChunkCodec.PCODEC or _pcodec() is not None)
-
-
-def default_codec() -> ChunkCodec:
-    """pcodec where it is installed, else zlib: the codec :meth:`SeriesChunk.encode` uses by default."""
-    return ChunkCodec.PCODEC if _pcodec() is not None else ChunkCodec.ZLIB
 
 
 @dataclass(frozen=True)
@@ -211,7 +186,19 @@ class SeriesChunk:
     True
     """
 
-    __slots__ = ("epoch", "epoch_missing", "start_time_unix_nano", "step", "step_missing", "time_unix_nano", "value")
+    __slots__ = (
+        "epoch",
+        "epoch_missing",
+        "extra",
+        "histogram",
+        "row_id",
+        "start_time_unix_nano",
+        "step",
+        "step_missing",
+        "time_unix_nano",
+        "value",
+        "value_missing",
+    )
 
     def __init__(
         self,
@@ -223,6 +210,10 @@ class SeriesChunk:
         step_missing: Any = None,
         epoch: Any = None,
         epoch_missing: Any = None,
+        value_missing: Any = None,
+        row_id: Any = None,
+        histogram: Sequence[str | None] | None = None,
+        extra: Sequence[str | None] | None = None,
     ) -> None:
         self.time_unix_nano = _column("time_unix_nano", time_unix_nano, "int64", None)
         rows = len(self.time_unix_nano)
@@ -238,6 +229,10 @@ class SeriesChunk:
         self.step_missing = optional("step_missing", step_missing, "bool", step is None)
         self.epoch = optional("epoch", epoch, "int64", False)
         self.epoch_missing = optional("epoch_missing", epoch_missing, "bool", epoch is None)
+        self.value_missing = optional("value_missing", value_missing, "bool", False)
+        self.row_id = optional("row_id", row_id, "int64", False)
+        self.histogram = _texts("histogram", histogram, rows)
+        self.extra = _texts("extra", extra, rows)
 
     def __len__(self) -> int:
         return len(self.time_unix_nano)
@@ -249,24 +244,33 @@ class SeriesChunk:
         """Bit for bit: NaNs with the same payload are equal, ``0.0`` and ``-0.0`` are not."""
         if not isinstance(other, SeriesChunk):
             return NotImplemented
-        pairs = [(getattr(self, name), getattr(other, name)) for name in self.__slots__]
+        if self.histogram != other.histogram or self.extra != other.extra:
+            return False
+        pairs = [(getattr(self, name), getattr(other, name)) for name in self.__slots__ if name not in _TEXT_NAMES]
         return all(a.dtype == b.dtype and a.shape == b.shape and a.tobytes() == b.tobytes() for a, b in pairs)
 
     __hash__ = None  # type: ignore[assignment]
 
     def stats(self) -> ChunkStats:
         """Row count and min/max of time, step (points with a step) and value (NaN ignored)."""
-        values = self.value[~np.isnan(self.value)] if self.value.dtype.kind == "f" else self.value
+        values = self.value[~self.value_missing] if self.value_missing.any() else self.value
+        values = values[~np.isnan(values)] if values.dtype.kind == "f" else values
         return ChunkStats(len(self), *_range(self.time_unix_nano), *_range(self.step[~self.step_missing]), *_range(values))
 
     def encode(self, codec: ChunkCodec | None = None) -> bytes:
         """The chunk in the binary format above, compressed with ``codec`` (default: :func:`default_codec`)."""
         codec = default_codec() if codec is None else ChunkCodec(codec)
-        if codec is ChunkCodec.PCODEC and _pcodec() is None:
+        if codec is ChunkCodec.PCODEC and pcodec_module() is None:
             raise ChunkError(f"cannot encode with codec pcodec: pcodec is not installed ({_INSTALL_HINT})")
         rows = len(self)  # at most 2**32 - 1: struct refuses more
         # Columns at their default are left out; time and value are always there (if any rows are).
         left_out = set(_COLUMNS) if rows == 0 else set() if self.start_time_unix_nano.any() else {2}
+        for column_id, array in ((8, self.value_missing), (9, self.row_id)):
+            if not array.any():
+                left_out.add(column_id)
+        for column_id, texts in ((10, self.histogram), (11, self.extra)):
+            if all(t is None for t in texts):
+                left_out.add(column_id)
         for number_id, number, missing in ((3, self.step, self.step_missing), (5, self.epoch, self.epoch_missing)):
             if missing.all() and not number.any():
                 left_out |= {number_id, number_id + 1}  # no point has one
@@ -275,7 +279,8 @@ class SeriesChunk:
         descriptors, bodies = [], []
         for column_id, (name, _) in _COLUMNS.items():
             if column_id not in left_out:
-                bodies.append(_pack(getattr(self, name), codec))
+                data = getattr(self, name)
+                bodies.append(pack_text(data, codec) if name in _TEXT_NAMES else pack(data, codec))
                 descriptors.append(_DESCRIPTOR.pack(column_id, len(bodies[-1])))
         rest = b"".join(descriptors) + b"".join(bodies)
         head = _HEADER.pack(MAGIC, FORMAT_VERSION, codec, _VALUE_KIND_IDS[self.value.dtype], len(bodies), rows, 0)[:12]
@@ -314,21 +319,24 @@ class SeriesChunk:
         for index in range(column_count):
             column_id, length = _DESCRIPTOR.unpack_from(view, _HEADER.size + index * _DESCRIPTOR.size)
             if column_id not in _COLUMNS or column_id <= previous_id:
-                raise ChunkError(f"chunk column id {column_id} after {previous_id}: ids are 1 to 7, increasing, each at most once")
+                raise ChunkError(f"chunk column id {column_id} after {previous_id}: ids are 1 to 11, increasing, each at most once")
             previous_id = column_id
             if offset + length > len(view):
                 raise ChunkError(f"chunk column {_COLUMNS[column_id][0]}: {length} bytes past the chunk's end ({len(view)} bytes)")
             name, dtype = _COLUMNS[column_id]
-            columns[name] = _unpack(view[offset : offset + length], codec, dtype or value_dtype, rows, name)
+            body = view[offset : offset + length]
+            columns[name] = unpack_text(body, codec, rows, name) if dtype == "text" else unpack(body, codec, dtype or value_dtype, rows, name)
             offset += length
         if offset != len(view):
             raise ChunkError(f"chunk has {len(view) - offset} bytes after its last column")
         if rows and ("time_unix_nano" not in columns or "value" not in columns):
             raise ChunkError(f"chunk of {rows} rows without its time_unix_nano or value column")
 
-        def default(name: str, dtype: str) -> np.ndarray:
+        def default(name: str, dtype: str) -> Any:
+            if dtype == "text":
+                return None
             if dtype == "bool":  # all True (no point has a step) if the step column is left out too
-                return np.full(rows, name.removesuffix("_missing") not in columns)
+                return np.full(rows, name != "value_missing" and name.removesuffix("_missing") not in columns)
             return np.zeros(rows, dtype or value_dtype)
 
         return cls(**{name: columns[name] if name in columns else default(name, dtype) for name, dtype in _COLUMNS.values()})
@@ -343,57 +351,27 @@ def concat(chunks: Sequence[SeriesChunk]) -> SeriesChunk:
         raise ValueError(f"concat: chunks of value kinds {sorted(str(k) for k in kinds)}; join chunks of one value kind only")
     if len(chunks) == 1:
         return chunks[0]
-    joined = {name: np.concatenate([getattr(c, name) for c in chunks]) for name in SeriesChunk.__slots__}
+    joined: dict[str, Any] = {name: np.concatenate([getattr(c, name) for c in chunks]) for name in _ARRAY_NAMES}
+    for name in _TEXT_NAMES:
+        texts = [getattr(c, name) for c in chunks]
+        joined[name] = tuple(t for part in texts for t in part)
     return SeriesChunk(**joined)
 
 
-def _pack(array: np.ndarray, codec: ChunkCodec) -> bytes:
-    """One column's body (see the module's docstring)."""
-    if array.dtype == np.bool_:
-        bits = np.packbits(array, bitorder="little").tobytes()
-        return bits if codec is ChunkCodec.RAW else zlib.compress(bits, ZLIB_LEVEL)
-    little = np.ascontiguousarray(array, dtype=array.dtype.newbyteorder("<"))
-    if codec is ChunkCodec.RAW:
-        return little.tobytes()
-    if codec is ChunkCodec.PCODEC:
-        standalone, config = _pcodec() or (None, None)
-        assert standalone is not None  # encode checked
-        return bytes(standalone.simple_compress(np.ascontiguousarray(array), config))
-    if array.dtype.kind == "i":
-        little = np.diff(little, prepend=little.dtype.type(0))  # wraps modulo 2**64, as the cumulative sum undoes
-    return zlib.compress(np.ascontiguousarray(little.view(np.uint8).reshape(-1, 8).T).tobytes(), ZLIB_LEVEL)
+def _texts(name: str, data: Sequence[str | None] | None, rows: int) -> tuple[str | None, ...]:
+    """A text column as a tuple of ``rows`` texts or None (all None when ``data`` is None)."""
+    if data is None:
+        return (None,) * rows
+    texts = tuple(data)
+    if len(texts) != rows:
+        raise ValueError(f"SeriesChunk {name}: {len(texts)} values, but time_unix_nano has {rows}")
+    for text in texts:
+        if text is not None and not isinstance(text, str):
+            raise ValueError(f"SeriesChunk {name}: expected text (JSON) or None, got {type(text).__name__}")
+    return texts
 
 
-def _unpack(body: memoryview, codec: ChunkCodec, dtype: str, rows: int, name: str) -> np.ndarray:
-    """One column's values from its body; :class:`ChunkError` unless that is exactly ``rows`` of ``dtype``."""
-    try:
-        if dtype == "bool":
-            # Inflated to one byte past what the rows need, at most: a bad length is caught without the memory.
-            bits = bytes(body) if codec is ChunkCodec.RAW else zlib.decompressobj().decompress(body, (rows + 7) // 8 + 1)
-            if len(bits) != (rows + 7) // 8:
-                raise ChunkError(f"chunk column {name}: {len(bits)} bytes of mask for {rows} rows")
-            return np.unpackbits(np.frombuffer(bits, np.uint8), count=rows, bitorder="little").astype(bool)
-        if codec is ChunkCodec.PCODEC:
-            if (pcodec := _pcodec()) is None:
-                raise ChunkError(f"chunk column {name} is compressed with pcodec, which is not installed: {_INSTALL_HINT}")
-            decoded = pcodec[0].simple_decompress(bytes(body))
-            array = np.zeros(0, dtype) if decoded is None else np.asarray(decoded)
-            if array.dtype != np.dtype(dtype):
-                raise ChunkError(f"chunk column {name}: pcodec data of dtype {array.dtype}, expected {dtype}")
-        else:
-            raw = bytes(body) if codec is ChunkCodec.RAW else zlib.decompressobj().decompress(body, rows * 8 + 1)
-            if len(raw) != rows * 8:
-                raise ChunkError(f"chunk column {name}: {len(raw)} bytes for {rows} rows of 8 bytes")
-            if codec is ChunkCodec.ZLIB:  # unshuffle: 8 rows of N bytes back to N values of 8 bytes
-                raw = np.ascontiguousarray(np.frombuffer(raw, np.uint8).reshape(8, rows).T).tobytes()
-            array = np.frombuffer(raw, np.dtype(dtype).newbyteorder("<")).astype(dtype, copy=False)
-            if codec is ChunkCodec.ZLIB and array.dtype.kind == "i":
-                array = np.cumsum(array, dtype=np.int64)
-    except BaseException as exc:
-        # zlib.error, pcodec's RuntimeError or a Rust panic (a BaseException): damage, whichever it is.
-        if isinstance(exc, (ChunkError, KeyboardInterrupt, SystemExit, GeneratorExit)):
-            raise
-        raise ChunkError(f"chunk column {name}: its {codec.name.lower()} body does not decode ({type(exc).__name__}: {exc})") from None
-    if len(array) != rows:
-        raise ChunkError(f"chunk column {name}: {len(array)} values for {rows} rows")
-    return array
+_TEXT_NAMES = frozenset(("histogram", "extra"))
+_ARRAY_NAMES = tuple(name for name in SeriesChunk.__slots__ if name not in _TEXT_NAMES)
+
+
