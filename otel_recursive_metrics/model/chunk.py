@@ -69,6 +69,7 @@ from typing import Any
 
 import numpy as np
 
+from .chunk_codec import INSTALL_HINT as _INSTALL_HINT
 from .chunk_codec import (
     ChunkCodec,
     ChunkError,
@@ -81,7 +82,6 @@ from .chunk_codec import (
     unpack,
     unpack_text,
 )
-from .chunk_codec import INSTALL_HINT as _INSTALL_HINT
 
 __all__ = [
     "FORMAT_VERSION",
@@ -257,6 +257,22 @@ class SeriesChunk:
         values = values[~np.isnan(values)] if values.dtype.kind == "f" else values
         return ChunkStats(len(self), *_range(self.time_unix_nano), *_range(self.step[~self.step_missing]), *_range(values))
 
+    def take(self, rows: Any) -> SeriesChunk:
+        """The points at ``rows`` (indices, or a boolean mask), in that order, as a new chunk."""
+        picked: dict[str, Any] = {name: getattr(self, name)[rows] for name in _ARRAY_NAMES}
+        if any(t is not None for t in self.histogram) or any(t is not None for t in self.extra):
+            index = np.arange(len(self))[rows].tolist()
+            for name in _TEXT_NAMES:
+                texts = getattr(self, name)
+                picked[name] = [texts[i] for i in index]
+        return SeriesChunk(**picked)
+
+    def with_row_ids(self, first: int) -> SeriesChunk:
+        """The same points numbered ``first``, ``first + 1``, ... in their ``row_id`` column."""
+        fields: dict[str, Any] = {name: getattr(self, name) for name in self.__slots__}
+        fields["row_id"] = np.arange(first, first + len(self), dtype=np.int64)
+        return SeriesChunk(**fields)
+
     def encode(self, codec: ChunkCodec | None = None) -> bytes:
         """The chunk in the binary format above, compressed with ``codec`` (default: :func:`default_codec`)."""
         codec = default_codec() if codec is None else ChunkCodec(codec)
@@ -314,7 +330,7 @@ class SeriesChunk:
         offset = _HEADER.size + column_count * _DESCRIPTOR.size
         if offset > len(view):
             raise ChunkError(f"chunk of {len(view)} bytes is too short for its {column_count} column descriptors")
-        columns: dict[str, np.ndarray] = {}
+        columns: dict[str, Any] = {}
         previous_id = 0
         for index in range(column_count):
             column_id, length = _DESCRIPTOR.unpack_from(view, _HEADER.size + index * _DESCRIPTOR.size)
@@ -325,7 +341,9 @@ class SeriesChunk:
                 raise ChunkError(f"chunk column {_COLUMNS[column_id][0]}: {length} bytes past the chunk's end ({len(view)} bytes)")
             name, dtype = _COLUMNS[column_id]
             body = view[offset : offset + length]
-            columns[name] = unpack_text(body, codec, rows, name) if dtype == "text" else unpack(body, codec, dtype or value_dtype, rows, name)
+            columns[name] = (
+                unpack_text(body, codec, rows, name) if dtype == "text" else unpack(body, codec, dtype or value_dtype, rows, name)
+            )
             offset += length
         if offset != len(view):
             raise ChunkError(f"chunk has {len(view) - offset} bytes after its last column")
@@ -373,5 +391,3 @@ def _texts(name: str, data: Sequence[str | None] | None, rows: int) -> tuple[str
 
 _TEXT_NAMES = frozenset(("histogram", "extra"))
 _ARRAY_NAMES = tuple(name for name in SeriesChunk.__slots__ if name not in _TEXT_NAMES)
-
-

@@ -119,7 +119,7 @@ def unpack_text(body: memoryview, codec: ChunkCodec, rows: int, name: str) -> tu
     lengths = np.frombuffer(raw, "<u4", rows)
     present = lengths != _NO_TEXT
     ends = np.cumsum(np.where(present, lengths, 0), dtype=np.int64) + 4 * rows
-    if rows and int(ends[-1]) != len(raw) or not rows and len(raw) != 0:
+    if (rows and int(ends[-1]) != len(raw)) or (not rows and len(raw) != 0):
         raise ChunkError(f"chunk column {name}: text lengths add up to {int(ends[-1]) if rows else 0} bytes, the body has {len(raw)}")
     out: list[str | None] = []
     start = 4 * rows

@@ -23,17 +23,22 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from .._files import connect, connect_readonly, make_private_dir
 from ..model.attributes import canonical_json
 from ..model.batch import (
     METRIC,
     PointBatch,
 )
-from .blocks import add_blocks, temporary_blocks
+from .chunk_index import SeriesKey
+from .chunk_write import series_chunks, write_points
+from .compaction import FAN_IN, compact_series
 from .file_watch import FileChange, StoreFileWatch, change_message, clear_the_path, recreate_lock, write_identity_mark
 from .frames import points_dataframe, runs_dataframe
-from .insert import insert_points, rows_per_statement
-from .points import PointQuery, StoredPoint, json_path
+from .migrate import convert_rows, readable_rows
+from .point_reads import query_columns, stored_points
+from .points import PointQuery, StoredPoint
 from .ranks import DEFAULT_WINDOW_S, rank_skew
 from .run_metadata import RUN_METADATA_METRICS, KeptRunMetadata, write_run_metadata
 from .runs import summarize_runs
@@ -68,8 +73,10 @@ class PointStore:
         self._lock = threading.Lock()
         self._ids: dict[tuple[str, str], int] = {}
         self._attr_ids: dict[str, int] = {}
-        #: (metric id, resource id) -> the latest time this object stored for that series (see blocks.py).
-        self._series_max_time: dict[tuple[int, int], int] = {}
+        #: Series -> the latest time this object stored in it (see chunk_write.py).
+        self._series_max_time: dict[SeriesKey, int] = {}
+        #: Series -> level-0 chunks this object wrote since it last compacted it (see compaction.py).
+        self._small_chunks: dict[SeriesKey, int] = {}
         #: How many times the file was re-created under this writer, by cause (removed, replaced,
         #: truncated; see :mod:`.file_watch`).
         self.recreated: dict[str, int] = {}
@@ -84,17 +91,16 @@ class PointStore:
             try:
                 tables = {row[0] for row in self._conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
                 check_version(self._conn, self.path)
-                if "points" not in tables:
-                    raise ValueError(f"store {self.path}: not an otel-recursive-metrics store (no points table)")
+                if "chunks" not in tables and "points" not in tables:
+                    raise ValueError(f"store {self.path}: not an otel-recursive-metrics store (no chunks table)")
                 check_layout(self._conn, self.path)
-                if "blocks" not in tables:
-                    temporary_blocks(self._conn)  # a store of an earlier version, opened to read
+                if "points" in tables:
+                    readable_rows(self._conn)  # a store of an earlier version (or one being converted), opened to read
             except BaseException:
                 self._conn.close()
                 raise
         else:
             self._conn = self._open_for_writing()
-        self._rows_per_statement = rows_per_statement(self._conn)
 
     def _open_for_writing(self) -> sqlite3.Connection:
         """A write connection to the file at the path (created if missing) with the current schema."""
@@ -104,7 +110,8 @@ class PointStore:
             # FULL: a committed batch survives a power loss, so "stored" means durable.
             conn.execute(f"PRAGMA synchronous={'FULL' if self._durable else 'NORMAL'}")
             check_layout(conn, self.path)
-            create_schema(conn)
+            if create_schema(conn):
+                convert_rows(conn)  # a store of an earlier version: into chunks, before anything is added
             self._watch.reset()
         except BaseException:
             conn.close()
@@ -167,6 +174,7 @@ class PointStore:
                 # The commit may have gone into the file that is gone or damaged: write it again here.
                 inserted = self._write(batch, steps_unknown=steps_unknown)
             self._points_in_file += inserted
+            self._compact()
             return inserted
 
     def _write(self, batch: PointBatch, *, steps_unknown: bool, remember: bool = True) -> int:
@@ -221,12 +229,15 @@ class PointStore:
                 metadata_points = [p for p in points if p[METRIC] in metadata]
                 write_run_metadata(conn, names, metadata_points, resources)
                 points = [p for p in points if p[METRIC] not in metadata]
-            before, runs = insert_points(conn, self._rows_per_statement, points, res_ids, scope_ids, metric_ids, attr_ids)
-            inserted, kept = add_blocks(conn, before, runs, self._series_max_time, steps_unknown=steps_unknown)
+            chunks = series_chunks(points, metric_ids, res_ids, scope_ids, attr_ids)
+            written = write_points(conn, chunks, self._series_max_time, steps_unknown=steps_unknown)
             conn.execute("COMMIT")
-            for block in kept:
-                key = (block.metric_id, block.resource_id)
-                self._series_max_time[key] = max(block.max_time, self._series_max_time.get(key, block.max_time))
+            inserted = 0
+            for row in written:
+                key = row.series
+                inserted += row.points
+                self._series_max_time[key] = max(row.max_time, self._series_max_time.get(key, row.max_time))
+                self._small_chunks[key] = self._small_chunks.get(key, 0) + 1
             if metadata and remember:
                 self._metadata.keep(batch, metadata_points)
         except BaseException:
@@ -267,6 +278,7 @@ class PointStore:
         self._ids.clear()
         self._attr_ids.clear()
         self._series_max_time.clear()
+        self._small_chunks.clear()
         try:
             make_private_dir(self.path.parent)
             with recreate_lock(self.path.parent):
@@ -277,7 +289,6 @@ class PointStore:
         except OSError as exc:
             raise sqlite3.OperationalError(f"unable to open database file {self.path} again after it was {change.cause}: {exc}") from exc
         self._pending_change = None
-        self._rows_per_statement = rows_per_statement(self._conn)
         self.recreated[change.cause] = self.recreated.get(change.cause, 0) + 1
         left, self._points_in_file = self._points_in_file, 0
         self.points_left_behind += left
@@ -301,10 +312,7 @@ class PointStore:
 
     def iter_query(self, metric: str | Sequence[str] | None = None, **filters: Any) -> Iterator[StoredPoint]:
         """Like :meth:`query`, yielding points as SQLite reads them (a thousand at a time)."""
-        sql, params = PointQuery(metric, **filters).sql()
-        for rows in self.read_chunks(sql, params):
-            for row in rows:
-                yield StoredPoint.from_row(row)
+        yield from stored_points(self, query_columns(self, PointQuery(metric, **filters)))
 
     def read(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
         """The rows of one read-only statement (for summaries over the store's tables)."""
@@ -329,18 +337,36 @@ class PointStore:
         """Every metric name that has points, sorted."""
         with self._lock:
             rows = self._conn.execute(
-                "SELECT DISTINCT m.name FROM metrics m WHERE EXISTS (SELECT 1 FROM points p WHERE p.metric_id = m.id) ORDER BY m.name"
+                "SELECT DISTINCT m.name FROM metrics m WHERE EXISTS (SELECT 1 FROM chunks c WHERE c.metric_id = m.id) ORDER BY m.name"
             ).fetchall()
         return [r[0] for r in rows]
 
     def count(self) -> int:
         """How many points the store holds."""
         with self._lock:
-            return int(self._conn.execute("SELECT count(*) FROM points").fetchone()[0])
+            return int(self._conn.execute("SELECT ifnull(sum(points), 0) FROM chunks").fetchone()[0])
 
     def close(self) -> None:
+        """Join the small chunks this writer left (see :mod:`.compaction`), then close the file."""
         with self._lock:
+            if not self.readonly:
+                self._compact(closing=True)
             self._conn.close()
+
+    def _compact(self, *, closing: bool = False) -> None:
+        """Compact the series that have :data:`~.compaction.FAN_IN` new small chunks (closing: any); the caller holds the lock.
+
+        A failure (another writer holds the lock past the busy timeout, a full disk) leaves the
+        chunks as they are, readable; a later batch, or the next close, tries again.
+        """
+        due = [key for key, n in self._small_chunks.items() if n >= (1 if closing else FAN_IN)]
+        for key in due:
+            try:
+                compact_series(self._conn, key, closing=closing)
+            except sqlite3.Error as exc:
+                _log.info("otel-recursive-metrics: compaction of a series in %s postponed: %s", self.path, exc)
+                return
+            del self._small_chunks[key]
 
     # -- summaries ------------------------------------------------------------------------
 
@@ -369,15 +395,11 @@ class PointStore:
 
     def query_extra(self, key: str, value: Any, *, limit: int | None = None) -> list[StoredPoint]:
         """Points whose ``extra`` field ``key`` equals ``value`` (a submitted record's ``id``, say)."""
-        ((first, last),) = self.read(
-            "SELECT min(time_unix_nano), max(time_unix_nano) FROM points WHERE extra IS NOT NULL AND json_extract(extra, ?) = ?",
-            (json_path(key), value),
-        )
-        if first is None:
+        columns = query_columns(self, PointQuery())
+        if columns.extra is None:
             return []
-        found = [
-            p
-            for p in self.iter_query(start_time_unix_nano=first, end_time_unix_nano=last)
-            if p.extra is not None and p.extra.get(key) == value
-        ]
+        # A cheap text test first (the key and the value appear in the JSON), then the exact one.
+        needle, wanted = json.dumps(key), json.dumps(value)
+        rows = [i for i, text in enumerate(columns.extra) if text is not None and needle in text and wanted in text]
+        found = [p for p in stored_points(self, columns.take(np.array(rows, dtype=np.int64))) if p.extra and p.extra.get(key) == value]
         return found if limit is None else found[: int(limit)]

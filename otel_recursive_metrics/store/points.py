@@ -119,19 +119,16 @@ class PointQuery:
     #: Only points up to this row id (a snapshot: what was in the store at one moment).
     max_row_id: int | None = None
 
-    def parts(self) -> tuple[str, list[Any], str]:
-        """``(" WHERE ...", params, " ORDER BY ...")`` over ``points p`` alone.
+    def id_filters(self) -> list[tuple[str, str, list[Any]]]:
+        """The name and attribute filters: ``(point field, "SELECT id FROM <small table> WHERE ...", params)``.
 
-        Names and attributes are matched in their own small tables (a subquery each), so
-        SQLite never parses a point's resource or attribute JSON: the filter costs the same
-        whatever columns a caller selects.
+        Names and attributes are matched in their own small tables, so neither SQLite nor a
+        chunk reader parses a point's resource or attribute JSON.
         """
-        where: list[str] = []
-        params: list[Any] = []
+        out: list[tuple[str, str, list[Any]]] = []
         if self.metric is not None:
             names = [self.metric] if isinstance(self.metric, str) else list(self.metric)
-            where.append(f"p.metric_id IN (SELECT id FROM metrics WHERE name IN ({','.join('?' * len(names))}))")
-            params.extend(names)
+            out.append(("metric_id", f"SELECT id FROM metrics WHERE name IN ({','.join('?' * len(names))})", names))
         res_where: list[str] = []
         res_params: list[Any] = []
         res_filter = dict(self.resource or {})
@@ -147,14 +144,27 @@ class PointQuery:
             res_where.append("json_extract(attributes, ?) = ?")
             res_params.extend([json_path(key), value])
         if res_where:
-            where.append("p.resource_id IN (SELECT id FROM resources WHERE " + " AND ".join(res_where) + ")")
-            params.extend(res_params)
+            out.append(("resource_id", "SELECT id FROM resources WHERE " + " AND ".join(res_where), res_params))
         if self.attributes:
-            attr_where = []
+            attr_where, attr_params = [], []
             for key, value in self.attributes.items():
                 attr_where.append("json_extract(attributes, ?) = ?")
-                params.extend([json_path(key), value])
-            where.append("p.attributes_id IN (SELECT id FROM attribute_sets WHERE " + " AND ".join(attr_where) + ")")
+                attr_params.extend([json_path(key), value])
+            out.append(("attributes_id", "SELECT id FROM attribute_sets WHERE " + " AND ".join(attr_where), attr_params))
+        return out
+
+    def parts(self) -> tuple[str, list[Any], str]:
+        """``(" WHERE ...", params, " ORDER BY ...")`` over ``points p`` alone.
+
+        Names and attributes are matched in their own small tables (a subquery each), so
+        SQLite never parses a point's resource or attribute JSON: the filter costs the same
+        whatever columns a caller selects.
+        """
+        where: list[str] = []
+        params: list[Any] = []
+        for field_name, subquery, sub_params in self.id_filters():
+            where.append(f"p.{field_name} IN ({subquery})")
+            params.extend(sub_params)
         for clause, value in (
             ("p.time_unix_nano >= ?", self.start_time_unix_nano),
             ("p.time_unix_nano <= ?", self.end_time_unix_nano),

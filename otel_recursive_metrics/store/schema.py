@@ -1,4 +1,4 @@
-"""The store's schema (version 3): the OpenTelemetry data model in SQLite tables, and run metadata.
+"""The store's schema (version 4): the OpenTelemetry data model in SQLite tables, and run metadata.
 
 ::
 
@@ -6,26 +6,25 @@
     scopes(id, name, version, attributes, schema_url)
     metrics(id, name, description, unit, kind, temporality, monotonic)
     attribute_sets(id, attributes)                        -- each distinct point attribute set once
-    points(id, metric_id, resource_id, scope_id, attributes_id,
-           start_time_unix_nano, time_unix_nano, value, step, epoch, histogram, extra)
-    blocks(metric_id, resource_id, first_id, last_id, points,
-           min_time, max_time, min_step, max_step)        -- where each series' points lie
-    meta(key, value)                                      -- schema_version
+    chunks(id, metric_id, resource_id, scope_id, attributes_id, points, first_row_id, last_row_id,
+           min_time, max_time, min_step, max_step, min_value, max_value, level, bytes)
+    chunk_data(chunk_id, data)                            -- a series' points, compressed (see below)
+    meta(key, value)                                      -- schema_version, next_row_id
     run_params(run_id, key, value, time_unix_nano)        -- hyperparameters; value as JSON
     run_info(run_id, name, tags, notes, time_unix_nano)   -- tags as a JSON list
     run_processes(resource_id, pid, host, process, started_unix_nano, ended_unix_nano, status)
 
 ``kind`` is ``gauge``, ``sum``, ``histogram`` or ``exponential_histogram``; ``temporality`` is
-OTLP's (1 delta, 2 cumulative); ``value`` keeps integers as integers; ``histogram`` is JSON (see
-:mod:`otel_recursive_metrics.model.batch`). ``points`` has no index but its row id: a batch's
-points are written grouped by series, and ``blocks`` says where (see :mod:`.blocks`, which also
-keeps inserts idempotent: a batch delivered twice after a crash is stored once).
+OTLP's (1 delta, 2 cumulative). Points are kept as per-series chunks: ``chunks`` is their index
+(see :mod:`.chunk_index`), ``chunk_data`` their bytes in the format of
+:mod:`otel_recursive_metrics.model.chunk`; :mod:`.chunk_write` writes them (once each: a batch
+delivered twice after a crash is stored once), :mod:`.compaction` joins small ones, and
+:mod:`.scan` reads them back as NumPy columns.
 
-Version 2 added the three run tables (see :mod:`otel_recursive_metrics.training.run`); they are
-created in a version-1 file when it is opened for writing, and a reader of a version-1 file finds
-no run metadata, not an error. Version 3 replaced the unique index over a point's identity (a
-third of the write cost, 25 bytes a point) by ``blocks``; a version-2 file gets its blocks, and
-loses the index, when first opened for writing.
+Earlier versions kept a row a point in ``points`` (version 1; version 2 added the three run
+tables; version 3 replaced the per-point unique index by ``blocks``, the row-id ranges of each
+series). Such a store is converted when it is opened for writing (:mod:`.migrate`: streaming,
+resumable, safe to kill at any moment), and read as it is when opened read-only.
 
 A file whose ``schema_version`` is above :data:`SCHEMA_VERSION` was written by a newer release:
 readers refuse it with a :class:`~otel_recursive_metrics.errors.StoreVersionError`
@@ -42,11 +41,11 @@ from pathlib import Path
 
 from .._files import connect_readonly
 from ..errors import ConfigError, StoreVersionError
-from .blocks import BLOCKS_SCHEMA, blocks_from_points
+from .chunk_index import CHUNK_SCHEMA
 
-__all__ = ["SCHEMA_VERSION", "check_layout", "check_version", "create_schema", "refuse_newer_store"]
+__all__ = ["SCHEMA_VERSION", "check_layout", "check_version", "create_schema", "has_point_rows", "refuse_newer_store"]
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -74,19 +73,6 @@ CREATE TABLE IF NOT EXISTS metrics(
 CREATE TABLE IF NOT EXISTS attribute_sets(
     id INTEGER PRIMARY KEY,
     attributes TEXT NOT NULL UNIQUE);
-CREATE TABLE IF NOT EXISTS points(
-    id INTEGER PRIMARY KEY,
-    metric_id INTEGER NOT NULL,
-    resource_id INTEGER NOT NULL,
-    scope_id INTEGER NOT NULL,
-    attributes_id INTEGER NOT NULL,
-    start_time_unix_nano INTEGER NOT NULL,
-    time_unix_nano INTEGER NOT NULL,
-    value,
-    step INTEGER,
-    epoch INTEGER,
-    histogram TEXT,
-    extra TEXT);
 CREATE INDEX IF NOT EXISTS metrics_by_name ON metrics(name);
 CREATE TABLE IF NOT EXISTS run_params(
     run_id TEXT NOT NULL,
@@ -112,26 +98,31 @@ CREATE TABLE IF NOT EXISTS run_processes(
 """
 
 
-def create_schema(conn: sqlite3.Connection) -> None:
-    """Create every table and index that is missing, in one write transaction.
+def create_schema(conn: sqlite3.Connection) -> bool:
+    """Create every table and index that is missing, in one write transaction; True if the store needs converting.
 
-    A store of an earlier version is brought up to this one here: blocks for the points it
-    holds, and its per-point index dropped (see :mod:`.blocks`).
+    A new store gets the current version. A store of an earlier version (a ``points`` table)
+    keeps its version until :func:`~.migrate.convert_rows` has moved every point into chunks.
     """
     conn.execute("BEGIN IMMEDIATE")
     try:
-        for statement in (_SCHEMA + BLOCKS_SCHEMA).split(";"):
+        for statement in (_SCHEMA + CHUNK_SCHEMA).split(";"):
             if statement.strip():
                 conn.execute(statement)
-        if conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'index' AND name = 'points_identity'").fetchone():
-            blocks_from_points(conn)
-            conn.execute("DROP INDEX points_identity")
-        conn.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+        legacy = has_point_rows(conn)
+        if not legacy:
+            conn.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
         conn.execute("COMMIT")
     except BaseException:
         if conn.in_transaction:
             conn.execute("ROLLBACK")
         raise
+    return legacy
+
+
+def has_point_rows(conn: sqlite3.Connection) -> bool:
+    """Whether the file has the ``points`` table of a version before 4 (empty or not)."""
+    return conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'points'").fetchone() is not None
 
 
 def check_layout(conn: sqlite3.Connection, path: Path) -> None:

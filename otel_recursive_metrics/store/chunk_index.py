@@ -1,0 +1,144 @@
+"""The chunk index: one row per chunk of one series, and the chunk's bytes beside it.
+
+Schema version 4 keeps points as compressed per-series chunks (:mod:`otel_recursive_metrics.model.chunk`),
+not one row a point::
+
+    chunks(id, metric_id, resource_id, scope_id, attributes_id,   -- the series
+           points, first_row_id, last_row_id,                     -- how many, which row ids
+           min_time, max_time, min_step, max_step,                -- ranges, for skipping chunks
+           min_value, max_value, level, bytes)                    -- level: 0 as written, n after compaction
+    chunk_data(chunk_id, data)                                    -- the chunk's bytes (its binary format)
+
+A series is one metric, resource, scope and attribute set. Every point has a row id, a number
+from one counter of the whole store (``meta.next_row_id``) given as points are written: a chunk
+holds them in its ``row_id`` column, and ``first_row_id`` / ``last_row_id`` bound them, which is
+what "points written after row id N" (``query --follow``, the web view's live update) reads.
+``min_step`` / ``max_step`` range over points that have a step (NULL if none has);
+``min_value`` / ``max_value`` ignore NaN and points without a value (NULL if none is left).
+
+The index is small (a row per chunk, about 60 bytes, for hundreds to a million points) and kept
+apart from the bytes, so a scan of it reads no chunk data. ``chunks_by_series`` serves the two
+questions asked of it: a series' chunks in a time range, and the latest time a series holds.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterable, Sequence
+from typing import Any, NamedTuple
+
+from ..model.chunk import SeriesChunk
+
+__all__ = ["CHUNK_COLUMNS", "CHUNK_SCHEMA", "ChunkRow", "SeriesKey", "delete_chunks", "insert_chunks", "take_row_ids"]
+
+CHUNK_SCHEMA = """
+CREATE TABLE IF NOT EXISTS chunks(
+    id INTEGER PRIMARY KEY,
+    metric_id INTEGER NOT NULL,
+    resource_id INTEGER NOT NULL,
+    scope_id INTEGER NOT NULL,
+    attributes_id INTEGER NOT NULL,
+    points INTEGER NOT NULL,
+    first_row_id INTEGER NOT NULL,
+    last_row_id INTEGER NOT NULL,
+    min_time INTEGER NOT NULL,
+    max_time INTEGER NOT NULL,
+    min_step INTEGER,
+    max_step INTEGER,
+    min_value,
+    max_value,
+    level INTEGER NOT NULL,
+    bytes INTEGER NOT NULL);
+CREATE INDEX IF NOT EXISTS chunks_by_series ON chunks(metric_id, resource_id, max_time);
+CREATE TABLE IF NOT EXISTS chunk_data(chunk_id INTEGER PRIMARY KEY, data BLOB NOT NULL);
+"""
+
+#: The index's columns, in :class:`ChunkRow`'s order (``c.`` is the chunks table in a query).
+CHUNK_COLUMNS = (
+    "c.id, c.metric_id, c.resource_id, c.scope_id, c.attributes_id, c.points, c.first_row_id, c.last_row_id,"
+    " c.min_time, c.max_time, c.min_step, c.max_step, c.min_value, c.max_value, c.level, c.bytes"
+)
+
+
+class SeriesKey(NamedTuple):
+    """What one series is, as the store's ids."""
+
+    metric_id: int
+    resource_id: int
+    scope_id: int
+    attributes_id: int
+
+
+class ChunkRow(NamedTuple):
+    """One row of the chunk index (see the module docstring)."""
+
+    id: int
+    metric_id: int
+    resource_id: int
+    scope_id: int
+    attributes_id: int
+    points: int
+    first_row_id: int
+    last_row_id: int
+    min_time: int
+    max_time: int
+    min_step: int | None
+    max_step: int | None
+    min_value: float | int | None
+    max_value: float | int | None
+    level: int
+    bytes: int
+
+    @property
+    def series(self) -> SeriesKey:
+        return SeriesKey(self.metric_id, self.resource_id, self.scope_id, self.attributes_id)
+
+
+def take_row_ids(conn: sqlite3.Connection, count: int) -> int:
+    """Reserve ``count`` row ids inside the caller's write transaction; the first of them."""
+    row = conn.execute("SELECT value FROM meta WHERE key = 'next_row_id'").fetchone()
+    first = int(row[0]) if row is not None else 1
+    conn.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('next_row_id', ?)", (str(first + count),))
+    return first
+
+
+def insert_chunks(conn: sqlite3.Connection, items: Iterable[tuple[SeriesKey, SeriesChunk]], *, level: int = 0) -> list[ChunkRow]:
+    """Encode and insert chunks whose ``row_id`` columns are set; their index rows."""
+    rows: list[ChunkRow] = []
+    for key, chunk in items:
+        if not len(chunk):
+            continue
+        data = chunk.encode()
+        stats = chunk.stats()
+        params: Sequence[Any] = (
+            *key,
+            len(chunk),
+            int(chunk.row_id.min()),
+            int(chunk.row_id.max()),
+            stats.min_time_unix_nano,
+            stats.max_time_unix_nano,
+            stats.min_step,
+            stats.max_step,
+            stats.min_value,
+            stats.max_value,
+            level,
+            len(data),
+        )
+        cursor = conn.execute(
+            "INSERT INTO chunks(metric_id, resource_id, scope_id, attributes_id, points, first_row_id, last_row_id,"
+            " min_time, max_time, min_step, max_step, min_value, max_value, level, bytes) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            params,
+        )
+        chunk_id = int(cursor.lastrowid or 0)
+        conn.execute("INSERT INTO chunk_data(chunk_id, data) VALUES (?, ?)", (chunk_id, data))
+        rows.append(ChunkRow(chunk_id, *params))
+    return rows
+
+
+def delete_chunks(conn: sqlite3.Connection, ids: Sequence[int]) -> None:
+    """Remove chunks (index row and bytes) inside the caller's transaction."""
+    for start in range(0, len(ids), 500):
+        part = list(ids[start : start + 500])
+        marks = ",".join("?" * len(part))
+        conn.execute(f"DELETE FROM chunk_data WHERE chunk_id IN ({marks})", part)
+        conn.execute(f"DELETE FROM chunks WHERE id IN ({marks})", part)

@@ -1,0 +1,230 @@
+"""A batch's points into chunks, once each: the hot part of :meth:`PointStore.write_batch`.
+
+The batch's points (lists, see :mod:`otel_recursive_metrics.model.point`) become NumPy columns
+in one pass per field (``np.fromiter`` over ``operator.itemgetter``: no Python code per point),
+are sorted by series with one stable ``lexsort`` (points keep their order within a series), and
+each series' slice becomes one :class:`~otel_recursive_metrics.model.chunk.SeriesChunk`. A
+series whose values mix integers and floats gets one chunk per kind, so integers stay exact.
+
+**Idempotence.** A point's identity is its series, time, step, start time, value and extra
+fields (a submitted record's ``id``): records that share a time but differ in value, step or id
+are distinct points. A batch the store already holds (delivered again after a crash, a dead
+letter replayed twice) must add nothing. Training data comes in time order, so a new chunk's
+earliest point is normally later than anything its series holds: nothing of it can be a
+duplicate, and the check costs nothing (the writer remembers each series' latest time; a series
+it has not written yet costs one indexed lookup of the chunk index's ``max_time``). Only a chunk
+that overlaps in time what its series holds, or repeats a time within itself, is compared point
+by point (:func:`_new_points`) against the stored chunks of that time range.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+import operator
+import sqlite3
+from collections.abc import Mapping, Sequence
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from ..model.batch import ATTRIBUTES, EPOCH, EXTRA, HISTOGRAM, METRIC, RESOURCE, SCOPE, START_TIME, STEP, TIME, VALUE
+from ..model.chunk import SeriesChunk
+from .chunk_index import ChunkRow, SeriesKey, insert_chunks, take_row_ids
+
+__all__ = ["series_chunks", "write_points"]
+
+_TIME, _STEP, _EPOCH, _START, _VALUE = (operator.itemgetter(i) for i in (TIME, STEP, EPOCH, START_TIME, VALUE))
+_HISTOGRAM, _EXTRA = operator.itemgetter(HISTOGRAM), operator.itemgetter(EXTRA)
+_KEYS = tuple(operator.itemgetter(i) for i in (METRIC, RESOURCE, SCOPE, ATTRIBUTES))
+
+
+def _ids(points: Sequence[Any], getter: Any, table: Sequence[int]) -> np.ndarray:
+    """A field that indexes one of the batch's tables, as the store's ids."""
+    indexes = np.fromiter(map(getter, points), np.int64, len(points))
+    return np.asarray(table, dtype=np.int64)[indexes] if len(table) else indexes
+
+
+def _optional_ints(values: list[Any]) -> tuple[np.ndarray, np.ndarray | None]:
+    """Integers that may be None: the numbers (0 where None) and a mask (None if none is None)."""
+    if None not in values:
+        return np.array(values, dtype=np.int64), None
+    column = np.array(values, dtype=object)
+    missing = np.frompyfunc(lambda v: v is None, 1, 1)(column).astype(bool)
+    column[missing] = 0
+    return column.astype(np.int64), missing
+
+
+class _Values(NamedTuple):
+    """A batch's value field as columns."""
+
+    numbers: np.ndarray  # float64, or int64 when every value is an integer
+    missing: np.ndarray | None  # True where the point has no value (None), or None if every point has one
+    is_int: np.ndarray | None  # where integers and floats mix: True at the integers (their numbers in ``ints``)
+    ints: np.ndarray | None
+
+
+def _values(values: list[Any]) -> _Values:
+    """The value field as columns: one kind where the batch has one (the usual case), both where they mix."""
+    kinds = set(map(type, values))
+    missing = None
+    if type(None) in kinds:
+        column = np.array(values, dtype=object)
+        missing = np.frompyfunc(lambda v: v is None, 1, 1)(column).astype(bool)
+        column[missing] = 0
+        kinds.discard(type(None))
+        values = column.tolist()
+    if kinds <= {int, bool}:
+        return _Values(np.array(values, dtype=np.int64), missing, None, None)
+    if kinds <= {float}:
+        return _Values(np.array(values, dtype=np.float64), missing, None, None)
+    is_int = np.fromiter((type(v) is not float for v in values), bool, len(values))
+    floats = np.array([v if type(v) is float else 0.0 for v in values], dtype=np.float64)
+    ints = np.array([0 if type(v) is float else v for v in values], dtype=np.int64)
+    return _Values(floats, missing, is_int, ints)
+
+
+def _texts(points: Sequence[Any], getter: Any) -> list[str | None] | None:
+    """A histogram or extra field as JSON text per point, or None if no point has one."""
+    fields = list(map(getter, points))
+    if not any(fields):
+        return None
+    return [None if f is None else json.dumps(f) for f in fields]
+
+
+def series_chunks(
+    points: Sequence[Any], metric_ids: Sequence[int], res_ids: Sequence[int], scope_ids: Sequence[int], attr_ids: Sequence[int]
+) -> list[tuple[SeriesKey, SeriesChunk]]:
+    """``points`` as one chunk per series (and value kind), points in their order within it; no row ids yet."""
+    n = len(points)
+    if not n:
+        return []
+    key_columns = [_ids(points, getter, table) for getter, table in zip(_KEYS, (metric_ids, res_ids, scope_ids, attr_ids), strict=True)]
+    times = np.fromiter(map(_TIME, points), np.int64, n)
+    starts, _ = _optional_ints(list(map(_START, points)))
+    steps, step_missing = _optional_ints(list(map(_STEP, points)))
+    epochs, epoch_missing = _optional_ints(list(map(_EPOCH, points)))
+    values = _values(list(map(_VALUE, points)))
+    kind = np.zeros(n, np.int64) if values.is_int is None else values.is_int.astype(np.int64)
+    histograms, extras = _texts(points, _HISTOGRAM), _texts(points, _EXTRA)
+    order = np.lexsort((kind, key_columns[3], key_columns[2], key_columns[1], key_columns[0]))
+    sorted_keys = np.stack([k[order] for k in key_columns] + [kind[order]])
+    change = np.flatnonzero(np.any(sorted_keys[:, 1:] != sorted_keys[:, :-1], axis=0)) + 1
+    bounds = [0, *change.tolist(), n]
+    out: list[tuple[SeriesKey, SeriesChunk]] = []
+    for lo, hi in itertools.pairwise(bounds):
+        rows = order[lo:hi]
+        key = SeriesKey(*(int(k[rows[0]]) for k in key_columns))
+        integer = values.is_int is not None and values.ints is not None and bool(values.is_int[rows[0]])
+        index = rows.tolist() if histograms is not None or extras is not None else None
+        out.append(
+            (
+                key,
+                SeriesChunk(
+                    times[rows],
+                    values.ints[rows] if integer and values.ints is not None else values.numbers[rows],
+                    start_time_unix_nano=starts[rows],
+                    step=steps[rows],
+                    step_missing=None if step_missing is None else step_missing[rows],
+                    epoch=epochs[rows],
+                    epoch_missing=None if epoch_missing is None else epoch_missing[rows],
+                    value_missing=None if values.missing is None else values.missing[rows],
+                    histogram=None if histograms is None or index is None else [histograms[i] for i in index],
+                    extra=None if extras is None or index is None else [extras[i] for i in index],
+                ),
+            )
+        )
+    return out
+
+
+def _strictly_increasing(times: np.ndarray) -> bool:
+    return bool(len(times) < 2 or (times[1:] > times[:-1]).all())
+
+
+def _identities(chunk: SeriesChunk, *, steps_unknown: bool) -> list[tuple[Any, ...]]:
+    """Each point's identity within its series (see the module docstring), as hashable tuples.
+
+    A missing value and NaN are identities of their own (NaN is not equal to itself); the value
+    compares as a number (1 and 1.0 are one identity, as SQLite compared them). Without steps
+    (``steps_unknown``: a batch back from OTLP) neither the step nor the extra fields count.
+    """
+    values: list[Any] = chunk.value.tolist()
+    if chunk.value.dtype.kind == "f":
+        values = ["nan" if math.isnan(v) else v for v in values]
+    missing = chunk.value_missing.tolist()
+    values = ["null" if m else v for v, m in zip(values, missing, strict=True)]
+    times, starts = chunk.time_unix_nano.tolist(), chunk.start_time_unix_nano.tolist()
+    if steps_unknown:
+        return list(zip(times, starts, values, strict=True))
+    steps = [None if m else s for s, m in zip(chunk.step.tolist(), chunk.step_missing.tolist(), strict=True)]
+    return list(zip(times, starts, values, steps, chunk.extra, strict=True))
+
+
+def _new_points(conn: sqlite3.Connection, key: SeriesKey, chunk: SeriesChunk, *, steps_unknown: bool) -> SeriesChunk:
+    """The points of ``chunk`` its series does not hold yet, each identity once."""
+    lo, hi = int(chunk.time_unix_nano.min()), int(chunk.time_unix_nano.max())
+    seen: set[tuple[Any, ...]] = set()
+    stored = conn.execute(
+        "SELECT d.data FROM chunks c JOIN chunk_data d ON d.chunk_id = c.id WHERE c.metric_id = ? AND c.resource_id = ?"
+        " AND c.scope_id = ? AND c.attributes_id = ? AND c.max_time >= ? AND c.min_time <= ?",
+        (*key, lo, hi),
+    )
+    for (data,) in stored:
+        seen.update(_identities(SeriesChunk.decode(data), steps_unknown=steps_unknown))
+    keep: list[int] = []
+    for index, identity in enumerate(_identities(chunk, steps_unknown=steps_unknown)):
+        if identity not in seen:
+            seen.add(identity)
+            keep.append(index)
+    return chunk if len(keep) == len(chunk) else chunk.take(np.array(keep, dtype=np.int64))
+
+
+def write_points(
+    conn: sqlite3.Connection,
+    chunks: list[tuple[SeriesKey, SeriesChunk]],
+    latest: Mapping[SeriesKey, int],
+    *,
+    steps_unknown: bool = False,
+) -> list[ChunkRow]:
+    """Store ``chunks`` (from :func:`series_chunks`) inside the caller's write transaction, once each.
+
+    ``latest`` holds, per series, the latest time the caller itself stored: a chunk that starts
+    after it cannot repeat anything the caller wrote (a batch delivered again comes from the
+    process that wrote it, or from one that adopted its queue, which starts without that
+    knowledge). Chunks not settled that way are looked up in the index, all in one statement.
+    Returns the index rows written (their ``points`` add up to the points that were new).
+    """
+    unsettled = [key for key, chunk in chunks if key not in latest or int(chunk.time_unix_nano.min()) <= latest[key]]
+    stored_max: dict[SeriesKey, int | None] = {}
+    if unsettled:
+        wanted = list(dict.fromkeys(unsettled))
+        for start in range(0, len(wanted), 200):
+            part = wanted[start : start + 200]
+            values = ",".join(["(?,?,?,?)"] * len(part))
+            rows = conn.execute(
+                f"WITH s(m, r, sc, a) AS (VALUES {values}) SELECT m, r, sc, a, (SELECT max(max_time) FROM chunks"
+                " WHERE metric_id = s.m AND resource_id = s.r AND scope_id = s.sc AND attributes_id = s.a) FROM s",
+                [v for key in part for v in key],
+            ).fetchall()
+            stored_max.update({SeriesKey(m, r, sc, a): t for m, r, sc, a, t in rows})
+    kept: list[tuple[SeriesKey, SeriesChunk]] = []
+    for key, given in chunks:
+        before = stored_max.get(key)
+        overlaps = before is not None and before >= int(given.time_unix_nano.min())
+        fresh = (
+            _new_points(conn, key, given, steps_unknown=steps_unknown)
+            if overlaps or not _strictly_increasing(given.time_unix_nano)
+            else given
+        )
+        if len(fresh):
+            kept.append((key, fresh))
+    total = sum(len(chunk) for _, chunk in kept)
+    if not total:
+        return []
+    first = take_row_ids(conn, total)
+    numbered: list[tuple[SeriesKey, SeriesChunk]] = []
+    for key, chunk in kept:
+        numbered.append((key, chunk.with_row_ids(first)))
+        first += len(chunk)
+    return insert_chunks(conn, numbered)

@@ -1,0 +1,103 @@
+"""Compaction: a series' small chunks joined into large ones, crash-safely.
+
+A writer stores one chunk per series per batch (level 0): a few hundred points, each carrying a
+chunk's fixed costs (its header, pcodec's own, an index row), a few bytes a point together.
+When a series has :data:`FAN_IN` chunks of one level, they are joined into one chunk of the next
+level, up to :data:`MAX_POINTS` points: a long run ends with a handful of large chunks per
+series, and each point is re-encoded a few times over the run (once per level).
+
+Each join is one transaction: the new chunk is inserted, the index switched to it and the old
+chunks deleted together, so a process killed at any moment leaves either the old chunks or the
+new one, never both or neither. Points keep their row ids (chunks are joined in row-id order) and
+their order within the series. Chunks of different value kinds (integers, floats) are joined
+separately: a chunk has one kind.
+
+The writer compacts a series right after a batch that gave it its :data:`FAN_IN`-th small chunk
+(on the worker thread, never the training thread), and at close joins each series' level-0
+chunks it left behind (:func:`compact_series` with ``closing=True``).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Sequence
+
+from ..model.chunk import SeriesChunk, concat
+from .chunk_index import CHUNK_COLUMNS, ChunkRow, SeriesKey, delete_chunks, insert_chunks
+
+__all__ = ["FAN_IN", "MAX_POINTS", "compact_series"]
+
+#: Chunks of one level joined at once.
+FAN_IN = 8
+#: The most points a joined chunk holds: large enough that a chunk's fixed costs vanish, small
+#: enough that reading a short time range decodes little more than it needs.
+MAX_POINTS = 1 << 18
+
+
+def _series_chunks(conn: sqlite3.Connection, key: SeriesKey) -> list[ChunkRow]:
+    rows = conn.execute(
+        f"SELECT {CHUNK_COLUMNS} FROM chunks c WHERE c.metric_id = ? AND c.resource_id = ? AND c.scope_id = ?"
+        " AND c.attributes_id = ? ORDER BY c.first_row_id",
+        key,
+    ).fetchall()
+    return [ChunkRow(*row) for row in rows]
+
+
+def _groups(rows: Sequence[ChunkRow], *, closing: bool) -> list[list[ChunkRow]]:
+    """The runs of chunks to join: per level, consecutive chunks up to MAX_POINTS, FAN_IN (or, closing, two) or more."""
+    groups: list[list[ChunkRow]] = []
+    for level in sorted({row.level for row in rows}):
+        candidates = [row for row in rows if row.level == level and row.points < MAX_POINTS]
+        least = 2 if closing and level == 0 else FAN_IN
+        if len(candidates) < least:
+            continue
+        group: list[ChunkRow] = []
+        total = 0
+        for row in candidates:
+            if group and total + row.points > MAX_POINTS:
+                if len(group) >= least:
+                    groups.append(group)
+                group, total = [], 0
+            group.append(row)
+            total += row.points
+        if len(group) >= least:
+            groups.append(group)
+    return groups
+
+
+def _join(conn: sqlite3.Connection, key: SeriesKey, group: Sequence[ChunkRow]) -> int:
+    """Replace ``group`` by one chunk per value kind; the chunks written."""
+    ids = [row.id for row in group]
+    data = dict(conn.execute(f"SELECT chunk_id, data FROM chunk_data WHERE chunk_id IN ({','.join('?' * len(ids))})", ids).fetchall())
+    decoded = [SeriesChunk.decode(data[i]) for i in ids]
+    by_kind: dict[str, list[SeriesChunk]] = {}
+    for chunk in decoded:
+        by_kind.setdefault(chunk.value.dtype.str, []).append(chunk)
+    level = max(row.level for row in group) + 1
+    written = insert_chunks(conn, [(key, concat(parts)) for parts in by_kind.values()], level=level)
+    delete_chunks(conn, ids)
+    return len(written)
+
+
+def compact_series(conn: sqlite3.Connection, key: SeriesKey, *, closing: bool = False) -> int:
+    """Join the series' small chunks as the module docstring says, each join its own transaction; chunks joined.
+
+    ``closing``: the writer is closing, so its level-0 chunks are joined even if fewer than
+    :data:`FAN_IN` (two or more).
+    """
+    joined = 0
+    while True:
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            groups = _groups(_series_chunks(conn, key), closing=closing)
+            if not groups:
+                conn.execute("COMMIT")
+                return joined
+            group = groups[0]
+            _join(conn, key, group)
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+        joined += len(group)
