@@ -46,7 +46,7 @@ def modules() -> list[Path]:
 
 
 def unit_of(module: str) -> str:
-    """The unit a dotted module path inside the package belongs to (``store.blocks`` -> ``store``)."""
+    """The unit a dotted module path inside the package belongs to (``store.scan`` -> ``store``)."""
     return module.split(".", 1)[0] if module else ROOT
 
 

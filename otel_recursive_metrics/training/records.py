@@ -139,7 +139,7 @@ def prepare_record(metric_data: Any) -> tuple[dict[str, Any], str]:
             metric_data["timestamp"] = iso_time(time_ns)
     else:
         # Kept as given, even when another record has it too: the store tells such records apart
-        # by value, step and id (see store/blocks.py), and a record given again, id included,
+        # by value, step and id (see store/chunk_write.py), and a record given again, id included,
         # is stored once.
         time_ns = check_time_unix_nano("timestamp", timestamp, parse_timestamp(timestamp))
     record["_time_unix_nano"] = time_ns
