@@ -21,11 +21,12 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from otel_recursive_metrics import PointStore
 from otel_recursive_metrics.model.batch import BatchBuilder, PointBatch
 from otel_recursive_metrics.model.chunk import SeriesChunk
-from otel_recursive_metrics.store.compaction import FAN_IN, MAX_POINTS
+from otel_recursive_metrics.store.compaction import FAN_IN
 
 T0 = 1_800_000_000_000_000_000
 
@@ -208,7 +209,7 @@ def test_a_writer_killed_while_writing_and_compacting_leaves_each_batch_whole_an
         time.sleep(rng.uniform(0.0, 1.5))
         os.kill(child.pid, signal.SIGKILL)
         out, _ = child.communicate(timeout=60)
-        done = [int(line) for line in ([first] + out.splitlines()) if line.strip().isdigit()]
+        done = [int(line) for line in (first, *out.splitlines()) if line.strip().isdigit()]
         last = max(done)
         assert layout_problems(path) == [], f"attempt {attempt}"
         store = PointStore(path)
@@ -238,10 +239,7 @@ print("done", flush=True)
 """
 
 
-def test_compaction_killed_at_any_moment_loses_and_repeats_nothing(tmp_path: Path, monkeypatch: object) -> None:
-    import pytest
-
-    assert isinstance(monkeypatch, pytest.MonkeyPatch)
+def test_compaction_killed_at_any_moment_loses_and_repeats_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(PointStore, "_compact", lambda self, closing=False: None)  # leave every small chunk
     source = tmp_path / "small.db"
     store = PointStore(source)
