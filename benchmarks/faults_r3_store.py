@@ -45,10 +45,10 @@ def _stored_after(db: Path) -> tuple[int, str]:
     try:
         store = PointStore(db, readonly=True)
         try:
-            rows = store.read("SELECT count(*) FROM points WHERE step >= ?", (_STEPS,))
+            count = sum(1 for p in store.iter_query(step_min=_STEPS))
         finally:
             store.close()
-        return int(rows[0][0]), "readable"
+        return count, "readable"
     except Exception as exc:  # what a reader meets is the figure
         return 0, f"unreadable: {type(exc).__name__}: {exc}"
 

@@ -306,7 +306,7 @@ def test_the_store_as_the_only_sink_takes_batches_straight_and_the_queue_when_lo
     store = PointStore(data_dir / "metrics.db", readonly=True)
     steps = [p.step for p in store.query("loss")]
     assert sorted(steps) == list(range(300)), "every step once"
-    rows = store.read("SELECT p.step FROM points p JOIN metrics m ON m.id = p.metric_id WHERE m.name = 'loss' ORDER BY p.id")
+    rows = [(p.step,) for p in sorted(store.query("loss"), key=lambda p: p.row_id)]  # in the order they were written
     assert [r[0] for r in rows] == list(range(300)), "in order: while the queue held batches for the store, none went past them"
 
 

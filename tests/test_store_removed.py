@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+import random
 import sqlite3
 import threading
 from pathlib import Path
@@ -146,11 +147,12 @@ def test_the_otel_route_survives_a_store_removed_or_truncated(data_dir: Path, fa
 # -- the store itself ------------------------------------------------------------------------------
 
 
-def _batch(values: range, name: str = "loss") -> PointBatch:
+def _batch(values: range, name: str = "loss", *, noise: bool = False) -> PointBatch:
     b = BatchBuilder()
     res, scope, metric = b.resource({"service.name": "t"}), b.scope("s"), b.metric(name, "", "", "gauge")
+    rng = random.Random(values.start)
     for i in values:
-        b.add_point(res, scope, metric, "{}", 0, 1_000_000_000 + i, float(i), i)
+        b.add_point(res, scope, metric, "{}", 0, 1_000_000_000 + i, rng.random() if noise else float(i), i)
     return b.build()
 
 
@@ -185,16 +187,31 @@ def test_two_writers_of_one_store_both_go_on_in_the_new_file(tmp_path: Path) -> 
     assert _integrity(db) == "ok"
 
 
+def _keep_steps_below(conn: sqlite3.Connection, step: int) -> None:
+    """What ``DELETE FROM points WHERE step >= ?`` did in the row store: each chunk rewritten without those points."""
+    from otel_recursive_metrics.model.chunk import SeriesChunk
+
+    for chunk_id, data in conn.execute("SELECT chunk_id, data FROM chunk_data").fetchall():
+        chunk = SeriesChunk.decode(data)
+        kept = chunk.take(chunk.step < step)
+        if len(kept):
+            conn.execute("UPDATE chunk_data SET data = ? WHERE chunk_id = ?", (kept.encode(), chunk_id))
+            conn.execute("UPDATE chunks SET points = ? WHERE id = ?", (len(kept), chunk_id))
+        else:
+            conn.execute("DELETE FROM chunk_data WHERE chunk_id = ?", (chunk_id,))
+            conn.execute("DELETE FROM chunks WHERE id = ?", (chunk_id,))
+
+
 def test_a_healthy_store_shrunk_by_a_vacuum_is_not_taken_for_damage(tmp_path: Path) -> None:
     db = tmp_path / "metrics.db"
     store = PointStore(db)
     for start in range(0, 40_000, 4000):
-        store.write_batch(_batch(range(start, start + 4000)))
+        store.write_batch(_batch(range(start, start + 4000), noise=True))  # noise: chunks compress it little
     _checkpoint(db)
     store.write_batch(_batch(range(45_000, 45_010)))  # the writer has seen the file at its full size
     big = db.stat().st_size
     conn = sqlite3.connect(db, isolation_level=None)
-    conn.execute("DELETE FROM points WHERE step >= 1000")
+    _keep_steps_below(conn, 1000)
     conn.execute("VACUUM")
     conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
     conn.close()
