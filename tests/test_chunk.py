@@ -103,7 +103,7 @@ def chunks(draw: Any) -> SeriesChunk:
 
 
 def same_bits(a: Any, b: Any) -> bool:
-    if isinstance(a, tuple):  # a text column: the same texts, None where None
+    if a is None or isinstance(a, tuple):  # a text column: the same texts, None where None (or no column)
         return a == b
     return a.dtype == b.dtype and a.shape == b.shape and a.tobytes() == b.tobytes()
 

@@ -234,7 +234,7 @@ store = PointStore(sys.argv[1])
 keys = [SeriesKey(*row) for row in store.read("SELECT DISTINCT metric_id, resource_id, scope_id, attributes_id FROM chunks")]
 print("start", flush=True)
 for key in keys:
-    compact_series(store._conn, key, closing=True)
+    compact_series(store._conn, [key], closing=True)
 print("done", flush=True)
 """
 

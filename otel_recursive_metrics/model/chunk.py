@@ -10,7 +10,8 @@ attribute set) as equal-length columns::
     value                 float64, or int64 for an integer series (kept exact to the last bit)
     value_missing         bool, True where the point has no value (a histogram's); its value is 0
     row_id                int64, the point's place in its store (increasing as points are written)
-    histogram, extra      texts (JSON) or None: a histogram point's buckets, a record's other fields
+    histogram, extra      texts (JSON) or None: a histogram point's buckets, a record's other fields;
+                          the attribute is None when no point of the chunk has one
 
 ``encode()`` packs it into bytes, ``SeriesChunk.decode()`` reads them back bit for bit (NaN
 payloads, ``-0.0`` and subnormals included); ``stats()`` gives what a chunk index keeps, and
@@ -260,11 +261,11 @@ class SeriesChunk:
     def take(self, rows: Any) -> SeriesChunk:
         """The points at ``rows`` (indices, or a boolean mask), in that order, as a new chunk."""
         picked: dict[str, Any] = {name: getattr(self, name)[rows] for name in _ARRAY_NAMES}
-        if any(t is not None for t in self.histogram) or any(t is not None for t in self.extra):
+        if self.histogram is not None or self.extra is not None:
             index = np.arange(len(self))[rows].tolist()
             for name in _TEXT_NAMES:
                 texts = getattr(self, name)
-                picked[name] = [texts[i] for i in index]
+                picked[name] = None if texts is None else [texts[i] for i in index]
         return SeriesChunk(**picked)
 
     def with_row_ids(self, first: int) -> SeriesChunk:
@@ -285,7 +286,7 @@ class SeriesChunk:
             if not array.any():
                 left_out.add(column_id)
         for column_id, texts in ((10, self.histogram), (11, self.extra)):
-            if all(t is None for t in texts):
+            if texts is None:
                 left_out.add(column_id)
         for number_id, number, missing in ((3, self.step, self.step_missing), (5, self.epoch, self.epoch_missing)):
             if missing.all() and not number.any():
@@ -371,16 +372,21 @@ def concat(chunks: Sequence[SeriesChunk]) -> SeriesChunk:
         return chunks[0]
     joined: dict[str, Any] = {name: np.concatenate([getattr(c, name) for c in chunks]) for name in _ARRAY_NAMES}
     for name in _TEXT_NAMES:
-        texts = [getattr(c, name) for c in chunks]
-        joined[name] = tuple(t for part in texts for t in part)
+        parts = [getattr(c, name) for c in chunks]
+        if any(part is not None for part in parts):
+            joined[name] = [t for c, part in zip(chunks, parts, strict=True) for t in (part or (None,) * len(c))]
     return SeriesChunk(**joined)
 
 
-def _texts(name: str, data: Sequence[str | None] | None, rows: int) -> tuple[str | None, ...]:
-    """A text column as a tuple of ``rows`` texts or None (all None when ``data`` is None)."""
+def _texts(name: str, data: Sequence[str | None] | None, rows: int) -> tuple[str | None, ...] | None:
+    """A text column as a tuple of ``rows`` texts or None; None for the whole column if no point has one."""
     if data is None:
-        return (None,) * rows
+        return None
     texts = tuple(data)
+    if not any(t is not None for t in texts):
+        if len(texts) != rows:
+            raise ValueError(f"SeriesChunk {name}: {len(texts)} values, but time_unix_nano has {rows}")
+        return None
     if len(texts) != rows:
         raise ValueError(f"SeriesChunk {name}: {len(texts)} values, but time_unix_nano has {rows}")
     for text in texts:

@@ -1,7 +1,7 @@
 """A batch's points into chunks, once each: the hot part of :meth:`PointStore.write_batch`.
 
-The batch's points (lists, see :mod:`otel_recursive_metrics.model.point`) become NumPy columns
-in one pass per field (``np.fromiter`` over ``operator.itemgetter``: no Python code per point),
+The batch's points (lists, see :mod:`otel_recursive_metrics.model.point`) become NumPy columns:
+one transposition in C (``zip(*points)``), then one array per field (no Python code per point),
 are sorted by series with one stable ``lexsort`` (points keep their order within a series), and
 each series' slice becomes one :class:`~otel_recursive_metrics.model.chunk.SeriesChunk`. A
 series whose values mix integers and floats gets one chunk per kind, so integers stay exact.
@@ -22,7 +22,6 @@ from __future__ import annotations
 import itertools
 import json
 import math
-import operator
 import sqlite3
 from collections.abc import Mapping, Sequence
 from typing import Any, NamedTuple
@@ -35,21 +34,20 @@ from .chunk_index import ChunkRow, SeriesKey, insert_chunks, take_row_ids
 
 __all__ = ["series_chunks", "write_points"]
 
-_TIME, _STEP, _EPOCH, _START, _VALUE = (operator.itemgetter(i) for i in (TIME, STEP, EPOCH, START_TIME, VALUE))
-_HISTOGRAM, _EXTRA = operator.itemgetter(HISTOGRAM), operator.itemgetter(EXTRA)
-_KEYS = tuple(operator.itemgetter(i) for i in (METRIC, RESOURCE, SCOPE, ATTRIBUTES))
 
-
-def _ids(points: Sequence[Any], getter: Any, table: Sequence[int]) -> np.ndarray:
+def _ids(indexes: Sequence[int], table: Sequence[int]) -> np.ndarray:
     """A field that indexes one of the batch's tables, as the store's ids."""
-    indexes = np.fromiter(map(getter, points), np.int64, len(points))
-    return np.asarray(table, dtype=np.int64)[indexes] if len(table) else indexes
+    positions = np.array(indexes, dtype=np.int64)
+    return np.asarray(table, dtype=np.int64)[positions] if len(table) else positions
 
 
-def _optional_ints(values: list[Any]) -> tuple[np.ndarray, np.ndarray | None]:
+def _optional_ints(values: Sequence[Any]) -> tuple[np.ndarray, np.ndarray | None]:
     """Integers that may be None: the numbers (0 where None) and a mask (None if none is None)."""
-    if None not in values:
+    nones = values.count(None)
+    if not nones:
         return np.array(values, dtype=np.int64), None
+    if nones == len(values):  # the usual case for epochs, and for steps outside TrainingMetrics
+        return np.zeros(nones, np.int64), np.ones(nones, bool)
     column = np.array(values, dtype=object)
     missing = np.frompyfunc(lambda v: v is None, 1, 1)(column).astype(bool)
     column[missing] = 0
@@ -85,9 +83,8 @@ def _values(values: list[Any]) -> _Values:
     return _Values(floats, missing, is_int, ints)
 
 
-def _texts(points: Sequence[Any], getter: Any) -> list[str | None] | None:
+def _texts(fields: Sequence[Any]) -> list[str | None] | None:
     """A histogram or extra field as JSON text per point, or None if no point has one."""
-    fields = list(map(getter, points))
     if not any(fields):
         return None
     return [None if f is None else json.dumps(f) for f in fields]
@@ -100,14 +97,19 @@ def series_chunks(
     n = len(points)
     if not n:
         return []
-    key_columns = [_ids(points, getter, table) for getter, table in zip(_KEYS, (metric_ids, res_ids, scope_ids, attr_ids), strict=True)]
-    times = np.fromiter(map(_TIME, points), np.int64, n)
-    starts, _ = _optional_ints(list(map(_START, points)))
-    steps, step_missing = _optional_ints(list(map(_STEP, points)))
-    epochs, epoch_missing = _optional_ints(list(map(_EPOCH, points)))
-    values = _values(list(map(_VALUE, points)))
+    # One transposition in C: a tuple per field (the point's field order, see model/point.py).
+    fields = list(zip(*points, strict=True))
+    key_columns = [
+        _ids(fields[field], table)
+        for field, table in zip((METRIC, RESOURCE, SCOPE, ATTRIBUTES), (metric_ids, res_ids, scope_ids, attr_ids), strict=True)
+    ]
+    times = np.array(fields[TIME], dtype=np.int64)
+    starts, _ = _optional_ints(fields[START_TIME])
+    steps, step_missing = _optional_ints(fields[STEP])
+    epochs, epoch_missing = _optional_ints(fields[EPOCH])
+    values = _values(list(fields[VALUE]))
     kind = np.zeros(n, np.int64) if values.is_int is None else values.is_int.astype(np.int64)
-    histograms, extras = _texts(points, _HISTOGRAM), _texts(points, _EXTRA)
+    histograms, extras = _texts(fields[HISTOGRAM]), _texts(fields[EXTRA])
     order = np.lexsort((kind, key_columns[3], key_columns[2], key_columns[1], key_columns[0]))
     sorted_keys = np.stack([k[order] for k in key_columns] + [kind[order]])
     change = np.flatnonzero(np.any(sorted_keys[:, 1:] != sorted_keys[:, :-1], axis=0)) + 1
@@ -158,7 +160,7 @@ def _identities(chunk: SeriesChunk, *, steps_unknown: bool) -> list[tuple[Any, .
     if steps_unknown:
         return list(zip(times, starts, values, strict=True))
     steps = [None if m else s for s, m in zip(chunk.step.tolist(), chunk.step_missing.tolist(), strict=True)]
-    return list(zip(times, starts, values, steps, chunk.extra, strict=True))
+    return list(zip(times, starts, values, steps, chunk.extra or (None,) * len(chunk), strict=True))
 
 
 def _new_points(conn: sqlite3.Connection, key: SeriesKey, chunk: SeriesChunk, *, steps_unknown: bool) -> SeriesChunk:

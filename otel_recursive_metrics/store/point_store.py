@@ -360,12 +360,14 @@ class PointStore:
         chunks as they are, readable; a later batch, or the next close, tries again.
         """
         due = [key for key, n in self._small_chunks.items() if n >= (1 if closing else FAN_IN)]
+        if not due:
+            return
+        try:
+            compact_series(self._conn, due, closing=closing)
+        except (sqlite3.Error, ValueError) as exc:  # ValueError: a damaged chunk (ChunkError), left as it is
+            _log.info("otel-recursive-metrics: compaction in %s postponed: %s", self.path, exc)
+            return
         for key in due:
-            try:
-                compact_series(self._conn, key, closing=closing)
-            except sqlite3.Error as exc:
-                _log.info("otel-recursive-metrics: compaction of a series in %s postponed: %s", self.path, exc)
-                return
             del self._small_chunks[key]
 
     # -- summaries ------------------------------------------------------------------------

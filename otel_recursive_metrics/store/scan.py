@@ -192,9 +192,10 @@ def gather(pairs: Iterable[tuple[ChunkRow, SeriesChunk]]) -> Columns:
         parts["value"].append(floats)
         parts["is_int"].append(np.full(n, integer))
         parts["int_value"].append(chunk.value if integer else np.zeros(n, np.int64))
-        texts["histogram"].extend(chunk.histogram)
-        texts["extra"].extend(chunk.extra)
-        any_text = any_text or any(t is not None for t in chunk.histogram) or any(t is not None for t in chunk.extra)
+        for name in ("histogram", "extra"):
+            given = getattr(chunk, name)
+            texts[name].extend(given if given is not None else (None,) * n)
+            any_text = any_text or given is not None
     arrays: dict[str, Any] = {}
     for f in fields(Columns):
         if f.name in texts:
