@@ -138,8 +138,8 @@ def test_compaction_joins_small_chunks_and_keeps_every_point_its_order_and_row_i
     path = tmp_path / "m.db"
     store = PointStore(path)
     written = []
-    for start in range(0, 10 * 3 * FAN_IN + 7, 10):  # 3 * FAN_IN + 1 batches: compaction runs several times
-        store.write_batch(batch(range(start, start + 10), ranks=(0, 1)))
+    for start in range(0, 40 * 3 * FAN_IN + 7, 40):  # 3 * FAN_IN + 1 batches: compaction runs several times
+        store.write_batch(batch(range(start, start + 40), ranks=(0, 1)))
         written.append(start)
     before_close = snapshot(store)
     levels = dict(store.read("SELECT level, count(*) FROM chunks GROUP BY level"))
@@ -150,7 +150,7 @@ def test_compaction_joins_small_chunks_and_keeps_every_point_its_order_and_row_i
     reader = PointStore(path, readonly=True)
     assert snapshot(reader) == before_close, "close joined the rest without changing a point"
     assert dict(reader.read("SELECT level, count(*) FROM chunks WHERE level = 0 GROUP BY level")).get(0, 0) <= 4, "one per series at most"
-    expected_steps = [s for start in written for s in range(start, start + 10)]
+    expected_steps = [s for start in written for s in range(start, start + 40)]
     assert [p.step for p in reader.query("acc", rank=1)] == expected_steps
     assert [p.value for p in reader.query("acc", rank=1)] == [s * 0.5 + 1 for s in expected_steps]
     reader.close()
@@ -176,32 +176,37 @@ from otel_recursive_metrics import PointStore
 sys.path.insert(0, sys.argv[2])
 from test_store_chunks import batch
 store = PointStore(sys.argv[1])
-rank = int(sys.argv[3])
+rank, steps = int(sys.argv[3]), int(sys.argv[5])
 for index in range(int(sys.argv[4])):
-    store.write_batch(batch(range(index * 10, index * 10 + 10), ranks=(rank,)))
+    store.write_batch(batch(range(index * steps, index * steps + steps), ranks=(rank,)))
     print(index, flush=True)
 store.close()
 print("closed", flush=True)
 """
 
 
-def _writer(path: Path, rank: int, batches: int) -> subprocess.Popen[str]:
+def _writer(path: Path, rank: int, batches: int, steps: int) -> subprocess.Popen[str]:
+    """A child process writing ``batches`` batches of ``steps`` steps (two metrics) as rank ``rank``, printing each one committed."""
     return subprocess.Popen(
-        [sys.executable, "-c", _WRITER, str(path), str(Path(__file__).parent), str(rank), str(batches)],
+        [sys.executable, "-c", _WRITER, str(path), str(Path(__file__).parent), str(rank), str(batches), str(steps)],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
     )
 
 
+@pytest.mark.parametrize("steps", [40, 10], ids=["chunks", "head"])
 def test_a_writer_killed_while_writing_and_compacting_leaves_each_batch_whole_and_a_redelivery_adds_nothing_twice(
-    tmp_path: Path,
+    tmp_path: Path, steps: int
 ) -> None:
-    """kill -9 at random moments of a writer that compacts as it goes; then the batches again, as a queue would redeliver them."""
+    """kill -9 at random moments of a writer that compacts as it goes; then the batches again, as a queue would redeliver them.
+
+    Batches of 40 steps make a chunk per series; of 10 steps, head rows that become chunks as the head fills.
+    """
     rng = random.Random(21)
-    for attempt in range(6):
+    for attempt in range(4):
         path = tmp_path / f"m{attempt}.db"
-        child = _writer(path, 0, 400)
+        child = _writer(path, 0, 9000 // steps, steps)
         # Wait for the first commit (imports take a while), then kill somewhere in the run.
         assert child.stdout is not None
         first = child.stdout.readline()
@@ -213,14 +218,15 @@ def test_a_writer_killed_while_writing_and_compacting_leaves_each_batch_whole_an
         last = max(done)
         assert layout_problems(path) == [], f"attempt {attempt}"
         store = PointStore(path)
-        steps = sorted(p.step for p in store.query("loss"))
+        found = sorted(p.step for p in store.query("loss"))
         # Every batch the writer saw committed is there; the one in flight is there whole or not at all.
-        assert steps in (list(range((last + 1) * 10)), list(range((last + 2) * 10))), f"attempt {attempt}: {len(steps)} steps, last {last}"
+        whole = (list(range((last + 1) * steps)), list(range((last + 2) * steps)))
+        assert found in whole, f"attempt {attempt}: {len(found)} steps, last {last}"
         # The queue delivers every batch it had not seen acknowledged again, and a few before: none is stored twice.
         for index in range(max(0, last - 3), last + 3):
-            store.write_batch(batch(range(index * 10, index * 10 + 10)))
-        assert sorted(p.step for p in store.query("loss")) == list(range((last + 3) * 10))
-        assert store.count() == (last + 3) * 20
+            store.write_batch(batch(range(index * steps, index * steps + steps)))
+        assert sorted(p.step for p in store.query("loss")) == list(range((last + 3) * steps))
+        assert store.count() == (last + 3) * steps * 2
         store.close()
         assert layout_problems(path) == []
 
@@ -244,7 +250,7 @@ def test_compaction_killed_at_any_moment_loses_and_repeats_nothing(tmp_path: Pat
     source = tmp_path / "small.db"
     store = PointStore(source)
     for index in range(300):
-        store.write_batch(batch(range(index * 10, index * 10 + 10), ranks=(0, 1), metrics=("loss", "acc", "lr", "grad")))
+        store.write_batch(batch(range(index * 40, index * 40 + 40), ranks=(0, 1), metrics=("loss", "acc", "lr", "grad")))
     expected = snapshot(store)
     store.close()
     assert PointStore(source, readonly=True).read("SELECT count(*) FROM chunks") == [(2400,)]
@@ -271,14 +277,78 @@ def test_compaction_killed_at_any_moment_loses_and_repeats_nothing(tmp_path: Pat
 
 def test_four_processes_writing_one_store_with_compaction_store_every_point_once(tmp_path: Path) -> None:
     path = tmp_path / "m.db"
-    writers = [_writer(path, rank, 60) for rank in range(4)]
+    writers = [_writer(path, rank, 60, 40) for rank in range(4)]
     for writer in writers:
         out, err = writer.communicate(timeout=300)
         assert writer.returncode == 0 and "closed" in out, err
     store = PointStore(path, readonly=True)
     for rank in range(4):
-        assert [p.step for p in store.query("loss", rank=rank)] == list(range(600))
-    assert store.count() == 4 * 2 * 600
+        assert [p.step for p in store.query("loss", rank=rank)] == list(range(2400))
+    assert store.count() == 4 * 2 * 2400
     assert max(r[0] for r in store.read("SELECT level FROM chunks")) >= 1
     store.close()
     assert layout_problems(path) == []
+
+
+_MOVER = r"""
+import sys
+from otel_recursive_metrics import PointStore
+from otel_recursive_metrics.store.compaction import move_head
+store = PointStore(sys.argv[1])
+print("start", flush=True)
+move_head(store._conn)
+print("done", flush=True)
+"""
+
+
+def test_the_head_becomes_chunks_when_full_and_a_kill_while_it_moves_loses_and_repeats_nothing(tmp_path: Path) -> None:
+    from otel_recursive_metrics.store.chunk_index import HEAD_BELOW, HEAD_MAX_POINTS
+
+    # A batch of many small series (as an SDK collection gives): every series below HEAD_BELOW points.
+    def wide(step: int) -> PointBatch:
+        b = BatchBuilder()
+        res, scope = b.resource({"training.run.id": "r"}), b.plain_scope("s")
+        for i in range(500):
+            metric = b.metric(f"m{i % 50}", "", "", "sum", 2, True)
+            b.add_point(res, scope, metric, f'{{"k":{i // 50}}}', 1, T0 + step, step * 500 + i, None)
+        return b.build()
+
+    path = tmp_path / "head.db"
+    store = PointStore(path)
+    for step in range(HEAD_MAX_POINTS // 500 - 1):
+        store.write_batch(wide(step))
+    assert store.read("SELECT count(*) FROM chunk_index") == [(0,)], f"series of 1 point (< {HEAD_BELOW}) stay in the head"
+    assert store.read("SELECT count(*) FROM head_points")[0][0] == (HEAD_MAX_POINTS // 500 - 1) * 500
+    expected = [(p.metric, p.attributes["k"], p.time_unix_nano, p.value, p.row_id) for p in store.query()]
+    assert store.count() == len(expected)
+    before_move = path.with_name("before.db")
+    conn = sqlite3.connect(path)
+    conn.execute("VACUUM INTO ?", (str(before_move),))
+    conn.close()
+    for step in range(HEAD_MAX_POINTS // 500 - 1, HEAD_MAX_POINTS // 500 + 1):
+        store.write_batch(wide(step))  # the head reaches HEAD_MAX_POINTS: it becomes chunks
+    assert store.read("SELECT count(*) FROM head_points") == [(0,)]
+    assert store.read("SELECT count(*) FROM chunk_index")[0][0] == 500
+    got = [(p.metric, p.attributes["k"], p.time_unix_nano, p.value, p.row_id) for p in store.query()]
+    assert got[: len(expected)] == expected and len(got) == len(expected) + 1000
+    assert store.write_batch(wide(3)) == 0, "a batch given again finds its points in the chunks"
+    store.close()
+    assert layout_problems(path) == []
+
+    rng = random.Random(7)
+    finished = 0
+    for attempt in range(6):
+        copy = tmp_path / f"move{attempt}.db"
+        copy.write_bytes(before_move.read_bytes())
+        child = subprocess.Popen([sys.executable, "-c", _MOVER, str(copy)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        assert child.stdout is not None
+        assert child.stdout.readline().strip() == "start", child.stderr.read() if child.stderr else ""
+        time.sleep(rng.uniform(0.0, 0.3))
+        os.kill(child.pid, signal.SIGKILL)
+        out, _ = child.communicate(timeout=60)
+        finished += "done" in out
+        reader = PointStore(copy, readonly=True)
+        assert [(p.metric, p.attributes["k"], p.time_unix_nano, p.value, p.row_id) for p in reader.query()] == expected, attempt
+        reader.close()
+        assert layout_problems(copy) == []
+    assert finished < 6, "every move finished before its kill: the test never interrupted one"

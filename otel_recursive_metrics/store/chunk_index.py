@@ -1,13 +1,18 @@
-"""The chunk index: one row per chunk of one series, and the chunk's bytes beside it.
+"""The chunk index: one row per chunk of one series, the chunk's bytes beside it, and the head.
 
 Schema version 4 keeps points as compressed per-series chunks (:mod:`otel_recursive_metrics.model.chunk`),
 not one row a point::
 
-    chunks(id, metric_id, resource_id, scope_id, attributes_id,   -- the series
-           points, first_row_id, last_row_id,                     -- how many, which row ids
-           min_time, max_time, min_step, max_step,                -- ranges, for skipping chunks
-           min_value, max_value, level, bytes)                    -- level: 0 as written, n after compaction
-    chunk_data(chunk_id, data)                                    -- the chunk's bytes (its binary format)
+    chunk_index(id, metric_id, resource_id, scope_id, attributes_id,   -- the series
+                points, first_row_id, last_row_id,                     -- how many, which row ids
+                min_time, max_time, min_step, max_step,                -- ranges, for skipping chunks
+                min_value, max_value, level, bytes)                    -- level: 0 as written, n after compaction
+    chunk_data(chunk_id, data)                                         -- the chunk's bytes (its binary format)
+    head_points(id, metric_id, resource_id, scope_id, attributes_id,  -- points not in a chunk yet:
+                start_time_unix_nano, time_unix_nano, value,           -- a row each, as before version 4
+                step, epoch, histogram, extra)
+    chunks                                                             -- a view: chunk_index, and the head
+                                                                       -- summarised per series (level -1)
 
 A series is one metric, resource, scope and attribute set. Every point has a row id, a number
 from one counter of the whole store (``meta.next_row_id``) given as points are written: a chunk
@@ -16,9 +21,20 @@ what "points written after row id N" (``query --follow``, the web view's live up
 ``min_step`` / ``max_step`` range over points that have a step (NULL if none has);
 ``min_value`` / ``max_value`` ignore NaN and points without a value (NULL if none is left).
 
-The index is small (a row per chunk, about 60 bytes, for hundreds to a million points) and kept
-apart from the bytes, so a scan of it reads no chunk data. ``chunks_by_series`` serves the two
-questions asked of it: a series' chunks in a time range, and the latest time a series holds.
+**The head.** A chunk has fixed costs (tens of microseconds to build and encode, a hundred bytes
+or so), which a series of a few points per batch cannot carry: an SDK collection of 1,000 series
+gives each one point. A batch's series of fewer than :data:`HEAD_BELOW` points go to
+``head_points`` as rows (the id is the row id); when the head holds :data:`HEAD_MAX_POINTS`
+rows, they are moved into chunks, every series at once, in one transaction
+(:mod:`.compaction`). The head's rows keep the row store's conventions: ``value`` is NULL for a
+histogram (and for NaN, which SQLite stores as NULL), ``histogram`` and ``extra`` are JSON.
+
+The ``chunks`` view is what readers ask about ranges and counts: the index rows, and one row per
+series of the head (``id`` the negative of its first row id, ``level`` -1, ``bytes`` 0, no
+``chunk_data``). The index is small (a row per chunk, about 60 bytes, for hundreds to a million
+points) and kept apart from the bytes, so a scan of it reads no chunk data. ``chunk_index_by_series``
+serves the two questions asked of it: a series' chunks in a time range, and the latest time a
+series holds. Points are read through :mod:`.scan`, which reads chunks and head rows alike.
 """
 
 from __future__ import annotations
@@ -29,10 +45,26 @@ from typing import Any, NamedTuple
 
 from ..model.chunk import SeriesChunk
 
-__all__ = ["CHUNK_COLUMNS", "CHUNK_SCHEMA", "ChunkRow", "SeriesKey", "delete_chunks", "insert_chunks", "take_row_ids"]
+__all__ = [
+    "CHUNK_COLUMNS",
+    "CHUNK_SCHEMA",
+    "HEAD_BELOW",
+    "HEAD_MAX_POINTS",
+    "ChunkRow",
+    "SeriesKey",
+    "delete_chunks",
+    "insert_chunks",
+    "take_row_ids",
+    "temporary_schema",
+]
+
+#: Points of a series in one batch below which they go to the head, not a chunk of their own.
+HEAD_BELOW = 32
+#: Head rows at which the head is moved into chunks.
+HEAD_MAX_POINTS = 16_384
 
 CHUNK_SCHEMA = """
-CREATE TABLE IF NOT EXISTS chunks(
+CREATE TABLE IF NOT EXISTS chunk_index(
     id INTEGER PRIMARY KEY,
     metric_id INTEGER NOT NULL,
     resource_id INTEGER NOT NULL,
@@ -49,11 +81,41 @@ CREATE TABLE IF NOT EXISTS chunks(
     max_value,
     level INTEGER NOT NULL,
     bytes INTEGER NOT NULL);
-CREATE INDEX IF NOT EXISTS chunks_by_series ON chunks(metric_id, resource_id, max_time);
+CREATE INDEX IF NOT EXISTS chunk_index_by_series ON chunk_index(metric_id, resource_id, max_time);
 CREATE TABLE IF NOT EXISTS chunk_data(chunk_id INTEGER PRIMARY KEY, data BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS head_points(
+    id INTEGER PRIMARY KEY,
+    metric_id INTEGER NOT NULL,
+    resource_id INTEGER NOT NULL,
+    scope_id INTEGER NOT NULL,
+    attributes_id INTEGER NOT NULL,
+    start_time_unix_nano INTEGER NOT NULL,
+    time_unix_nano INTEGER NOT NULL,
+    value,
+    step INTEGER,
+    epoch INTEGER,
+    histogram TEXT,
+    extra TEXT);
+CREATE VIEW IF NOT EXISTS chunks AS
+    SELECT id, metric_id, resource_id, scope_id, attributes_id, points, first_row_id, last_row_id, min_time, max_time,
+        min_step, max_step, min_value, max_value, level, bytes FROM chunk_index
+    UNION ALL
+    SELECT -min(id), metric_id, resource_id, scope_id, attributes_id, count(*), min(id), max(id), min(time_unix_nano),
+        max(time_unix_nano), min(step), max(step), min(value), max(value), -1, 0
+    FROM head_points GROUP BY metric_id, resource_id, scope_id, attributes_id;
 """
 
-#: The index's columns, in :class:`ChunkRow`'s order (``c.`` is the chunks table in a query).
+
+def temporary_schema() -> str:
+    """:data:`CHUNK_SCHEMA` as TEMP tables and view: for a read-only connection to a store without them."""
+    return (
+        CHUNK_SCHEMA.replace("CREATE TABLE IF NOT EXISTS ", "CREATE TEMP TABLE IF NOT EXISTS ")
+        .replace("CREATE INDEX IF NOT EXISTS ", "CREATE INDEX IF NOT EXISTS temp.")
+        .replace("CREATE VIEW IF NOT EXISTS ", "CREATE TEMP VIEW IF NOT EXISTS ")
+    )
+
+
+#: The index's columns, in :class:`ChunkRow`'s order (``c.`` is ``chunks`` or ``chunk_index`` in a query).
 CHUNK_COLUMNS = (
     "c.id, c.metric_id, c.resource_id, c.scope_id, c.attributes_id, c.points, c.first_row_id, c.last_row_id,"
     " c.min_time, c.max_time, c.min_step, c.max_step, c.min_value, c.max_value, c.level, c.bytes"
@@ -125,7 +187,7 @@ def insert_chunks(conn: sqlite3.Connection, items: Iterable[tuple[SeriesKey, Ser
             len(data),
         )
         cursor = conn.execute(
-            "INSERT INTO chunks(metric_id, resource_id, scope_id, attributes_id, points, first_row_id, last_row_id,"
+            "INSERT INTO chunk_index(metric_id, resource_id, scope_id, attributes_id, points, first_row_id, last_row_id,"
             " min_time, max_time, min_step, max_step, min_value, max_value, level, bytes) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
             params,
         )
@@ -141,4 +203,4 @@ def delete_chunks(conn: sqlite3.Connection, ids: Sequence[int]) -> None:
         part = list(ids[start : start + 500])
         marks = ",".join("?" * len(part))
         conn.execute(f"DELETE FROM chunk_data WHERE chunk_id IN ({marks})", part)
-        conn.execute(f"DELETE FROM chunks WHERE id IN ({marks})", part)
+        conn.execute(f"DELETE FROM chunk_index WHERE id IN ({marks})", part)

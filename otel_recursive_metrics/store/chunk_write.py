@@ -19,18 +19,19 @@ by point (:func:`_new_points`) against the stored chunks of that time range.
 
 from __future__ import annotations
 
-import itertools
 import json
 import math
 import sqlite3
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 import numpy as np
 
 from ..model.batch import ATTRIBUTES, EPOCH, EXTRA, HISTOGRAM, METRIC, RESOURCE, SCOPE, START_TIME, STEP, TIME, VALUE
 from ..model.chunk import SeriesChunk
-from .chunk_index import ChunkRow, SeriesKey, insert_chunks, take_row_ids
+from .chunk_index import HEAD_BELOW, ChunkRow, SeriesKey, insert_chunks, take_row_ids
+from .head import HEAD_INSERT, HeadPart, head_rows, rows_of_chunk, stored_head_chunks
 
 __all__ = ["series_chunks", "write_points"]
 
@@ -90,13 +91,21 @@ def _texts(fields: Sequence[Any]) -> list[str | None] | None:
     return [None if f is None else json.dumps(f) for f in fields]
 
 
+@dataclass
+class Split:
+    """A batch's points by where they go: a chunk per series of :data:`~.chunk_index.HEAD_BELOW` points or more, the rest to the head."""
+
+    chunks: list[tuple[SeriesKey, SeriesChunk]]
+    head: HeadPart | None
+
+
 def series_chunks(
     points: Sequence[Any], metric_ids: Sequence[int], res_ids: Sequence[int], scope_ids: Sequence[int], attr_ids: Sequence[int]
-) -> list[tuple[SeriesKey, SeriesChunk]]:
-    """``points`` as one chunk per series (and value kind), points in their order within it; no row ids yet."""
+) -> Split:
+    """``points`` as one chunk per series (and value kind) and head rows, points in their order within a series; no row ids yet."""
     n = len(points)
     if not n:
-        return []
+        return Split([], None)
     # One transposition in C: a tuple per field (the point's field order, see model/point.py).
     fields = list(zip(*points, strict=True))
     key_columns = [
@@ -112,17 +121,18 @@ def series_chunks(
     histograms, extras = _texts(fields[HISTOGRAM]), _texts(fields[EXTRA])
     order = np.lexsort((kind, key_columns[3], key_columns[2], key_columns[1], key_columns[0]))
     sorted_keys = np.stack([k[order] for k in key_columns] + [kind[order]])
-    change = np.flatnonzero(np.any(sorted_keys[:, 1:] != sorted_keys[:, :-1], axis=0)) + 1
-    bounds = [0, *change.tolist(), n]
-    out: list[tuple[SeriesKey, SeriesChunk]] = []
-    for lo, hi in itertools.pairwise(bounds):
-        rows = order[lo:hi]
-        key = SeriesKey(*(int(k[rows[0]]) for k in key_columns))
+    starts_at = np.concatenate(([0], np.flatnonzero(np.any(sorted_keys[:, 1:] != sorted_keys[:, :-1], axis=0)) + 1))
+    sizes = np.diff(np.append(starts_at, n))
+    keys = [SeriesKey(*map(int, column)) for column in sorted_keys[:4, starts_at].T.tolist()]
+    split = Split([], None)
+    for index in np.flatnonzero(sizes >= HEAD_BELOW).tolist():
+        lo = int(starts_at[index])
+        rows = order[lo : lo + int(sizes[index])]
         integer = values.is_int is not None and values.ints is not None and bool(values.is_int[rows[0]])
-        index = rows.tolist() if histograms is not None or extras is not None else None
-        out.append(
+        listed = rows.tolist() if histograms is not None or extras is not None else None
+        split.chunks.append(
             (
-                key,
+                keys[index],
                 SeriesChunk(
                     times[rows],
                     values.ints[rows] if integer and values.ints is not None else values.numbers[rows],
@@ -132,12 +142,65 @@ def series_chunks(
                     epoch=epochs[rows],
                     epoch_missing=None if epoch_missing is None else epoch_missing[rows],
                     value_missing=None if values.missing is None else values.missing[rows],
-                    histogram=None if histograms is None or index is None else [histograms[i] for i in index],
-                    extra=None if extras is None or index is None else [extras[i] for i in index],
+                    histogram=None if histograms is None or listed is None else [histograms[i] for i in listed],
+                    extra=None if extras is None or listed is None else [extras[i] for i in listed],
                 ),
             )
         )
-    return out
+    small = np.flatnonzero(sizes < HEAD_BELOW)
+    if len(small):
+        columns = (times, starts, steps, step_missing, epochs, epoch_missing)
+        split.head = _head_part(small, sizes, keys, order, columns, fields, (histograms, extras))
+    return split
+
+
+def _head_part(
+    small: np.ndarray,
+    sizes: np.ndarray,
+    keys: list[SeriesKey],
+    order: np.ndarray,
+    columns: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None, np.ndarray, np.ndarray | None],
+    fields: list[tuple[Any, ...]],
+    texts: tuple[list[str | None] | None, list[str | None] | None],
+) -> HeadPart:
+    """The small series' points as flat lists in series order, with each series' segment and time range."""
+    times, starts, steps, step_missing, epochs, epoch_missing = columns
+    segment = np.repeat(np.arange(len(sizes)), sizes)
+    picked = order[np.isin(segment, small)]
+    lengths = sizes[small]
+    bounds = np.concatenate(([0], np.cumsum(lengths)))
+    t = times[picked]
+    firsts = bounds[:-1]
+    later = np.ones(len(t), bool)
+    if len(t) > 1:
+        later[1:] = t[1:] > t[:-1]
+    later[firsts] = True  # a segment's first point has nothing before it
+    broken = np.zeros(len(small), bool)
+    broken[np.repeat(np.arange(len(small)), lengths)[~later]] = True
+
+    def optional(numbers: np.ndarray, missing: np.ndarray | None) -> list[int | None]:
+        listed: list[int | None] = numbers[picked].tolist()
+        if missing is None:
+            return listed
+        return [None if m else v for v, m in zip(listed, missing[picked].tolist(), strict=True)]
+
+    raw_values = fields[VALUE]
+    histograms, extras = texts
+    chosen = picked.tolist()
+    return HeadPart(
+        keys=[keys[i] for i in small.tolist()],
+        bounds=bounds.tolist(),
+        min_time=np.minimum.reduceat(t, firsts).tolist(),
+        max_time=np.maximum.reduceat(t, firsts).tolist(),
+        increasing=(~broken).tolist(),
+        start=starts[picked].tolist(),
+        time=t.tolist(),
+        value=[raw_values[i] for i in chosen],
+        step=optional(steps, step_missing),
+        epoch=optional(epochs, epoch_missing),
+        histogram=None if histograms is None else [histograms[i] for i in chosen],
+        extra=None if extras is None else [extras[i] for i in chosen],
+    )
 
 
 def _strictly_increasing(times: np.ndarray) -> bool:
@@ -168,12 +231,14 @@ def _new_points(conn: sqlite3.Connection, key: SeriesKey, chunk: SeriesChunk, *,
     lo, hi = int(chunk.time_unix_nano.min()), int(chunk.time_unix_nano.max())
     seen: set[tuple[Any, ...]] = set()
     stored = conn.execute(
-        "SELECT d.data FROM chunks c JOIN chunk_data d ON d.chunk_id = c.id WHERE c.metric_id = ? AND c.resource_id = ?"
+        "SELECT d.data FROM chunk_index c JOIN chunk_data d ON d.chunk_id = c.id WHERE c.metric_id = ? AND c.resource_id = ?"
         " AND c.scope_id = ? AND c.attributes_id = ? AND c.max_time >= ? AND c.min_time <= ?",
         (*key, lo, hi),
     )
     for (data,) in stored:
         seen.update(_identities(SeriesChunk.decode(data), steps_unknown=steps_unknown))
+    for head in stored_head_chunks(conn, key, lo, hi):
+        seen.update(_identities(head, steps_unknown=steps_unknown))
     keep: list[int] = []
     for index, identity in enumerate(_identities(chunk, steps_unknown=steps_unknown)):
         if identity not in seen:
@@ -182,51 +247,93 @@ def _new_points(conn: sqlite3.Connection, key: SeriesKey, chunk: SeriesChunk, *,
     return chunk if len(keep) == len(chunk) else chunk.take(np.array(keep, dtype=np.int64))
 
 
-def write_points(
-    conn: sqlite3.Connection,
-    chunks: list[tuple[SeriesKey, SeriesChunk]],
-    latest: Mapping[SeriesKey, int],
-    *,
-    steps_unknown: bool = False,
-) -> list[ChunkRow]:
-    """Store ``chunks`` (from :func:`series_chunks`) inside the caller's write transaction, once each.
+class Written(NamedTuple):
+    """What :func:`write_points` stored: chunk index rows, and per head series (key, max time, points)."""
 
-    ``latest`` holds, per series, the latest time the caller itself stored: a chunk that starts
-    after it cannot repeat anything the caller wrote (a batch delivered again comes from the
-    process that wrote it, or from one that adopted its queue, which starts without that
-    knowledge). Chunks not settled that way are looked up in the index, all in one statement.
-    Returns the index rows written (their ``points`` add up to the points that were new).
+    chunks: list[ChunkRow]
+    head: list[tuple[SeriesKey, int, int]]
+
+    @property
+    def points(self) -> int:
+        return sum(row.points for row in self.chunks) + sum(n for _, _, n in self.head)
+
+
+def _stored_max(conn: sqlite3.Connection, keys: Sequence[SeriesKey]) -> dict[SeriesKey, int]:
+    """The latest time each series holds (in chunks or in the head); series with none are left out."""
+    found: dict[SeriesKey, int] = {}
+    wanted = list(dict.fromkeys(keys))
+    for start in range(0, len(wanted), 200):
+        part = wanted[start : start + 200]
+        values = ",".join(["(?,?,?,?)"] * len(part))
+        rows = conn.execute(
+            f"WITH s(m, r, sc, a) AS (VALUES {values}) SELECT m, r, sc, a, (SELECT max(max_time) FROM chunk_index"
+            " WHERE metric_id = s.m AND resource_id = s.r AND scope_id = s.sc AND attributes_id = s.a) FROM s",
+            [v for key in part for v in key],
+        ).fetchall()
+        found.update({SeriesKey(m, r, sc, a): t for m, r, sc, a, t in rows if t is not None})
+    if conn.execute("SELECT 1 FROM head_points LIMIT 1").fetchone():
+        wanted_set = set(wanted)
+        # One scan of the head (a few thousand rows) rather than one per series: it has no index.
+        for m, r, sc, a, t in conn.execute(
+            "SELECT metric_id, resource_id, scope_id, attributes_id, max(time_unix_nano) FROM head_points GROUP BY 1, 2, 3, 4"
+        ):
+            key = SeriesKey(m, r, sc, a)
+            if key in wanted_set and t > found.get(key, t - 1):
+                found[key] = t
+    return found
+
+
+def write_points(conn: sqlite3.Connection, split: Split, latest: Mapping[SeriesKey, int], *, steps_unknown: bool = False) -> Written:
+    """Store ``split`` (from :func:`series_chunks`) inside the caller's write transaction, once each.
+
+    ``latest`` holds, per series, the latest time the caller itself stored: a series whose new
+    points start after it cannot repeat anything the caller wrote (a batch delivered again comes
+    from the process that wrote it, or from one that adopted its queue, which starts without
+    that knowledge). Series not settled that way are looked up: the index in one statement, the
+    head in one scan. Returns what was written (its ``points`` are the points that were new).
     """
-    unsettled = [key for key, chunk in chunks if key not in latest or int(chunk.time_unix_nano.min()) <= latest[key]]
-    stored_max: dict[SeriesKey, int | None] = {}
-    if unsettled:
-        wanted = list(dict.fromkeys(unsettled))
-        for start in range(0, len(wanted), 200):
-            part = wanted[start : start + 200]
-            values = ",".join(["(?,?,?,?)"] * len(part))
-            rows = conn.execute(
-                f"WITH s(m, r, sc, a) AS (VALUES {values}) SELECT m, r, sc, a, (SELECT max(max_time) FROM chunks"
-                " WHERE metric_id = s.m AND resource_id = s.r AND scope_id = s.sc AND attributes_id = s.a) FROM s",
-                [v for key in part for v in key],
-            ).fetchall()
-            stored_max.update({SeriesKey(m, r, sc, a): t for m, r, sc, a, t in rows})
+    head = split.head
+    firsts = [(key, int(chunk.time_unix_nano.min())) for key, chunk in split.chunks]
+    if head is not None:
+        firsts += list(zip(head.keys, head.min_time, strict=True))
+    unsettled = [key for key, first in firsts if key not in latest or first <= latest[key]]
+    stored_max = _stored_max(conn, unsettled) if unsettled else {}
+
+    def overlaps(key: SeriesKey, first: int) -> bool:
+        return key in stored_max and stored_max[key] >= first
+
     kept: list[tuple[SeriesKey, SeriesChunk]] = []
-    for key, given in chunks:
-        before = stored_max.get(key)
-        overlaps = before is not None and before >= int(given.time_unix_nano.min())
-        fresh = (
-            _new_points(conn, key, given, steps_unknown=steps_unknown)
-            if overlaps or not _strictly_increasing(given.time_unix_nano)
-            else given
-        )
+    for key, given in split.chunks:
+        check = overlaps(key, int(given.time_unix_nano.min())) or not _strictly_increasing(given.time_unix_nano)
+        fresh = _new_points(conn, key, given, steps_unknown=steps_unknown) if check else given
         if len(fresh):
             kept.append((key, fresh))
-    total = sum(len(chunk) for _, chunk in kept)
+    plain: list[int] = []  # head segments written as they are
+    checked: list[tuple[SeriesKey, SeriesChunk]] = []  # head segments after the identity check
+    if head is not None:
+        for index, key in enumerate(head.keys):
+            if overlaps(key, head.min_time[index]) or not head.increasing[index]:
+                fresh = _new_points(conn, key, head.segment_chunk(index), steps_unknown=steps_unknown)
+                if len(fresh):
+                    checked.append((key, fresh))
+            else:
+                plain.append(index)
+    plain_points = sum(head.bounds[i + 1] - head.bounds[i] for i in plain) if head is not None else 0
+    total = sum(len(chunk) for _, chunk in kept) + plain_points + sum(len(chunk) for _, chunk in checked)
     if not total:
-        return []
+        return Written([], [])
     first = take_row_ids(conn, total)
     numbered: list[tuple[SeriesKey, SeriesChunk]] = []
     for key, chunk in kept:
         numbered.append((key, chunk.with_row_ids(first)))
         first += len(chunk)
-    return insert_chunks(conn, numbered)
+    written = Written(insert_chunks(conn, numbered), [])
+    if head is not None and plain:
+        conn.executemany(HEAD_INSERT, head_rows(head, plain, first))
+        first += plain_points
+        written.head.extend((head.keys[i], head.max_time[i], head.bounds[i + 1] - head.bounds[i]) for i in plain)
+    for key, chunk in checked:
+        conn.executemany(HEAD_INSERT, rows_of_chunk(key, chunk, first))
+        first += len(chunk)
+        written.head.append((key, int(chunk.time_unix_nano.max()), len(chunk)))
+    return written

@@ -14,7 +14,8 @@ separately: a chunk has one kind.
 
 The writer compacts a series right after a batch that gave it its :data:`FAN_IN`-th small chunk
 (on the worker thread, never the training thread), and at close joins each series' level-0
-chunks it left behind (:func:`compact_series` with ``closing=True``).
+chunks it left behind (:func:`compact_series` with ``closing=True``). The head's rows (see
+:mod:`.chunk_index`) become level-0 chunks the same way, all at once (:func:`move_head`).
 """
 
 from __future__ import annotations
@@ -24,8 +25,9 @@ from collections.abc import Sequence
 
 from ..model.chunk import SeriesChunk, concat
 from .chunk_index import CHUNK_COLUMNS, ChunkRow, SeriesKey, delete_chunks, insert_chunks
+from .head import head_chunks
 
-__all__ = ["FAN_IN", "MAX_POINTS", "compact_series"]
+__all__ = ["FAN_IN", "MAX_POINTS", "compact_series", "move_head"]
 
 #: Chunks of one level joined at once.
 FAN_IN = 8
@@ -36,7 +38,7 @@ MAX_POINTS = 1 << 18
 
 def _series_chunks(conn: sqlite3.Connection, key: SeriesKey) -> list[ChunkRow]:
     rows = conn.execute(
-        f"SELECT {CHUNK_COLUMNS} FROM chunks c WHERE c.metric_id = ? AND c.resource_id = ? AND c.scope_id = ?"
+        f"SELECT {CHUNK_COLUMNS} FROM chunk_index c WHERE c.metric_id = ? AND c.resource_id = ? AND c.scope_id = ?"
         " AND c.attributes_id = ? ORDER BY c.first_row_id",
         key,
     ).fetchall()
@@ -99,3 +101,21 @@ def compact_series(conn: sqlite3.Connection, keys: Sequence[SeriesKey], *, closi
             conn.execute("ROLLBACK")
         raise
     return joined
+
+
+def move_head(conn: sqlite3.Connection) -> list[SeriesKey]:
+    """Move every head row into level-0 chunks (one per series and value kind) in one transaction; their series.
+
+    Points keep their row ids; the rows are deleted in the transaction that writes the chunks,
+    so a kill at any moment leaves each point in exactly one of the two places.
+    """
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        rows = insert_chunks(conn, list(head_chunks(conn)), level=0)
+        conn.execute("DELETE FROM head_points")
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+    return list(dict.fromkeys(row.series for row in rows))

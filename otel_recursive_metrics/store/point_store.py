@@ -31,9 +31,9 @@ from ..model.batch import (
     METRIC,
     PointBatch,
 )
-from .chunk_index import SeriesKey
+from .chunk_index import HEAD_MAX_POINTS, SeriesKey
 from .chunk_write import series_chunks, write_points
-from .compaction import FAN_IN, compact_series
+from .compaction import FAN_IN, compact_series, move_head
 from .file_watch import FileChange, StoreFileWatch, change_message, clear_the_path, recreate_lock, write_identity_mark
 from .frames import points_dataframe, runs_dataframe
 from .migrate import convert_rows, readable_rows
@@ -77,6 +77,8 @@ class PointStore:
         self._series_max_time: dict[SeriesKey, int] = {}
         #: Series -> level-0 chunks this object wrote since it last compacted it (see compaction.py).
         self._small_chunks: dict[SeriesKey, int] = {}
+        #: Rows in the head, as far as this writer knows (see chunk_index.py): at HEAD_MAX_POINTS they become chunks.
+        self._head_points = 0
         #: How many times the file was re-created under this writer, by cause (removed, replaced,
         #: truncated; see :mod:`.file_watch`).
         self.recreated: dict[str, int] = {}
@@ -91,8 +93,8 @@ class PointStore:
             try:
                 tables = {row[0] for row in self._conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
                 check_version(self._conn, self.path)
-                if "chunks" not in tables and "points" not in tables:
-                    raise ValueError(f"store {self.path}: not an otel-recursive-metrics store (no chunks table)")
+                if "chunk_index" not in tables and "points" not in tables:
+                    raise ValueError(f"store {self.path}: not an otel-recursive-metrics store (no chunk_index table)")
                 check_layout(self._conn, self.path)
                 if "points" in tables:
                     readable_rows(self._conn)  # a store of an earlier version (or one being converted), opened to read
@@ -112,6 +114,7 @@ class PointStore:
             check_layout(conn, self.path)
             if create_schema(conn):
                 convert_rows(conn)  # a store of an earlier version: into chunks, before anything is added
+            self._head_points = int(conn.execute("SELECT count(*) FROM head_points").fetchone()[0])
             self._watch.reset()
         except BaseException:
             conn.close()
@@ -232,12 +235,14 @@ class PointStore:
             chunks = series_chunks(points, metric_ids, res_ids, scope_ids, attr_ids)
             written = write_points(conn, chunks, self._series_max_time, steps_unknown=steps_unknown)
             conn.execute("COMMIT")
-            inserted = 0
-            for row in written:
-                key = row.series
-                inserted += row.points
-                self._series_max_time[key] = max(row.max_time, self._series_max_time.get(key, row.max_time))
-                self._small_chunks[key] = self._small_chunks.get(key, 0) + 1
+            inserted = written.points
+            latest = self._series_max_time
+            for row in written.chunks:
+                latest[row.series] = max(row.max_time, latest.get(row.series, row.max_time))
+                self._small_chunks[row.series] = self._small_chunks.get(row.series, 0) + 1
+            for key, max_time, count in written.head:
+                latest[key] = max(max_time, latest.get(key, max_time))
+                self._head_points += count
             if metadata and remember:
                 self._metadata.keep(batch, metadata_points)
         except BaseException:
@@ -337,7 +342,8 @@ class PointStore:
         """Every metric name that has points, sorted."""
         with self._lock:
             rows = self._conn.execute(
-                "SELECT DISTINCT m.name FROM metrics m WHERE EXISTS (SELECT 1 FROM chunks c WHERE c.metric_id = m.id) ORDER BY m.name"
+                "SELECT m.name FROM metrics m WHERE EXISTS (SELECT 1 FROM chunk_index c WHERE c.metric_id = m.id)"
+                " OR EXISTS (SELECT 1 FROM head_points h WHERE h.metric_id = m.id) GROUP BY m.name ORDER BY m.name"
             ).fetchall()
         return [r[0] for r in rows]
 
@@ -359,10 +365,14 @@ class PointStore:
         A failure (another writer holds the lock past the busy timeout, a full disk) leaves the
         chunks as they are, readable; a later batch, or the next close, tries again.
         """
-        due = [key for key, n in self._small_chunks.items() if n >= (1 if closing else FAN_IN)]
-        if not due:
-            return
         try:
+            if self._head_points >= HEAD_MAX_POINTS:
+                for key in move_head(self._conn):
+                    self._small_chunks[key] = self._small_chunks.get(key, 0) + 1
+                self._head_points = 0
+            due = [key for key, n in self._small_chunks.items() if n >= (1 if closing else FAN_IN)]
+            if not due:
+                return
             compact_series(self._conn, due, closing=closing)
         except (sqlite3.Error, ValueError) as exc:  # ValueError: a damaged chunk (ChunkError), left as it is
             _log.info("otel-recursive-metrics: compaction in %s postponed: %s", self.path, exc)

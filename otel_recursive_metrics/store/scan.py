@@ -22,14 +22,17 @@ import numpy as np
 
 from ..model.chunk import SeriesChunk
 from .chunk_index import CHUNK_COLUMNS, ChunkRow
+from .head import HEAD_COLUMNS, HEAD_ORDER, as_chunks
 
 __all__ = ["Columns", "Reader", "Scan", "gather", "iter_chunks"]
 
 
 class Reader(Protocol):
-    """What a scan needs of a store: :meth:`PointStore.read_chunks`."""
+    """What a scan needs of a store: :meth:`PointStore.read_chunks` and :meth:`PointStore.read`."""
 
     def read_chunks(self, sql: str, params: Sequence[Any] = (), size: int = 1024) -> Iterator[list[Any]]: ...
+
+    def read(self, sql: str, params: Sequence[Any] = ()) -> list[Any]: ...
 
 
 @dataclass(frozen=True)
@@ -72,6 +75,27 @@ class Scan:
                 params.append(int(value))
         return (" WHERE " + " AND ".join(where) if where else ""), params
 
+    def head_sql(self) -> tuple[str, list[Any]]:
+        """``(" WHERE ...", params)`` over ``head_points``: its rows that match every bound, point by point."""
+        where: list[str] = []
+        params: list[Any] = []
+        for column, ids in (("metric_id", self.metric_ids), ("resource_id", self.resource_ids), ("attributes_id", self.attributes_ids)):
+            if ids is not None:
+                wanted = sorted({int(i) for i in ids})
+                where.append(f"{column} IN ({','.join(map(str, wanted))})" if wanted else "0")
+        for clause, value in (
+            ("time_unix_nano >= ?", self.min_time),
+            ("time_unix_nano <= ?", self.max_time),
+            ("step >= ?", self.min_step),
+            ("step <= ?", self.max_step),
+            ("id > ?", self.after_row_id),
+            ("id <= ?", self.max_row_id),
+        ):
+            if value is not None:
+                where.append(clause)
+                params.append(int(value))
+        return (" WHERE " + " AND ".join(where) if where else ""), params
+
     def mask(self, chunk: SeriesChunk) -> np.ndarray | None:
         """Which of ``chunk``'s points match the bounds; None if all do (no bound given)."""
         keep: np.ndarray | None = None
@@ -96,19 +120,32 @@ class Scan:
 
 
 def iter_chunks(store: Reader, scan: Scan = Scan(), *, size: int = 64) -> Iterator[tuple[ChunkRow, SeriesChunk]]:
-    """The matching points chunk by chunk, in the order they were written (row id); empty ones left out."""
+    """The matching points chunk by chunk: the chunks in the order they were written (row id), then the head's series.
+
+    Empty ones are left out. A head series comes as a chunk with a :class:`ChunkRow` of level
+    -1 (``id`` the negative of its first row id, ``bytes`` 0), as the ``chunks`` view lists it.
+    """
     where, params = scan.index_sql()
-    sql = f"SELECT {CHUNK_COLUMNS}, d.data FROM chunks c JOIN chunk_data d ON d.chunk_id = c.id{where} ORDER BY c.first_row_id"
+    sql = f"SELECT {CHUNK_COLUMNS}, d.data FROM chunk_index c JOIN chunk_data d ON d.chunk_id = c.id{where} ORDER BY c.first_row_id"
     for rows in store.read_chunks(sql, params, size=size):
         for row in rows:
-            chunk = SeriesChunk.decode(row[-1])
-            keep = scan.mask(chunk)
-            if keep is not None:
-                if not keep.any():
-                    continue
-                if not keep.all():
-                    chunk = chunk.take(keep)
-            yield ChunkRow(*row[:-1]), chunk
+            chunk = _matching(scan, SeriesChunk.decode(row[-1]))
+            if chunk is not None:
+                yield ChunkRow(*row[:-1]), chunk
+    head_where, head_params = scan.head_sql()
+    for key, chunk in as_chunks(store.read(f"SELECT {HEAD_COLUMNS} FROM head_points{head_where}{HEAD_ORDER}", head_params)):
+        stats = chunk.stats()
+        first = int(chunk.row_id.min())
+        summary = (len(chunk), first, int(chunk.row_id.max()), stats.min_time_unix_nano, stats.max_time_unix_nano)
+        yield ChunkRow(-first, *key, *summary, stats.min_step, stats.max_step, stats.min_value, stats.max_value, -1, 0), chunk
+
+
+def _matching(scan: Scan, chunk: SeriesChunk) -> SeriesChunk | None:
+    """``chunk``'s points that ``scan``'s bounds keep; None if none does."""
+    keep = scan.mask(chunk)
+    if keep is None or keep.all():
+        return chunk
+    return chunk.take(keep) if keep.any() else None
 
 
 @dataclass(frozen=True)
