@@ -135,9 +135,10 @@ def iter_chunks(store: Reader, scan: Scan = Scan(), *, size: int = 64) -> Iterat
     head_where, head_params = scan.head_sql()
     for key, chunk in as_chunks(store.read(f"SELECT {HEAD_COLUMNS} FROM head_points{head_where}{HEAD_ORDER}", head_params)):
         stats = chunk.stats()
-        first = int(chunk.row_id.min())
-        summary = (len(chunk), first, int(chunk.row_id.max()), stats.min_time_unix_nano, stats.max_time_unix_nano)
-        yield ChunkRow(-first, *key, *summary, stats.min_step, stats.max_step, stats.min_value, stats.max_value, -1, 0), chunk
+        first, last = int(chunk.row_id.min()), int(chunk.row_id.max())
+        times = (int(chunk.time_unix_nano.min()), int(chunk.time_unix_nano.max()))
+        ranges = (stats.min_step, stats.max_step, stats.min_value, stats.max_value)
+        yield ChunkRow(-first, *key, len(chunk), first, last, *times, *ranges, -1, 0), chunk
 
 
 def _matching(scan: Scan, chunk: SeriesChunk) -> SeriesChunk | None:
