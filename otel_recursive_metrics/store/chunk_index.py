@@ -43,7 +43,7 @@ import sqlite3
 from collections.abc import Iterable, Sequence
 from typing import Any, NamedTuple
 
-from ..model.chunk import SeriesChunk
+from ..model.chunk import ChunkCodec, SeriesChunk, default_codec
 
 __all__ = [
     "CHUNK_COLUMNS",
@@ -61,7 +61,7 @@ __all__ = [
 #: Points of a series in one batch below which they go to the head, not a chunk of their own.
 HEAD_BELOW = 32
 #: Head rows at which the head is moved into chunks.
-HEAD_MAX_POINTS = 16_384
+HEAD_MAX_POINTS = 65_536
 
 CHUNK_SCHEMA = """
 CREATE TABLE IF NOT EXISTS chunk_index(
@@ -165,12 +165,18 @@ def take_row_ids(conn: sqlite3.Connection, count: int) -> int:
 
 
 def insert_chunks(conn: sqlite3.Connection, items: Iterable[tuple[SeriesKey, SeriesChunk]], *, level: int = 0) -> list[ChunkRow]:
-    """Encode and insert chunks whose ``row_id`` columns are set; their index rows."""
+    """Encode and insert chunks whose ``row_id`` columns are set; their index rows.
+
+    Level 0 (as written) is stored raw, every later level with :func:`~otel_recursive_metrics.model.chunk.default_codec`.
+    """
     rows: list[ChunkRow] = []
+    # Level 0 is short-lived (compaction joins it soon): stored raw, it costs nothing to encode
+    # or to decode for the join; the joined chunks are compressed.
+    codec = ChunkCodec.RAW if level == 0 else default_codec()
     for key, chunk in items:
         if not len(chunk):
             continue
-        data = chunk.encode()
+        data = chunk.encode(codec)
         stats = chunk.stats()
         params: Sequence[Any] = (
             *key,

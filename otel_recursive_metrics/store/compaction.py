@@ -1,7 +1,8 @@
 """Compaction: a series' small chunks joined into large ones, crash-safely.
 
-A writer stores one chunk per series per batch (level 0): a few hundred points, each carrying a
-chunk's fixed costs (its header, pcodec's own, an index row), a few bytes a point together.
+A writer stores one chunk per series per batch (level 0, uncompressed: it is joined soon, and
+costs nothing to encode or decode): a few hundred points, each carrying a chunk's fixed costs
+(its header, an index row).
 When a series has :data:`FAN_IN` chunks of one level, they are joined into one chunk of the next
 level, up to :data:`MAX_POINTS` points: a long run ends with a handful of large chunks per
 series, and each point is re-encoded a few times over the run (once per level).
@@ -46,11 +47,11 @@ def _series_chunks(conn: sqlite3.Connection, key: SeriesKey) -> list[ChunkRow]:
 
 
 def _groups(rows: Sequence[ChunkRow], *, closing: bool) -> list[list[ChunkRow]]:
-    """The runs of chunks to join: per level, consecutive chunks up to MAX_POINTS, FAN_IN (or, closing, two) or more."""
+    """The runs of chunks to join: per level, consecutive chunks up to MAX_POINTS, FAN_IN or more (closing: any at level 0)."""
     groups: list[list[ChunkRow]] = []
     for level in sorted({row.level for row in rows}):
         candidates = [row for row in rows if row.level == level and row.points < MAX_POINTS]
-        least = 2 if closing and level == 0 else FAN_IN
+        least = 1 if closing and level == 0 else FAN_IN  # closing: even one raw level-0 chunk gets compressed
         if len(candidates) < least:
             continue
         group: list[ChunkRow] = []
@@ -84,8 +85,8 @@ def _join(conn: sqlite3.Connection, key: SeriesKey, group: Sequence[ChunkRow]) -
 def compact_series(conn: sqlite3.Connection, keys: Sequence[SeriesKey], *, closing: bool = False) -> int:
     """Join the small chunks of each series in ``keys`` as the module docstring says, in one transaction; chunks joined.
 
-    ``closing``: the writer is closing, so its level-0 chunks are joined even if fewer than
-    :data:`FAN_IN` (two or more). One transaction (one commit, one fsync) for every series: a
+    ``closing``: the writer is closing, so its level-0 chunks are joined (compressed) even if
+    fewer than :data:`FAN_IN`, even one. One transaction (one commit, one fsync) for every series: a
     batch of 20 metrics makes 20 series due at once.
     """
     joined = 0
