@@ -75,8 +75,13 @@ def make_private_dir(path: Path) -> None:
 _PAUSE = threading.Event()
 
 
-def connect(path: Path | str, *, busy_timeout_s: float = 30.0) -> sqlite3.Connection:
-    """Open (creating it owner-only if missing) a SQLite file in WAL mode with a busy timeout."""
+def connect(path: Path | str, *, busy_timeout_s: float = 30.0, incremental_vacuum: bool = False) -> sqlite3.Connection:
+    """Open (creating it owner-only if missing) a SQLite file in WAL mode with a busy timeout.
+
+    ``incremental_vacuum``: a new (empty) file is set to ``auto_vacuum = INCREMENTAL``, so that
+    ``PRAGMA incremental_vacuum`` can give freed pages back to the file system later; the setting
+    only takes before the file's first table and before WAL mode, hence here.
+    """
     path = Path(path)
     if str(path) != ":memory:":
         make_private_dir(path.parent)
@@ -85,6 +90,8 @@ def connect(path: Path | str, *, busy_timeout_s: float = 30.0) -> sqlite3.Connec
             os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
     conn = sqlite3.connect(str(path), timeout=busy_timeout_s, isolation_level=None, check_same_thread=False)
     try:
+        if incremental_vacuum and str(path) != ":memory:" and path.stat().st_size == 0:
+            conn.execute("PRAGMA auto_vacuum = INCREMENTAL")
         _enter_wal(conn, time.monotonic() + busy_timeout_s)
     except BaseException:
         conn.close()

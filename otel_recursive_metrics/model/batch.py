@@ -269,6 +269,8 @@ class BatchBuilder:
         # every call, so one identity check replaces serialising the resource per item.
         self._resource_objects: dict[int, tuple[Mapping[str, Any], int]] = {}
         self._plain_scopes: dict[tuple[str, str], int] = {}
+        #: (prefix, unit) -> {logged name: metric index}: the gauges of TrainingMetrics.log, found by one lookup a value.
+        self.gauge_names: dict[tuple[str, str], dict[str, int]] = {}
         self.batch = PointBatch()
 
     def resource(self, attributes: Mapping[str, Any], schema_url: str = "") -> int:

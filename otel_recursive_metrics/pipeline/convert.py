@@ -152,10 +152,16 @@ def add_log_item(builder: BatchBuilder, item: LogItem) -> int:
     sc = builder.plain_scope(ctx.scope_name, ctx.scope_version)
     append = builder.batch.points.append
     attrs = builder.attributes(ctx.attributes_json)
-    metric, prefix, unit = builder.metric, ctx.prefix, ctx.unit
+    prefix, unit = ctx.prefix, ctx.unit
+    metrics = builder.gauge_names.get((prefix, unit))
+    if metrics is None:
+        metrics = builder.gauge_names[(prefix, unit)] = {}
     for name, value in values.items():
+        metric = metrics.get(name)
+        if metric is None:
+            metric = metrics[name] = builder.metric(prefix + name, "", unit, _GAUGE)
         # new_point()'s field order, written out: this loop runs once per logged value.
-        append([res, sc, metric(prefix + name, "", unit, _GAUGE), attrs, 0, time_ns, value, step, epoch, None, None])
+        append([res, sc, metric, attrs, 0, time_ns, value, step, epoch, None, None])
     return len(values)
 
 

@@ -1,7 +1,7 @@
 """A batch's points into chunks, once each: the hot part of :meth:`PointStore.write_batch`.
 
-The batch's points (lists, see :mod:`otel_recursive_metrics.model.point`) become NumPy columns:
-one transposition in C (``zip(*points)``), then one array per field (no Python code per point),
+The batch's points (lists, see :mod:`otel_recursive_metrics.model.point`) become NumPy columns,
+one pass per field in C (``map`` over ``operator.itemgetter``: no Python code per point),
 are sorted by series with one stable ``lexsort`` (points keep their order within a series), and
 each series' slice becomes one :class:`~otel_recursive_metrics.model.chunk.SeriesChunk`. A
 series whose values mix integers and floats gets one chunk per kind, so integers stay exact.
@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import math
+import operator
 import sqlite3
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -106,19 +107,24 @@ def series_chunks(
     n = len(points)
     if not n:
         return Split([], None)
-    # One transposition in C: a tuple per field (the point's field order, see model/point.py).
-    fields = list(zip(*points, strict=True))
+
+    # One pass per field (``map`` over ``itemgetter`` in C); a field indexing a table of one entry
+    # (one resource, scope or attribute set in the batch: the usual case) is not read at all.
+    def field(index: int) -> list[Any]:
+        return list(map(operator.itemgetter(index), points))
+
+    tables = (metric_ids, res_ids, scope_ids, attr_ids)
     key_columns = [
-        _ids(fields[field], table)
-        for field, table in zip((METRIC, RESOURCE, SCOPE, ATTRIBUTES), (metric_ids, res_ids, scope_ids, attr_ids), strict=True)
+        np.full(n, table[0], np.int64) if len(table) == 1 else _ids(field(index), table)
+        for index, table in zip((METRIC, RESOURCE, SCOPE, ATTRIBUTES), tables, strict=True)
     ]
-    times = np.array(fields[TIME], dtype=np.int64)
-    starts, _ = _optional_ints(fields[START_TIME])
-    steps, step_missing = _optional_ints(fields[STEP])
-    epochs, epoch_missing = _optional_ints(fields[EPOCH])
-    values = _values(list(fields[VALUE]))
+    times = np.fromiter(map(operator.itemgetter(TIME), points), np.int64, n)
+    starts, _ = _optional_ints(field(START_TIME))
+    steps, step_missing = _optional_ints(field(STEP))
+    epochs, epoch_missing = _optional_ints(field(EPOCH))
+    values = _values(field(VALUE))
     kind = np.zeros(n, np.int64) if values.is_int is None else values.is_int.astype(np.int64)
-    histograms, extras = _texts(fields[HISTOGRAM]), _texts(fields[EXTRA])
+    histograms, extras = _texts(field(HISTOGRAM)), _texts(field(EXTRA))
     order = np.lexsort((kind, key_columns[3], key_columns[2], key_columns[1], key_columns[0]))
     sorted_keys = np.stack([k[order] for k in key_columns] + [kind[order]])
     starts_at = np.concatenate(([0], np.flatnonzero(np.any(sorted_keys[:, 1:] != sorted_keys[:, :-1], axis=0)) + 1))
@@ -150,7 +156,7 @@ def series_chunks(
     small = np.flatnonzero(sizes < HEAD_BELOW)
     if len(small):
         columns = (times, starts, steps, step_missing, epochs, epoch_missing)
-        split.head = _head_part(small, sizes, keys, order, columns, fields, (histograms, extras))
+        split.head = _head_part(small, sizes, keys, order, columns, field(VALUE), (histograms, extras))
     return split
 
 
@@ -160,7 +166,7 @@ def _head_part(
     keys: list[SeriesKey],
     order: np.ndarray,
     columns: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None, np.ndarray, np.ndarray | None],
-    fields: list[tuple[Any, ...]],
+    raw_values: Sequence[Any],
     texts: tuple[list[str | None] | None, list[str | None] | None],
 ) -> HeadPart:
     """The small series' points as flat lists in series order, with each series' segment and time range."""
@@ -184,7 +190,6 @@ def _head_part(
             return listed
         return [None if m else v for v, m in zip(listed, missing[picked].tolist(), strict=True)]
 
-    raw_values = fields[VALUE]
     histograms, extras = texts
     chosen = picked.tolist()
     return HeadPart(

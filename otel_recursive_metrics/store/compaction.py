@@ -31,7 +31,7 @@ from .head import head_chunks
 __all__ = ["FAN_IN", "MAX_POINTS", "compact_series", "move_head"]
 
 #: Chunks of one level joined at once.
-FAN_IN = 8
+FAN_IN = 16
 #: The most points a joined chunk holds: large enough that a chunk's fixed costs vanish, small
 #: enough that reading a short time range decodes little more than it needs.
 MAX_POINTS = 1 << 18

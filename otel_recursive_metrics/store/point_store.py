@@ -107,7 +107,8 @@ class PointStore:
     def _open_for_writing(self) -> sqlite3.Connection:
         """A write connection to the file at the path (created if missing) with the current schema."""
         refuse_newer_store(self.path)
-        conn = connect(self.path, busy_timeout_s=self._busy_timeout_s)
+        # Pages compaction frees go back to the file system at close (see close()).
+        conn = connect(self.path, busy_timeout_s=self._busy_timeout_s, incremental_vacuum=True)
         try:
             # FULL: a committed batch survives a power loss, so "stored" means durable.
             conn.execute(f"PRAGMA synchronous={'FULL' if self._durable else 'NORMAL'}")
@@ -357,6 +358,10 @@ class PointStore:
         with self._lock:
             if not self.readonly:
                 self._compact(closing=True)
+                try:  # what compaction freed goes back to the file system (a store created by this version)
+                    self._conn.executescript("PRAGMA incremental_vacuum;")  # run to the end (execute() frees one page a step)
+                except sqlite3.Error as exc:
+                    _log.info("otel-recursive-metrics: %s keeps its free pages: %s", self.path, exc)
             self._conn.close()
 
     def _compact(self, *, closing: bool = False) -> None:
