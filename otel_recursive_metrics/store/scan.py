@@ -136,9 +136,23 @@ def iter_chunks(store: Reader, scan: Scan = Scan(), *, size: int = 64) -> Iterat
     for key, chunk in as_chunks(store.read(f"SELECT {HEAD_COLUMNS} FROM head_points{head_where}{HEAD_ORDER}", head_params)):
         stats = chunk.stats()
         first, last = int(chunk.row_id.min()), int(chunk.row_id.max())
-        times = (int(chunk.time_unix_nano.min()), int(chunk.time_unix_nano.max()))
-        ranges = (stats.min_step, stats.max_step, stats.min_value, stats.max_value)
-        yield ChunkRow(-first, *key, len(chunk), first, last, *times, *ranges, -1, 0), chunk
+        min_time, max_time = int(chunk.time_unix_nano.min()), int(chunk.time_unix_nano.max())
+        row = ChunkRow(
+            -first,
+            *key,
+            len(chunk),
+            first,
+            last,
+            min_time,
+            max_time,
+            stats.min_step,
+            stats.max_step,
+            stats.min_value,
+            stats.max_value,
+            -1,
+            0,
+        )
+        yield row, chunk
 
 
 def _matching(scan: Scan, chunk: SeriesChunk) -> SeriesChunk | None:
