@@ -123,41 +123,67 @@ def series_chunks(
     steps, step_missing = _optional_ints(field(STEP))
     epochs, epoch_missing = _optional_ints(field(EPOCH))
     values = _values(field(VALUE))
-    kind = np.zeros(n, np.int64) if values.is_int is None else values.is_int.astype(np.int64)
     histograms, extras = _texts(field(HISTOGRAM)), _texts(field(EXTRA))
-    order = np.lexsort((kind, key_columns[3], key_columns[2], key_columns[1], key_columns[0]))
-    sorted_keys = np.stack([k[order] for k in key_columns] + [kind[order]])
+    order = np.lexsort((key_columns[3], key_columns[2], key_columns[1], key_columns[0]))  # stable: points keep their order
+    sorted_keys = np.stack([k[order] for k in key_columns])
     starts_at = np.concatenate(([0], np.flatnonzero(np.any(sorted_keys[:, 1:] != sorted_keys[:, :-1], axis=0)) + 1))
     sizes = np.diff(np.append(starts_at, n))
-    keys = [SeriesKey(*map(int, column)) for column in sorted_keys[:4, starts_at].T.tolist()]
+    keys = [SeriesKey(*map(int, column)) for column in sorted_keys[:, starts_at].T.tolist()]
+    columns = (times, starts, steps, step_missing, epochs, epoch_missing)
     split = Split([], None)
     for index in np.flatnonzero(sizes >= HEAD_BELOW).tolist():
         lo = int(starts_at[index])
-        rows = order[lo : lo + int(sizes[index])]
-        integer = values.is_int is not None and values.ints is not None and bool(values.is_int[rows[0]])
-        listed = rows.tolist() if histograms is not None or extras is not None else None
-        split.chunks.append(
-            (
-                keys[index],
-                SeriesChunk(
-                    times[rows],
-                    values.ints[rows] if integer and values.ints is not None else values.numbers[rows],
-                    start_time_unix_nano=starts[rows],
-                    step=steps[rows],
-                    step_missing=None if step_missing is None else step_missing[rows],
-                    epoch=epochs[rows],
-                    epoch_missing=None if epoch_missing is None else epoch_missing[rows],
-                    value_missing=None if values.missing is None else values.missing[rows],
-                    histogram=None if histograms is None or listed is None else [histograms[i] for i in listed],
-                    extra=None if extras is None or listed is None else [extras[i] for i in listed],
-                ),
-            )
-        )
+        for rows, integer in _by_kind(order[lo : lo + int(sizes[index])], values):
+            split.chunks.append((keys[index], _chunk(rows, integer, columns, values, histograms, extras)))
     small = np.flatnonzero(sizes < HEAD_BELOW)
     if len(small):
-        columns = (times, starts, steps, step_missing, epochs, epoch_missing)
         split.head = _head_part(small, sizes, keys, order, columns, field(VALUE), (histograms, extras))
     return split
+
+
+def _by_kind(rows: np.ndarray, values: _Values) -> list[tuple[np.ndarray, bool]]:
+    """A series' points (``rows``) by value kind: ``[(rows, is integer)]``, one entry unless it mixes kinds.
+
+    A point without a value goes with the series' kind (with the floats where it mixes).
+    """
+    if values.is_int is None or values.ints is None:
+        return [(rows, values.numbers.dtype.kind == "i")]
+    is_int = values.is_int[rows]
+    if values.missing is not None:
+        present = ~values.missing[rows]
+        ints, floats = is_int & present, ~is_int & present
+    else:
+        ints, floats = is_int, ~is_int
+    if not floats.any():
+        return [(rows, True)]
+    if not ints.any():
+        return [(rows, False)]
+    return [(rows[ints], True), (rows[~ints], False)]
+
+
+def _chunk(
+    rows: np.ndarray,
+    integer: bool,
+    columns: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None, np.ndarray, np.ndarray | None],
+    values: _Values,
+    histograms: list[str | None] | None,
+    extras: list[str | None] | None,
+) -> SeriesChunk:
+    """The points at ``rows`` as one chunk; ``integer``: its values are the exact integers."""
+    times, starts, steps, step_missing, epochs, epoch_missing = columns
+    listed = rows.tolist() if histograms is not None or extras is not None else None
+    return SeriesChunk(
+        times[rows],
+        values.ints[rows] if integer and values.ints is not None else values.numbers[rows],
+        start_time_unix_nano=starts[rows],
+        step=steps[rows],
+        step_missing=None if step_missing is None else step_missing[rows],
+        epoch=epochs[rows],
+        epoch_missing=None if epoch_missing is None else epoch_missing[rows],
+        value_missing=None if values.missing is None else values.missing[rows],
+        histogram=None if histograms is None or listed is None else [histograms[i] for i in listed],
+        extra=None if extras is None or listed is None else [extras[i] for i in listed],
+    )
 
 
 def _head_part(
@@ -318,9 +344,10 @@ def write_points(conn: sqlite3.Connection, split: Split, latest: Mapping[SeriesK
     if head is not None:
         for index, key in enumerate(head.keys):
             if overlaps(key, head.min_time[index]) or not head.increasing[index]:
-                fresh = _new_points(conn, key, head.segment_chunk(index), steps_unknown=steps_unknown)
-                if len(fresh):
-                    checked.append((key, fresh))
+                for part in head.segment_chunks(index):
+                    fresh = _new_points(conn, key, part, steps_unknown=steps_unknown)
+                    if len(fresh):
+                        checked.append((key, fresh))
             else:
                 plain.append(index)
     plain_points = sum(head.bounds[i + 1] - head.bounds[i] for i in plain) if head is not None else 0

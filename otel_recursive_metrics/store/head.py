@@ -62,18 +62,12 @@ class HeadPart:
     histogram: list[str | None] | None
     extra: list[str | None] | None
 
-    def segment_chunk(self, index: int) -> SeriesChunk:
-        """Segment ``index`` as a chunk (for the identity check of a series that overlaps the store)."""
+    def segment_chunks(self, index: int) -> list[SeriesChunk]:
+        """Segment ``index`` as chunks, one per value kind (for the identity check of a series that overlaps the store)."""
         lo, hi = self.bounds[index], self.bounds[index + 1]
-        return chunk_of_rows(
-            self.start[lo:hi],
-            self.time[lo:hi],
-            self.value[lo:hi],
-            self.step[lo:hi],
-            self.epoch[lo:hi],
-            None if self.histogram is None else self.histogram[lo:hi],
-            None if self.extra is None else self.extra[lo:hi],
-        )
+        rows = head_rows(self, [index], 0)
+        assert len(rows) == hi - lo
+        return [chunk for _, chunk in as_chunks(rows)]
 
 
 def chunk_of_rows(
