@@ -43,7 +43,7 @@ if __package__ in (None, ""):  # run as a file: import the package from the repo
 
 from benchmarks.common import machine, sqlite_insert_rate, versions_line
 
-__all__ = ["main", "markdown", "run"]
+__all__ = ["main", "markdown", "query_seconds", "raw_sqlite_4_columns", "run", "store_throughput", "sustained_rate"]
 
 VALUES_PER_CALL = 20
 NAMES = [f"v{i:02d}" for i in range(VALUES_PER_CALL)]
@@ -148,6 +148,25 @@ def _read_store(points: int, workdir: Path) -> Path:
     return path
 
 
+def query_seconds(path: Path, fmt: str, metrics: Sequence[str] = ()) -> float:
+    """Seconds of ``otel-recursive-metrics query --format fmt`` of ``metrics`` (all when empty) to
+    /dev/null: the command line in a child process, start-up included.
+
+    A failed query raises :class:`RuntimeError` with the end of what it wrote to stderr.
+    """
+    command = [sys.executable, "-m", "otel_recursive_metrics", "query", "--store", str(path), "--format", fmt]
+    for metric in metrics:
+        command += ["--metric", metric]
+    started = time.perf_counter()
+    with open(os.devnull, "w") as sink:
+        done = subprocess.run(command, stdout=sink, stderr=subprocess.PIPE, text=True, check=False)
+    elapsed = time.perf_counter() - started
+    if done.returncode != 0:
+        last = (done.stderr.strip().splitlines() or ["(nothing on stderr)"])[-1]
+        raise RuntimeError(f"query --format {fmt} exited with {done.returncode}: {last[:300]}")
+    return elapsed
+
+
 def reads(points: int, workdir: Path, repeats: int) -> dict[str, float]:
     """Rows/s of ``query --format csv|json`` to /dev/null, and seconds of ``to_dataframe()``."""
     import pandas  # noqa: F401 - imported before the clock starts
@@ -158,25 +177,7 @@ def reads(points: int, workdir: Path, repeats: int) -> dict[str, float]:
     out: dict[str, list[float]] = {"csv": [], "json": [], "dataframe": []}
     for _ in range(repeats):
         for fmt in ("csv", "json"):
-            started = time.perf_counter()
-            with open(os.devnull, "w") as sink:
-                subprocess.run(
-                    [
-                        sys.executable,
-                        "-m",
-                        "otel_recursive_metrics",
-                        "query",
-                        "--store",
-                        str(path),
-                        "--metric",
-                        "train.loss",
-                        "--format",
-                        fmt,
-                    ],
-                    stdout=sink,
-                    check=True,
-                )
-            out[fmt].append(points / (time.perf_counter() - started))
+            out[fmt].append(points / query_seconds(path, fmt, ["train.loss"]))
         store = PointStore(path, readonly=True)
         started = time.perf_counter()
         frame = store.to_dataframe("train.loss")
