@@ -273,7 +273,7 @@ def run(
 
 
 def _seconds(median_s: float, span: tuple[float, float] | None = None) -> str:
-    return f"{median_s:.2f} s" + (f" ({span[0]:.2f} to {span[1]:.2f})" if span else "")
+    return f"{median_s:.2f} s" + (f" ({span[0]:.2f} to {span[1]:.2f})" if span and span[0] != span[1] else "")
 
 
 def markdown(r: dict[str, Any]) -> str:
