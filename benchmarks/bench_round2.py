@@ -49,8 +49,14 @@ VALUES_PER_CALL = 20
 NAMES = [f"v{i:02d}" for i in range(VALUES_PER_CALL)]
 
 
-def store_throughput(points: int, workdir: Path) -> dict[str, float]:
-    """Points/s of ``TrainingMetrics.log`` into the store until ``flush()``, and bytes a point."""
+def store_throughput(points: int, workdir: Path, *, flush_interval_s: float | None = None) -> dict[str, float]:
+    """Points/s of ``TrainingMetrics.log`` into the store until ``flush()``, and bytes a point.
+
+    ``flush_interval_s``: the pipeline's (the package's default when None). It also bounds how
+    long a point may wait in memory: a store slower than ``points`` a flush interval has its
+    oldest points counted as dropped (``overload``) and this raises; a longer interval times the
+    store's pace whatever it is.
+    """
     from otel_recursive_metrics import TrainingMetrics
 
     folder = Path(tempfile.mkdtemp(dir=workdir))
@@ -58,18 +64,22 @@ def store_throughput(points: int, workdir: Path) -> dict[str, float]:
     # ``block``: the loop waits for room instead of dropping, so this times the store's pace, not
     # the overload policy (with the default ``drop_oldest`` a loop this fast meets the buffer's
     # time bound and its oldest calls are counted as dropped).
-    metrics = TrainingMetrics(prefix="train.", dir=folder, overflow="block", block_timeout_s=60.0)
+    options: dict[str, Any] = {} if flush_interval_s is None else {"flush_interval_s": flush_interval_s}
+    metrics = TrainingMetrics(prefix="train.", dir=folder, overflow="block", block_timeout_s=60.0, **options)
     values = dict.fromkeys(NAMES, 0.0)
     started = time.perf_counter()
     for step in range(calls):
         values["v00"] = step * 1e-3
         metrics.log(values, step=step)
-    assert metrics.flush(600.0), "flush did not finish"
+    flushed = metrics.flush(600.0)
     elapsed = time.perf_counter() - started
     stats = metrics.get_stats()
     metrics.close(60.0)
     stored = stats["sent_points"].get("store", 0)
-    assert stored == calls * VALUES_PER_CALL, f"{stored} of {calls * VALUES_PER_CALL} stored: {stats['dropped_points']}"
+    if not flushed or stored != calls * VALUES_PER_CALL:
+        raise RuntimeError(
+            f"{stored:,} of {calls * VALUES_PER_CALL:,} points stored (flush returned {flushed}); dropped: {stats['dropped_points']}"
+        )
     size = sum(p.stat().st_size for p in folder.glob("metrics.db*"))
     return {"points_per_s": stored / elapsed, "bytes_per_point": size / stored}
 
