@@ -1,9 +1,10 @@
 """Every benchmark row in one run, printed as one Markdown document.
 
-    python benchmarks/run.py                          # the full run (about 30 minutes; the outage alone is 5)
+    python benchmarks/run.py                          # the full run (about 40 minutes; the outage 5, row 21 about 10)
     python benchmarks/run.py --out benchmarks/latest.md
     python benchmarks/run.py --only 1,2               # pick rows
-    python benchmarks/run.py --quick                  # tiny sizes, no peers: a smoke run (under a minute)
+    python benchmarks/run.py --only 21                # issue 21's targets table alone (about 10 minutes)
+    python benchmarks/run.py --quick                  # tiny sizes, no peers: a smoke run (about two minutes)
 
 The peers (tensorboardX, MLflow) are installed on first use into the benchmark's own virtualenv
 (``bench_training.ensure_environment``: ``~/.cache/otel-recursive-metrics/bench-training-venv``,
