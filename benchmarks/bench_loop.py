@@ -334,12 +334,19 @@ def run(
     peers: bool = True,
     target_ms: float = 2.0,
     progress: Callable[[str], None] | None = None,
+    paths: Sequence[str] | None = None,
 ) -> dict[str, Any]:
-    """Measure every available path; returns rows, the step's size, versions and the Markdown."""
+    """Measure every available path (or only ``paths``, names of :data:`PATHS`, beside the plain
+    loop); returns rows, the step's size, versions and the Markdown."""
     say = progress or (lambda _: None)
+    unknown = sorted(set(paths or ()) - set(PATHS))
+    if unknown:
+        raise ValueError(f"paths={unknown!r}: not paths of bench_loop (expected names of PATHS: {sorted(PATHS)!r})")
     train_step, n, step_ms = calibrate(target_ms)
     say(f"row 2: step = {n}x{n} float64 matmul, {step_ms:.2f} ms")
     names = [name for name in PATHS if name not in PEERS or (peers and _importable(PEERS[name]))]
+    if paths is not None:
+        names = [name for name in names if name == PLAIN or name in paths]
     workdir = Path(tempfile.mkdtemp(prefix="bench-loop-"))
     per_step: dict[str, list[float]] = {name: [] for name in names}
     ratios: dict[str, list[float]] = {name: [] for name in names if name != PLAIN}
@@ -379,7 +386,7 @@ def run(
     for name in PATHS:
         row: dict[str, Any] = {"path": name, "note": PATHS[name][1]}
         if name not in names:
-            row["note"] = "not installed here (run without --no-peers)"
+            row["note"] = "not installed here (run without --no-peers)" if paths is None or name in paths else "not measured in this run"
         elif per_step[name]:
             row["ms_per_step"] = statistics.median(per_step[name])
             if name != PLAIN:

@@ -43,14 +43,20 @@ if __package__ in (None, ""):  # run as a file: import the package from the repo
 
 from benchmarks.common import machine, sqlite_insert_rate, versions_line
 
-__all__ = ["main", "markdown", "run"]
+__all__ = ["main", "markdown", "query_seconds", "raw_sqlite_4_columns", "run", "store_throughput", "sustained_rate"]
 
 VALUES_PER_CALL = 20
 NAMES = [f"v{i:02d}" for i in range(VALUES_PER_CALL)]
 
 
-def store_throughput(points: int, workdir: Path) -> dict[str, float]:
-    """Points/s of ``TrainingMetrics.log`` into the store until ``flush()``, and bytes a point."""
+def store_throughput(points: int, workdir: Path, *, flush_interval_s: float | None = None) -> dict[str, float]:
+    """Points/s of ``TrainingMetrics.log`` into the store until ``flush()``, and bytes a point.
+
+    ``flush_interval_s``: the pipeline's (the package's default when None). It also bounds how
+    long a point may wait in memory: a store slower than ``points`` a flush interval has its
+    oldest points counted as dropped (``overload``) and this raises; a longer interval times the
+    store's pace whatever it is.
+    """
     from otel_recursive_metrics import TrainingMetrics
 
     folder = Path(tempfile.mkdtemp(dir=workdir))
@@ -58,18 +64,22 @@ def store_throughput(points: int, workdir: Path) -> dict[str, float]:
     # ``block``: the loop waits for room instead of dropping, so this times the store's pace, not
     # the overload policy (with the default ``drop_oldest`` a loop this fast meets the buffer's
     # time bound and its oldest calls are counted as dropped).
-    metrics = TrainingMetrics(prefix="train.", dir=folder, overflow="block", block_timeout_s=60.0)
+    options: dict[str, Any] = {} if flush_interval_s is None else {"flush_interval_s": flush_interval_s}
+    metrics = TrainingMetrics(prefix="train.", dir=folder, overflow="block", block_timeout_s=60.0, **options)
     values = dict.fromkeys(NAMES, 0.0)
     started = time.perf_counter()
     for step in range(calls):
         values["v00"] = step * 1e-3
         metrics.log(values, step=step)
-    assert metrics.flush(600.0), "flush did not finish"
+    flushed = metrics.flush(600.0)
     elapsed = time.perf_counter() - started
     stats = metrics.get_stats()
     metrics.close(60.0)
     stored = stats["sent_points"].get("store", 0)
-    assert stored == calls * VALUES_PER_CALL, f"{stored} of {calls * VALUES_PER_CALL} stored: {stats['dropped_points']}"
+    if not flushed or stored != calls * VALUES_PER_CALL:
+        raise RuntimeError(
+            f"{stored:,} of {calls * VALUES_PER_CALL:,} points stored (flush returned {flushed}); dropped: {stats['dropped_points']}"
+        )
     size = sum(p.stat().st_size for p in folder.glob("metrics.db*"))
     return {"points_per_s": stored / elapsed, "bytes_per_point": size / stored}
 
@@ -148,6 +158,25 @@ def _read_store(points: int, workdir: Path) -> Path:
     return path
 
 
+def query_seconds(path: Path, fmt: str, metrics: Sequence[str] = ()) -> float:
+    """Seconds of ``otel-recursive-metrics query --format fmt`` of ``metrics`` (all when empty) to
+    /dev/null: the command line in a child process, start-up included.
+
+    A failed query raises :class:`RuntimeError` with the end of what it wrote to stderr.
+    """
+    command = [sys.executable, "-m", "otel_recursive_metrics", "query", "--store", str(path), "--format", fmt]
+    for metric in metrics:
+        command += ["--metric", metric]
+    started = time.perf_counter()
+    with open(os.devnull, "w") as sink:
+        done = subprocess.run(command, stdout=sink, stderr=subprocess.PIPE, text=True, check=False)
+    elapsed = time.perf_counter() - started
+    if done.returncode != 0:
+        last = (done.stderr.strip().splitlines() or ["(nothing on stderr)"])[-1]
+        raise RuntimeError(f"query --format {fmt} exited with {done.returncode}: {last[:300]}")
+    return elapsed
+
+
 def reads(points: int, workdir: Path, repeats: int) -> dict[str, float]:
     """Rows/s of ``query --format csv|json`` to /dev/null, and seconds of ``to_dataframe()``."""
     import pandas  # noqa: F401 - imported before the clock starts
@@ -158,25 +187,7 @@ def reads(points: int, workdir: Path, repeats: int) -> dict[str, float]:
     out: dict[str, list[float]] = {"csv": [], "json": [], "dataframe": []}
     for _ in range(repeats):
         for fmt in ("csv", "json"):
-            started = time.perf_counter()
-            with open(os.devnull, "w") as sink:
-                subprocess.run(
-                    [
-                        sys.executable,
-                        "-m",
-                        "otel_recursive_metrics",
-                        "query",
-                        "--store",
-                        str(path),
-                        "--metric",
-                        "train.loss",
-                        "--format",
-                        fmt,
-                    ],
-                    stdout=sink,
-                    check=True,
-                )
-            out[fmt].append(points / (time.perf_counter() - started))
+            out[fmt].append(points / query_seconds(path, fmt, ["train.loss"]))
         store = PointStore(path, readonly=True)
         started = time.perf_counter()
         frame = store.to_dataframe("train.loss")

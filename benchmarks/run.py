@@ -1,9 +1,10 @@
 """Every benchmark row in one run, printed as one Markdown document.
 
-    python benchmarks/run.py                          # the full run (about 30 minutes; the outage alone is 5)
+    python benchmarks/run.py                          # the full run (about 40 minutes; the outage 5, row 21 about 10)
     python benchmarks/run.py --out benchmarks/latest.md
     python benchmarks/run.py --only 1,2               # pick rows
-    python benchmarks/run.py --quick                  # tiny sizes, no peers: a smoke run (under a minute)
+    python benchmarks/run.py --only 21                # issue 21's targets table alone (about 10 minutes)
+    python benchmarks/run.py --quick                  # tiny sizes, no peers: a smoke run (about two minutes)
 
 The peers (tensorboardX, MLflow) are installed on first use into the benchmark's own virtualenv
 (``bench_training.ensure_environment``: ``~/.cache/otel-recursive-metrics/bench-training-venv``,
@@ -21,7 +22,9 @@ Rows (each alternates runs between the paths it compares and reports medians and
 6. ``force_flush`` and ``shutdown`` time with 100,000 points queued (``bench_worker.py``);
 7. CPU of the system-metrics sampler, per sample and per hour (``bench_system.py``);
 8. round two: the store against a plain 4-column SQLite table, bytes per point, sustained values/s
-   before the first drop, ``query`` to CSV / JSON and ``to_dataframe`` (``bench_round2.py``).
+   before the first drop, ``query`` to CSV / JSON and ``to_dataframe`` (``bench_round2.py``);
+21. issue 21's targets table: each of its figures at the issue's sizes, beside round two's figure
+   and its baseline measured in the same run (``bench_targets.py``; ``--only 21`` runs it alone).
 
 The web view's figures have their own command (``bench_ui.py``: a browser, about 3 minutes), and
 so do the fleet (``fleet.py``) and the faults of the reliability table (``faults.py``).
@@ -62,6 +65,7 @@ ROWS = {
     6: "force_flush and shutdown with 100,000 points queued",
     7: "CPU of the system-metrics sampler, per sample and per hour",
     8: "Round two: into the store against plain SQLite, store size, overload, reads",
+    21: "Issue 21 targets",
 }
 PEER_MODULES = ("tensorboardX", "mlflow")
 
@@ -410,6 +414,14 @@ def row8(args: argparse.Namespace, report: Report) -> str:
     return text
 
 
+def row21(args: argparse.Namespace, report: Report) -> str:
+    from benchmarks import bench_targets
+
+    # Its table is the section; a figure that fails says so in its own row, so the row never fails.
+    text: str = bench_targets.run(quick=args.quick, repeats=args.repeats, progress=_say)["markdown"]
+    return text
+
+
 RUNNERS: dict[int, Callable[[argparse.Namespace, Report], str]] = {
     1: row1,
     2: row2,
@@ -419,6 +431,7 @@ RUNNERS: dict[int, Callable[[argparse.Namespace, Report], str]] = {
     6: row6,
     7: row7,
     8: row8,
+    21: row21,
 }
 
 
@@ -468,7 +481,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="tiny sizes and no peers (unless --peers): a smoke run")
-    parser.add_argument("--only", default=",".join(map(str, ROWS)), help="comma-separated rows to run (default all: 1 to 8)")
+    parser.add_argument("--only", default=",".join(map(str, ROWS)), help="comma-separated rows to run (default all: 1 to 8 and 21)")
     parser.add_argument(
         "--out",
         type=Path,
@@ -488,9 +501,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         rows = sorted({int(r) for r in args.only.split(",") if r.strip()})
     except ValueError:
-        parser.error(f"--only={args.only!r}: expected comma-separated row numbers from 1 to 8")
+        parser.error(f"--only={args.only!r}: expected comma-separated row numbers of {', '.join(map(str, RUNNERS))}")
     if not rows or any(r not in RUNNERS for r in rows):
-        parser.error(f"--only={args.only!r}: expected comma-separated row numbers from 1 to 8")
+        parser.error(f"--only={args.only!r}: expected comma-separated row numbers of {', '.join(map(str, RUNNERS))}")
     wants_peers = args.peers and any(r in (1, 2, 4, 6) for r in rows)
     in_venv = Path(sys.prefix).resolve() == bench_training.VENV.resolve()
     if wants_peers and not _peers_importable() and not in_venv:
