@@ -288,6 +288,10 @@ class Written(NamedTuple):
     def points(self) -> int:
         return sum(row.points for row in self.chunks) + sum(n for _, _, n in self.head)
 
+    def latest(self) -> list[tuple[SeriesKey, int]]:
+        """Each series written and the latest time it got."""
+        return [(row.series, row.max_time) for row in self.chunks] + [(key, max_time) for key, max_time, _ in self.head]
+
 
 def _stored_max(conn: sqlite3.Connection, keys: Sequence[SeriesKey]) -> dict[SeriesKey, int]:
     """The latest time each series holds (in chunks or in the head); series with none are left out."""

@@ -23,12 +23,16 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .chunk_write import Written
 
 from ..model.chunk import SeriesChunk, concat
-from .chunk_index import CHUNK_COLUMNS, ChunkRow, SeriesKey, delete_chunks, insert_chunks
+from .chunk_index import CHUNK_COLUMNS, HEAD_BELOW, HEAD_MAX_POINTS, ChunkRow, SeriesKey, delete_chunks, insert_chunks
 from .head import head_chunks
 
-__all__ = ["FAN_IN", "MAX_POINTS", "compact_series", "move_head"]
+__all__ = ["FAN_IN", "MAX_POINTS", "Compactor", "compact_series", "move_head"]
 
 #: Chunks of one level joined at once.
 FAN_IN = 16
@@ -104,19 +108,60 @@ def compact_series(conn: sqlite3.Connection, keys: Sequence[SeriesKey], *, closi
     return joined
 
 
-def move_head(conn: sqlite3.Connection) -> list[SeriesKey]:
-    """Move every head row into level-0 chunks (one per series and value kind) in one transaction; their series.
+def move_head(conn: sqlite3.Connection, *, min_points: int = 0) -> list[SeriesKey]:
+    """Move head rows into level-0 chunks (one per series and value kind) in one transaction; their series.
 
-    Points keep their row ids; the rows are deleted in the transaction that writes the chunks,
-    so a kill at any moment leaves each point in exactly one of the two places.
+    ``min_points``: only the series with at least that many rows in the head (a writer closing
+    moves those worth a chunk, and leaves a series of two points as rows). Points keep their row
+    ids; the rows are deleted in the transaction that writes the chunks, so a kill at any moment
+    leaves each point in exactly one of the two places.
     """
+    series = "(metric_id, resource_id, scope_id, attributes_id)"
+    where = ""
+    if min_points > 1:
+        where = f" WHERE {series} IN (SELECT {series[1:-1]} FROM head_points GROUP BY 1, 2, 3, 4 HAVING count(*) >= {int(min_points)})"
     conn.execute("BEGIN IMMEDIATE")
     try:
-        rows = insert_chunks(conn, list(head_chunks(conn)), level=0)
-        conn.execute("DELETE FROM head_points")
+        rows = insert_chunks(conn, list(head_chunks(conn, where)), level=0)
+        conn.execute(f"DELETE FROM head_points{where}")
         conn.execute("COMMIT")
     except BaseException:
         if conn.in_transaction:
             conn.execute("ROLLBACK")
         raise
     return list(dict.fromkeys(row.series for row in rows))
+
+
+class Compactor:
+    """One writer's view of what is due: its series' new small chunks, and the head's size.
+
+    :meth:`wrote` after each committed batch, :meth:`run` after it (the caller's lock held; a
+    failure raises, and the next run tries again) and with ``closing=True`` at close.
+    """
+
+    def __init__(self) -> None:
+        #: Series -> level-0 chunks written since they were last compacted.
+        self.small_chunks: dict[SeriesKey, int] = {}
+        #: Rows in the head, as far as this writer knows: at HEAD_MAX_POINTS they become chunks.
+        self.head_points = 0
+
+    def opened(self, conn: sqlite3.Connection) -> None:
+        """A new connection: what the head holds already (other writers', a previous run's)."""
+        self.head_points = int(conn.execute("SELECT count(*) FROM head_points").fetchone()[0])
+
+    def wrote(self, written: Written) -> None:
+        for row in written.chunks:
+            self.small_chunks[row.series] = self.small_chunks.get(row.series, 0) + 1
+        self.head_points += sum(count for _, _, count in written.head)
+
+    def run(self, conn: sqlite3.Connection, *, closing: bool = False) -> None:
+        """Move the head when full (closing: its series worth a chunk), then join what is due."""
+        if self.head_points >= HEAD_MAX_POINTS or (closing and self.head_points):
+            for key in move_head(conn, min_points=HEAD_BELOW if closing else 0):
+                self.small_chunks[key] = self.small_chunks.get(key, 0) + 1
+            self.head_points = int(conn.execute("SELECT count(*) FROM head_points").fetchone()[0])
+        due = [key for key, n in self.small_chunks.items() if n >= (1 if closing else FAN_IN)]
+        if due:
+            compact_series(conn, due, closing=closing)
+            for key in due:
+                del self.small_chunks[key]

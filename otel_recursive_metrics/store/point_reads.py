@@ -17,7 +17,7 @@ import numpy as np
 from .points import PointQuery, StoredPoint
 from .scan import Columns, Reader, Scan, gather, iter_chunks
 
-__all__ = ["Labels", "query_columns", "query_scan", "stored_points"]
+__all__ = ["Labels", "points_with_extra", "query_columns", "query_scan", "stored_points"]
 
 
 class _Store(Reader, Protocol):
@@ -140,3 +140,15 @@ def stored_points(store: _Store, columns: Columns) -> Iterator[StoredPoint]:
             extra=None if extra is None else json.loads(extra),
             row_id=row_id,
         )
+
+
+def points_with_extra(store: _Store, key: str, value: Any, *, limit: int | None = None) -> list[StoredPoint]:
+    """Points whose ``extra`` field ``key`` equals ``value`` (a submitted record's ``id``, say)."""
+    columns = query_columns(store, PointQuery())
+    if columns.extra is None:
+        return []
+    # A cheap text test first (the key and the value appear in the JSON), then the exact one.
+    needle, wanted = json.dumps(key), json.dumps(value)
+    rows = [i for i, text in enumerate(columns.extra) if text is not None and needle in text and wanted in text]
+    found = [p for p in stored_points(store, columns.take(np.array(rows, dtype=np.int64))) if p.extra and p.extra.get(key) == value]
+    return found if limit is None else found[: int(limit)]

@@ -23,21 +23,19 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from .._files import connect, connect_readonly, make_private_dir
 from ..model.attributes import canonical_json
 from ..model.batch import (
     METRIC,
     PointBatch,
 )
-from .chunk_index import HEAD_MAX_POINTS, SeriesKey
+from .chunk_index import SeriesKey
 from .chunk_write import series_chunks, write_points
-from .compaction import FAN_IN, compact_series, move_head
+from .compaction import Compactor
 from .file_watch import FileChange, StoreFileWatch, change_message, clear_the_path, recreate_lock, write_identity_mark
 from .frames import points_dataframe, runs_dataframe
 from .migrate import convert_rows, readable_rows
-from .point_reads import query_columns, stored_points
+from .point_reads import points_with_extra, query_columns, stored_points
 from .points import PointQuery, StoredPoint
 from .ranks import DEFAULT_WINDOW_S, rank_skew
 from .run_metadata import RUN_METADATA_METRICS, KeptRunMetadata, write_run_metadata
@@ -75,10 +73,8 @@ class PointStore:
         self._attr_ids: dict[str, int] = {}
         #: Series -> the latest time this object stored in it (see chunk_write.py).
         self._series_max_time: dict[SeriesKey, int] = {}
-        #: Series -> level-0 chunks this object wrote since it last compacted it (see compaction.py).
-        self._small_chunks: dict[SeriesKey, int] = {}
-        #: Rows in the head, as far as this writer knows (see chunk_index.py): at HEAD_MAX_POINTS they become chunks.
-        self._head_points = 0
+        #: What this writer wrote that compaction may join (see compaction.py).
+        self._compactor = Compactor()
         #: How many times the file was re-created under this writer, by cause (removed, replaced,
         #: truncated; see :mod:`.file_watch`).
         self.recreated: dict[str, int] = {}
@@ -115,7 +111,7 @@ class PointStore:
             check_layout(conn, self.path)
             if create_schema(conn):
                 convert_rows(conn)  # a store of an earlier version: into chunks, before anything is added
-            self._head_points = int(conn.execute("SELECT count(*) FROM head_points").fetchone()[0])
+            self._compactor.opened(conn)
             self._watch.reset()
         except BaseException:
             conn.close()
@@ -238,12 +234,9 @@ class PointStore:
             conn.execute("COMMIT")
             inserted = written.points
             latest = self._series_max_time
-            for row in written.chunks:
-                latest[row.series] = max(row.max_time, latest.get(row.series, row.max_time))
-                self._small_chunks[row.series] = self._small_chunks.get(row.series, 0) + 1
-            for key, max_time, count in written.head:
+            for key, max_time in written.latest():
                 latest[key] = max(max_time, latest.get(key, max_time))
-                self._head_points += count
+            self._compactor.wrote(written)
             if metadata and remember:
                 self._metadata.keep(batch, metadata_points)
         except BaseException:
@@ -284,7 +277,7 @@ class PointStore:
         self._ids.clear()
         self._attr_ids.clear()
         self._series_max_time.clear()
-        self._small_chunks.clear()
+        self._compactor = Compactor()
         try:
             make_private_dir(self.path.parent)
             with recreate_lock(self.path.parent):
@@ -365,25 +358,11 @@ class PointStore:
             self._conn.close()
 
     def _compact(self, *, closing: bool = False) -> None:
-        """Compact the series that have :data:`~.compaction.FAN_IN` new small chunks (closing: any); the caller holds the lock.
-
-        A failure (another writer holds the lock past the busy timeout, a full disk) leaves the
-        chunks as they are, readable; a later batch, or the next close, tries again.
-        """
+        """:meth:`Compactor.run` on this writer's connection (the caller holds the lock); a failure is logged, not raised."""
         try:
-            if self._head_points >= HEAD_MAX_POINTS:
-                for key in move_head(self._conn):
-                    self._small_chunks[key] = self._small_chunks.get(key, 0) + 1
-                self._head_points = 0
-            due = [key for key, n in self._small_chunks.items() if n >= (1 if closing else FAN_IN)]
-            if not due:
-                return
-            compact_series(self._conn, due, closing=closing)
+            self._compactor.run(self._conn, closing=closing)
         except (sqlite3.Error, ValueError) as exc:  # ValueError: a damaged chunk (ChunkError), left as it is
             _log.info("otel-recursive-metrics: compaction in %s postponed: %s", self.path, exc)
-            return
-        for key in due:
-            del self._small_chunks[key]
 
     # -- summaries ------------------------------------------------------------------------
 
@@ -412,11 +391,4 @@ class PointStore:
 
     def query_extra(self, key: str, value: Any, *, limit: int | None = None) -> list[StoredPoint]:
         """Points whose ``extra`` field ``key`` equals ``value`` (a submitted record's ``id``, say)."""
-        columns = query_columns(self, PointQuery())
-        if columns.extra is None:
-            return []
-        # A cheap text test first (the key and the value appear in the JSON), then the exact one.
-        needle, wanted = json.dumps(key), json.dumps(value)
-        rows = [i for i, text in enumerate(columns.extra) if text is not None and needle in text and wanted in text]
-        found = [p for p in stored_points(self, columns.take(np.array(rows, dtype=np.int64))) if p.extra and p.extra.get(key) == value]
-        return found if limit is None else found[: int(limit)]
+        return points_with_extra(self, key, value, limit=limit)
