@@ -198,7 +198,7 @@ class PointBatch:
         Raises :class:`~.batch_codec.BatchFormatError` (a ``ValueError``) naming what is wrong
         with a payload that is none of them, or damaged.
         """
-        if is_binary(payload):
+        if not isinstance(payload, str) and is_binary(payload):
             head, points = decode_points(payload)
             data: Any = {**head, "v": 3, "points": points}
         else:

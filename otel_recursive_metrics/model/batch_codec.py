@@ -196,7 +196,7 @@ def _decode(view: memoryview, count: int, run_count: int, head_length: int) -> t
     if not isinstance(head, dict):
         raise BatchFormatError(f"point batch head: a JSON {type(head).__name__}, expected an object")
     rest = head.pop("rest", [])
-    if not isinstance(rest, list) or not all(isinstance(r, list) and len(r) == 2 and type(r[0]) is int and isinstance(r[1], list) for r in rest):
+    if not isinstance(rest, list) or not all(isinstance(r, list) and len(r) == 2 and type(r[0]) is int for r in rest):
         raise BatchFormatError("point batch head: rest is not a list of [index, point]")
     runs = np.frombuffer(view, "<u4", run_count * _RUN_FIELDS, runs_at).reshape(-1, _RUN_FIELDS).astype(np.int64)
     lengths = _LENGTHS.unpack_from(view, chunks_at - _LENGTHS.size)
@@ -216,11 +216,11 @@ def _decode(view: memoryview, count: int, run_count: int, head_length: int) -> t
         except ValueError as exc:
             raise BatchFormatError(f"point batch: the {'float' if kind == _FLOAT_KIND else 'int'} chunk: {exc}") from None
         if len(chunk) != rows or chunk.value.dtype != (np.float64 if kind == _FLOAT_KIND else np.int64):
-            raise BatchFormatError(f"point batch: a chunk of {len(chunk)} {chunk.value.dtype} rows where its runs say {rows} of kind {kind}")
+            raise BatchFormatError(f"point batch: a chunk of {len(chunk)} {chunk.value.dtype} rows, its runs say {rows} of kind {kind}")
         chunks.append(chunk)
         start += length
     if not np.array_equal(runs[:, 4], np.sort(runs[:, 4])) or not set(runs[:, 4].tolist()) <= {_FLOAT_KIND, _INT_KIND}:
-        raise BatchFormatError(f"point batch: run value kinds {sorted(set(runs[:, 4].tolist()))}, expected float runs (1) then int runs (2)")
+        raise BatchFormatError(f"point batch: run value kinds {sorted(set(runs[:, 4].tolist()))}, expected 1 (float) runs then 2 (int)")
     row_id = np.concatenate([c.row_id for c in chunks]) if chunks else np.zeros(0, np.int64)
     places = np.concatenate([row_id, np.array([i for i, _ in rest], np.int64)])
     if len(places) != count or not _covers(places, count):
@@ -311,4 +311,3 @@ def _parsed(texts: list[str | None], order: np.ndarray) -> list[Any]:
         return values  # type: ignore[no-any-return]
     found = iter(values)
     return [None if t is None else next(found) for t in ordered]
-
