@@ -55,6 +55,7 @@ import json
 import struct
 import zlib
 from collections.abc import Sequence
+from itertools import chain
 from typing import Any
 
 import numpy as np
@@ -138,21 +139,23 @@ def _runs_and_chunks(index: np.ndarray, columns: dict[str, Any], codec: ChunkCod
     runs[:, :4] = sorted_keys[1:, starts].T
     runs[:, 4] = sorted_keys[0, starts]
     runs[:, 5] = np.diff(np.append(starts, len(order)))
+    # Sorted by kind first: the float rows, then the int rows.
     floats = int(columns["is_float"].sum())
+    parts = (slice(0, floats), slice(floats, len(order)))
+    ordered = {name: columns[name][order] for name in ("time_unix_nano", *_CHUNK_COLUMNS)}
+    row_id = index[order]
+    texts = {name: None if columns[name] is None else [columns[name][i] for i in order.tolist()] for name in ("histogram", "extra")}
     chunks = []
-    for rows, value in ((order[:floats], columns["value_float"]), (order[floats:], columns["value_int"])):
-        if not len(rows):
+    for part, value in zip(parts, (columns["value_float"], columns["value_int"]), strict=True):
+        if part.start == part.stop:
             chunks.append(b"")
             continue
-        # The kind's values are in batch order: a point's place among them is its rank by kind.
-        kind_rows = np.searchsorted(np.flatnonzero(kind == kind[rows[0]]), rows)
-        texts = {name: None if columns[name] is None else [columns[name][i] for i in rows.tolist()] for name in ("histogram", "extra")}
         chunk = SeriesChunk(
-            columns["time_unix_nano"][rows],
-            value[kind_rows],
-            **{name: columns[name][rows] for name in _CHUNK_COLUMNS},
-            row_id=index[rows],
-            **texts,
+            ordered["time_unix_nano"][part],
+            value[order[part]],
+            **{name: ordered[name][part] for name in _CHUNK_COLUMNS},
+            row_id=row_id[part],
+            **{name: None if text is None else text[part] for name, text in texts.items()},
         )
         chunks.append(chunk.encode(codec))
     return runs, (chunks[0], chunks[1])
@@ -267,8 +270,8 @@ def _points(runs: np.ndarray, chunks: list[SeriesChunk], row_id: np.ndarray) -> 
         _values(chunks, order),
         _optional(column("step"), column("step_missing")),
         _optional(column("epoch"), column("epoch_missing")),
-        _parsed([t for c in chunks for t in c.histogram], order),
-        _parsed([t for c in chunks for t in c.extra], order),
+        _parsed(list(chain.from_iterable(c.histogram for c in chunks)), order),
+        _parsed(list(chain.from_iterable(c.extra for c in chunks)), order),
     )
     return list(map(list, zip(*fields, strict=True)))
 

@@ -11,7 +11,8 @@ Finding those is the slow path, taken only when a batch has one.
 The columns: ``resource``, ``scope``, ``metric``, ``attributes``, ``start_time_unix_nano``,
 ``time_unix_nano``, ``step``, ``epoch`` (int64), ``step_missing``, ``epoch_missing``,
 ``value_missing`` (bool: the field is None), ``is_float`` (bool: the value is a float, or None),
-``value_float`` and ``value_int`` (the float values and the int values, each in batch order),
+``value_float`` and ``value_int`` (the float values, 0 for the others; the int values, 0 for
+the others),
 and ``histogram`` and ``extra`` (a list of compact JSON texts and None, or None when no point
 has one).
 """
@@ -140,7 +141,7 @@ def _values(values: tuple[Any, ...], columns: dict[str, Any]) -> np.ndarray | No
     if types <= {float}:  # the usual case: floats alone, converted without a detour
         columns.update(
             value_float=np.array(values, np.float64) if count else np.zeros(0),
-            value_int=np.zeros(0, np.int64),
+            value_int=np.zeros(count, np.int64),
             is_float=np.ones(count, bool),
             value_missing=np.zeros(count, bool),
         )
@@ -156,13 +157,15 @@ def _values(values: tuple[Any, ...], columns: dict[str, Any]) -> np.ndarray | No
     array = np.array(values, object)
     if missing is not None:
         array[missing] = 0.0
+    value_float, value_int = np.zeros(count, np.float64), np.zeros(count, np.int64)
     try:
-        ints = array[~is_float].astype(np.int64)
+        value_int[~is_float] = array[~is_float].astype(np.int64)
     except OverflowError:
         return _outside_int64(values)
+    value_float[is_float] = array[is_float].astype(np.float64)
     columns.update(
-        value_float=array[is_float].astype(np.float64),
-        value_int=ints,
+        value_float=value_float,
+        value_int=value_int,
         is_float=is_float,
         value_missing=np.zeros(count, bool) if missing is None else missing,
     )
@@ -177,6 +180,24 @@ def _texts(values: tuple[Any, ...]) -> list[str | None] | None:
     nones = values.count(None)
     if nones == len(values):
         return None
-    texts: list[str | None] = list(map(_compact, values)) if nones == 0 else [None if v is None else _compact(v) for v in values]
-    "".join(t for t in texts if t is not None).encode("utf-8")
-    return texts
+    present = [v for v in values if v is not None] if nones else list(values)
+    texts = _dict_texts(present) if set(map(type, present)) == {dict} else None
+    if texts is None:
+        texts = list(map(_compact, present))
+    "".join(texts).encode("utf-8")
+    if not nones:
+        return texts  # type: ignore[return-value]
+    found = iter(texts)
+    return [None if v is None else next(found) for v in values]
+
+
+def _dict_texts(dicts: list[dict[str, Any]]) -> list[str] | None:
+    """Each dict's compact JSON text, from one encoding of them all; None where that cannot be cut apart.
+
+    The list's text is cut at each ``},{``: exactly between its dicts, unless one holds that
+    text itself (a nested dict, a string), which gives more pieces than dicts: then None.
+    """
+    pieces = _compact(dicts)[2:-2].split("},{")
+    if len(pieces) != len(dicts):
+        return None
+    return ["{" + piece + "}" for piece in pieces]
