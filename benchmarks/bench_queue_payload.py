@@ -2,7 +2,7 @@
 
     python benchmarks/bench_queue_payload.py            # four batches, 9 rounds: about 30 s
     python benchmarks/bench_queue_payload.py --quick    # one round: a smoke run
-    python benchmarks/bench_queue_payload.py --out FILE # also write the table there
+    python benchmarks/bench_queue_payload.py --out FILE # where the document goes (default: results/<date>-<commit>-queue-payload.md)
 
 The batches, built as the pipeline builds them (points in the order they were logged):
 
@@ -40,7 +40,7 @@ if __package__ in (None, ""):  # run as a file: import the package from the repo
     sys.path[0] = str(Path(__file__).resolve().parents[1])
 
 from benchmarks.bench_codecs import training_curves
-from benchmarks.common import commit, machine, markdown_table, say, versions_line
+from benchmarks.common import commit, machine, markdown_table, results_path, say, versions_line
 from otel_recursive_metrics.model.batch import BatchBuilder, PointBatch, explicit_histogram
 from otel_recursive_metrics.model.batch_codec import QUEUE_CODEC, encode_points
 from otel_recursive_metrics.model.batch_columns import columns_of
@@ -196,13 +196,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--quick", action="store_true", help="one pass: a smoke run")
     parser.add_argument("--repeats", type=int, default=9)
-    parser.add_argument("--out", help="also write the document there")
+    parser.add_argument("--out", help="where the document goes (default: results/<date>-<commit>-queue-payload.md; none with --quick)")
     args = parser.parse_args(argv)
     result = run(quick=args.quick, repeats=args.repeats)
     print(result["markdown"])
-    if args.out:
-        Path(args.out).write_text(result["markdown"])
-        say(f"written to {args.out}")
+    if args.out or not args.quick:
+        out = Path(args.out) if args.out else results_path("queue-payload")
+        out.write_text(result["markdown"])
+        say(f"written to {out}")
     return 0
 
 

@@ -89,3 +89,27 @@ def test_peers_quick_run_without_peers_prints_our_column(tmp_path: Path) -> None
         assert cells[4] == cells[5] == "—", line
     assert "Machine: " in text and "our commit " in text and "numpy (ours) " in text
     assert f"imported from `{ROOT / 'otel_recursive_metrics'}`" in text
+
+
+@pytest.mark.slow
+def test_queue_payload_quick_run_prints_a_row_per_batch_and_form(tmp_path: Path) -> None:
+    """``bench_queue_payload.py --quick``: one table, JSON and each chunk codec for each of the four batches."""
+    out = tmp_path / "queue.md"
+    env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "bench_queue_payload.py"), "--quick", "--out", str(out)],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=240,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-4000:]
+    assert out.read_text().strip() == done.stdout.strip()
+    table = [line for line in done.stdout.splitlines() if line.startswith("|")]
+    body = table[2:]
+    assert table[0].startswith("| batch | format | encode µs/pt |"), table[0]
+    assert [line.split("|")[2].strip() for line in body if "JSON" in line] == ["JSON (format 2)"] * 4
+    assert sum("(the queue's)" in line for line in body) == 4
+    assert all(line.count("|") == table[0].count("|") for line in body), body
