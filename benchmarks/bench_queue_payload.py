@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import datetime
 import functools
+import os
 import struct
 import sys
 import time
@@ -148,6 +149,7 @@ def _cpu_us(functions: Sequence[Callable[[], Any]], repeats: int) -> list[float]
 def run(quick: bool = False, repeats: int = 9) -> dict[str, Any]:
     """Measure every batch with JSON and the binary codecs; returns the rows and the Markdown document."""
     repeats = 1 if quick else repeats
+    load_at_start = os.getloadavg()[0]
     rows = []
     for name, batch in batches().items():
         n = len(batch)
@@ -185,7 +187,8 @@ def run(quick: bool = False, repeats: int = 9) -> dict[str, Any]:
     markdown = (
         "# The durable queue's payload: binary chunks against JSON\n\n"
         f"Commit {commit()}, {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC. Machine: {machine()}.\n"
-        f"{versions_line('python', 'numpy', 'pcodec')} Thread CPU time, best of {repeats} round(s).\n\n" + markdown_table(rows, columns)
+        f"{versions_line('python', 'numpy', 'pcodec')} Thread CPU time, best of {repeats} round(s);"
+        f" load average {load_at_start:.2f} at the start, {os.getloadavg()[0]:.2f} at the end.\n\n" + markdown_table(rows, columns)
     )
     return {"rows": rows, "markdown": markdown}
 
