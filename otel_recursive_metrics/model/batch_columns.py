@@ -185,7 +185,9 @@ def _texts(values: tuple[Any, ...]) -> list[str | None] | None:
     texts = _dict_texts(present) if set(map(type, present)) == {dict} else None
     if texts is None:
         texts = list(map(_compact, present))
-    "".join(texts).encode("utf-8")
+    joined = "".join(texts)
+    if not joined.isascii():  # the common texts are ASCII, checked at memory speed
+        joined.encode("utf-8")
     if not nones:
         return texts  # type: ignore[return-value]
     found = iter(texts)
