@@ -152,3 +152,27 @@ def test_compare_quick_run_prints_its_table(tmp_path: Path) -> None:
     for name, value in body:
         assert re.match(r"\d+\.\d\d s", value) or value.startswith("failed: "), (name, value)
     assert "Store: 6,000 points written" in done.stdout
+
+
+@pytest.mark.slow
+def test_queue_payload_quick_run_prints_a_row_per_batch_and_form(tmp_path: Path) -> None:
+    """``bench_queue_payload.py --quick``: one table, JSON and each chunk codec for each of the four batches."""
+    out = tmp_path / "queue.md"
+    env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "bench_queue_payload.py"), "--quick", "--out", str(out)],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=240,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-4000:]
+    assert out.read_text().strip() == done.stdout.strip()
+    table = [line for line in done.stdout.splitlines() if line.startswith("|")]
+    body = table[2:]
+    assert table[0].startswith("| batch | format | encode µs/pt |"), table[0]
+    assert [line.split("|")[2].strip() for line in body if "JSON" in line] == ["JSON (format 2)"] * 4
+    assert sum("(the queue's)" in line for line in body) == 4
+    assert all(line.count("|") == table[0].count("|") for line in body), body

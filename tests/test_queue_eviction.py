@@ -8,6 +8,8 @@ The end-to-end runs against a real OTLP receiver are in test_byte_caps.py.
 
 from __future__ import annotations
 
+import base64
+import random
 import time
 from pathlib import Path
 
@@ -70,8 +72,10 @@ def test_records_being_sent_that_leave_no_room_refuse_the_new_batch(tmp_path: Pa
 
 
 def _record(i: int) -> RecordItem:
-    """A record of about 700 bytes in the queue (its ``note`` is kept with the point)."""
-    fields = {"metric_name": "loss", "value": float(i), "step": i, "note": "x" * 640, "_time_unix_nano": 1_700_000_000_000_000_000 + i}
+    """A record of about 700 bytes in the queue (its ``note`` is kept with the point, and is noise:
+    the queue's payload is compressed)."""
+    note = base64.b64encode(random.Random(i).randbytes(640)).decode("ascii")
+    fields = {"metric_name": "loss", "value": float(i), "step": i, "note": note, "_time_unix_nano": 1_700_000_000_000_000_000 + i}
     return RecordItem(time.time_ns(), fields)
 
 

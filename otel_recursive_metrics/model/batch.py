@@ -13,12 +13,16 @@ A point is a list read through the index constants of :mod:`.point` (``point[TIM
 The tables are lists of named records (:mod:`.tables`): ``batch.metrics[i].kind``, a
 :class:`~.kinds.MetricKind`.
 
-On-disk format (the durable queue's payload and the dead-letter sidecar): UTF-8 JSON of an
-object with ``v`` (format version, 2), ``id`` (the batch's identity), ``resources``
-``[[attributes, schema_url], ...]``, ``scopes`` ``[[name, version, attributes, schema_url],
-...]``, ``metrics`` ``[[name, description, unit, kind, temporality, monotonic], ...]``,
-``attributes`` ``[canonical JSON text, ...]`` and ``points`` (lists in the point's field order).
-Version 1 (attributes written out in every point) is still read. Nothing is pickled.
+On-disk formats. The durable queue's payload (:meth:`PointBatch.encode`) is the binary form of
+:mod:`.batch_codec` (format version 3): the tables as JSON, the points as compressed
+:class:`~.chunk.SeriesChunk` columns grouped by series. The dead-letter sidecar keeps :meth:`PointBatch.to_json`
+(:meth:`PointBatch.encode_json` writes it as bytes): JSON format 2, an object with ``v`` (2),
+``id`` (the batch's identity), ``resources`` ``[[attributes, schema_url], ...]``, ``scopes``
+``[[name, version, attributes, schema_url], ...]``, ``metrics`` ``[[name, description, unit,
+kind, temporality, monotonic], ...]``, ``attributes`` ``[canonical JSON text, ...]`` and
+``points`` (lists in the point's field order). :meth:`PointBatch.decode` reads all three, and
+format 1 (attributes written out in every point), which queues of earlier releases hold; it
+tells them apart by the first bytes. Nothing is pickled.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .attributes import canonical_json
+from .batch_codec import MAGIC, BatchFormatError, decode_points, encode_points, is_binary
 from .kinds import MetricKind
 from .point import (
     ATTRIBUTES,
@@ -146,7 +151,23 @@ class PointBatch:
         }
 
     def encode(self) -> bytes:
-        """The durable-queue payload: UTF-8 JSON (the same text as ``json.dumps(to_json())``).
+        """The durable-queue payload: the binary form of :mod:`.batch_codec` (format version 3)."""
+        head = {"id": self.id, "resources": self.resources, "scopes": self.scopes, "metrics": self.metrics, "attributes": self.attributes}
+        try:
+            return encode_points(head, self.points)
+        except UnicodeEncodeError:
+            self._scrub()
+            return self.encode()
+
+    def _scrub(self) -> None:
+        # A string with a lone surrogate (not valid Unicode) would fail in every sink and in
+        # the dead-letter file alike: replace such characters with "?" once, here.
+        self.resources, self.scopes, self.metrics, self.attributes, self.points = _scrub(
+            [self.resources, self.scopes, self.metrics, self.attributes, self.points]
+        )
+
+    def encode_json(self) -> bytes:
+        """JSON format 2 as UTF-8 bytes (the same text as ``json.dumps(to_json())``), as earlier releases queued it.
 
         Points are encoded in slices: one ``json.dumps`` call holds the GIL from start to end, and
         a slice of 1,024 points keeps that under a millisecond for the training thread's sake.
@@ -167,29 +188,37 @@ class PointBatch:
         try:
             return text.encode("utf-8")
         except UnicodeEncodeError:
-            # A string with a lone surrogate (not valid Unicode) would fail in every sink and in
-            # the dead-letter file alike: replace such characters with "?" once, here.
-            self.resources, self.scopes, self.metrics, self.attributes, self.points = _scrub(
-                [self.resources, self.scopes, self.metrics, self.attributes, self.points]
-            )
-            return self.encode()
+            self._scrub()
+            return self.encode_json()
 
     @classmethod
-    def decode(cls, payload: bytes | str) -> PointBatch:
-        """A batch from :meth:`encode`'s output (format 2, or format 1 of earlier releases)."""
-        data = json.loads(payload)
-        if not isinstance(data, dict) or data.get("v") not in (1, 2):
-            raise ValueError("not a point batch (format 1 or 2)")
+    def decode(cls, payload: bytes | bytearray | memoryview | str) -> PointBatch:
+        """A batch from :meth:`encode`'s output (format 3), or :meth:`encode_json`'s (format 2, or 1 of earlier releases).
+
+        Raises :class:`~.batch_codec.BatchFormatError` (a ``ValueError``) naming what is wrong
+        with a payload that is none of them, or damaged.
+        """
+        if not isinstance(payload, str) and is_binary(payload):
+            head, points = decode_points(payload)
+            data: Any = {**head, "v": 3, "points": points}
+        else:
+            try:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+                data = json.loads(bytes(payload) if isinstance(payload, memoryview) else payload)
+            except ValueError as exc:
+                start = payload[:8] if isinstance(payload, str) else bytes(payload[:8])
+                raise BatchFormatError(f"not a point batch: it starts {start!r}, neither binary ({MAGIC!r}) nor JSON ({exc})") from None
+            if not isinstance(data, dict) or data.get("v") not in (1, 2):
+                raise BatchFormatError("not a point batch (format 1 or 2)")
         try:
             return cls._from_json(data)
         except (KeyError, IndexError, TypeError, ValueError) as exc:
-            raise ValueError(f"a damaged point batch: {type(exc).__name__}: {exc}") from None
+            raise BatchFormatError(f"a damaged point batch: {type(exc).__name__}: {exc}") from None
 
     @classmethod
     def _from_json(cls, data: dict[str, Any]) -> PointBatch:
         batch_id = str(data.get("id") or uuid.uuid4().hex)
         resources, scopes, metrics = tables_from_json(data["resources"], data["scopes"], data["metrics"])
-        if data["v"] == 2:
+        if data["v"] != 1:
             return cls(resources, scopes, metrics, data["points"], batch_id, data["attributes"])
         # Format 1 wrote each point's attribute text in the point: intern it.
         table: dict[str, int] = {}

@@ -3,6 +3,7 @@
 Tables::
 
     records(id, created_unix_nano, points, bytes, payload)   -- payload: PointBatch.encode()
+                                                             -- (binary; JSON from earlier releases)
     cursors(sink, done_id)                                   -- one row per sink
     meta(key, value)                                         -- offline_sinks, pid
 
