@@ -272,8 +272,8 @@ def _points(runs: np.ndarray, chunks: list[SeriesChunk], row_id: np.ndarray) -> 
         _values(chunks, order),
         _optional(column("step"), column("step_missing")),
         _optional(column("epoch"), column("epoch_missing")),
-        _parsed(list(chain.from_iterable(c.histogram for c in chunks)), order),
-        _parsed(list(chain.from_iterable(c.extra for c in chunks)), order),
+        _parsed(list(chain.from_iterable(c.histogram or (None,) * len(c) for c in chunks)), order),
+        _parsed(list(chain.from_iterable(c.extra or (None,) * len(c) for c in chunks)), order),
     )
     return list(map(list, zip(*fields, strict=True)))
 
