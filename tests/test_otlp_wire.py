@@ -187,7 +187,14 @@ def test_a_training_batch_keeps_steps_out_and_run_events_out() -> None:
 
 def test_values_the_columns_cannot_hold_take_the_slow_path_and_its_error() -> None:
     tables = ([ResourceEntry({}, "")], [ScopeEntry("s", "", {}, "")], [MetricEntry("c", "", "", MetricKind.SUM, 2, True)])
-    cases = [(True, 5, None), ("2.5", 5, None), (2**64, 5, ValueError), (None, 5, TypeError), (1.0, -1, ValueError), (1.0, 1.5, TypeError)]
+    cases: list[tuple[Any, Any, type[Exception] | None]] = [
+        (True, 5, None),
+        ("2.5", 5, None),
+        (2**64, 5, ValueError),
+        (None, 5, TypeError),
+        (1.0, -1, ValueError),
+        (1.0, 1.5, TypeError),
+    ]
     for value, time, error in cases:
         batch = PointBatch(*tables, [new_point(0, 0, 0, 0, 0, time, value)], "b", ["{}"])
         try:
