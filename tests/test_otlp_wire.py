@@ -11,6 +11,7 @@ must take the columnar path (not fall back on the slow one, which would pass tri
 from __future__ import annotations
 
 import math
+import time
 from typing import Any
 
 import pytest
@@ -18,6 +19,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
 
+from otel_recursive_metrics.model import otlp_points
 from otel_recursive_metrics.model.attributes import canonical_json
 from otel_recursive_metrics.model.batch import (
     MetricEntry,
@@ -32,7 +34,10 @@ from otel_recursive_metrics.model.kinds import MetricKind
 from otel_recursive_metrics.model.otlp import encode_request
 from otel_recursive_metrics.model.otlp_wire import encode_request_bytes, encode_request_columnar
 from otel_recursive_metrics.model.resource import RUN_EVENT_METRIC
+from otel_recursive_metrics.sinks.otlp import OtlpGrpcSink, OtlpHttpSink
 from otel_recursive_metrics.sinks.otlp.base import count_points
+
+from .otlp_receiver import GrpcReceiver, HttpReceiver
 
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 UINT64_MAX = 2**64 - 1
@@ -195,13 +200,13 @@ def test_values_the_columns_cannot_hold_take_the_slow_path_and_its_error() -> No
         (1.0, -1, ValueError),
         (1.0, 1.5, TypeError),
     ]
-    for value, time, error in cases:
-        batch = PointBatch(*tables, [new_point(0, 0, 0, 0, 0, time, value)], "b", ["{}"])
+    for value, when, error in cases:
+        batch = PointBatch(*tables, [new_point(0, 0, 0, 0, 0, when, value)], "b", ["{}"])
         try:
             declined = encode_request_columnar(batch) is None
         except (ValueError, TypeError, OverflowError):
             declined = True
-        assert declined, f"the columns took value={value!r}, time={time!r}"
+        assert declined, f"the columns took value={value!r}, time={when!r}"
         if error is None:
             assert encode_request_bytes(batch)[1] == 1
         else:
@@ -221,3 +226,52 @@ def test_an_empty_batch_and_a_batch_of_run_events_are_empty_requests() -> None:
         ["{}"],
     )
     assert encode_request_bytes(events) == (b"", 0) == (encode_request(events).SerializeToString(), 0)
+
+
+def test_a_large_batch_is_written_in_slices_with_the_same_bytes(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(otlp_points, "_SLICE_POINTS", 7)
+    sets: list[dict[str, Any]] = [
+        {},
+        {"phase": "train"},
+        {"phase": "validation", "rank": 3},
+        {"layer": "x" * 300},
+    ]  # padded, masked and scattered
+    texts_ = [canonical_json(a) for a in sets]
+    metrics = [MetricEntry("g", "", "", MetricKind.GAUGE, 0, False), MetricEntry("c", "", "1", MetricKind.SUM, 2, True)]
+    points = [new_point(0, 0, i % 2, i % 4, (i % 3) * 5, 1_700_000_000_000_000_000 + i, i if i % 5 else i / 7) for i in range(100)]
+    batch = PointBatch([ResourceEntry({"service.name": "t"}, "")], [ScopeEntry("s", "", {}, "")], metrics, points, "b", texts_)
+    assert encode_request_columnar(batch) == (encode_request(batch).SerializeToString(), 100)
+
+
+@pytest.mark.parametrize("compression", ["none", "gzip"])
+@pytest.mark.parametrize("protocol", ["grpc", "http/protobuf"])
+def test_the_sinks_deliver_the_request_the_protobuf_classes_would(protocol: str, compression: str) -> None:
+    """Over a real loopback receiver: gauges, a sum, a histogram and a run event in one batch."""
+    metrics = [
+        MetricEntry("train.loss", "", "", MetricKind.GAUGE, 0, False),
+        MetricEntry("tokens", "", "{token}", MetricKind.SUM, 2, True),
+        MetricEntry("step_time", "", "s", MetricKind.HISTOGRAM, 2, False),
+        MetricEntry(RUN_EVENT_METRIC, "", "", MetricKind.GAUGE, 0, False),
+    ]
+    histogram = explicit_histogram(3, 0.6, 0.1, 0.3, [0.2], [1, 2])
+    points = [new_point(0, 0, 3, 0, 0, 1, 1.0)]
+    for step in range(10):
+        t = 1_700_000_000_000_000_000 + step
+        points += [new_point(0, 0, 0, 1, 0, t, 1 / (step + 1), step, 0), new_point(0, 0, 1, 0, 5, t, 100 * step)]
+        points.append(new_point(0, 0, 2, 0, 5, t, None, histogram=histogram))
+    batch = PointBatch(
+        [ResourceEntry({"service.name": "t"}, "")], [ScopeEntry("s", "1", {}, "")], metrics, points, "b", ["{}", '{"phase":"train"}']
+    )
+    receiver: GrpcReceiver | HttpReceiver = GrpcReceiver() if protocol == "grpc" else HttpReceiver()
+    with receiver:
+        sink: OtlpGrpcSink | OtlpHttpSink
+        if protocol == "grpc":
+            sink = OtlpGrpcSink(receiver.endpoint, compression=compression, timeout_s=5.0)
+        else:
+            sink = OtlpHttpSink(receiver.endpoint, compression=compression, timeout_s=5.0)
+        try:
+            sink.send(batch, time.monotonic() + 5.0)
+        finally:
+            sink.close()
+        assert receiver.accepted == [encode_request(batch)]
+        assert receiver.points_accepted == 30

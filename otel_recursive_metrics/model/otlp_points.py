@@ -54,6 +54,8 @@ _ATTRIBUTE_BYTES: dict[str, bytes] = {}
 _ATTRIBUTE_BYTES_MAX = 50_000
 # The widest attribute set (bytes) a record pads every point to; wider ones are scattered in.
 _PADDED_ATTRIBUTES_MAX = 256
+# Points a structured array holds at once; a larger batch is written in slices of this many.
+_SLICE_POINTS = 16_384
 
 
 # -- protobuf wire format: the few pieces a request needs ----------------------------------------
@@ -127,7 +129,9 @@ def index_column(values: tuple[Any, ...], size: int) -> Any:
     """A table-index column as int64, or None where one is not an int in ``range(size)``.
 
     For a table of one entry (one resource, one scope: the usual batch) a count of zeros stands
-    in for converting and checking the column: there, every index must be 0.
+    in for converting and checking the column, where every index must be 0. (The count would take
+    a float 0.0 too, which the slow path refuses; no batch holds one: the builder and the queue's
+    decoder write ints.)
     """
     if size == 1 and values.count(0) == len(values):
         return np.zeros(len(values), dtype=np.int64)
@@ -184,6 +188,12 @@ def number_data_points(attribute_blobs: list[bytes], attribute_ids: Any, start: 
     a mask of the bytes each point has picks them out, in order.
     """
     n = len(time)
+    if n > _SLICE_POINTS:  # bounds the rows and the mask (up to 2 x 288 bytes a point) for a large batch
+        parts = [
+            number_data_points(attribute_blobs, *(c[i : i + _SLICE_POINTS] for c in (attribute_ids, start, time, bits, is_int)))
+            for i in range(0, n, _SLICE_POINTS)
+        ]
+        return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
     blob_sizes = np.fromiter(map(len, attribute_blobs), dtype=np.int64, count=len(attribute_blobs))
     attribute_sizes = blob_sizes[attribute_ids]
     has_start, has_time = start != 0, time != 0
@@ -253,9 +263,12 @@ def number_data_points(attribute_blobs: list[bytes], attribute_ids: Any, start: 
 
 
 def number_points(batch: PointBatch, columns: list[tuple[Any, ...]], chosen: Any, attribute_ids: Any) -> tuple[memoryview, Any] | None:
-    """The gauge and sum points at ``chosen`` (indexes into ``batch.points``, in request order,
-    with their attribute-set indexes) as their ``data_points`` fields back to back, and each
-    one's length; None where the columns cannot hold a field as the slow path would."""
+    """The gauge and sum points at ``chosen`` as their ``data_points`` fields back to back, and each one's length.
+
+    ``columns`` are the batch's point fields (``list(zip(*batch.points))``); ``chosen`` indexes the
+    points to write, in request order, and ``attribute_ids`` their attribute sets. None where a
+    time or a value is not what the columns hold as the slow path would (see :mod:`.otlp_wire`).
+    """
     whole = len(chosen) == len(batch.points)  # every point, as on the common path: whole columns, then reordered
 
     def pick(column: tuple[Any, ...]) -> Any:
