@@ -89,3 +89,23 @@ def test_peers_quick_run_without_peers_prints_our_column(tmp_path: Path) -> None
         assert cells[4] == cells[5] == "—", line
     assert "Machine: " in text and "our commit " in text and "numpy (ours) " in text
     assert f"imported from `{ROOT / 'otel_recursive_metrics'}`" in text
+
+
+@pytest.mark.slow
+def test_otlp_encoding_benchmark_checks_its_bytes_and_prints_a_table() -> None:
+    """``bench_otlp_encode.py --quick``: it refuses to time an encoder whose bytes differ, so a run is a check too."""
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "bench_otlp_encode.py"), "--quick"],
+        capture_output=True,
+        text=True,
+        timeout=240,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-4000:]
+    rows = [line for line in done.stdout.splitlines() if line.startswith("| ") and not line.startswith("| batch")]
+    assert [row.split("|")[1].strip() for row in rows] == [
+        "training, 20 gauges a step",
+        "sdk counters, 3 attributes",
+        "sdk gauges, mixed attributes",
+        "sdk histograms",
+    ]
