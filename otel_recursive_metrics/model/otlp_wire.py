@@ -45,6 +45,7 @@ __all__ = ["encode_request_bytes", "encode_request_columnar"]
 # A kind's code in the columns: number kinds are written here, histogram kinds by the protobuf classes.
 _KIND_CODES = {MetricKind.GAUGE: 0, MetricKind.SUM: 1, MetricKind.HISTOGRAM: 2, MetricKind.EXPONENTIAL_HISTOGRAM: 3}
 _NUMBER_KIND_CODES = 2  # codes below this are gauges and sums
+_STORE_ONLY = -2  # the code of a store-only metric's points (run events), never sent; -1 is an unknown kind
 
 
 def encode_request_bytes(batch: PointBatch) -> tuple[bytes, int]:
@@ -78,94 +79,98 @@ def encode_request_columnar(batch: PointBatch) -> tuple[bytes, int] | None:
     points, metrics = batch.points, batch.metrics
     if not points:
         return b"", 0
-    columns = list(zip(*points, strict=True))
+    columns = list(zip(*points, strict=True))  # the one walk over the points' lists
     if len(columns) <= VALUE:
         return None
-    index = [index_column(columns[k], len(table)) for k, table in ((RESOURCE, batch.resources), (SCOPE, batch.scopes), (METRIC, metrics))]
+    ids = [index_column(columns[k], len(t)) for k, t in ((RESOURCE, batch.resources), (SCOPE, batch.scopes), (METRIC, metrics))]
     attribute_ids = index_column(columns[ATTRIBUTES], len(batch.attributes))
-    if attribute_ids is None or any(column is None for column in index):
+    if attribute_ids is None or any(column is None for column in ids):
         return None
-    resource_ids, scope_ids, metric_ids = index
-    kind_codes = np.array([_KIND_CODES.get(m.kind, -1) if m.name not in STORE_ONLY_METRICS else -2 for m in metrics], dtype=np.int64)
+    resource_ids, scope_ids, metric_ids = ids
+    kind_codes = np.array([_KIND_CODES.get(m.kind, -1) if m.name not in STORE_ONLY_METRICS else _STORE_ONLY for m in metrics])
     point_kinds = kind_codes[metric_ids]
-    kept = np.flatnonzero(point_kinds != -2)  # run events: kept in the store, never sent
+    kept = np.flatnonzero(point_kinds != _STORE_ONLY)  # run events: kept in the store, never sent
+    if not len(kept):
+        return b"", 0
     if len(kept) < len(points):
         resource_ids, scope_ids, metric_ids, attribute_ids, point_kinds = (
             c[kept] for c in (resource_ids, scope_ids, metric_ids, attribute_ids, point_kinds)
         )
-    if not len(kept):
-        return b"", 0
     if (point_kinds < 0).any():
         return None  # an unknown kind: the slow path names it
+    nodes, node_counts, order = _request_order((resource_ids * len(batch.scopes) + scope_ids) * len(metrics) + metric_ids)
+    node_kinds = kind_codes[nodes % len(metrics)]
 
-    # Nodes (resource, scope, metric) in the order the slow path creates them: by first point.
-    n_scopes, n_metrics = len(batch.scopes), len(metrics)
-    node_keys, first, node_of_point = np.unique(
-        (resource_ids * n_scopes + scope_ids) * n_metrics + metric_ids, return_index=True, return_inverse=True
-    )
+    # The gauge and sum points, in request order, as one run of bytes; each such node's slice of it.
+    is_number = point_kinds[order] < _NUMBER_KIND_CODES
+    records, byte_ranges = memoryview(b""), [(0, 0)] * len(nodes)
+    if is_number.any():
+        part = number_points(batch, columns, kept[order[is_number]], attribute_ids[order[is_number]])
+        if part is None:
+            return None
+        records, sizes = part
+        ends = np.concatenate(([0], np.cumsum(sizes)))[np.cumsum(np.where(node_kinds < _NUMBER_KIND_CODES, node_counts, 0))]
+        byte_ranges = list(zip(np.concatenate(([0], ends[:-1])).tolist(), ends.tolist(), strict=True))
+
+    first_points = (np.cumsum(node_counts) - node_counts).tolist()
+    metric_fields: list[tuple[list[Any], int]] = []
+    for rank, (kind, (low, high)) in enumerate(zip(node_kinds.tolist(), byte_ranges, strict=True)):
+        entry = metrics[int(nodes[rank] % len(metrics))]
+        if kind < _NUMBER_KIND_CODES:
+            metric_fields.append(_number_metric(entry, records[low:high]))
+        else:  # a histogram metric: the protobuf classes encode it, its bytes are spliced in
+            chosen = kept[order[first_points[rank] : first_points[rank] + int(node_counts[rank])]].tolist()
+            sub = PointBatch(batch.resources, batch.scopes, metrics, [points[i] for i in chosen], batch.id, batch.attributes)
+            encoded = encode_request(sub).resource_metrics[0].scope_metrics[0].metrics[0].SerializeToString()
+            metric_fields.append(([encoded], len(encoded)))
+    return b"".join(_above_the_metrics(batch, nodes.tolist(), metric_fields)), len(kept)
+
+
+def _request_order(node_keys: Any) -> tuple[Any, Any, Any]:
+    """The request's nodes and points from each point's node key (resource, scope, metric in one int).
+
+    Returns the distinct keys in the order the slow path creates their messages (by first point),
+    the points of each, and the request's point order: by node, then as in the batch (stable).
+    """
+    keys, first, node_of_point = np.unique(node_keys, return_index=True, return_inverse=True)
     created = np.argsort(first, kind="stable")
     rank = np.empty_like(created)
     rank[created] = np.arange(len(created))
     point_rank = rank[node_of_point.reshape(-1)]
-    order = np.argsort(point_rank, kind="stable")  # the request's point order: by node, then as given
-    node_counts = np.bincount(point_rank, minlength=len(created))
-    node_starts = np.cumsum(node_counts) - node_counts
-    node_kinds = kind_codes[node_keys[created] % n_metrics]
+    return keys[created], np.bincount(point_rank, minlength=len(created)), np.argsort(point_rank, kind="stable")
 
-    is_number = point_kinds[order] < _NUMBER_KIND_CODES
-    number_rows = kept[order[is_number]]  # indexes into batch.points, in request order
-    records, byte_ranges = memoryview(b""), [(0, 0)] * len(created)
-    if len(number_rows):
-        part = number_points(batch, columns, number_rows, attribute_ids[order[is_number]])
-        if part is None:
-            return None
-        records, sizes = part
-        # Each number node's bytes: its points are consecutive records (nodes hold one kind).
-        ends = np.concatenate(([0], np.cumsum(sizes)))[np.cumsum(np.where(node_kinds < _NUMBER_KIND_CODES, node_counts, 0))]
-        byte_ranges = list(zip(np.concatenate(([0], ends[:-1])).tolist(), ends.tolist(), strict=True))
 
-    # The tree above the points, in creation order: {resource: {scope: [(metric, node rank)]}}.
-    tree: dict[int, dict[int, list[tuple[int, int]]]] = {}
-    node_info = (node_keys[created]).tolist()
-    for node_rank, key in enumerate(node_info):
-        resource_scope, metric = divmod(key, n_metrics)
-        resource, scope = divmod(resource_scope, n_scopes)
-        tree.setdefault(resource, {}).setdefault(scope, []).append((metric, node_rank))
-
-    counts, starts, kinds = node_counts.tolist(), node_starts.tolist(), node_kinds.tolist()
+def _above_the_metrics(batch: PointBatch, nodes: list[int], metric_fields: list[tuple[list[Any], int]]) -> list[Any]:
+    """The request's pieces: each resource's ``ResourceMetrics``, each scope's ``ScopeMetrics``
+    within, around the metrics' bodies (``metric_fields``, one a node, in node order)."""
+    n_scopes, n_metrics = len(batch.scopes), len(batch.metrics)
+    tree: dict[int, dict[int, list[tuple[list[Any], int]]]] = {}  # resource -> scope -> metric bodies, by first point
+    for key, body in zip(nodes, metric_fields, strict=True):
+        resource_index, scope_index = divmod(key // n_metrics, n_scopes)
+        tree.setdefault(resource_index, {}).setdefault(scope_index, []).append(body)
     request: list[Any] = []
     for resource_index, scopes in tree.items():
         resource = batch.resources[resource_index]
-        rm_pieces: list[Any] = [length_delimited(b"\x0a", key_values(b"\x0a", resource.attributes))]
+        rm_pieces: list[Any] = [length_delimited(b"\x0a", key_values(b"\x0a", resource.attributes))]  # ResourceMetrics.resource = 1
         rm_size = len(rm_pieces[0])
-        for scope_index, nodes in scopes.items():
+        for scope_index, bodies in scopes.items():
             scope = batch.scopes[scope_index]
             scope_body = string_field(b"\x0a", scope.name, "scope name") + string_field(b"\x12", scope.version or "", "scope version")
             scope_body += key_values(b"\x1a", scope.attributes)
-            sm_pieces: list[Any] = [length_delimited(b"\x0a", scope_body)]
+            sm_pieces: list[Any] = [length_delimited(b"\x0a", scope_body)]  # ScopeMetrics.scope = 1
             sm_size = len(sm_pieces[0])
-            for metric_index, node_rank in nodes:
-                entry = metrics[metric_index]
-                first_point, count = starts[node_rank], counts[node_rank]
-                if kinds[node_rank] < _NUMBER_KIND_CODES:
-                    low, high = byte_ranges[node_rank]
-                    pieces, size = _number_metric(entry, records[low:high])
-                else:
-                    chosen = [points[i] for i in kept[order[first_point : first_point + count]].tolist()]
-                    sub = PointBatch(batch.resources, batch.scopes, metrics, chosen, batch.id, batch.attributes)
-                    encoded = encode_request(sub).resource_metrics[0].scope_metrics[0].metrics[0].SerializeToString()
-                    pieces, size = [encoded], len(encoded)
-                pieces, size = _nest(b"\x12", pieces, size)  # ScopeMetrics.metrics = 2
+            for body_pieces, body_size in bodies:
+                pieces, size = _nest(b"\x12", body_pieces, body_size)  # ScopeMetrics.metrics = 2
                 sm_pieces += pieces
                 sm_size += size
-            schema = string_field(b"\x1a", scope.schema_url or "", "scope schema_url")
+            schema = string_field(b"\x1a", scope.schema_url or "", "scope schema_url")  # ScopeMetrics.schema_url = 3
             pieces, size = _nest(b"\x12", [*sm_pieces, schema], sm_size + len(schema))  # ResourceMetrics.scope_metrics = 2
             rm_pieces += pieces
             rm_size += size
-        schema = string_field(b"\x1a", resource.schema_url or "", "resource schema_url")
-        pieces, size = _nest(b"\x0a", [*rm_pieces, schema], rm_size + len(schema))  # resource_metrics = 1
+        schema = string_field(b"\x1a", resource.schema_url or "", "resource schema_url")  # ResourceMetrics.schema_url = 3
+        pieces, _ = _nest(b"\x0a", [*rm_pieces, schema], rm_size + len(schema))  # resource_metrics = 1
         request += pieces
-    return b"".join(request), len(kept)
+    return request
 
 
 def _number_metric(entry: Any, data_points: Any) -> tuple[list[Any], int]:
