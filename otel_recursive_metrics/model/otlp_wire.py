@@ -17,7 +17,8 @@ epoch are not sent, as in :func:`.otlp.encode_request`; points of store-only met
 What is left to the protobuf classes (the slow path, :func:`.otlp.encode_request`):
 
 - histogram and exponential-histogram metrics, encoded by them one metric at a time and spliced
-  in (their points carry bucket lists, Python objects either way);
+  in (their points carry bucket lists, Python objects either way); a batch of histograms alone
+  goes to them whole, as splicing would only add the columns' cost;
 - a whole batch with anything the columns cannot hold as the slow path would: a value that is not
   an ``int`` or a ``float`` (a bool, text, a NumPy scalar), an integer past 64 bits, a time that
   is not an ``int`` in fixed64's range, a table index out of range, an unknown kind, text that is
@@ -79,6 +80,8 @@ def encode_request_columnar(batch: PointBatch) -> tuple[bytes, int] | None:
     points, metrics = batch.points, batch.metrics
     if not points:
         return b"", 0
+    if not any(_KIND_CODES.get(m.kind, -1) < _NUMBER_KIND_CODES for m in metrics if m.name not in STORE_ONLY_METRICS):
+        return None  # histograms only (or no kind we know): nothing for the columns, the protobuf classes write it all
     columns = list(zip(*points, strict=True))  # the one walk over the points' lists
     if len(columns) <= VALUE:
         return None
