@@ -279,3 +279,18 @@ def test_the_sinks_deliver_the_request_the_protobuf_classes_would(protocol: str,
             sink.close()
         assert receiver.accepted == [encode_request(batch)]
         assert receiver.points_accepted == 30
+
+
+def test_without_numpy_the_protobuf_classes_write_every_request(monkeypatch: pytest.MonkeyPatch) -> None:
+    from otel_recursive_metrics.model import otlp_wire
+
+    monkeypatch.setattr(otlp_wire, "np", None)
+    batch = PointBatch(
+        [ResourceEntry({"service.name": "t"}, "")],
+        [ScopeEntry("s", "", {}, "")],
+        [MetricEntry("g", "", "", MetricKind.GAUGE, 0, False), MetricEntry(RUN_EVENT_METRIC, "", "", MetricKind.GAUGE, 0, False)],
+        [new_point(0, 0, 0, 0, 0, 5, 1.5), new_point(0, 0, 1, 0, 0, 6, 1.0)],
+        "b",
+        ["{}"],
+    )
+    assert encode_request_bytes(batch) == (encode_request(batch).SerializeToString(), 1)
