@@ -176,3 +176,23 @@ def test_queue_payload_quick_run_prints_a_row_per_batch_and_form(tmp_path: Path)
     assert [line.split("|")[2].strip() for line in body if "JSON" in line] == ["JSON (format 2)"] * 4
     assert sum("(the queue's)" in line for line in body) == 4
     assert all(line.count("|") == table[0].count("|") for line in body), body
+
+
+@pytest.mark.slow
+def test_otlp_encoding_benchmark_checks_its_bytes_and_prints_a_table() -> None:
+    """``bench_otlp_encode.py --quick``: it refuses to time an encoder whose bytes differ, so a run is a check too."""
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "bench_otlp_encode.py"), "--quick"],
+        capture_output=True,
+        text=True,
+        timeout=240,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-4000:]
+    rows = [line for line in done.stdout.splitlines() if line.startswith("| ") and not line.startswith("| batch")]
+    assert [row.split("|")[1].strip() for row in rows] == [
+        "training, 20 gauges a step",
+        "sdk counters, 3 attributes",
+        "sdk gauges, mixed attributes",
+        "sdk histograms",
+    ]

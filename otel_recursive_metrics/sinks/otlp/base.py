@@ -1,11 +1,13 @@
 """What the OTLP gRPC and HTTP sinks share: settings, one attempt per send, and partial success.
 
-A transport subclasses :class:`OtlpSink` and implements two methods, ``send_request(request,
-deadline)`` and ``close()``. ``send(batch, deadline)`` encodes the batch once
-(:func:`~otel_recursive_metrics.model.otlp.encode_request`) and hands it to ``send_request``, which
-makes exactly one attempt, bounded by ``deadline`` (monotonic seconds) and by ``timeout_s``
+A transport subclasses :class:`OtlpSink` and implements two methods, ``send_payload(payload,
+points, deadline)`` and ``close()``. ``send(batch, deadline)`` encodes the batch once, straight to
+the request's protobuf bytes (:func:`~otel_recursive_metrics.model.otlp_wire.encode_request_bytes`:
+no message object per point), and hands them to ``send_payload``, which makes exactly one attempt,
+bounded by ``deadline`` (monotonic seconds) and by ``timeout_s``
 (:meth:`OtlpSink._attempt_timeout_s`), and raises a classified error
 (:mod:`~otel_recursive_metrics.sinks.otlp.errors`) on failure; the retry stage decides the rest.
+``send_request(request, deadline)`` sends a request message as it is (dead-letter replay).
 
 A response with ``partial_success.rejected_data_points > 0`` is a delivery: the rejected points
 are not retried (the spec forbids it) but counted in :attr:`OtlpSink.rejected_points`, which the
@@ -35,7 +37,7 @@ from typing import TYPE_CHECKING
 from ..._version import __version__
 from ...config import display_url, setting_default
 from ...errors import PermanentError, RetryableError
-from ...model.otlp import encode_request
+from ...model.otlp_wire import encode_request_bytes
 from .errors import Redactor, check_headers, clip_message
 
 if TYPE_CHECKING:
@@ -112,17 +114,21 @@ class OtlpSink:
     def send(self, batch: PointBatch, deadline: float) -> None:
         """Deliver ``batch`` in one request before ``deadline`` (monotonic seconds) or raise."""
         try:
-            request = encode_request(batch)
+            payload, points = encode_request_bytes(batch)
         except (ValueError, TypeError, OverflowError) as exc:
             # A value OTLP cannot carry (an integer attribute beyond 64 bits, say): no receiver
             # will ever take it, but the points beside it are fine.
             raise PermanentError(
                 f"OTLP {self.display_endpoint}: cannot encode the batch: {type(exc).__name__}: {exc}", splittable=True
             ) from None
-        self.send_request(request, deadline)
+        self.send_payload(payload, points, deadline)
 
     def send_request(self, request: ExportMetricsServiceRequest, deadline: float) -> None:
         """Deliver one ``ExportMetricsServiceRequest`` as it is (dead-letter replay uses this)."""
+        self.send_payload(request.SerializeToString(), count_points(request), deadline)
+
+    def send_payload(self, payload: bytes, points: int, deadline: float) -> None:
+        """Deliver one serialised ``ExportMetricsServiceRequest`` holding ``points`` points (one attempt)."""
         raise NotImplementedError
 
     def close(self) -> None:

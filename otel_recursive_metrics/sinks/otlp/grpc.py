@@ -22,23 +22,21 @@ thread at a time; ``close()`` may come from another.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import urlsplit
 
 import grpc
-from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2_grpc import MetricsServiceStub
+from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceResponse
 
 from ...config import display_url
 from ...errors import DeliveryError, RetryableError
-from .base import OtlpSink, count_points, user_agent
+from .base import OtlpSink, user_agent
 from .errors import classify_grpc_error
-
-if TYPE_CHECKING:
-    from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
 
 __all__ = ["DEFAULT_GRPC_ENDPOINT", "OtlpGrpcSink", "grpc_target"]
 
 DEFAULT_GRPC_ENDPOINT = "http://localhost:4317"
+_EXPORT_METHOD = "/opentelemetry.proto.collector.metrics.v1.MetricsService/Export"
 
 
 def grpc_target(endpoint: str, insecure: bool) -> tuple[str, bool]:
@@ -74,7 +72,7 @@ class OtlpGrpcSink(OtlpSink):
         # channel would sit idle for up to two minutes after the receiver is back.
         self.reconnect_backoff_max_s = max(0.1, reconnect_backoff_max_s)
         self._channel: Any = None
-        self._stub: Any = None
+        self._export: Any = None
         try:
             self.target, self.tls = grpc_target(endpoint, insecure)
         except ValueError as exc:
@@ -98,20 +96,22 @@ class OtlpGrpcSink(OtlpSink):
             channel = grpc.secure_channel(self.target, credentials, options=options, compression=compression)
         else:
             channel = grpc.insecure_channel(self.target, options=options, compression=compression)
+        # The request goes out as the bytes the sink encoded (no serializer): the generated stub
+        # would want a message object, and building one is what the encoding avoids.
+        export = channel.unary_unary(_EXPORT_METHOD, request_serializer=None, response_deserializer=ExportMetricsServiceResponse.FromString)
         with self._lock:
-            self._channel = channel
-            self._stub = MetricsServiceStub(channel)  # type: ignore[no-untyped-call]
-        return self._stub
+            self._channel, self._export = channel, export
+        return export
 
-    def send_request(self, request: ExportMetricsServiceRequest, deadline: float) -> None:
+    def send_payload(self, payload: bytes, points: int, deadline: float) -> None:
         where = self.display_endpoint
         if self._setup_error:
             raise RetryableError(f"OTLP/gRPC {where}: {self._setup_error}")
-        stub = self._stub if self._stub is not None else self._connect()
+        export = self._export if self._export is not None else self._connect()
         timeout = self._attempt_timeout_s(deadline)
         failure: DeliveryError | None = None
         try:
-            response = stub.Export(request, metadata=self._headers, timeout=timeout)
+            response = export(payload, metadata=self._headers, timeout=timeout)
         except grpc.RpcError as exc:
             failure = classify_grpc_error(exc, where=where, timeout_s=timeout, redact=self._redact)
         except ValueError as exc:  # e.g. metadata refused by the library: never echo it
@@ -122,10 +122,10 @@ class OtlpGrpcSink(OtlpSink):
             raise failure
         partial = response.partial_success
         if partial.rejected_data_points or partial.error_message:
-            self._partial_success(int(partial.rejected_data_points), str(partial.error_message), count_points(request))
+            self._partial_success(int(partial.rejected_data_points), str(partial.error_message), points)
 
     def close(self) -> None:
         with self._lock:
-            channel, self._channel, self._stub = self._channel, None, None
+            channel, self._channel, self._export = self._channel, None, None
         if channel is not None:
             channel.close()

@@ -29,17 +29,14 @@ import http.client
 import ssl
 import time
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import urlsplit
 
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceResponse
 
 from ...errors import DeliveryError, RetryableError
-from .base import OtlpSink, count_points, user_agent
+from .base import OtlpSink, user_agent
 from .errors import classify_http_response
-
-if TYPE_CHECKING:
-    from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
 
 __all__ = ["DEFAULT_HTTP_ENDPOINT", "OtlpHttpSink"]
 
@@ -90,11 +87,11 @@ class OtlpHttpSink(OtlpSink):
             return http.client.HTTPSConnection(self._host, self._port, timeout=timeout, context=self._context())
         return http.client.HTTPConnection(self._host, self._port, timeout=timeout)
 
-    def send_request(self, request: ExportMetricsServiceRequest, deadline: float) -> None:
+    def send_payload(self, payload: bytes, points: int, deadline: float) -> None:
         where = self.display_endpoint
         if self._setup_error:
             raise RetryableError(f"OTLP/HTTP {where}: {self._setup_error}")
-        body = request.SerializeToString()
+        body = payload
         headers = {"Content-Type": "application/x-protobuf", "User-Agent": user_agent()}
         if self.compression == "gzip":
             body = gzip.compress(body, compresslevel=6)
@@ -103,7 +100,7 @@ class OtlpHttpSink(OtlpSink):
             headers[key] = value
         status, reason, response_headers, response_body = self._post(body, headers, deadline)
         if 200 <= status < 300:
-            self._check_partial_success(response_body, response_headers, request)
+            self._check_partial_success(response_body, response_headers, points)
             return
         raise classify_http_response(status, reason, response_headers, response_body, where=where, redact=self._redact)
 
@@ -159,7 +156,7 @@ class OtlpHttpSink(OtlpSink):
         except ValueError as exc:  # http.client refusing a header: never echo it
             return RetryableError(f"OTLP/HTTP {where}: request refused before sending ({type(exc).__name__})"), False
 
-    def _check_partial_success(self, body: bytes, headers: Mapping[str, str], request: ExportMetricsServiceRequest) -> None:
+    def _check_partial_success(self, body: bytes, headers: Mapping[str, str], points: int) -> None:
         if not body:
             return
         content_type = next((v for k, v in headers.items() if k.lower() == "content-type"), "")
@@ -171,7 +168,7 @@ class OtlpHttpSink(OtlpSink):
             return
         partial = response.partial_success
         if partial.rejected_data_points or partial.error_message:
-            self._partial_success(int(partial.rejected_data_points), str(partial.error_message), count_points(request))
+            self._partial_success(int(partial.rejected_data_points), str(partial.error_message), points)
 
     def _drop_connection(self) -> None:
         conn, self._conn = self._conn, None
