@@ -76,26 +76,31 @@ def summarize_metric(
     """``{run: MetricSummary}`` of ``metric`` over the points with ids up to ``until_id`` (and after
     ``after_id`` if given); runs without a point of it are left out.
 
-    The latest point is the one that sorts last by time, then step (none first), then row id; the
-    runs come in the order of their latest points' row ids (the run written to last, last).
+    A resource's latest point is the one that sorts last by time, then step (none first), then row
+    id; a run's, the latest of its resources' (see :func:`combine`).
     """
     metric_ids = catalog.metric_ids.get(metric, [])
     if not metric_ids:
         return {}
-    folds: dict[str | None, _Fold] = {}
+    folds: dict[int, _Fold] = {}
     for row, chunk in iter_chunks(store, Scan(metric_ids=metric_ids, after_row_id=after_id, max_row_id=until_id)):
-        run = catalog.resources.get(row.resource_id, {}).get(RUN_ID_KEY)
-        key = None if run is None else str(run)
-        fold = folds.get(key)
+        fold = folds.get(row.resource_id)
         if fold is None:
-            fold = folds[key] = _Fold()
+            fold = folds[row.resource_id] = _Fold()
         fold.add(row, chunk)
-    ordered = sorted(folds.items(), key=lambda item: -1 if item[1].last is None else item[1].last.row_id)
-    return {key: fold.summary() for key, fold in ordered}
+    # Resources in the order the SQL of earlier versions gave them: a first read by their latest
+    # point's row id, an update by resource id; a run's latest point is its last resource's on a tie.
+    order = sorted(folds, key=lambda rid: folds[rid].last_row_id) if after_id is None else sorted(folds)
+    out: dict[str | None, MetricSummary] = {}
+    for resource_id in order:
+        run = catalog.resources.get(resource_id, {}).get(RUN_ID_KEY)
+        key = None if run is None else str(run)
+        out[key] = combine(out.get(key), folds[resource_id].summary())
+    return out
 
 
 class _Fold:
-    """A run's summary as its chunks come: counts, lowest, highest and the point that sorts last."""
+    """A resource's summary as its chunks come: counts, lowest, highest and the point that sorts last."""
 
     def __init__(self) -> None:
         self.points = 0
@@ -103,6 +108,10 @@ class _Fold:
         self.high: float | int | None = None
         self.last: LatestPoint | None = None
         self.last_drawn: float | int | None = None
+
+    @property
+    def last_row_id(self) -> int:
+        return -1 if self.last is None else self.last.row_id
 
     def add(self, row: ChunkRow, chunk: SeriesChunk) -> None:
         drawn = drawn_values(chunk)

@@ -124,7 +124,8 @@ def _last_values(store: PointStore, metrics: Sequence[str], run_of: Mapping[int,
     groups: dict[tuple[Any, str], list[ChunkRow]] = {}
     for row in latest_chunks(store, list(names)):
         groups.setdefault((run_of.get(row.resource_id), names[row.metric_id]), []).append(row)
+    found = latest_points(store, groups)
     out: dict[Any, dict[str, Any]] = {}
-    for (run_id, name), point in latest_points(store, groups).items():
-        out.setdefault(run_id, {})[name] = point.value
+    for run_id, name in sorted(found, key=lambda key: metrics.index(key[1])):  # each run's in the order asked for
+        out.setdefault(run_id, {})[name] = found[run_id, name].value
     return out
