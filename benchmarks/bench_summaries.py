@@ -98,7 +98,7 @@ def _timed(call: Callable[[], Any], repeats: int) -> str:
             spent += times[-1]
     except Exception as exc:  # a version that cannot answer shows why
         return f"fails: {type(exc).__name__}: {str(exc)[:60]}"
-    return f"{statistics.median(times):.4f}" + ("" if len(times) == repeats else f" ({len(times)} runs)")
+    return f"{statistics.median(times):.4f}" + ("" if len(times) == repeats else f" (of {len(times)})")
 
 
 def measure(path: Path, repeats: int) -> dict[str, str]:
@@ -212,8 +212,8 @@ def main(argv: list[str] | None = None) -> int:
 
 def _ratio(before: str, after: str) -> str:
     try:
-        return f"{float(before) / float(after):.1f}x"
-    except (ValueError, ZeroDivisionError):
+        return f"{float(before.split(maxsplit=1)[0]) / float(after.split(maxsplit=1)[0]):.1f}x"
+    except (IndexError, ValueError, ZeroDivisionError):
         return "-"
 
 
