@@ -2,32 +2,40 @@
 
 A plot of a parameter against a metric (learning rate against the final validation loss) needs
 one number per run: the metric's last value, or its best (the lowest loss, the highest
-accuracy). :func:`summarize_metric` reads them for every run of the store at once:
+accuracy). :func:`summarize_metric` reads them for every run of the store at once, in one pass
+over the metric's chunks (:mod:`.scan`), each decoded once and reduced with NumPy:
 
-- **a first read** (up to ``until_id``): per (metric, resource) the count, lowest and highest
-  value through the series' blocks (see :mod:`.blocks`), and the latest point from the latest
-  block (the probe :func:`~.series.last_values` uses), so the last value costs a block, not a scan;
-- **an update** (``after_id``): the same over the rows after ``after_id``, read by rowid range,
-  which costs what was written since. :func:`combine` folds an update into what a client holds.
+- **a first read** (up to ``until_id``): per run the count of points with a value, the lowest
+  and highest, and the point that sorts last (by time, then step, then row id);
+- **an update** (``after_id``): the same over the points written after ``after_id``, which
+  decodes only the chunks holding such points. :func:`combine` folds an update into what a
+  client holds.
 
 A run of several ranks (resources) gets the lowest and highest over all of them and the latest
-point of any. A histogram point counts at its mean, as on a chart. Nothing here holds state;
-safe from any thread that may use the store.
+point of any. A histogram point counts at its mean, as on a chart (:func:`drawn_values`). Nothing
+here holds state; safe from any thread that may use the store.
 """
 
 from __future__ import annotations
 
+import json
+import math
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
+from ..model.chunk import SeriesChunk
 from ..model.resource import RUN_ID_KEY
-from .downsample import DRAWN_VALUE
+from .chunk_index import ChunkRow
+from .latest_points import LatestPoint, last_index, latest_point
+from .scan import Scan, iter_chunks
 
 if TYPE_CHECKING:
     from .point_store import PointStore
     from .series import RunCatalog
 
-__all__ = ["MetricSummary", "combine", "summarize_metric"]
+__all__ = ["MetricSummary", "combine", "drawn_values", "summarize_metric"]
 
 
 @dataclass(frozen=True)
@@ -66,62 +74,97 @@ def summarize_metric(
     store: PointStore, catalog: RunCatalog, metric: str, *, until_id: int, after_id: int | None = None
 ) -> dict[str | None, MetricSummary]:
     """``{run: MetricSummary}`` of ``metric`` over the points with ids up to ``until_id`` (and after
-    ``after_id`` if given); runs without a point of it are left out."""
+    ``after_id`` if given); runs without a point of it are left out.
+
+    A resource's latest point is the one that sorts last by time, then step (none first), then row
+    id; a run's, the latest of its resources' (see :func:`combine`).
+    """
     metric_ids = catalog.metric_ids.get(metric, [])
     if not metric_ids:
         return {}
-    marks = ",".join("?" * len(metric_ids))
-    if after_id is not None:
-        where = f"id > ? AND id <= ? AND +metric_id IN ({marks})"
-        params: list[Any] = [after_id, until_id, *metric_ids]
-        stats = store.read(
-            f"SELECT resource_id, count({DRAWN_VALUE}), min({DRAWN_VALUE}), max({DRAWN_VALUE})"
-            f" FROM points WHERE {where} GROUP BY resource_id",
-            params,
-        )
-        # One max() in the query: SQLite fills the other columns from the row that gave it.
-        latest = store.read(
-            f"SELECT resource_id, max(time_unix_nano), step, {DRAWN_VALUE} FROM points WHERE {where} GROUP BY resource_id", params
-        )
-    else:
-        series = (
-            " FROM blocks b JOIN points p ON p.id BETWEEN b.first_id AND b.last_id"
-            f" WHERE b.metric_id IN ({marks}) AND p.metric_id = b.metric_id AND p.resource_id = b.resource_id AND p.id <= ?"
-        )
-        # DRAWN_VALUE's columns are the points' alone: blocks has no value or histogram.
-        stats = store.read(
-            f"SELECT p.resource_id, count({DRAWN_VALUE}), min({DRAWN_VALUE}), max({DRAWN_VALUE}){series} GROUP BY p.resource_id",
-            [*metric_ids, until_id],
-        )
-        latest = _latest(store, metric_ids, until_id)
-    by_resource: dict[int, tuple[int, Any, Any]] = {row[0]: (row[1], row[2], row[3]) for row in stats}
+    folds: dict[int, _Fold] = {}
+    for row, chunk in iter_chunks(store, Scan(metric_ids=metric_ids, after_row_id=after_id, max_row_id=until_id)):
+        fold = folds.get(row.resource_id)
+        if fold is None:
+            fold = folds[row.resource_id] = _Fold()
+        fold.add(row, chunk)
+    # Resources in the order the SQL of earlier versions gave them: a first read by their latest
+    # point's row id, an update by resource id; a run's latest point is its last resource's on a tie.
+    order = sorted(folds, key=lambda rid: folds[rid].last_row_id) if after_id is None else sorted(folds)
     out: dict[str | None, MetricSummary] = {}
-    for resource_id, time_unix_nano, step, last in latest:
-        if time_unix_nano is None:
-            continue
-        count, low, high = by_resource.get(resource_id, (0, None, None))
+    for resource_id in order:
         run = catalog.resources.get(resource_id, {}).get(RUN_ID_KEY)
         key = None if run is None else str(run)
-        out[key] = combine(out.get(key), MetricSummary(count, low, high, last, step, int(time_unix_nano)))
+        out[key] = combine(out.get(key), folds[resource_id].summary())
     return out
 
 
-def _latest(store: PointStore, metric_ids: list[int], until_id: int) -> list[Any]:
-    """Per resource, ``(resource_id, time, step, value)`` of its latest point of ``metric_ids``."""
-    marks = ",".join("?" * len(metric_ids))
-    # Per (metric, resource): the block that reaches latest in time, then the latest row in it.
-    probe = (
-        "SELECT b.resource_id, (SELECT p.id FROM points p WHERE p.id BETWEEN b.first_id AND min(b.last_id, ?)"
-        " AND p.metric_id = b.metric_id AND p.resource_id = b.resource_id ORDER BY p.time_unix_nano DESC LIMIT 1)"
-        f" FROM (SELECT metric_id, resource_id, first_id, last_id, max(max_time) FROM blocks WHERE metric_id IN ({marks})"
-        " AND first_id <= ? GROUP BY metric_id, resource_id) b"
-    )
-    ids = [row[1] for row in store.read(probe, [until_id, *metric_ids, until_id]) if row[1] is not None]
-    if not ids:
-        return []
-    rows = store.read(f"SELECT resource_id, time_unix_nano, step, {DRAWN_VALUE} FROM points WHERE id IN ({','.join('?' * len(ids))})", ids)
-    best: dict[int, Any] = {}
-    for row in rows:
-        if row[0] not in best or row[1] > best[row[0]][1]:
-            best[row[0]] = row
-    return list(best.values())
+class _Fold:
+    """A resource's summary as its chunks come: counts, lowest, highest and the point that sorts last."""
+
+    def __init__(self) -> None:
+        self.points = 0
+        self.low: float | int | None = None
+        self.high: float | int | None = None
+        self.last: LatestPoint | None = None
+        self.last_drawn: float | int | None = None
+
+    @property
+    def last_row_id(self) -> int:
+        return -1 if self.last is None else self.last.row_id
+
+    def add(self, row: ChunkRow, chunk: SeriesChunk) -> None:
+        drawn = drawn_values(chunk)
+        valid = ~np.isnan(drawn)
+        count = int(valid.sum())
+        if count:
+            self.points += count
+            low, high = _drawn(chunk, drawn, int(np.nanargmin(drawn))), _drawn(chunk, drawn, int(np.nanargmax(drawn)))
+            # Ties keep what came first, as SQL's min() and max() did.
+            if low is not None and (self.low is None or low < self.low):
+                self.low = low
+            if high is not None and (self.high is None or high > self.high):
+                self.high = high
+        index = last_index(chunk)
+        if index is not None:
+            point = latest_point(row, chunk, index)
+            if self.last is None or point.order > self.last.order:
+                self.last, self.last_drawn = point, _drawn(chunk, drawn, index)
+
+    def summary(self) -> MetricSummary:
+        assert self.last is not None  # a fold exists once a chunk with points came
+        return MetricSummary(self.points, self.low, self.high, self.last_drawn, self.last.step, self.last.time_unix_nano)
+
+
+def drawn_values(chunk: SeriesChunk) -> np.ndarray:
+    """The number each point of ``chunk`` is drawn at, as float64: its value, or a histogram's mean (sum / count); NaN for none.
+
+    SQL's ``coalesce(value, sum / nullif(count, 0))``: a point without a value, or with NaN (which
+    SQLite kept as NULL), falls back to its histogram's mean, if it has one.
+    """
+    drawn = chunk.value.astype(np.float64)
+    if chunk.value_missing.any():
+        drawn[chunk.value_missing] = np.nan
+    if chunk.histogram.count(None) < len(chunk):
+        for index, text in enumerate(chunk.histogram):
+            if text is not None and np.isnan(drawn[index]):
+                drawn[index] = _mean(text)
+    return drawn
+
+
+def _mean(text: str) -> float:
+    """A histogram's mean from its JSON text; NaN without a sum, or with no count."""
+    try:
+        histogram = json.loads(text)
+        total, count = histogram.get("sum"), histogram.get("count")
+        return float(total) / count if total is not None and count else math.nan
+    except (AttributeError, TypeError, ValueError, ZeroDivisionError):
+        return math.nan
+
+
+def _drawn(chunk: SeriesChunk, drawn: np.ndarray, index: int) -> float | int | None:
+    """Point ``index``'s drawn value as SQL gave it: an integer value as an int, NaN as None."""
+    if chunk.value.dtype.kind == "i" and not chunk.value_missing[index]:
+        return int(chunk.value[index])
+    value = float(drawn[index])
+    return None if math.isnan(value) else value

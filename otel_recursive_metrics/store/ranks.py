@@ -28,15 +28,21 @@ earlier attempts are other processes):
 
 The slowest rank is the one with the lowest step rate; ``slowest`` says by how much it trails
 the median rate of all ranks (``below_median``, a fraction) and how many steps it is behind
-the leader. Two aggregate scans of the run's points answer it, whatever the number of ranks.
+the leader. The chunk index answers the last steps and times; only the chunks that reach each
+rank's window are decoded, for its step rate and GPU utilisation.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import statistics
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
+from ..model.chunk import SeriesChunk
 from ..model.resource import RANK_KEY, RESTART_COUNT_KEY, RUN_ID_KEY
 
 if TYPE_CHECKING:
@@ -77,19 +83,19 @@ def rank_skew(store: PointStore, run: str, window_s: float = DEFAULT_WINDOW_S) -
     if not rank_of:
         raise KeyError(run)
     ids = ",".join(str(int(rid)) for rid in rank_of)
+    # Times and steps from the chunk index alone (its step range covers the points that have one).
     totals = store.read(
-        "SELECT resource_id, max(time_unix_nano), max(step), min(step), min(time_unix_nano), count(step)"
-        f" FROM points WHERE resource_id IN ({ids}) GROUP BY resource_id"
+        f"SELECT resource_id, max(max_time), max(max_step), min(min_step), min(min_time) FROM chunks WHERE resource_id IN ({ids})"
+        " GROUP BY resource_id"
     )
     per_rank: dict[Any, dict[str, Any]] = {}
-    for rid, last_time, max_step, min_step, first_time, stepped in totals:
+    for rid, last_time, max_step, min_step, first_time in totals:
         entry = per_rank.setdefault(
             rank_of[rid],
-            {"last_time": last_time, "max_step": None, "min_step": None, "first_time": first_time, "stepped": 0},
+            {"last_time": last_time, "max_step": None, "min_step": None, "first_time": first_time},
         )
         entry["last_time"] = max(entry["last_time"], last_time)
         entry["first_time"] = min(entry["first_time"], first_time)
-        entry["stepped"] += stepped
         if max_step is not None:
             entry["max_step"] = max_step if entry["max_step"] is None else max(entry["max_step"], max_step)
             entry["min_step"] = min_step if entry["min_step"] is None else min(entry["min_step"], min_step)
@@ -97,15 +103,13 @@ def rank_skew(store: PointStore, run: str, window_s: float = DEFAULT_WINDOW_S) -
         raise KeyError(run)
     window_ns = int(window_s * 1e9)
     since = {rid: per_rank[rank]["last_time"] - window_ns for rid, rank in rank_of.items() if rank in per_rank}
-    values = ",".join(f"({int(rid)},{int(t)})" for rid, t in since.items())
-    windowed = store.read(
-        f"WITH w(rid, since) AS (VALUES {values})"
-        " SELECT p.resource_id, min(p.step), max(p.step), min(p.time_unix_nano), max(p.time_unix_nano)"
-        " FROM points p JOIN w ON p.resource_id = w.rid"
-        " WHERE p.step IS NOT NULL AND p.time_unix_nano >= w.since GROUP BY p.resource_id"
-    )
     spans: dict[Any, list[Any]] = {}
-    for rid, lo_step, hi_step, lo_time, hi_time in windowed:
+    for rid, chunk in _window_chunks(store, since, "c.max_step IS NOT NULL"):
+        keep = ~chunk.step_missing & (chunk.time_unix_nano >= since[rid])
+        if not keep.any():
+            continue
+        steps, times = chunk.step[keep], chunk.time_unix_nano[keep]
+        lo_step, hi_step, lo_time, hi_time = int(steps.min()), int(steps.max()), int(times.min()), int(times.max())
         span = spans.setdefault(rank_of[rid], [lo_step, hi_step, lo_time, hi_time])
         span[0], span[1] = min(span[0], lo_step), max(span[1], hi_step)
         span[2], span[3] = min(span[2], lo_time), max(span[3], hi_time)
@@ -144,23 +148,31 @@ def _rate(span: list[Any] | None) -> float | None:
 
 
 def _gpu_utilization(store: PointStore, rank_of: dict[int, Any], since: dict[int, int]) -> dict[Any, tuple[float, int]]:
-    """Per rank, the mean ``hw.gpu.utilization`` over its window and the number of points."""
-    if not since:
+    """Per rank, the mean ``hw.gpu.utilization`` over its window and the number of points (with a value, not NaN)."""
+    metric_ids = [int(row[0]) for row in store.read("SELECT id FROM metrics WHERE name = ?", [GPU_UTILIZATION_METRIC])]
+    if not metric_ids:
         return {}
-    values = ",".join(f"({int(rid)},{int(t)})" for rid, t in since.items())
-    rows = store.read(
-        f"WITH w(rid, since) AS (VALUES {values})"
-        " SELECT p.resource_id, sum(p.value), count(p.value) FROM points p JOIN w ON p.resource_id = w.rid"
-        " JOIN metrics m ON m.id = p.metric_id"
-        " WHERE m.name = ? AND p.time_unix_nano >= w.since GROUP BY p.resource_id",
-        [GPU_UTILIZATION_METRIC],
+    values: dict[Any, list[float]] = {}
+    for rid, chunk in _window_chunks(store, since, f"c.metric_id IN ({','.join(map(str, metric_ids))})"):
+        numbers = chunk.value.astype(np.float64)
+        keep = ~chunk.value_missing & ~np.isnan(numbers) & (chunk.time_unix_nano >= since[rid])
+        values.setdefault(rank_of[rid], []).extend(numbers[keep].tolist())
+    # fsum: exact, whatever the order the chunks came in.
+    return {rank: (math.fsum(found) / len(found), len(found)) for rank, found in values.items() if found}
+
+
+def _window_chunks(store: PointStore, since: dict[int, int], condition: str) -> Iterator[tuple[int, SeriesChunk]]:
+    """``(resource id, chunk)`` of each chunk of the resources in ``since`` that meets ``condition`` and reaches its window."""
+    if not since:
+        return
+    window = ",".join(f"({int(rid)},{int(t)})" for rid, t in since.items())
+    sql = (
+        f"WITH w(rid, since) AS (VALUES {window}) SELECT c.resource_id, d.data FROM chunks c JOIN w ON c.resource_id = w.rid"
+        f" JOIN chunk_data d ON d.chunk_id = c.id WHERE c.max_time >= w.since AND {condition}"
     )
-    sums: dict[Any, list[float]] = {}
-    for rid, total, count in rows:
-        acc = sums.setdefault(rank_of[rid], [0.0, 0])
-        acc[0] += total or 0.0
-        acc[1] += count
-    return {rank: (total / count, int(count)) for rank, (total, count) in sums.items() if count}
+    for rows in store.read_chunks(sql, size=64):
+        for rid, data in rows:
+            yield rid, SeriesChunk.decode(data)
 
 
 def _slowest(ranks: list[dict[str, Any]]) -> dict[str, Any] | None:

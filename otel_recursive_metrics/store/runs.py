@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from ..model.kinds import RunStatus
 from ..model.resource import RANK_KEY, RESTART_COUNT_KEY, RUN_ID_KEY
+from .chunk_index import ChunkRow
+from .latest_points import latest_chunks, latest_points
 from .run_metadata import read_run_metadata, run_status
 
 if TYPE_CHECKING:
@@ -29,16 +31,16 @@ def summarize_runs(store: PointStore, last_of: Sequence[str] = ()) -> list[dict[
     ``params`` the hyperparameters, ``last`` the last value (by time) of each metric in
     ``last_of``. Points whose resource has no run id are summarised under ``run`` ``None``.
     """
-    # From the blocks (see blocks.py): a few rows per batch, not one per point.
-    per_resource = store.read("SELECT resource_id, min(min_time), max(max_time), sum(points) FROM blocks GROUP BY resource_id")
-    resources = dict(store.read("SELECT id, attributes FROM resources"))
-    pairs = store.read("SELECT DISTINCT b.resource_id, m.name FROM blocks b JOIN metrics m ON m.id = b.metric_id")
+    # From the chunk index (see chunk_index.py): a row per chunk, no chunk decoded.
+    per_resource = store.read("SELECT resource_id, min(min_time), max(max_time), sum(points) FROM chunks GROUP BY resource_id")
+    resources = {resource_id: json.loads(text) for resource_id, text in store.read("SELECT id, attributes FROM resources")}
+    names = dict(store.read("SELECT id, name FROM metrics"))
     names_by_resource: dict[int, set[str]] = {}
-    for resource_id, name in pairs:
-        names_by_resource.setdefault(resource_id, set()).add(name)
+    for metric_id, resource_id in store.read("SELECT DISTINCT metric_id, resource_id FROM chunks"):
+        names_by_resource.setdefault(resource_id, set()).add(names[metric_id])
     runs: dict[Any, dict[str, Any]] = {}
     for resource_id, first, last, count in per_resource:
-        attrs = json.loads(resources.get(resource_id, "{}"))
+        attrs = resources.get(resource_id, {})
         run_id = attrs.get(RUN_ID_KEY)
         entry = runs.setdefault(
             run_id,
@@ -61,7 +63,7 @@ def summarize_runs(store: PointStore, last_of: Sequence[str] = ()) -> list[dict[
             entry["restarts"].add(attrs[RESTART_COUNT_KEY])
         entry["metrics"] |= names_by_resource.get(resource_id, set())
     metadata = read_run_metadata(store)
-    last = _last_values(store, last_of) if last_of else {}
+    last = _last_values(store, last_of, {resource_id: attrs.get(RUN_ID_KEY) for resource_id, attrs in resources.items()}) if last_of else {}
     out = []
     for entry in sorted(runs.values(), key=lambda e: (e["start_time_unix_nano"], str(e["run"]))):
         for key in ("ranks", "restarts", "metrics"):
@@ -111,16 +113,19 @@ def summarize_runs(store: PointStore, last_of: Sequence[str] = ()) -> list[dict[
     return out
 
 
-def _last_values(store: PointStore, metrics: Sequence[str]) -> dict[Any, dict[str, Any]]:
-    """Per run, the last value (by time, then step) of each of ``metrics``."""
+def _last_values(store: PointStore, metrics: Sequence[str], run_of: Mapping[int, Any]) -> dict[Any, dict[str, Any]]:
+    """Per run, the last value (by time, then step, then row id) of each of ``metrics``.
+
+    From the chunks that reach each series' latest time (:mod:`.latest_points`), not a scan:
+    ``run_of`` maps resource ids to their run id.
+    """
     marks = ",".join("?" * len(metrics))
-    rows = store.read(
-        "SELECT json_extract(r.attributes, '$.\"training.run.id\"'), m.name, p.value"
-        " FROM points p JOIN metrics m ON m.id = p.metric_id JOIN resources r ON r.id = p.resource_id"
-        f" WHERE m.name IN ({marks}) ORDER BY p.time_unix_nano, p.step, p.id",
-        list(metrics),
-    )
+    names = dict(store.read(f"SELECT id, name FROM metrics WHERE name IN ({marks})", list(metrics)))
+    groups: dict[tuple[Any, str], list[ChunkRow]] = {}
+    for row in latest_chunks(store, list(names)):
+        groups.setdefault((run_of.get(row.resource_id), names[row.metric_id]), []).append(row)
+    found = latest_points(store, groups)
     out: dict[Any, dict[str, Any]] = {}
-    for run_id, name, value in rows:
-        out.setdefault(run_id, {})[name] = value
+    for run_id, name in sorted(found, key=lambda key: metrics.index(key[1])):  # each run's in the order asked for
+        out.setdefault(run_id, {})[name] = found[run_id, name].value
     return out
