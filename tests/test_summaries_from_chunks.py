@@ -116,8 +116,10 @@ def test_a_snapshot_inside_a_compacted_chunk_counts_only_the_points_written_up_t
     store.close()
 
 
-def test_runs_compare_and_rank_skew_decode_only_the_chunks_that_hold_their_answer(data_dir: Path) -> None:
+def test_runs_compare_and_rank_skew_decode_only_the_chunks_that_hold_their_answer(data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     path = data_dir / "metrics.db"
+    # Every batch's series a chunk of its own (not the head: see chunk_index.HEAD_BELOW), as bigger batches make.
+    monkeypatch.setattr("otel_recursive_metrics.store.chunk_write.HEAD_BELOW", 1)
     store = PointStore(path)
     for batch in range(4):  # four chunks a series, fewer than compaction joins
         for run in ("a", "b"):

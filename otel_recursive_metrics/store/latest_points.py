@@ -22,12 +22,13 @@ from __future__ import annotations
 import math
 from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import numpy as np
 
 from ..model.chunk import SeriesChunk
 from .chunk_index import CHUNK_COLUMNS, ChunkRow
+from .scan import decode_rows
 
 if TYPE_CHECKING:
     from .point_store import PointStore
@@ -91,7 +92,7 @@ def latest_point(row: ChunkRow, chunk: SeriesChunk, index: int) -> LatestPoint:
         step=None if chunk.step_missing[index] else int(chunk.step[index]),
         row_id=int(chunk.row_id[index]),
         value=point_value(chunk, index),
-        histogram=chunk.histogram[index],
+        histogram=None if chunk.histogram is None else chunk.histogram[index],
     )
 
 
@@ -117,7 +118,7 @@ def latest_points(store: PointStore, groups: Mapping[_K, Sequence[ChunkRow]]) ->
         if rows:
             latest = max(row.max_time for row in rows)
             wanted[key] = [row for row in rows if row.max_time == latest]
-    chunks = _decode(store, sorted({row.id for rows in wanted.values() for row in rows}))
+    chunks = _decode(store, [row for rows in wanted.values() for row in rows])
     out: dict[_K, LatestPoint] = {}
     for key, rows in wanted.items():
         best: LatestPoint | None = None
@@ -133,11 +134,6 @@ def latest_points(store: PointStore, groups: Mapping[_K, Sequence[ChunkRow]]) ->
     return out
 
 
-def _decode(store: PointStore, ids: Sequence[int]) -> dict[int, SeriesChunk]:
-    """The chunks of ``ids``, decoded, by id."""
-    out: dict[int, SeriesChunk] = {}
-    for start in range(0, len(ids), _IDS_PER_STATEMENT):
-        part: list[Any] = list(ids[start : start + _IDS_PER_STATEMENT])
-        rows = store.read(f"SELECT chunk_id, data FROM chunk_data WHERE chunk_id IN ({','.join('?' * len(part))})", part)
-        out.update((chunk_id, SeriesChunk.decode(data)) for chunk_id, data in rows)
-    return out
+def _decode(store: PointStore, rows: Sequence[ChunkRow]) -> dict[int, SeriesChunk]:
+    """The chunks of ``rows`` (head series included, see :func:`~.scan.decode_rows`), decoded, by id."""
+    return {row.id: chunk for row, chunk in decode_rows(store, rows)}

@@ -145,7 +145,7 @@ def drawn_values(chunk: SeriesChunk) -> np.ndarray:
     drawn = chunk.value.astype(np.float64)
     if chunk.value_missing.any():
         drawn[chunk.value_missing] = np.nan
-    if chunk.histogram.count(None) < len(chunk):
+    if chunk.histogram is not None:
         for index, text in enumerate(chunk.histogram):
             if text is not None and np.isnan(drawn[index]):
                 drawn[index] = _mean(text)

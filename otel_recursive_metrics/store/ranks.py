@@ -44,6 +44,8 @@ import numpy as np
 
 from ..model.chunk import SeriesChunk
 from ..model.resource import RANK_KEY, RESTART_COUNT_KEY, RUN_ID_KEY
+from .chunk_index import CHUNK_COLUMNS, ChunkRow
+from .scan import decode_rows
 
 if TYPE_CHECKING:
     from .point_store import PointStore
@@ -167,12 +169,13 @@ def _window_chunks(store: PointStore, since: dict[int, int], condition: str) -> 
         return
     window = ",".join(f"({int(rid)},{int(t)})" for rid, t in since.items())
     sql = (
-        f"WITH w(rid, since) AS (VALUES {window}) SELECT c.resource_id, d.data FROM chunks c JOIN w ON c.resource_id = w.rid"
-        f" JOIN chunk_data d ON d.chunk_id = c.id WHERE c.max_time >= w.since AND {condition}"
+        f"WITH w(rid, since) AS (VALUES {window}) SELECT {CHUNK_COLUMNS} FROM chunks c JOIN w ON c.resource_id = w.rid"
+        f" WHERE c.max_time >= w.since AND {condition}"
     )
-    for rows in store.read_chunks(sql, size=64):
-        for rid, data in rows:
-            yield rid, SeriesChunk.decode(data)
+    rows = [ChunkRow(*row) for row in store.read(sql)]
+    for start in range(0, len(rows), 64):  # decoded a few at a time: bounded memory
+        for row, chunk in decode_rows(store, rows[start : start + 64]):
+            yield row.resource_id, chunk
 
 
 def _slowest(ranks: list[dict[str, Any]]) -> dict[str, Any] | None:

@@ -20,11 +20,11 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from ..model.chunk import SeriesChunk
+from ..model.chunk import SeriesChunk, concat
 from .chunk_index import CHUNK_COLUMNS, ChunkRow
 from .head import HEAD_COLUMNS, HEAD_ORDER, as_chunks
 
-__all__ = ["Columns", "Reader", "Scan", "gather", "iter_chunks"]
+__all__ = ["Columns", "Reader", "Scan", "decode_rows", "gather", "iter_chunks"]
 
 
 class Reader(Protocol):
@@ -153,6 +153,42 @@ def iter_chunks(store: Reader, scan: Scan = Scan(), *, size: int = 64) -> Iterat
             0,
         )
         yield row, chunk
+
+
+def decode_rows(store: Reader, rows: Sequence[ChunkRow]) -> Iterator[tuple[ChunkRow, SeriesChunk]]:
+    """Each row of the ``chunks`` view with its points: a chunk's decoded data, or a head series' rows.
+
+    A head series (``id`` <= 0, see :mod:`.chunk_index`) comes as one chunk; where its values mix
+    integers and floats, as floats.
+    """
+    real = sorted({row.id: row for row in rows if row.id > 0}.items())
+    for start in range(0, len(real), 500):
+        part = dict(real[start : start + 500])
+        found = store.read(f"SELECT chunk_id, data FROM chunk_data WHERE chunk_id IN ({','.join(map(str, part))})")
+        for chunk_id, data in found:
+            yield part[chunk_id], SeriesChunk.decode(data)
+    head = {row.series: row for row in rows if row.id <= 0}
+    if not head:
+        return
+    series = ",".join("(" + ",".join(str(int(v)) for v in key) + ")" for key in head)
+    where = f" WHERE (metric_id, resource_id, scope_id, attributes_id) IN (VALUES {series})"
+    parts: dict[Any, list[SeriesChunk]] = {}
+    for key, chunk in as_chunks(store.read(f"SELECT {HEAD_COLUMNS} FROM head_points{where}{HEAD_ORDER}")):
+        parts.setdefault(key, []).append(chunk)
+    for key, kinds in parts.items():
+        if len(kinds) == 1:
+            yield head[key], kinds[0]
+        else:  # integers and floats: one chunk of floats, in row-id order
+            joined = concat([_as_floats(c) for c in kinds])
+            yield head[key], joined.take(np.argsort(joined.row_id, kind="stable"))
+
+
+def _as_floats(chunk: SeriesChunk) -> SeriesChunk:
+    if chunk.value.dtype.kind == "f":
+        return chunk
+    fields = {name: getattr(chunk, name) for name in SeriesChunk.__slots__}
+    fields["value"] = chunk.value.astype(np.float64)
+    return SeriesChunk(**fields)
 
 
 def _matching(scan: Scan, chunk: SeriesChunk) -> SeriesChunk | None:
