@@ -10,14 +10,13 @@ NULL); ``histogram`` and ``extra`` JSON text. :func:`convert_rows` moves them in
 same file when it is opened for writing; :func:`readable_rows` lets a read-only connection see
 them as chunks without writing the file.
 
-**Streaming.** Rows are read in id order, a page at a time, into NumPy columns and buffered per
-series (metric, resource, scope, attribute set). A series is written as a chunk once it holds
-:data:`SERIES_POINTS` points, and every series is written when the buffer passes
-:data:`BUFFER_BYTES`, so memory stays bounded whatever the store's size (about 200 MB of RSS for
-10 M points) and a series logged rarely still gets long chunks. A series whose values mix
-integers and floats gets a chunk per kind; a point without a value goes with the floats if its
-series has any, else with the integers, and is marked ``value_missing``. Every point keeps its
-old id as its row id, and ``meta.next_row_id`` is set past the largest.
+**Streaming.** Rows are read in id order, a page at a time, and buffered per series (metric,
+resource, scope, attribute set) in NumPy columns (:mod:`.row_buffer`). A series is written as a
+chunk once it holds :data:`~.row_buffer.SERIES_POINTS` points, and every series is written when
+the buffer passes :data:`~.row_buffer.BUFFER_BYTES`, so memory stays bounded whatever the
+store's size (about 150 MB of RSS for 10 M points) and a series logged rarely still gets long
+chunks. Every point keeps its old id as its row id, and ``meta.next_row_id`` is set past the
+largest.
 
 **Safe to kill, resumable.** Each write of chunks is one transaction that also deletes exactly
 those points' rows from ``points`` (by runs of consecutive ids) and counts them in
@@ -38,218 +37,30 @@ so converting the store (opening it for writing once) makes reading it fast.
 
 from __future__ import annotations
 
-import itertools
 import logging
 import sqlite3
 import time
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from ..model.chunk import SeriesChunk
 from .chunk_index import CHUNK_COLUMNS, CHUNK_SCHEMA, SeriesKey, insert_chunks
+from .row_buffer import PAGE_ROWS, SELECT_PAGE, SeriesBuffer, page_parts, runs
 
-__all__ = ["BUFFER_BYTES", "SERIES_POINTS", "convert_rows", "readable_rows"]
+__all__ = ["convert_rows", "readable_rows"]
 
 _log = logging.getLogger(__name__)
 
-#: A series is written as a chunk once this many of its points are buffered.
-SERIES_POINTS = 1 << 16
-#: Every buffered series is written once the buffer holds about this many bytes.
-BUFFER_BYTES = 64 << 20
-#: Rows read per statement (their Python tuples are what a page costs while it is read).
-PAGE_ROWS = 1 << 15
 #: Seconds between two progress lines of a long conversion.
 PROGRESS_INTERVAL_S = 10.0
 #: Chunks written by the conversion count as compacted once: a writer that goes on with the
 #: series does not join (decode and encode again) the converted chunks when it closes.
 CONVERTED_LEVEL = 1
 
-_SELECT = (
-    "SELECT id, metric_id, resource_id, scope_id, attributes_id, start_time_unix_nano, time_unix_nano, value, step, epoch,"
-    " histogram, extra FROM main.points WHERE id > ? ORDER BY id LIMIT ?"
-)
-_NUMBERS = ("row_id", "start_time_unix_nano", "time_unix_nano", "step", "epoch", "value")
-_MASKS = ("step_missing", "epoch_missing", "value_missing", "is_float")
-# What a buffered point costs: six int64 columns and four masks, plus a text's object.
-_POINT_BYTES = 8 * len(_NUMBERS) + len(_MASKS)
-_TEXT_OBJECT_BYTES = 56
 _PROGRESS_KEY = "converted_points"
 
-
-@dataclass
-class _Part:
-    """Points of one series from one page: NumPy columns (``value`` holds a float's bits where ``is_float``)."""
-
-    columns: dict[str, np.ndarray]
-    histogram: list[str | None] | None
-    extra: list[str | None] | None
-
-    def __len__(self) -> int:
-        return len(self.columns["row_id"])
-
-    def nbytes(self) -> int:
-        texts = (t for column in (self.histogram, self.extra) if column is not None for t in column if t is not None)
-        return len(self) * _POINT_BYTES + sum(len(t) + _TEXT_OBJECT_BYTES for t in texts)
-
-
-# Per-point tests run as C callables inside np.fromiter: no Python code per point.
-_IS_NONE, _IS_FLOAT = type(None).__instancecheck__, float.__instancecheck__
-
-
-def _mask(test: Callable[[Any], bool], column: Sequence[Any]) -> np.ndarray:
-    return np.fromiter(map(test, column), bool, len(column))
-
-
-def _optional(column: Sequence[Any]) -> tuple[np.ndarray, np.ndarray]:
-    """Integers that may be NULL: the numbers (0 where NULL) and where they are NULL."""
-    if None not in column:
-        return np.array(column, dtype=np.int64), np.zeros(len(column), bool)
-    missing = _mask(_IS_NONE, column)
-    if missing.all():
-        return np.zeros(len(column), np.int64), missing
-    objects = np.array(column, dtype=object)
-    objects[missing] = 0
-    return objects.astype(np.int64), missing
-
-
-def _values(column: Sequence[Any], row_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The value column as int64 (a float's bits where it is one), where it is a float, and where it is NULL."""
-    n = len(column)
-    kinds = set(map(type, column))
-    if not kinds <= {int, float, type(None)}:
-        bad = next(i for i, v in enumerate(column) if type(v) not in (int, float, type(None)))
-        raise ValueError(
-            f"points row id {int(row_ids[bad])}: value {column[bad]!r} ({type(column[bad]).__name__}) is not a number;"
-            " a store of an earlier version holds integers, floats or NULL there"
-        )
-    if kinds == {float}:
-        return np.array(column, dtype=np.float64).view(np.int64), np.ones(n, bool), np.zeros(n, bool)
-    if kinds == {int}:
-        return np.array(column, dtype=np.int64), np.zeros(n, bool), np.zeros(n, bool)
-    missing = _mask(_IS_NONE, column) if type(None) in kinds else np.zeros(n, bool)
-    is_float = _mask(_IS_FLOAT, column) if float in kinds else np.zeros(n, bool)
-    is_int = ~(is_float | missing)
-    objects = np.array(column, dtype=object)
-    bits = np.zeros(n, np.int64)
-    if is_float.any():
-        bits[is_float] = objects[is_float].astype(np.float64).view(np.int64)
-    if is_int.any():
-        bits[is_int] = objects[is_int].astype(np.int64)
-    return bits, is_float, missing
-
-
-def _texts(column: Sequence[str | None]) -> list[str | None] | None:
-    return None if column.count(None) == len(column) else list(column)
-
-
-def _page_parts(rows: list[tuple[Any, ...]]) -> Iterator[tuple[SeriesKey, _Part]]:
-    """A page of ``points`` rows as one part per series, points in id order within each."""
-    (row_ids, metric_ids, resource_ids, scope_ids, attributes_ids, starts, times, values, steps, epochs, histograms, extras) = zip(
-        *rows, strict=True
-    )
-    ids = np.array(row_ids, dtype=np.int64)
-    columns: dict[str, np.ndarray] = {"row_id": ids}
-    columns["start_time_unix_nano"] = np.array(starts, dtype=np.int64)
-    columns["time_unix_nano"] = np.array(times, dtype=np.int64)
-    columns["step"], columns["step_missing"] = _optional(steps)
-    columns["epoch"], columns["epoch_missing"] = _optional(epochs)
-    columns["value"], columns["is_float"], columns["value_missing"] = _values(values, ids)
-    histogram, extra = _texts(histograms), _texts(extras)
-    keys = [np.array(k, dtype=np.int64) for k in (metric_ids, resource_ids, scope_ids, attributes_ids)]
-    order = np.lexsort(keys[::-1])  # stable: id order within a series
-    sorted_keys = np.stack([k[order] for k in keys])
-    bounds = [0, *(np.flatnonzero(np.any(sorted_keys[:, 1:] != sorted_keys[:, :-1], axis=0)) + 1).tolist(), len(ids)]
-    for lo, hi in itertools.pairwise(bounds):
-        index = order[lo:hi]
-        taken = index.tolist() if histogram is not None or extra is not None else []
-        yield (
-            SeriesKey(*(int(k[lo]) for k in sorted_keys)),
-            _Part(
-                {name: column[index] for name, column in columns.items()},
-                None if histogram is None else [histogram[i] for i in taken],
-                None if extra is None else [extra[i] for i in taken],
-            ),
-        )
-
-
-def _chunks(parts: list[_Part]) -> list[SeriesChunk]:
-    """One series' buffered parts as chunks: one per value kind (points without a value go with the floats, if any)."""
-    columns = {name: np.concatenate([p.columns[name] for p in parts]) for name in parts[0].columns}
-    texts: dict[str, list[str | None] | None] = {}
-    for name in ("histogram", "extra"):
-        if any(getattr(p, name) is not None for p in parts):
-            texts[name] = [t for p in parts for t in (getattr(p, name) or [None] * len(p))]
-        else:
-            texts[name] = None
-    is_float, missing = columns["is_float"], columns["value_missing"]
-    floats = (is_float | missing) if is_float.any() else np.zeros(len(is_float), bool)
-    if not floats.any():
-        return [_chunk(columns, texts, np.int64)]
-    if floats.all():
-        return [_chunk(columns, texts, np.float64)]
-    chunks = []
-    for rows, dtype in ((~floats, np.int64), (floats, np.float64)):
-        index = np.flatnonzero(rows)
-        taken = index.tolist()
-        picked = {name: None if column is None else [column[i] for i in taken] for name, column in texts.items()}
-        chunks.append(_chunk({name: column[index] for name, column in columns.items()}, picked, dtype))
-    return chunks
-
-
-def _chunk(columns: dict[str, np.ndarray], texts: dict[str, list[str | None] | None], dtype: type) -> SeriesChunk:
-    """A chunk of buffered columns whose values are all of ``dtype`` (int64, or float64 kept as its bits)."""
-    return SeriesChunk(
-        columns["time_unix_nano"],
-        columns["value"].view(dtype),
-        start_time_unix_nano=columns["start_time_unix_nano"],
-        step=columns["step"],
-        step_missing=columns["step_missing"],
-        epoch=columns["epoch"],
-        epoch_missing=columns["epoch_missing"],
-        value_missing=columns["value_missing"],
-        row_id=columns["row_id"],
-        histogram=texts["histogram"],
-        extra=texts["extra"],
-    )
-
-
-class _SeriesBuffer:
-    """Parts buffered per series, and which series are due to be written."""
-
-    def __init__(self) -> None:
-        self._parts: dict[SeriesKey, list[_Part]] = {}
-        self._points: dict[SeriesKey, int] = {}
-        self.nbytes = 0
-
-    def add(self, key: SeriesKey, part: _Part) -> None:
-        self._parts.setdefault(key, []).append(part)
-        self._points[key] = self._points.get(key, 0) + len(part)
-        self.nbytes += part.nbytes()
-
-    def due(self, *, everything: bool = False) -> list[SeriesKey]:
-        """The series to write now: full ones, or every one if the buffer is past its bound (or ``everything``)."""
-        if everything or self.nbytes > BUFFER_BYTES:
-            return list(self._parts)
-        return [key for key, n in self._points.items() if n >= SERIES_POINTS]
-
-    def row_ids(self, keys: Sequence[SeriesKey]) -> np.ndarray:
-        return np.concatenate([p.columns["row_id"] for key in keys for p in self._parts[key]])
-
-    def pop(self, keys: Sequence[SeriesKey]) -> Iterator[tuple[SeriesKey, SeriesChunk]]:
-        """The chunks of ``keys``, each series' buffer freed as it is encoded."""
-        for key in keys:
-            parts = self._parts.pop(key)
-            del self._points[key]
-            self.nbytes -= sum(p.nbytes() for p in parts)
-            for chunk in _chunks(parts):
-                yield key, chunk
-
-
 #: Writes the due series of a buffer: (conn, buffer, keys) -> points written.
-_Sink = Callable[[sqlite3.Connection, _SeriesBuffer, Sequence[SeriesKey]], int]
+_Sink = Callable[[sqlite3.Connection, SeriesBuffer, Sequence[SeriesKey]], int]
 
 
 class _Progress:
@@ -270,14 +81,14 @@ class _Progress:
 
 def _stream(conn: sqlite3.Connection, sink: _Sink, progress: _Progress) -> None:
     """Every row of ``points`` through the buffer into ``sink`` (see the module docstring)."""
-    buffer = _SeriesBuffer()
+    buffer = SeriesBuffer()
     after = 0
     while True:
-        rows = conn.execute(_SELECT, (after, PAGE_ROWS)).fetchall()
+        rows = conn.execute(SELECT_PAGE, (after, PAGE_ROWS)).fetchall()
         if not rows:
             break
         after = int(rows[-1][0])
-        for key, part in _page_parts(rows):
+        for key, part in page_parts(rows):
             buffer.add(key, part)
         del rows
         due = buffer.due()
@@ -292,20 +103,12 @@ class _Moved(Exception):
     """Some rows to convert were gone: another process converted them."""
 
 
-def _runs(row_ids: np.ndarray) -> list[tuple[int, int]]:
-    """Sorted ``row_ids`` as runs of consecutive ids ``(first, last)``."""
-    breaks = np.flatnonzero(np.diff(row_ids) != 1)
-    firsts = row_ids[np.concatenate(([0], breaks + 1))]
-    lasts = row_ids[np.concatenate((breaks, [len(row_ids) - 1]))]
-    return list(zip(firsts.tolist(), lasts.tolist(), strict=True))
-
-
-def _move(conn: sqlite3.Connection, buffer: _SeriesBuffer, keys: Sequence[SeriesKey]) -> int:
+def _move(conn: sqlite3.Connection, buffer: SeriesBuffer, keys: Sequence[SeriesKey]) -> int:
     """One transaction: the rows of ``keys`` deleted from ``points``, their chunks inserted, the count in meta."""
     row_ids = np.sort(buffer.row_ids(keys))
     conn.execute("BEGIN IMMEDIATE")
     try:
-        deleted = conn.executemany("DELETE FROM main.points WHERE id BETWEEN ? AND ?", _runs(row_ids)).rowcount
+        deleted = conn.executemany("DELETE FROM main.points WHERE id BETWEEN ? AND ?", runs(row_ids)).rowcount
         if deleted != len(row_ids):
             raise _Moved
         insert_chunks(conn, buffer.pop(keys), level=CONVERTED_LEVEL)
@@ -318,7 +121,7 @@ def _move(conn: sqlite3.Connection, buffer: _SeriesBuffer, keys: Sequence[Series
     return len(row_ids)
 
 
-def _insert(conn: sqlite3.Connection, buffer: _SeriesBuffer, keys: Sequence[SeriesKey]) -> int:
+def _insert(conn: sqlite3.Connection, buffer: SeriesBuffer, keys: Sequence[SeriesKey]) -> int:
     """The chunks of ``keys`` into the caller's transaction (the TEMP tables of :func:`readable_rows`)."""
     return sum(row.points for row in insert_chunks(conn, buffer.pop(keys), level=CONVERTED_LEVEL))
 
