@@ -45,7 +45,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 
 from .chunk_index import CHUNK_COLUMNS, CHUNK_SCHEMA, SeriesKey, insert_chunks
-from .row_buffer import PAGE_ROWS, SELECT_PAGE, SeriesBuffer, page_parts, runs
+from .row_buffer import SeriesBuffer, page_parts, read_page, runs
 
 __all__ = ["convert_rows", "readable_rows"]
 
@@ -84,7 +84,7 @@ def _stream(conn: sqlite3.Connection, sink: _Sink, progress: _Progress) -> None:
     buffer = SeriesBuffer()
     after = 0
     while True:
-        rows = conn.execute(SELECT_PAGE, (after, PAGE_ROWS)).fetchall()
+        rows = read_page(conn, after)
         if not rows:
             break
         after = int(rows[-1][0])
@@ -108,6 +108,8 @@ def _move(conn: sqlite3.Connection, buffer: SeriesBuffer, keys: Sequence[SeriesK
     row_ids = np.sort(buffer.row_ids(keys))
     conn.execute("BEGIN IMMEDIATE")
     try:
+        if not _has_table(conn, "points"):
+            raise _Moved  # another process has converted the rest, and dropped the table
         deleted = conn.executemany("DELETE FROM main.points WHERE id BETWEEN ? AND ?", runs(row_ids)).rowcount
         if deleted != len(row_ids):
             raise _Moved
@@ -144,10 +146,16 @@ def _version(conn: sqlite3.Connection) -> str:
     return "?" if row is None else str(row[0])
 
 
-def _begin(conn: sqlite3.Connection) -> int:
-    """Before moving rows: the old unique index goes (it only slows the deletes) and next_row_id passes every id; rows left."""
+def _begin(conn: sqlite3.Connection) -> int | None:
+    """Before moving rows: the old unique index goes (it only slows the deletes) and next_row_id passes every id.
+
+    Returns how many rows are left, or None if ``points`` is gone (another process converted it).
+    """
     conn.execute("BEGIN IMMEDIATE")
     try:
+        if not _has_table(conn, "points"):
+            conn.execute("COMMIT")
+            return None
         conn.execute("DROP INDEX IF EXISTS main.points_identity")
         (largest,) = conn.execute(
             "SELECT max(ifnull((SELECT max(id) FROM main.points), 0), ifnull(max(last_row_id), 0)) FROM main.chunks"
@@ -192,11 +200,11 @@ def convert_rows(conn: sqlite3.Connection) -> None:
     call goes on where this one stopped. Safe to run in several processes at once: the rows
     one of them moved are never moved again.
     """
-    if not _has_table(conn, "points"):
-        _finish(conn)  # a conversion that another process completed (or one killed before vacuuming)
-        return
     path, version = _path(conn), _version(conn)
     left = _begin(conn)
+    if left is None:
+        _finish(conn)  # another process converted it (this sets a version it set already)
+        return
     earlier = _converted(conn)
     started = time.monotonic()
     size_before = _file_bytes(conn)
@@ -212,12 +220,19 @@ def convert_rows(conn: sqlite3.Connection) -> None:
     else:
         _log.info("otel-recursive-metrics: store %s (schema version %s): converting %d points to version 4 (chunks)", path, version, left)
     progress = _Progress("converting store", path, earlier, earlier + left)
+    shared = False
     while True:
         try:
             _stream(conn, _move, progress)
         except _Moved:
-            _log.info("otel-recursive-metrics: store %s: another process is converting it too; reading what is left again", path)
+            if not shared:
+                _log.info("otel-recursive-metrics: store %s: another process is converting it too; reading what is left", path)
+                shared = True
             continue
+        except sqlite3.OperationalError:
+            if _has_table(conn, "points"):
+                raise
+            # (no such table: the other process finished while this one read)
         if _finish(conn):
             break
     vacuumed = _vacuum(conn, path)

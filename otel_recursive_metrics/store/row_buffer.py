@@ -1,7 +1,7 @@
 """A version 1-3 store's ``points`` rows as per-series chunks: pages of rows into NumPy columns, buffered per series.
 
 :mod:`.migrate` reads ``points`` in id order, :data:`PAGE_ROWS` rows a statement
-(:data:`SELECT_PAGE`); :func:`page_parts` turns a page into NumPy columns (no Python code per
+(:func:`read_page`); :func:`page_parts` turns a page into NumPy columns (no Python code per
 point: the per-point tests run as C callables inside ``np.fromiter``) split by series, and a
 :class:`SeriesBuffer` keeps them until a series holds :data:`SERIES_POINTS` points or the whole
 buffer passes :data:`BUFFER_BYTES`; then :meth:`SeriesBuffer.pop` makes the due series'
@@ -17,6 +17,7 @@ else with the integers, and is marked ``value_missing``. Every point keeps its r
 from __future__ import annotations
 
 import itertools
+import sqlite3
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -26,7 +27,7 @@ import numpy as np
 from ..model.chunk import SeriesChunk
 from .chunk_index import SeriesKey
 
-__all__ = ["BUFFER_BYTES", "PAGE_ROWS", "SELECT_PAGE", "SERIES_POINTS", "SeriesBuffer", "page_parts", "runs"]
+__all__ = ["BUFFER_BYTES", "PAGE_ROWS", "SERIES_POINTS", "SeriesBuffer", "page_parts", "read_page", "runs"]
 
 #: A series is written as a chunk once this many of its points are buffered.
 SERIES_POINTS = 1 << 16
@@ -34,8 +35,7 @@ SERIES_POINTS = 1 << 16
 BUFFER_BYTES = 64 << 20
 #: Rows read per statement (their Python tuples are what a page costs while it is read).
 PAGE_ROWS = 1 << 15
-#: A page of rows after a row id (``WHERE id > ?``, ``LIMIT ?``), in the order :func:`page_parts` takes.
-SELECT_PAGE = (
+_SELECT_PAGE = (
     "SELECT id, metric_id, resource_id, scope_id, attributes_id, start_time_unix_nano, time_unix_nano, value, step, epoch,"
     " histogram, extra FROM main.points WHERE id > ? ORDER BY id LIMIT ?"
 )
@@ -44,6 +44,11 @@ _MASKS = ("step_missing", "epoch_missing", "value_missing", "is_float")
 # What a buffered point costs: six int64 columns and four masks, plus a text's object.
 _POINT_BYTES = 8 * len(_NUMBERS) + len(_MASKS)
 _TEXT_OBJECT_BYTES = 56
+
+
+def read_page(conn: sqlite3.Connection, after_row_id: int) -> list[tuple[Any, ...]]:
+    """The next :data:`PAGE_ROWS` rows of ``points`` after ``after_row_id``, in id order, as :func:`page_parts` takes them."""
+    return conn.execute(_SELECT_PAGE, (after_row_id, PAGE_ROWS)).fetchall()
 
 
 @dataclass

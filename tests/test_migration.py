@@ -1,0 +1,363 @@
+"""Stores of versions 1 to 3 (a row a point): converted into chunks when opened for writing, read as they are when not.
+
+The stores are made as those releases made them (their schema text, their rows: see
+:mod:`tests.legacy_stores`), and what a reader gets back is compared with the rows the file
+held: every point once, with its row id, time, step, epoch, value (integers exact, NaN and
+missing values as None), histogram and extra fields. The conversion is killed with SIGKILL at
+many moments, and resumed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import random
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from otel_recursive_metrics import PointStore
+from otel_recursive_metrics.model.batch import BatchBuilder
+from otel_recursive_metrics.store import migrate, row_buffer
+from otel_recursive_metrics.store.scan import gather, iter_chunks
+
+from .legacy_stores import LegacyPoint, write_legacy_store, write_training_store
+
+T0 = 1_800_000_000_000_000_000
+RANK_0 = {"training.run.id": "run-a", "training.rank": 0}
+RANK_1 = {"training.run.id": "run-a", "training.rank": 1}
+OTHER_RUN = {"training.run.id": "run-b", "training.rank": 0}
+REPO = Path(__file__).resolve().parents[1]
+
+
+def legacy_points(version: int) -> list[LegacyPoint]:
+    """Every kind of point an old store holds, in batches grouped by series as the old writers wrote them."""
+    points: list[LegacyPoint] = []
+    for batch in range(3):
+        steps = range(batch * 40, batch * 40 + 40)
+        for resource in (RANK_0, RANK_1, OTHER_RUN):
+            rank = resource["training.rank"]
+            for s in steps:
+                loss = math.nan if s % 17 == 3 else 1.0 / (s + 1) + rank  # NaN: SQLite keeps NULL
+                points.append(LegacyPoint("train.loss", resource, T0 + s * 1000, loss, step=s, epoch=s // 50))
+            for s in steps:  # integers past a float's 53 bits, and negative ones, must stay exact
+                value = 2**62 + s if s % 2 else -(2**40) - s
+                points.append(LegacyPoint("train.tokens", resource, T0 + s * 1000, value, step=s, kind="sum", temporality=2, monotonic=True,
+                                          start_time_unix_nano=T0 - 5))  # fmt: skip
+            for s in steps:  # a series whose values mix integers, floats and no value
+                value = s if s % 3 == 0 else (s + 0.25 if s % 3 == 1 else None)
+                points.append(LegacyPoint("train.mixed", resource, T0 + s * 1000, value, step=s))
+            for s in steps[::10]:
+                histogram = json.dumps({"count": s + 1, "sum": 2.5 * s, "min": 0.0, "max": s, "bounds": [1, 10], "counts": [1, s, 0]})
+                points.append(
+                    LegacyPoint("grad.norm", resource, T0 + s * 1000, None, step=s, histogram=histogram, kind="histogram", temporality=2)
+                )
+            for gpu in (0, 1):
+                for s in steps[::5]:
+                    points.append(
+                        LegacyPoint("hw.gpu.utilization", resource, T0 + s * 1000 + 7, float(s % 100), attributes={"gpu": gpu}, unit="%")
+                    )
+        for s in steps[::8]:  # submitted records: no step, extra fields
+            extra = json.dumps({"id": f"rec-{s}", "note": "é ✓"})
+            points.append(LegacyPoint("eval.score", RANK_0, T0 + s * 1000 + 3, s * 0.5, extra=extra, scope="records"))
+    if version == 3:  # version 3 keeps two points of one time and step that differ in value (the index of 1-2 refused them)
+        points.append(LegacyPoint("train.loss", RANK_0, T0 + 5 * 1000, 0.123, step=5))
+    return points
+
+
+def raw_rows(path: Path) -> list[tuple[Any, ...]]:
+    """What the file holds, point by point, joined to its labels (the truth a reader must give back)."""
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        rows = conn.execute(
+            "SELECT p.id, m.name, r.attributes, a.attributes, s.name, p.start_time_unix_nano, p.time_unix_nano, p.value,"
+            " p.step, p.epoch, p.histogram, p.extra FROM points p JOIN metrics m ON m.id = p.metric_id"
+            " JOIN resources r ON r.id = p.resource_id JOIN attribute_sets a ON a.id = p.attributes_id"
+            " JOIN scopes s ON s.id = p.scope_id ORDER BY p.id"
+        ).fetchall()
+    finally:
+        conn.close()
+    return [
+        (i, metric, json.loads(res), json.loads(attrs), scope, start, t, _typed(v), step, epoch, _json(h), _json(x))
+        for i, metric, res, attrs, scope, start, t, v, step, epoch, h, x in rows
+    ]
+
+
+def _typed(value: Any) -> Any:
+    """A value with its type: 1 and 1.0 are different answers."""
+    return None if value is None else (type(value).__name__, value)
+
+
+def _json(text: str | None) -> Any:
+    return None if text is None else json.loads(text)
+
+
+def read_back(store: PointStore) -> list[tuple[Any, ...]]:
+    """Every point a reader gets, in the shape of :func:`raw_rows`, in row-id order."""
+    points = sorted(store.query(), key=lambda p: p.row_id)
+    return [
+        (p.row_id, p.metric, p.resource, p.attributes, p.scope, p.start_time_unix_nano, p.time_unix_nano, _typed(p.value), p.step,
+         p.epoch, p.histogram, p.extra)
+        for p in points
+    ]  # fmt: skip
+
+
+def queries(store: PointStore) -> dict[str, Any]:
+    """The answers of the reading API to a few questions (compared between a read-only open and the converted store)."""
+    return {
+        "count": store.count(),
+        "metrics": store.metric_names(),
+        "loss of run-a": [(p.row_id, p.step, _typed(p.value)) for p in store.query("train.loss", run="run-a")],
+        "tokens of rank 1, steps 30-90": [
+            (p.step, p.value) for p in store.query("train.tokens", run="run-a", rank=1, step_min=30, step_max=90)
+        ],
+        "gpu 1": [(p.time_unix_nano, p.value) for p in store.query("hw.gpu.utilization", attributes={"gpu": 1})],
+        "histograms": [p.histogram for p in store.query("grad.norm", run="run-b")],
+        "a record": [(p.row_id, p.extra) for p in store.query_extra("id", "rec-16")],
+        "limit": [p.row_id for p in store.query("train.mixed", limit=7)],
+    }  # fmt: skip
+
+
+def fingerprint(path: Path) -> tuple[str, int]:
+    return hashlib.sha256(path.read_bytes()).hexdigest(), path.stat().st_mtime_ns
+
+
+def tables(path: Path) -> set[str]:
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        return {r[0] for r in conn.execute("SELECT name FROM sqlite_master")}
+    finally:
+        conn.close()
+
+
+def meta(path: Path, key: str) -> str | None:
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        row = conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return None if row is None else str(row[0])
+    finally:
+        conn.close()
+
+
+def remove_rows(path: Path, ids: list[int]) -> None:
+    """Gaps in the ids, as version 3's duplicate check left them."""
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.executemany("DELETE FROM points WHERE id = ?", [(i,) for i in ids])
+    conn.close()
+
+
+@pytest.mark.parametrize("version", [1, 2, 3])
+def test_a_store_of_an_earlier_version_converts_on_a_writable_open_with_every_point_kept(tmp_path: Path, version: int) -> None:
+    path = tmp_path / "old.db"
+    ids = write_legacy_store(path, version, legacy_points(version))
+    remove_rows(path, [ids[4], ids[5], ids[300]])
+    held = raw_rows(path)
+    assert len(held) == len(ids) - 3 > 1200
+    reader = PointStore(path, readonly=True)
+    assert read_back(reader) == held
+    answers = queries(reader)
+    reader.close()
+    assert answers["count"] == len(held) and len(answers["loss of run-a"]) == 240 + (version == 3) - 2
+
+    store = PointStore(path)
+    assert read_back(store) == held, "every point kept: id, labels, times, value and its type, step, epoch, histogram, extra"
+    assert queries(store) == answers
+    found = tables(path)
+    assert {"points", "blocks", "points_identity", "blocks_by_series"}.isdisjoint(found)
+    assert {"chunks", "chunk_data", "run_info", "run_params", "run_processes"} <= found
+    assert meta(path, "schema_version") == "4" and meta(path, "converted_points") is None
+    assert meta(path, "next_row_id") == str(ids[-1] + 1)
+
+    # The store goes on: a batch repeating a converted point adds nothing; new points follow the old ids.
+    b = BatchBuilder()
+    res, scope = b.resource(RANK_0), b.plain_scope("s")
+    loss = b.metric("train.loss", "", "", "gauge")
+    b.add_point(res, scope, loss, "{}", 0, T0 + 10 * 1000, 1.0 / 11, 10, 0)
+    b.add_point(res, scope, loss, "{}", 0, T0 + 999_000, 0.5, 999)
+    assert store.write_batch(b.build()) == 1
+    (new,) = store.query("train.loss", run="run-a", rank=0, step_min=999)
+    assert new.row_id == ids[-1] + 1 and new.value == 0.5
+    store.close()
+    assert len(PointStore(path, readonly=True).query()) == len(held) + 1
+
+
+def test_a_read_only_open_reads_an_old_store_and_never_writes_it(tmp_path: Path) -> None:
+    path = tmp_path / "old.db"
+    write_legacy_store(path, 3, legacy_points(3))
+    before = fingerprint(path)
+    reader = PointStore(path, readonly=True)
+    assert read_back(reader) == raw_rows(path)
+    assert reader.read("SELECT count(*) FROM temp.chunks")[0][0] > 0
+    reader.close()
+    assert fingerprint(path) == before
+    assert meta(path, "schema_version") == "3" and "points" in tables(path)
+
+
+def stop_after_moves(monkeypatch: pytest.MonkeyPatch, moves: int) -> None:
+    """The conversion stops after its ``moves``-th transaction, as a Ctrl-C there would stop it."""
+    real, done = migrate._move, [0]
+
+    def move(*args: Any) -> int:
+        if done[0] == moves:
+            raise KeyboardInterrupt
+        done[0] += 1
+        return real(*args)
+
+    monkeypatch.setattr(migrate, "_move", move)
+
+
+def test_a_half_converted_store_reads_everything_once_and_then_converts(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "old.db"
+    write_legacy_store(path, 3, legacy_points(3))
+    held = raw_rows(path)
+    monkeypatch.setattr(row_buffer, "SERIES_POINTS", 50)
+    monkeypatch.setattr(row_buffer, "PAGE_ROWS", 100)
+    stop_after_moves(monkeypatch, 3)
+    with pytest.raises(KeyboardInterrupt):
+        PointStore(path)
+    monkeypatch.undo()
+    moved = int(meta(path, "converted_points") or 0)
+    assert 0 < moved < len(held) and meta(path, "schema_version") == "3"
+    before = fingerprint(path)
+
+    reader = PointStore(path, readonly=True)
+    assert read_back(reader) == held, "the moved points from chunks, the others from rows, each once"
+    reader.close()
+    assert fingerprint(path) == before
+
+    store = PointStore(path)
+    assert read_back(store) == held
+    assert meta(path, "schema_version") == "4" and "points" not in tables(path)
+    store.close()
+
+
+def test_a_conversion_of_many_points_streams_into_long_chunks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Per series, points are gathered across the rows of other series: one chunk per SERIES_POINTS."""
+    monkeypatch.setattr(row_buffer, "SERIES_POINTS", 4096)
+    monkeypatch.setattr(row_buffer, "PAGE_ROWS", 1000)
+    path = tmp_path / "old.db"
+    total = write_training_store(path, 3, 10_000, ranks=2, metrics=4, batch_steps=100)
+    PointStore(path).close()
+    store = PointStore(path, readonly=True)
+    sizes = store.read("SELECT points FROM chunks ORDER BY first_row_id")
+    assert sum(s for (s,) in sizes) == total == 100_000
+    assert len(sizes) == 10 * 3 and sorted({s for (s,) in sizes}) == [1800, 4100], (
+        "10 series, 100 points a page each: 4,100 twice, then the rest"
+    )
+    store.close()
+
+
+# -- kill -9 ---------------------------------------------------------------------------------------
+
+_CHILD = """
+import sys
+from otel_recursive_metrics.store import row_buffer
+row_buffer.SERIES_POINTS = 1024  # a transaction every ~10,000 points: many moments to be killed between and inside
+from otel_recursive_metrics import PointStore
+print("opening", flush=True)
+PointStore(sys.argv[1]).close()
+print("converted", flush=True)
+"""
+
+
+def converter(path: Path) -> subprocess.Popen[str]:
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    child = subprocess.Popen([sys.executable, "-c", _CHILD, str(path)], stdout=subprocess.PIPE, text=True, env=env)
+    assert child.stdout is not None and child.stdout.readline() == "opening\n"
+    return child
+
+
+def progress(path: Path) -> int:
+    """Points the conversion has moved so far (0 before its first transaction, or once finished)."""
+    try:
+        return int(meta(path, "converted_points") or 0)
+    except sqlite3.OperationalError:  # busy with a checkpoint or the vacuum: ask again
+        return 0
+
+
+def every_point_once(path: Path, expected: dict[str, np.ndarray]) -> None:
+    """A reader finds each point of ``expected`` exactly once, with its time, step and value."""
+    store = PointStore(path, readonly=True)
+    try:
+        columns = gather(iter_chunks(store))
+    finally:
+        store.close()
+    order = np.argsort(columns.row_id, kind="stable")
+    assert len(columns) == len(expected["id"]), f"{len(columns)} points read, {len(expected['id'])} written"
+    assert np.array_equal(columns.row_id[order], expected["id"]), "each row id once"
+    assert np.array_equal(columns.time_unix_nano[order], expected["time"])
+    assert np.array_equal(columns.step[order], expected["step"])
+    values = np.where(columns.is_int, columns.int_value.astype(np.float64), columns.value)[order]
+    assert np.array_equal(values, expected["value"])
+
+
+def expected_columns(path: Path) -> dict[str, np.ndarray]:
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        rows = conn.execute("SELECT id, time_unix_nano, step, value FROM points ORDER BY id").fetchall()
+    finally:
+        conn.close()
+    ids, times, steps, values = zip(*rows, strict=True)
+    return {"id": np.array(ids), "time": np.array(times), "step": np.array(steps), "value": np.array(values, dtype=np.float64)}
+
+
+def test_a_conversion_killed_at_any_moment_keeps_every_point_once_and_resumes(tmp_path: Path) -> None:
+    """SIGKILL at random moments: between transactions, inside one, before the first, in the vacuum; then resumed.
+
+    Half the kills wait for the conversion to reach a random share of the points (read from the
+    file), so that they land mid-conversion however fast the machine is; the others come after a
+    random delay from the child's start.
+    """
+    path = tmp_path / "old.db"
+    total = write_training_store(path, 3, 40_000, ranks=2, metrics=4)
+    assert total == 400_000
+    expected = expected_columns(path)
+    rng = random.Random(21)
+    kills: list[str] = []
+    for attempt in range(10):
+        if meta(path, "schema_version") == "4":
+            break
+        child = converter(path)
+        try:
+            if attempt % 2 == 0:
+                target = int(total * rng.uniform(0.05, 0.8))
+                while progress(path) < target and child.poll() is None:
+                    time.sleep(0.002)
+            else:
+                time.sleep(rng.uniform(0.0, 1.5))
+        finally:
+            child.send_signal(signal.SIGKILL)
+            child.wait()
+        kills.append(f"{progress(path)} moved, version {meta(path, 'schema_version')}")
+        every_point_once(path, expected)
+    interrupted = [k for k in kills if "version 3" in k and not k.startswith("0 ")]
+    assert interrupted, f"no kill landed mid-conversion: {kills}"
+    store = PointStore(path)  # the last one resumes and completes it
+    store.close()
+    assert meta(path, "schema_version") == "4" and "points" not in tables(path)
+    every_point_once(path, expected)
+    conn = sqlite3.connect(path)
+    assert conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+    conn.close()
+
+
+def test_two_processes_converting_one_store_at_once_move_each_point_once(tmp_path: Path) -> None:
+    """Two ranks opening one old store together: one's moves make the other read again, nothing is moved twice."""
+    path = tmp_path / "old.db"
+    write_training_store(path, 3, 20_000, ranks=2, metrics=4)
+    expected = expected_columns(path)
+    children = [converter(path) for _ in range(2)]
+    for child in children:
+        out, _ = child.communicate(timeout=300)
+        assert child.returncode == 0 and out == "converted\n"
+    assert meta(path, "schema_version") == "4"
+    every_point_once(path, expected)
