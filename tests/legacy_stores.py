@@ -12,7 +12,6 @@ version 3 wrote them), and the ids SQLite gives them are the row ids readers see
 
 from __future__ import annotations
 
-import json
 import random
 import sqlite3
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -22,7 +21,17 @@ from typing import Any
 
 from otel_recursive_metrics.model.attributes import canonical_json
 
-__all__ = ["LegacyPoint", "add_points", "create_legacy_store", "training_rows", "write_legacy_store"]
+__all__ = [
+    "SCHEMAS",
+    "LegacyPoint",
+    "add_points",
+    "create_legacy_store",
+    "finish_legacy_store",
+    "series_ids",
+    "training_rows",
+    "write_legacy_store",
+    "write_training_store",
+]
 
 _TABLES = """
 CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -246,8 +255,3 @@ def write_training_store(path: Path, version: int, steps: int, **options: Any) -
         total += len(batch)
     finish_legacy_store(conn, version)
     return total
-
-
-def point_json(point: LegacyPoint) -> dict[str, Any] | None:
-    """``point``'s histogram as a dict, as a reader gives it back."""
-    return None if point.histogram is None else json.loads(point.histogram)

@@ -259,7 +259,8 @@ def test_a_conversion_of_many_points_streams_into_long_chunks(tmp_path: Path, mo
 # -- kill -9 ---------------------------------------------------------------------------------------
 
 _CHILD = """
-import sys
+import logging, sys
+logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(message)s")
 from otel_recursive_metrics.store import row_buffer
 row_buffer.SERIES_POINTS = 1024  # a transaction every ~10,000 points: many moments to be killed between and inside
 from otel_recursive_metrics import PointStore
@@ -269,9 +270,11 @@ print("converted", flush=True)
 """
 
 
-def converter(path: Path) -> subprocess.Popen[str]:
+def converter(path: Path, *, log: bool = False) -> subprocess.Popen[str]:
+    """A child process opening ``path`` for writing (so converting it), once it has said it is about to."""
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    child = subprocess.Popen([sys.executable, "-c", _CHILD, str(path)], stdout=subprocess.PIPE, text=True, env=env)
+    stderr = subprocess.PIPE if log else subprocess.DEVNULL
+    child = subprocess.Popen([sys.executable, "-c", _CHILD, str(path)], stdout=subprocess.PIPE, stderr=stderr, text=True, env=env)
     assert child.stdout is not None and child.stdout.readline() == "opening\n"
     return child
 
@@ -339,6 +342,7 @@ def test_a_conversion_killed_at_any_moment_keeps_every_point_once_and_resumes(tm
             child.wait()
         kills.append(f"{progress(path)} moved, version {meta(path, 'schema_version')}")
         every_point_once(path, expected)
+    print(f"kills: {kills}")  # (seen with pytest -s)
     interrupted = [k for k in kills if "version 3" in k and not k.startswith("0 ")]
     assert interrupted, f"no kill landed mid-conversion: {kills}"
     store = PointStore(path)  # the last one resumes and completes it
@@ -355,9 +359,12 @@ def test_two_processes_converting_one_store_at_once_move_each_point_once(tmp_pat
     path = tmp_path / "old.db"
     write_training_store(path, 3, 20_000, ranks=2, metrics=4)
     expected = expected_columns(path)
-    children = [converter(path) for _ in range(2)]
+    children = [converter(path, log=True) for _ in range(2)]
+    logs = []
     for child in children:
-        out, _ = child.communicate(timeout=300)
-        assert child.returncode == 0 and out == "converted\n"
+        out, err = child.communicate(timeout=300)
+        assert child.returncode == 0 and out == "converted\n", err
+        logs.append(err)
+    print("\n".join(logs))  # (seen with pytest -s: whether one found the other's moves)
     assert meta(path, "schema_version") == "4"
     every_point_once(path, expected)

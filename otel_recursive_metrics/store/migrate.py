@@ -236,11 +236,14 @@ def convert_rows(conn: sqlite3.Connection) -> None:
         if _finish(conn):
             break
     vacuumed = _vacuum(conn, path)
+    (held,) = conn.execute("SELECT ifnull(sum(points), 0) FROM main.chunks").fetchone()
     _log.info(
-        "otel-recursive-metrics: store %s converted to schema version 4: %d points in %.1f s; file %.1f MB -> %.1f MB%s",
+        "otel-recursive-metrics: store %s converted to schema version 4 in %.1f s (%d points moved by this process, %d in"
+        " the store); file %.1f MB -> %.1f MB%s",
         path,
-        progress.done,
         time.monotonic() - started,
+        progress.done - earlier,
+        held,
         size_before / 1e6,
         _file_bytes(conn) / 1e6,
         "" if vacuumed else " (not vacuumed)",
