@@ -256,6 +256,24 @@ def test_a_conversion_of_many_points_streams_into_long_chunks(tmp_path: Path, mo
     store.close()
 
 
+def test_rows_with_long_texts_are_read_in_smaller_pages(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A store of large histograms: a page's bytes stay near PAGE_BYTES, every row read once."""
+    path = tmp_path / "old.db"
+    histogram = json.dumps({"count": 1, "sum": 1.0, "bounds": list(range(1000)), "counts": [0] * 1001})  # 8 KB
+    ids = write_legacy_store(
+        path, 3, [LegacyPoint("h", RANK_0, T0 + i, None, step=i, histogram=histogram, kind="histogram") for i in range(3000)]
+    )
+    monkeypatch.setattr(row_buffer, "PAGE_BYTES", 1 << 20)
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    sizes, seen = [], []
+    for page in row_buffer.pages(conn):
+        sizes.append(len(page))
+        seen += [row[0] for row in page]
+    conn.close()
+    assert seen == ids
+    assert sizes[0] == 1024 and set(sizes[1:-1]) == {256}, sizes
+
+
 # -- kill -9 ---------------------------------------------------------------------------------------
 
 _CHILD = """

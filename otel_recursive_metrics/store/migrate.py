@@ -45,7 +45,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 
 from .chunk_index import CHUNK_COLUMNS, CHUNK_SCHEMA, SeriesKey, insert_chunks
-from .row_buffer import SeriesBuffer, page_parts, read_page, runs
+from .row_buffer import SeriesBuffer, page_parts, pages, runs
 
 __all__ = ["convert_rows", "readable_rows"]
 
@@ -82,15 +82,9 @@ class _Progress:
 def _stream(conn: sqlite3.Connection, sink: _Sink, progress: _Progress) -> None:
     """Every row of ``points`` through the buffer into ``sink`` (see the module docstring)."""
     buffer = SeriesBuffer()
-    after = 0
-    while True:
-        rows = read_page(conn, after)
-        if not rows:
-            break
-        after = int(rows[-1][0])
+    for rows in pages(conn):
         for key, part in page_parts(rows):
             buffer.add(key, part)
-        del rows
         due = buffer.due()
         if due:
             progress.add(sink(conn, buffer, due))

@@ -1,7 +1,7 @@
 """A version 1-3 store's ``points`` rows as per-series chunks: pages of rows into NumPy columns, buffered per series.
 
 :mod:`.migrate` reads ``points`` in id order, :data:`PAGE_ROWS` rows a statement
-(:func:`read_page`); :func:`page_parts` turns a page into NumPy columns (no Python code per
+(:func:`pages`); :func:`page_parts` turns a page into NumPy columns (no Python code per
 point: the per-point tests run as C callables inside ``np.fromiter``) split by series, and a
 :class:`SeriesBuffer` keeps them until a series holds :data:`SERIES_POINTS` points or the whole
 buffer passes :data:`BUFFER_BYTES`; then :meth:`SeriesBuffer.pop` makes the due series'
@@ -17,6 +17,7 @@ else with the integers, and is marked ``value_missing``. Every point keeps its r
 from __future__ import annotations
 
 import itertools
+import operator
 import sqlite3
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -27,14 +28,19 @@ import numpy as np
 from ..model.chunk import SeriesChunk
 from .chunk_index import SeriesKey
 
-__all__ = ["BUFFER_BYTES", "PAGE_ROWS", "SERIES_POINTS", "SeriesBuffer", "page_parts", "read_page", "runs"]
+__all__ = ["BUFFER_BYTES", "PAGE_ROWS", "SERIES_POINTS", "SeriesBuffer", "page_parts", "pages", "runs"]
 
 #: A series is written as a chunk once this many of its points are buffered.
 SERIES_POINTS = 1 << 16
 #: Every buffered series is written once the buffer holds about this many bytes.
 BUFFER_BYTES = 64 << 20
-#: Rows read per statement (their Python tuples are what a page costs while it is read).
+#: Rows read per statement at most (their Python tuples are what a page costs while it is read)...
 PAGE_ROWS = 1 << 15
+#: ... and about this many bytes: pages of long texts (histograms) have fewer rows.
+PAGE_BYTES = 16 << 20
+_ROW_TUPLE_BYTES = 250
+_FIRST_PAGE_ROWS = 1024
+_TEXT_COLUMNS = (operator.itemgetter(10), operator.itemgetter(11))  # histogram, extra in _SELECT_PAGE
 _SELECT_PAGE = (
     "SELECT id, metric_id, resource_id, scope_id, attributes_id, start_time_unix_nano, time_unix_nano, value, step, epoch,"
     " histogram, extra FROM main.points WHERE id > ? ORDER BY id LIMIT ?"
@@ -46,9 +52,21 @@ _POINT_BYTES = 8 * len(_NUMBERS) + len(_MASKS)
 _TEXT_OBJECT_BYTES = 56
 
 
-def read_page(conn: sqlite3.Connection, after_row_id: int) -> list[tuple[Any, ...]]:
-    """The next :data:`PAGE_ROWS` rows of ``points`` after ``after_row_id``, in id order, as :func:`page_parts` takes them."""
-    return conn.execute(_SELECT_PAGE, (after_row_id, PAGE_ROWS)).fetchall()
+def pages(conn: sqlite3.Connection) -> Iterator[list[tuple[Any, ...]]]:
+    """The rows of ``points`` in id order, a page at a time, as :func:`page_parts` takes them.
+
+    A page is :data:`PAGE_ROWS` rows, or fewer where the last page's texts made it larger than
+    :data:`PAGE_BYTES` (the first page is small: its rows say how long they are).
+    """
+    after, limit = 0, min(PAGE_ROWS, _FIRST_PAGE_ROWS)
+    while True:
+        rows = conn.execute(_SELECT_PAGE, (after, limit)).fetchall()
+        if not rows:
+            return
+        after = int(rows[-1][0])
+        text_bytes = sum(sum(map(len, filter(None, map(column, rows)))) for column in _TEXT_COLUMNS)
+        limit = min(PAGE_ROWS, max(256, PAGE_BYTES * len(rows) // (len(rows) * _ROW_TUPLE_BYTES + text_bytes)))
+        yield rows
 
 
 @dataclass
@@ -58,13 +76,14 @@ class _Part:
     columns: dict[str, np.ndarray]
     histogram: list[str | None] | None
     extra: list[str | None] | None
+    nbytes: int = 0
+
+    def __post_init__(self) -> None:
+        texts = [t for column in (self.histogram, self.extra) if column is not None for t in filter(None, column)]
+        self.nbytes = len(self) * _POINT_BYTES + sum(map(len, texts)) + len(texts) * _TEXT_OBJECT_BYTES
 
     def __len__(self) -> int:
         return len(self.columns["row_id"])
-
-    def nbytes(self) -> int:
-        texts = (t for column in (self.histogram, self.extra) if column is not None for t in column if t is not None)
-        return len(self) * _POINT_BYTES + sum(len(t) + _TEXT_OBJECT_BYTES for t in texts)
 
 
 # Per-point tests run as C callables inside np.fromiter: no Python code per point.
@@ -199,7 +218,7 @@ class SeriesBuffer:
     def add(self, key: SeriesKey, part: _Part) -> None:
         self._parts.setdefault(key, []).append(part)
         self._points[key] = self._points.get(key, 0) + len(part)
-        self.nbytes += part.nbytes()
+        self.nbytes += part.nbytes
 
     def due(self, *, everything: bool = False) -> list[SeriesKey]:
         """The series to write now: full ones, or every one if the buffer is past its bound (or ``everything``)."""
@@ -215,12 +234,9 @@ class SeriesBuffer:
         for key in keys:
             parts = self._parts.pop(key)
             del self._points[key]
-            self.nbytes -= sum(p.nbytes() for p in parts)
+            self.nbytes -= sum(p.nbytes for p in parts)
             for chunk in _chunks(parts):
                 yield key, chunk
-
-
-#: Writes the due series of a buffer: (conn, buffer, keys) -> points written.
 
 
 def runs(row_ids: np.ndarray) -> list[tuple[int, int]]:
