@@ -8,10 +8,17 @@ version 3 wrote them), and the ids SQLite gives them are the row ids readers see
 - version 1 (before ce03a1c): the data model, ``points`` with the unique index ``points_identity``;
 - version 2 (ce03a1c): plus ``run_params``, ``run_info``, ``run_processes``;
 - version 3 (78a8381, main): no ``points_identity``; ``blocks`` say where each series lies.
+
+:func:`legacy_points` is a store of every kind of point, and :func:`queries` a few questions to
+the reading API; ``python tests/legacy_stores.py FILE`` records the answers of the package on the
+path (see :func:`record_answers`): ``data/legacy_store_answers.json`` holds version 3's
+(main at f229d99), which the converted stores must still give.
 """
 
 from __future__ import annotations
 
+import json
+import math
 import random
 import sqlite3
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -22,14 +29,21 @@ from typing import Any
 from otel_recursive_metrics.model.attributes import canonical_json
 
 __all__ = [
+    "RANK_0",
     "SCHEMAS",
+    "T0",
     "LegacyPoint",
     "add_points",
     "create_legacy_store",
     "finish_legacy_store",
+    "legacy_points",
+    "queries",
+    "record_answers",
     "series_ids",
     "training_rows",
+    "typed",
     "write_legacy_store",
+    "write_store_with_gaps",
     "write_training_store",
 ]
 
@@ -255,3 +269,106 @@ def write_training_store(path: Path, version: int, steps: int, **options: Any) -
         total += len(batch)
     finish_legacy_store(conn, version)
     return total
+
+
+# -- a store holding every kind of point, and what readers answer about it ---------------------------
+
+T0 = 1_800_000_000_000_000_000
+RANK_0: dict[str, Any] = {"training.run.id": "run-a", "training.rank": 0}
+RANK_1: dict[str, Any] = {"training.run.id": "run-a", "training.rank": 1}
+OTHER_RUN: dict[str, Any] = {"training.run.id": "run-b", "training.rank": 0}
+
+
+def legacy_points(version: int) -> list[LegacyPoint]:
+    """Every kind of point an old store holds, in batches grouped by series as the old writers wrote them."""
+    points: list[LegacyPoint] = []
+    for batch in range(3):
+        steps = range(batch * 40, batch * 40 + 40)
+        for resource in (RANK_0, RANK_1, OTHER_RUN):
+            rank = int(resource["training.rank"])
+            for s in steps:
+                loss = math.nan if s % 17 == 3 else 1.0 / (s + 1) + rank  # NaN: SQLite keeps NULL
+                points.append(LegacyPoint("train.loss", resource, T0 + s * 1000, loss, step=s, epoch=s // 50))
+            for s in steps:  # integers past a float's 53 bits, and negative ones, must stay exact
+                count = 2**62 + s if s % 2 else -(2**40) - s
+                points.append(LegacyPoint("train.tokens", resource, T0 + s * 1000, count, step=s, kind="sum", temporality=2, monotonic=True,
+                                          start_time_unix_nano=T0 - 5))  # fmt: skip
+            for s in steps:  # a series whose values mix integers, floats and no value
+                mixed = s if s % 3 == 0 else (s + 0.25 if s % 3 == 1 else None)
+                points.append(LegacyPoint("train.mixed", resource, T0 + s * 1000, mixed, step=s))
+            for s in steps[::10]:
+                histogram = json.dumps({"count": s + 1, "sum": 2.5 * s, "min": 0.0, "max": s, "bounds": [1, 10], "counts": [1, s, 0]})
+                points.append(
+                    LegacyPoint("grad.norm", resource, T0 + s * 1000, None, step=s, histogram=histogram, kind="histogram", temporality=2)
+                )
+            for gpu in (0, 1):
+                for s in steps[::5]:
+                    points.append(
+                        LegacyPoint("hw.gpu.utilization", resource, T0 + s * 1000 + 7, float(s % 100), attributes={"gpu": gpu}, unit="%")
+                    )
+        for s in steps[::8]:  # submitted records: no step, extra fields
+            extra = json.dumps({"id": f"rec-{s}", "note": "é ✓"})
+            points.append(LegacyPoint("eval.score", RANK_0, T0 + s * 1000 + 3, s * 0.5, extra=extra, scope="records"))
+    if version == 3:  # version 3 keeps two points of one time and step that differ in value (the index of 1-2 refused them)
+        points.append(LegacyPoint("train.loss", RANK_0, T0 + 5 * 1000, 0.123, step=5))
+    return points
+
+
+def typed(value: Any) -> Any:
+    """A value with its type: 1 and 1.0 are different answers."""
+    return None if value is None else (type(value).__name__, value)
+
+
+def queries(store: Any) -> dict[str, Any]:
+    """The answers of the reading API to a few questions (compared between a read-only open and the converted store)."""
+    return {
+        "count": store.count(),
+        "metrics": store.metric_names(),
+        "loss of run-a": [(p.row_id, p.step, typed(p.value)) for p in store.query("train.loss", run="run-a")],
+        "tokens of rank 1, steps 30-90": [
+            (p.step, p.value) for p in store.query("train.tokens", run="run-a", rank=1, step_min=30, step_max=90)
+        ],
+        "gpu 1": [(p.time_unix_nano, p.value) for p in store.query("hw.gpu.utilization", attributes={"gpu": 1})],
+        "histograms": [p.histogram for p in store.query("grad.norm", run="run-b")],
+        "a record": [(p.row_id, p.extra) for p in store.query_extra("id", "rec-16")],
+        "limit": [p.row_id for p in store.query("train.mixed", limit=7)],
+    }  # fmt: skip
+
+
+def write_store_with_gaps(path: Path, version: int) -> list[int]:
+    """:func:`legacy_points` in a store of ``version``, three rows deleted (the gaps version 3's duplicate check left); ids written."""
+    ids = write_legacy_store(path, version, legacy_points(version))
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.executemany("DELETE FROM points WHERE id = ?", [(i,) for i in (ids[4], ids[5], ids[300])])
+    conn.close()
+    return ids
+
+
+def record_answers(out: Path) -> None:
+    """Write :func:`queries`' answers for a store of each version, as the package on the path gives them.
+
+    Run with the last release that wrote such stores (version 3: main before issue 21) first on
+    the path, it records what readers answered before the conversion existed::
+
+        git worktree add --detach /tmp/v3 <commit>
+        PYTHONPATH=/tmp/v3 python tests/legacy_stores.py tests/data/legacy_store_answers.json
+    """
+    import tempfile
+
+    from otel_recursive_metrics import PointStore
+
+    answers = {}
+    with tempfile.TemporaryDirectory() as folder:
+        for version in (1, 2, 3):
+            path = Path(folder) / f"v{version}.db"
+            write_store_with_gaps(path, version)
+            store = PointStore(path, readonly=True)
+            answers[str(version)] = queries(store)
+            store.close()
+    out.write_text(json.dumps(answers, sort_keys=True) + "\n")
+
+
+if __name__ == "__main__":
+    import sys
+
+    record_answers(Path(sys.argv[1]))

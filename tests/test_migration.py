@@ -3,17 +3,18 @@
 The stores are made as those releases made them (their schema text, their rows: see
 :mod:`tests.legacy_stores`), and what a reader gets back is compared with the rows the file
 held: every point once, with its row id, time, step, epoch, value (integers exact, NaN and
-missing values as None), histogram and extra fields. The conversion is killed with SIGKILL at
-many moments, and resumed.
+missing values as None), histogram and extra fields; and the reading API's answers with those
+the version-3 release gave for the same files (``data/legacy_store_answers.json``, recorded with
+it). The conversion is killed with SIGKILL at many moments, and resumed.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import math
 import os
 import random
+import shutil
 import signal
 import sqlite3
 import subprocess
@@ -30,48 +31,20 @@ from otel_recursive_metrics.model.batch import BatchBuilder
 from otel_recursive_metrics.store import migrate, row_buffer
 from otel_recursive_metrics.store.scan import gather, iter_chunks
 
-from .legacy_stores import LegacyPoint, write_legacy_store, write_training_store
+from .legacy_stores import (
+    RANK_0,
+    T0,
+    LegacyPoint,
+    legacy_points,
+    queries,
+    typed,
+    write_legacy_store,
+    write_store_with_gaps,
+    write_training_store,
+)
 
-T0 = 1_800_000_000_000_000_000
-RANK_0 = {"training.run.id": "run-a", "training.rank": 0}
-RANK_1 = {"training.run.id": "run-a", "training.rank": 1}
-OTHER_RUN = {"training.run.id": "run-b", "training.rank": 0}
 REPO = Path(__file__).resolve().parents[1]
-
-
-def legacy_points(version: int) -> list[LegacyPoint]:
-    """Every kind of point an old store holds, in batches grouped by series as the old writers wrote them."""
-    points: list[LegacyPoint] = []
-    for batch in range(3):
-        steps = range(batch * 40, batch * 40 + 40)
-        for resource in (RANK_0, RANK_1, OTHER_RUN):
-            rank = resource["training.rank"]
-            for s in steps:
-                loss = math.nan if s % 17 == 3 else 1.0 / (s + 1) + rank  # NaN: SQLite keeps NULL
-                points.append(LegacyPoint("train.loss", resource, T0 + s * 1000, loss, step=s, epoch=s // 50))
-            for s in steps:  # integers past a float's 53 bits, and negative ones, must stay exact
-                value = 2**62 + s if s % 2 else -(2**40) - s
-                points.append(LegacyPoint("train.tokens", resource, T0 + s * 1000, value, step=s, kind="sum", temporality=2, monotonic=True,
-                                          start_time_unix_nano=T0 - 5))  # fmt: skip
-            for s in steps:  # a series whose values mix integers, floats and no value
-                value = s if s % 3 == 0 else (s + 0.25 if s % 3 == 1 else None)
-                points.append(LegacyPoint("train.mixed", resource, T0 + s * 1000, value, step=s))
-            for s in steps[::10]:
-                histogram = json.dumps({"count": s + 1, "sum": 2.5 * s, "min": 0.0, "max": s, "bounds": [1, 10], "counts": [1, s, 0]})
-                points.append(
-                    LegacyPoint("grad.norm", resource, T0 + s * 1000, None, step=s, histogram=histogram, kind="histogram", temporality=2)
-                )
-            for gpu in (0, 1):
-                for s in steps[::5]:
-                    points.append(
-                        LegacyPoint("hw.gpu.utilization", resource, T0 + s * 1000 + 7, float(s % 100), attributes={"gpu": gpu}, unit="%")
-                    )
-        for s in steps[::8]:  # submitted records: no step, extra fields
-            extra = json.dumps({"id": f"rec-{s}", "note": "é ✓"})
-            points.append(LegacyPoint("eval.score", RANK_0, T0 + s * 1000 + 3, s * 0.5, extra=extra, scope="records"))
-    if version == 3:  # version 3 keeps two points of one time and step that differ in value (the index of 1-2 refused them)
-        points.append(LegacyPoint("train.loss", RANK_0, T0 + 5 * 1000, 0.123, step=5))
-    return points
+ANSWERS = Path(__file__).resolve().parent / "data" / "legacy_store_answers.json"
 
 
 def raw_rows(path: Path) -> list[tuple[Any, ...]]:
@@ -87,14 +60,9 @@ def raw_rows(path: Path) -> list[tuple[Any, ...]]:
     finally:
         conn.close()
     return [
-        (i, metric, json.loads(res), json.loads(attrs), scope, start, t, _typed(v), step, epoch, _json(h), _json(x))
+        (i, metric, json.loads(res), json.loads(attrs), scope, start, t, typed(v), step, epoch, _json(h), _json(x))
         for i, metric, res, attrs, scope, start, t, v, step, epoch, h, x in rows
     ]
-
-
-def _typed(value: Any) -> Any:
-    """A value with its type: 1 and 1.0 are different answers."""
-    return None if value is None else (type(value).__name__, value)
 
 
 def _json(text: str | None) -> Any:
@@ -105,26 +73,15 @@ def read_back(store: PointStore) -> list[tuple[Any, ...]]:
     """Every point a reader gets, in the shape of :func:`raw_rows`, in row-id order."""
     points = sorted(store.query(), key=lambda p: p.row_id)
     return [
-        (p.row_id, p.metric, p.resource, p.attributes, p.scope, p.start_time_unix_nano, p.time_unix_nano, _typed(p.value), p.step,
+        (p.row_id, p.metric, p.resource, p.attributes, p.scope, p.start_time_unix_nano, p.time_unix_nano, typed(p.value), p.step,
          p.epoch, p.histogram, p.extra)
         for p in points
     ]  # fmt: skip
 
 
-def queries(store: PointStore) -> dict[str, Any]:
-    """The answers of the reading API to a few questions (compared between a read-only open and the converted store)."""
-    return {
-        "count": store.count(),
-        "metrics": store.metric_names(),
-        "loss of run-a": [(p.row_id, p.step, _typed(p.value)) for p in store.query("train.loss", run="run-a")],
-        "tokens of rank 1, steps 30-90": [
-            (p.step, p.value) for p in store.query("train.tokens", run="run-a", rank=1, step_min=30, step_max=90)
-        ],
-        "gpu 1": [(p.time_unix_nano, p.value) for p in store.query("hw.gpu.utilization", attributes={"gpu": 1})],
-        "histograms": [p.histogram for p in store.query("grad.norm", run="run-b")],
-        "a record": [(p.row_id, p.extra) for p in store.query_extra("id", "rec-16")],
-        "limit": [p.row_id for p in store.query("train.mixed", limit=7)],
-    }  # fmt: skip
+def as_json(answers: dict[str, Any]) -> Any:
+    """Answers as the recorded file holds them (tuples as lists)."""
+    return json.loads(json.dumps(answers))
 
 
 def fingerprint(path: Path) -> tuple[str, int]:
@@ -148,29 +105,22 @@ def meta(path: Path, key: str) -> str | None:
         conn.close()
 
 
-def remove_rows(path: Path, ids: list[int]) -> None:
-    """Gaps in the ids, as version 3's duplicate check left them."""
-    conn = sqlite3.connect(path, isolation_level=None)
-    conn.executemany("DELETE FROM points WHERE id = ?", [(i,) for i in ids])
-    conn.close()
-
-
 @pytest.mark.parametrize("version", [1, 2, 3])
 def test_a_store_of_an_earlier_version_converts_on_a_writable_open_with_every_point_kept(tmp_path: Path, version: int) -> None:
     path = tmp_path / "old.db"
-    ids = write_legacy_store(path, version, legacy_points(version))
-    remove_rows(path, [ids[4], ids[5], ids[300]])
+    ids = write_store_with_gaps(path, version)
     held = raw_rows(path)
     assert len(held) == len(ids) - 3 > 1200
+    # What the release that wrote such stores answered (recorded with it: see legacy_stores.record_answers).
+    answers = json.loads(ANSWERS.read_text())[str(version)]
     reader = PointStore(path, readonly=True)
     assert read_back(reader) == held
-    answers = queries(reader)
+    assert as_json(queries(reader)) == answers
     reader.close()
-    assert answers["count"] == len(held) and len(answers["loss of run-a"]) == 240 + (version == 3) - 2
 
     store = PointStore(path)
     assert read_back(store) == held, "every point kept: id, labels, times, value and its type, step, epoch, histogram, extra"
-    assert queries(store) == answers
+    assert as_json(queries(store)) == answers
     found = tables(path)
     assert {"points", "blocks", "points_identity", "blocks_by_series"}.isdisjoint(found)
     assert {"chunks", "chunk_data", "run_info", "run_params", "run_processes"} <= found
@@ -332,37 +282,44 @@ def expected_columns(path: Path) -> dict[str, np.ndarray]:
 
 
 def test_a_conversion_killed_at_any_moment_keeps_every_point_once_and_resumes(tmp_path: Path) -> None:
-    """SIGKILL at random moments: between transactions, inside one, before the first, in the vacuum; then resumed.
+    """SIGKILL at twelve moments: inside a transaction or between two, before the first, in the vacuum; each time resumed.
 
-    Half the kills wait for the conversion to reach a random share of the points (read from the
-    file), so that they land mid-conversion however fast the machine is; the others come after a
-    random delay from the child's start.
+    Two kills in three wait for the conversion to pass a random share of the points left (read
+    from the file), so that they land mid-conversion however fast the machine is; the third
+    comes after a random delay from the child's start. A store converted to the end is put back
+    to its version-3 copy and the kills go on.
     """
-    path = tmp_path / "old.db"
-    total = write_training_store(path, 3, 40_000, ranks=2, metrics=4)
+    original = tmp_path / "v3.db"
+    total = write_training_store(original, 3, 40_000, ranks=2, metrics=4)
     assert total == 400_000
-    expected = expected_columns(path)
+    expected = expected_columns(original)
+    path = tmp_path / "old.db"
+    shutil.copy(original, path)
     rng = random.Random(21)
     kills: list[str] = []
-    for attempt in range(10):
+    for attempt in range(12):
         if meta(path, "schema_version") == "4":
-            break
+            kills.append("converted: back to version 3")
+            for leftover in (path, Path(f"{path}-wal"), Path(f"{path}-shm")):
+                leftover.unlink(missing_ok=True)
+            shutil.copy(original, path)
+        before = progress(path)
         child = converter(path)
         try:
-            if attempt % 2 == 0:
-                target = int(total * rng.uniform(0.05, 0.8))
+            if attempt % 3 != 2:
+                target = before + int((total - before) * rng.uniform(0.05, 0.7))
                 while progress(path) < target and child.poll() is None:
                     time.sleep(0.002)
             else:
-                time.sleep(rng.uniform(0.0, 1.5))
+                time.sleep(rng.uniform(0.0, 0.6))  # the start: imports, the first pages, the first move
         finally:
             child.send_signal(signal.SIGKILL)
             child.wait()
-        kills.append(f"{progress(path)} moved, version {meta(path, 'schema_version')}")
+        kills.append(f"{before} -> {progress(path)} moved, version {meta(path, 'schema_version')}")
         every_point_once(path, expected)
     print(f"kills: {kills}")  # (seen with pytest -s)
-    interrupted = [k for k in kills if "version 3" in k and not k.startswith("0 ")]
-    assert interrupted, f"no kill landed mid-conversion: {kills}"
+    interrupted = [k for k in kills if k.endswith("version 3") and not k.endswith(" 0 moved, version 3")]
+    assert len(interrupted) >= 4, f"too few kills landed mid-conversion: {kills}"
     store = PointStore(path)  # the last one resumes and completes it
     store.close()
     assert meta(path, "schema_version") == "4" and "points" not in tables(path)
