@@ -28,11 +28,12 @@ has moved some of them: the transaction is rolled back and the reading starts ag
 version becomes 4, and the file is vacuumed: the rows' pages (38 to 50 bytes a point) would
 otherwise stay in it as free pages.
 
-**Reading an earlier version.** A read-only connection gets TEMP tables ``chunks`` and
-``chunk_data`` (which SQLite finds before the file's own for unqualified names): the file's
-chunks, if a conversion had begun, and the remaining rows made into chunks by the same code,
-all read in one snapshot. The file is never written; the work is redone at every read-only open,
-so converting the store (opening it for writing once) makes reading it fast.
+**Reading an earlier version.** A read-only connection gets TEMP copies of the chunk tables (every
+table, index and view of :data:`~.chunk_index.CHUNK_SCHEMA`; SQLite finds them before the file's
+own for unqualified names): the file's chunks, if a conversion had begun, and the remaining rows
+made into chunks by the same code, all read in one snapshot. The file is never written; the work
+is redone at every read-only open, so converting the store (opening it for writing once) makes
+reading it fast.
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from .chunk_index import CHUNK_COLUMNS, CHUNK_SCHEMA, SeriesKey, insert_chunks
+from .chunk_index import CHUNK_SCHEMA, SeriesKey, insert_chunks
 from .row_buffer import SeriesBuffer, page_parts, pages, runs
 
 __all__ = ["convert_rows", "readable_rows"]
@@ -254,9 +255,11 @@ def _vacuum(conn: sqlite3.Connection, path: str) -> bool:
     """Give the rows' pages back to the file system; False if another process holds the file busy (a later open may)."""
     (free,) = conn.execute("PRAGMA main.freelist_count").fetchone()
     (pages,) = conn.execute("PRAGMA main.page_count").fetchone()
-    if not free or free < pages // 4:
+    if free < pages // 4:  # a store of a few points, or one vacuumed already (a second rank's conversion)
         return True
     try:
+        # As a new store is made: what compaction frees later goes back to the file system too.
+        conn.execute("PRAGMA main.auto_vacuum = INCREMENTAL")
         conn.execute("VACUUM")
     except sqlite3.OperationalError as exc:
         _log.info("otel-recursive-metrics: store %s: not vacuumed after its conversion (%s); its free pages are reused", path, exc)
@@ -264,10 +267,12 @@ def _vacuum(conn: sqlite3.Connection, path: str) -> bool:
     return True
 
 
-def _temporary_schema() -> list[str]:
-    """CHUNK_SCHEMA's statements made TEMP: the same columns, in the connection's temporary database."""
-    text = CHUNK_SCHEMA.replace("CREATE TABLE IF NOT EXISTS ", "CREATE TEMP TABLE ").replace(
-        "CREATE INDEX IF NOT EXISTS ", "CREATE INDEX temp."
+def _temporary_statements() -> list[str]:
+    """:data:`~.chunk_index.CHUNK_SCHEMA` made TEMP: its tables, indexes and views, in the connection's temporary database."""
+    text = (
+        CHUNK_SCHEMA.replace("CREATE TABLE IF NOT EXISTS ", "CREATE TEMP TABLE ")
+        .replace("CREATE INDEX IF NOT EXISTS ", "CREATE INDEX temp.")
+        .replace("CREATE VIEW IF NOT EXISTS ", "CREATE TEMP VIEW ")
     )
     statements = [s.strip() for s in text.split(";") if s.strip()]
     if any("IF NOT EXISTS" in s for s in statements):
@@ -277,14 +282,14 @@ def _temporary_schema() -> list[str]:
 
 def readable_rows(conn: sqlite3.Connection) -> None:
     """Make a read-only connection to an earlier version's store see its points as chunks (TEMP tables; see the module docstring)."""
-    columns = ", ".join(name.strip().removeprefix("c.") for name in CHUNK_COLUMNS.split(","))
     conn.execute("BEGIN")  # one snapshot: a conversion committing meanwhile moves nothing twice, loses nothing
     try:
-        for statement in _temporary_schema():
+        for statement in _temporary_statements():
             conn.execute(statement)
-        if _has_table(conn, "chunks"):
-            conn.execute(f"INSERT INTO temp.chunks({columns}) SELECT {columns} FROM main.chunks")
-            conn.execute("INSERT INTO temp.chunk_data(chunk_id, data) SELECT chunk_id, data FROM main.chunk_data")
+        for (table,) in conn.execute("SELECT name FROM temp.sqlite_master WHERE type = 'table'").fetchall():
+            if _has_table(conn, table):  # a conversion had begun: its chunks so far
+                columns = ", ".join(row[1] for row in conn.execute(f"PRAGMA temp.table_info({table})"))
+                conn.execute(f"INSERT INTO temp.{table}({columns}) SELECT {columns} FROM main.{table}")
         (left,) = conn.execute("SELECT count(*) FROM main.points").fetchone()
         path = _path(conn)
         started = time.monotonic()
