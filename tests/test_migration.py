@@ -190,6 +190,27 @@ def test_a_half_converted_store_reads_everything_once_and_then_converts(tmp_path
     store.close()
 
 
+def test_a_conversion_stopped_in_its_vacuum_vacuums_at_the_next_open(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "old.db"
+    write_training_store(path, 3, 10_000)
+    expected = expected_columns(path)
+    size = path.stat().st_size
+
+    def stopped(conn: sqlite3.Connection, where: str) -> bool:
+        raise KeyboardInterrupt  # as a kill in the VACUUM (a transaction: done, or not at all)
+
+    monkeypatch.setattr(migrate, "_vacuum", stopped)
+    with pytest.raises(KeyboardInterrupt):
+        PointStore(path)
+    monkeypatch.undo()
+    assert meta(path, "schema_version") == "3" and "points" in tables(path) and "blocks" not in tables(path)
+    every_point_once(path, expected)  # all of them in chunks now, read through the read-only copies
+    PointStore(path).close()
+    assert meta(path, "schema_version") == "4" and "points" not in tables(path)
+    every_point_once(path, expected)
+    assert path.stat().st_size < size / 3
+
+
 def test_a_conversion_of_many_points_streams_into_long_chunks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Per series, points are gathered across the rows of other series: one chunk per SERIES_POINTS."""
     monkeypatch.setattr(row_buffer, "SERIES_POINTS", 4096)
@@ -326,7 +347,9 @@ def test_a_conversion_killed_at_any_moment_keeps_every_point_once_and_resumes(tm
     every_point_once(path, expected)
     conn = sqlite3.connect(path)
     assert conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+    assert conn.execute("PRAGMA auto_vacuum").fetchone() == (2,), "vacuumed into incremental auto-vacuum, as new stores are"
     conn.close()
+    assert path.stat().st_size < original.stat().st_size / 3, "the rows' pages went back to the file system"
 
 
 def test_two_processes_converting_one_store_at_once_move_each_point_once(tmp_path: Path) -> None:

@@ -24,9 +24,12 @@ those points' rows from ``points`` (by runs of consecutive ids) and counts them 
 moment, the conversion starts again at the next writable open and reads what is left. If the
 delete finds fewer rows than it expects, another process (a second rank opening the same store)
 has moved some of them: the transaction is rolled back and the reading starts again. When
-``points`` is empty it is dropped with ``blocks`` (and version 1-2's ``points_identity``), the
-version becomes 4, and the file is vacuumed: the rows' pages (38 to 50 bytes a point) would
-otherwise stay in it as free pages.
+``points`` is empty, version 3's ``blocks`` goes (version 1-2's ``points_identity`` went before
+the first move: it only slowed the deletes) and the file is vacuumed, into
+``auto_vacuum=INCREMENTAL`` as new stores are made: the rows' pages (about 40 bytes a point)
+would otherwise stay in it as free pages. Then ``points`` goes and the version becomes 4, in
+one transaction; killed in the VACUUM, the next writable open finds an empty ``points`` and
+vacuums again.
 
 **Reading an earlier version.** A read-only connection gets TEMP copies of the chunk tables (every
 table, index and view of :data:`~.chunk_index.CHUNK_SCHEMA`; SQLite finds them before the file's
@@ -167,16 +170,27 @@ def _begin(conn: sqlite3.Connection) -> int | None:
     return int(left)
 
 
-def _finish(conn: sqlite3.Connection) -> bool:
-    """If ``points`` is empty: drop the old tables and set version 4, in one transaction; False if rows are left."""
+def _emptied(conn: sqlite3.Connection) -> bool:
+    """Whether every row is moved (``points`` empty or gone); if so, version 3's ``blocks`` go."""
     conn.execute("BEGIN IMMEDIATE")
     try:
-        if _has_table(conn, "points"):
-            if conn.execute("SELECT 1 FROM main.points LIMIT 1").fetchone() is not None:
-                conn.execute("COMMIT")
-                return False
-            conn.execute("DROP TABLE main.points")  # its points_identity index (versions 1-2) goes with it
+        if _has_table(conn, "points") and conn.execute("SELECT 1 FROM main.points LIMIT 1").fetchone() is not None:
+            conn.execute("COMMIT")
+            return False
         conn.execute("DROP TABLE IF EXISTS main.blocks")
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+    return True
+
+
+def _finish(conn: sqlite3.Connection) -> None:
+    """The empty ``points`` goes (its ``points_identity`` with it) and the version becomes 4, in one transaction."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        conn.execute("DROP TABLE IF EXISTS main.points")
         conn.execute("DELETE FROM main.meta WHERE key = ?", (_PROGRESS_KEY,))
         conn.execute("INSERT OR REPLACE INTO main.meta(key, value) VALUES ('schema_version', '4')")
         conn.execute("COMMIT")
@@ -184,7 +198,6 @@ def _finish(conn: sqlite3.Connection) -> bool:
         if conn.in_transaction:
             conn.execute("ROLLBACK")
         raise
-    return True
 
 
 def convert_rows(conn: sqlite3.Connection) -> None:
@@ -198,8 +211,7 @@ def convert_rows(conn: sqlite3.Connection) -> None:
     path, version = _path(conn), _version(conn)
     left = _begin(conn)
     if left is None:
-        _finish(conn)  # another process converted it (this sets a version it set already)
-        return
+        return  # another process converted it
     earlier = _converted(conn)
     started = time.monotonic()
     size_before = _file_bytes(conn)
@@ -228,9 +240,12 @@ def convert_rows(conn: sqlite3.Connection) -> None:
             if _has_table(conn, "points"):
                 raise
             # (no such table: the other process finished while this one read)
-        if _finish(conn):
+        if _emptied(conn):
             break
+    # Vacuumed while the empty points table is there: killed in the VACUUM, the next writable open
+    # comes back here (a store whose rows are all moved) and vacuums it.
     vacuumed = _vacuum(conn, path)
+    _finish(conn)
     (held,) = conn.execute("SELECT ifnull(sum(points), 0) FROM main.chunks").fetchone()
     _log.info(
         "otel-recursive-metrics: store %s converted to schema version 4 in %.1f s (%d points moved by this process, %d in"
