@@ -14,9 +14,9 @@ them as chunks without writing the file.
 resource, scope, attribute set) in NumPy columns (:mod:`.row_buffer`). A series is written as a
 chunk once it holds :data:`~.row_buffer.SERIES_POINTS` points, and every series is written when
 the buffer passes :data:`~.row_buffer.BUFFER_BYTES`, so memory stays bounded whatever the
-store's size (about 150 MB of RSS for 10 M points) and a series logged rarely still gets long
-chunks. Every point keeps its old id as its row id, and ``meta.next_row_id`` is set past the
-largest.
+store's size (10 M points: a peak RSS of 165 MB, about 30 CPU seconds; see
+``benchmarks/bench_migrate.py``) and a series logged rarely still gets long chunks. Every point
+keeps its old id as its row id, and ``meta.next_row_id`` is set past the largest.
 
 **Safe to kill, resumable.** Each write of chunks is one transaction that also deletes exactly
 those points' rows from ``points`` (by runs of consecutive ids) and counts them in
