@@ -7,6 +7,10 @@ point: the per-point tests run as C callables inside ``np.fromiter``) split by s
 buffer passes :data:`BUFFER_BYTES`; then :meth:`SeriesBuffer.pop` makes the due series'
 :class:`~otel_recursive_metrics.model.chunk.SeriesChunk` objects.
 
+A part's fixed cost (its arrays, about 1.5 KB) counts in the bound, and a series' parts are
+joined once it has eight, so a store of thousands of series stays bounded too; its chunks are
+shorter then (10,000 series interleaved: about 35 points a chunk within the 64 MB).
+
 A row's value is an integer, a float or NULL (no value, a histogram's; or NaN, which SQLite
 stores as NULL). A buffered value is an int64, holding a float's bits where the point is a
 float, so a point costs 52 bytes in the buffer. A series whose values mix integers and floats
@@ -50,6 +54,11 @@ _MASKS = ("step_missing", "epoch_missing", "value_missing", "is_float")
 # What a buffered point costs: six int64 columns and four masks, plus a text's object.
 _POINT_BYTES = 8 * len(_NUMBERS) + len(_MASKS)
 _TEXT_OBJECT_BYTES = 56
+# What a part costs apart from its points: ten small arrays, their dict, the part itself. A store
+# of thousands of series gives parts of a few points each, where this is most of the buffer.
+_PART_BYTES = 1_500
+#: A series' parts are joined into one when it has this many (its buffer's overhead stays small).
+_JOIN_PARTS = 8
 
 
 def pages(conn: sqlite3.Connection) -> Iterator[list[tuple[Any, ...]]]:
@@ -80,7 +89,7 @@ class _Part:
 
     def __post_init__(self) -> None:
         texts = [t for column in (self.histogram, self.extra) if column is not None for t in filter(None, column)]
-        self.nbytes = len(self) * _POINT_BYTES + sum(map(len, texts)) + len(texts) * _TEXT_OBJECT_BYTES
+        self.nbytes = _PART_BYTES + len(self) * _POINT_BYTES + sum(map(len, texts)) + len(texts) * _TEXT_OBJECT_BYTES
 
     def __len__(self) -> int:
         return len(self.columns["row_id"])
@@ -166,8 +175,10 @@ def page_parts(rows: list[tuple[Any, ...]]) -> Iterator[tuple[SeriesKey, _Part]]
         )
 
 
-def _chunks(parts: list[_Part]) -> list[SeriesChunk]:
-    """One series' buffered parts as chunks: one per value kind (points without a value go with the floats, if any)."""
+def _joined(parts: list[_Part]) -> _Part:
+    """One part of a series' parts, in their order."""
+    if len(parts) == 1:
+        return parts[0]
     columns = {name: np.concatenate([p.columns[name] for p in parts]) for name in parts[0].columns}
     texts: dict[str, list[str | None] | None] = {}
     for name in ("histogram", "extra"):
@@ -175,6 +186,13 @@ def _chunks(parts: list[_Part]) -> list[SeriesChunk]:
             texts[name] = [t for p in parts for t in (getattr(p, name) or [None] * len(p))]
         else:
             texts[name] = None
+    return _Part(columns, texts["histogram"], texts["extra"])
+
+
+def _chunks(part: _Part) -> list[SeriesChunk]:
+    """One series' buffered points as chunks: one per value kind (points without a value go with the floats, if any)."""
+    columns = part.columns
+    texts = {"histogram": part.histogram, "extra": part.extra}
     is_float, missing = columns["is_float"], columns["value_missing"]
     floats = (is_float | missing) if is_float.any() else np.zeros(len(is_float), bool)
     if not floats.any():
@@ -216,9 +234,14 @@ class SeriesBuffer:
         self.nbytes = 0
 
     def add(self, key: SeriesKey, part: _Part) -> None:
-        self._parts.setdefault(key, []).append(part)
+        parts = self._parts.setdefault(key, [])
+        parts.append(part)
         self._points[key] = self._points.get(key, 0) + len(part)
         self.nbytes += part.nbytes
+        if len(parts) >= _JOIN_PARTS:
+            joined = _joined(parts)
+            self.nbytes += joined.nbytes - sum(p.nbytes for p in parts)
+            parts[:] = [joined]
 
     def due(self, *, everything: bool = False) -> list[SeriesKey]:
         """The series to write now: full ones, or every one if the buffer is past its bound (or ``everything``)."""
@@ -235,7 +258,7 @@ class SeriesBuffer:
             parts = self._parts.pop(key)
             del self._points[key]
             self.nbytes -= sum(p.nbytes for p in parts)
-            for chunk in _chunks(parts):
+            for chunk in _chunks(_joined(parts)):
                 yield key, chunk
 
 
