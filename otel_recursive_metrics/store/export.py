@@ -130,9 +130,9 @@ class PointWriter:
 
     def _series_field(self, codes: np.ndarray, index: int) -> Field:
         """The ``index``-th text around the points' own columns, per point (by its series)."""
-        if self._fields[index] is None or self._fields[index].matrix.shape[0] < len(self._texts):
-            self._fields[index] = text_field([texts[index] for texts in self._texts])
         per_series = self._fields[index]
+        if per_series is None or per_series.matrix.shape[0] < len(self._texts):
+            per_series = self._fields[index] = text_field([texts[index] for texts in self._texts])
         return Field(per_series.matrix[codes], per_series.start[codes], per_series.end[codes])
 
     def _text(self, points: OrderedPoints) -> str:
@@ -146,7 +146,7 @@ class PointWriter:
 
     def _csv_bytes(self, block: _Block) -> bytes:
         value = _value_pieces(block, nan="", infinities=("inf", "-inf"), histograms=True)
-        pieces = [
+        pieces: list[Field | bytes] = [
             self._series_field(block.codes, 0),
             int_field(block.step, block.step_missing),
             b",",
@@ -162,7 +162,7 @@ class PointWriter:
 
     def _json_bytes(self, block: _Block) -> bytes:
         assert block.start is not None
-        pieces = [
+        pieces: list[Field | bytes] = [
             self._series_field(block.codes, 0),
             *_value_pieces(block, nan="null", infinities=("Infinity", "-Infinity"), histograms=False),
             self._series_field(block.codes, 1),
@@ -220,7 +220,8 @@ class _Block:
 
     def rows(self, lo: int, hi: int) -> _Block:
         columns = (getattr(self, f.name) for f in dataclasses.fields(self))
-        return _Block(*(None if column is None else column[lo:hi] for column in columns))
+        sliced: list[Any] = [None if column is None else column[lo:hi] for column in columns]
+        return _Block(*sliced)
 
 
 def _json_texts(texts: list[str | None] | None) -> Field | bytes:

@@ -64,7 +64,8 @@ def _digit_count(values: np.ndarray) -> np.ndarray:
     guess = np.clip(guess, 1, 19)
     guess += (guess < 20) & (values >= _POWERS_OF_TEN.take(np.minimum(guess, 19)))
     guess -= values < _POWERS_OF_TEN.take(guess - 1)
-    return np.maximum(guess, 1)
+    count: np.ndarray = np.maximum(guess, 1)
+    return count
 
 
 def int_field(values: np.ndarray, missing: np.ndarray | None = None, missing_text: str = "") -> Field:
@@ -170,7 +171,7 @@ _TABLE: tuple[list[np.ndarray], np.ndarray] | None = None
 
 
 def _table() -> tuple[list[np.ndarray], np.ndarray]:
-    global _TABLE  # noqa: PLW0603 - made on first use: import stays cheap
+    global _TABLE
     if _TABLE is None:
         _TABLE = _power_table()
     return _TABLE

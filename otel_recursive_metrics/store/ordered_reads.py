@@ -89,7 +89,8 @@ class _Part(NamedTuple):
 
     def pick(self, rows: Any) -> _Part:
         """The points at ``rows`` (a slice, indices or a mask)."""
-        return _Part(self.code, *(None if a is None else a[rows] for a in self[1:]))
+        picked: list[Any] = [None if a is None else a[rows] for a in self[1:]]
+        return _Part(self.code, *picked)
 
 
 def _text_columns(data: bytes) -> set[int]:
@@ -161,7 +162,7 @@ class OrderedPoints:
         return len(self.order)
 
     def _joined(self, index: int) -> np.ndarray:
-        arrays = [p[index] for p in self._parts]
+        arrays: list[np.ndarray] = [p[index] for p in self._parts]  # type: ignore[misc]
         if not arrays:
             return np.zeros(0, bool if index in (5, 7) else object if index > 8 else np.int64)
         return arrays[0] if len(arrays) == 1 else np.concatenate(arrays)
@@ -234,10 +235,10 @@ class OrderedPoints:
         """Every value as float64, NaN where a point has none."""
         arrays = [p.value.astype(np.float64, copy=False) for p in self._parts]
         values = (arrays[0] if len(arrays) == 1 else np.concatenate(arrays)) if arrays else np.zeros(0)
-        values = values[self.order]
+        ordered: np.ndarray = values[self.order]
         if self.value_missing.any():
-            values[self.value_missing] = np.nan
-        return values
+            ordered[self.value_missing] = np.nan
+        return ordered
 
     @cached_property
     def int_value(self) -> np.ndarray:
@@ -245,7 +246,8 @@ class OrderedPoints:
         if not self.is_int.any():
             return np.zeros(len(self), np.int64)
         ints = np.concatenate([p.value if p.value.dtype.kind == "i" else np.zeros(len(p.value), np.int64) for p in self._parts])
-        return ints[self.order]
+        ordered: np.ndarray = ints[self.order]
+        return ordered
 
     def _text(self, index: int) -> list[str | None] | None:
         if all(p[index] is None for p in self._parts):
