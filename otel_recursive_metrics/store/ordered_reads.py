@@ -26,16 +26,16 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Iterator, Sequence
-from functools import cached_property
-from typing import Any, NamedTuple, Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
 from ..model.chunk import SeriesChunk
-from .chunk_index import CHUNK_COLUMNS, ChunkRow, SeriesKey
+from .chunk_index import CHUNK_COLUMNS, ChunkRow
+from .ordered_points import ChunkPart, OrderedPoints, SeriesCodes, chunk_part, text_columns
 from .point_reads import query_scan
 from .points import PointQuery
-from .scan import Columns, Reader, Scan, iter_chunks
+from .scan import Reader, Scan, iter_chunks
 
 __all__ = ["CACHE_POINTS", "WINDOW_POINTS", "OrderedPoints", "SeriesCodes", "ordered_points", "ordered_windows"]
 
@@ -43,249 +43,10 @@ __all__ = ["CACHE_POINTS", "WINDOW_POINTS", "OrderedPoints", "SeriesCodes", "ord
 WINDOW_POINTS = 1 << 16
 #: Points of decoded chunks kept for later windows, at most (about 60 bytes each).
 CACHE_POINTS = 1 << 21
-#: A step-less point's step, as a sort key: before every step, as SQL sorted NULL.
-_NO_STEP = np.iinfo(np.int64).min
-#: The chunk format's column ids of the histogram and extra texts (model/chunk.py).
-_TEXT_COLUMN_IDS = (10, 11)
 
 
 class _Store(Reader, Protocol):
     def read(self, sql: str, params: Sequence[Any] = ()) -> list[Any]: ...
-
-
-class SeriesCodes:
-    """Small integer codes for the series met during one read: ``series[code]`` is the series' key."""
-
-    def __init__(self) -> None:
-        self.series: list[SeriesKey] = []
-        self._codes: dict[SeriesKey, int] = {}
-
-    def code(self, key: SeriesKey) -> int:
-        found = self._codes.get(key)
-        if found is None:
-            found = self._codes[key] = len(self.series)
-            self.series.append(key)
-        return found
-
-    def table(self) -> np.ndarray:
-        """The series' ids as a (series, 4) array: metric, resource, scope, attribute set."""
-        return np.array(self.series, dtype=np.int64).reshape(-1, 4)
-
-
-class _Part(NamedTuple):
-    """Points of one chunk: the arrays a window is joined from (texts: None where the chunk has none)."""
-
-    code: int
-    time: np.ndarray
-    start: np.ndarray
-    step: np.ndarray  # _NO_STEP where the point has none
-    epoch: np.ndarray
-    epoch_missing: np.ndarray
-    value: np.ndarray  # int64 or float64, as the chunk holds it
-    value_missing: np.ndarray
-    row_id: np.ndarray
-    histogram: np.ndarray | None
-    extra: np.ndarray | None
-
-    def pick(self, rows: Any) -> _Part:
-        """The points at ``rows`` (a slice, indices or a mask)."""
-        picked: list[Any] = [None if a is None else a[rows] for a in self[1:]]
-        return _Part(self.code, *picked)
-
-
-def _text_columns(data: bytes) -> set[int]:
-    """Which of the text columns an encoded chunk holds (read from its column descriptors, see model/chunk.py)."""
-    count = data[7]
-    ids = {data[16 + 5 * i] for i in range(count)} if len(data) >= 16 + 5 * count else set(_TEXT_COLUMN_IDS)
-    return ids & set(_TEXT_COLUMN_IDS)
-
-
-def _texts(texts: tuple[str | None, ...], held: bool) -> np.ndarray | None:
-    if not held or texts.count(None) == len(texts):
-        return None
-    array = np.empty(len(texts), dtype=object)
-    array[:] = texts
-    return array
-
-
-def _part(code: int, chunk: SeriesChunk, *, texts: bool, text_columns: set[int] | None = None, keep: np.ndarray | None = None) -> _Part:
-    """``chunk``'s points (those ``keep`` marks, if given) as a :class:`_Part`, in time order (a stable sort if they are not)."""
-    step = np.where(chunk.step_missing, _NO_STEP, chunk.step) if chunk.step_missing.any() else chunk.step
-    held = set(_TEXT_COLUMN_IDS) if text_columns is None else text_columns
-    part = _Part(
-        code,
-        chunk.time_unix_nano,
-        chunk.start_time_unix_nano,
-        step,
-        chunk.epoch,
-        chunk.epoch_missing,
-        chunk.value,
-        chunk.value_missing,
-        chunk.row_id,
-        _texts(chunk.histogram, texts and 10 in held),
-        _texts(chunk.extra, texts and 11 in held),
-    )
-    if keep is not None and not keep.all():
-        part = part.pick(keep)
-    times = part.time
-    if len(times) > 1 and not (times[1:] >= times[:-1]).all():
-        part = part.pick(np.argsort(times, kind="stable"))
-    return part
-
-
-class OrderedPoints:
-    """Points in time order (then step, step-less first, then row id); each column is made when first asked for.
-
-    ``codes`` gives each point's series as an index into ``series`` (the keys of a
-    :class:`SeriesCodes`). ``value`` is float64 (NaN where a point has none); ``is_int`` /
-    ``int_value`` hold integer values exactly; ``histogram`` / ``extra`` are lists of JSON
-    texts or None, or None if no point has one.
-    """
-
-    def __init__(self, parts: Sequence[_Part], series: Sequence[SeriesKey], order: np.ndarray | None = None) -> None:
-        # Parts in row-id order: each key of the sort is then a few increasing runs, which the
-        # stable sorts merge quickly.
-        self._parts = sorted(parts, key=lambda p: int(p.row_id[0])) if len(parts) > 1 else list(parts)
-        self.series = series
-        self.order = self._order() if order is None else order
-
-    def _order(self) -> np.ndarray:
-        times = self._joined(1)
-        if len(self._parts) <= 1 and (len(times) < 2 or (times[1:] > times[:-1]).all()):
-            return np.arange(len(times))  # one chunk, no time twice: already in order
-        return np.lexsort((self._joined(8), self._joined(3), times))
-
-    def _size(self) -> int:
-        return sum(len(p.time) for p in self._parts)
-
-    def __len__(self) -> int:
-        return len(self.order)
-
-    def _joined(self, index: int) -> np.ndarray:
-        arrays: list[np.ndarray] = [p[index] for p in self._parts]  # type: ignore[misc]
-        if not arrays:
-            return np.zeros(0, bool if index in (5, 7) else object if index > 8 else np.int64)
-        return arrays[0] if len(arrays) == 1 else np.concatenate(arrays)
-
-    def _sorted(self, index: int) -> np.ndarray:
-        joined = self._joined(index)
-        return joined if len(joined) == len(self.order) and self._is_identity else joined[self.order]
-
-    @cached_property
-    def _is_identity(self) -> bool:
-        return len(self._parts) <= 1 and bool(len(self.order) == self._size() and (np.diff(self.order) == 1).all())
-
-    def take(self, rows: Any) -> OrderedPoints:
-        """The points at ``rows`` (indices, a slice or a mask of this order), in that order."""
-        return OrderedPoints(self._parts, self.series, self.order[rows])
-
-    @cached_property
-    def codes(self) -> np.ndarray:
-        sizes = [len(p.time) for p in self._parts]
-        codes: np.ndarray = np.repeat(np.array([p.code for p in self._parts], dtype=np.int64), sizes)[self.order]
-        return codes
-
-    @cached_property
-    def time_unix_nano(self) -> np.ndarray:
-        return self._sorted(1)
-
-    @cached_property
-    def start_time_unix_nano(self) -> np.ndarray:
-        return self._sorted(2)
-
-    @cached_property
-    def _step_key(self) -> np.ndarray:
-        return self._sorted(3)
-
-    @cached_property
-    def step_missing(self) -> np.ndarray:
-        missing: np.ndarray = self._step_key == _NO_STEP
-        return missing
-
-    @cached_property
-    def step(self) -> np.ndarray:
-        """Each point's step (0 where it has none: see ``step_missing``)."""
-        return np.where(self.step_missing, 0, self._step_key) if self.step_missing.any() else self._step_key
-
-    @cached_property
-    def epoch(self) -> np.ndarray:
-        return self._sorted(4)
-
-    @cached_property
-    def epoch_missing(self) -> np.ndarray:
-        return self._sorted(5)
-
-    @cached_property
-    def value_missing(self) -> np.ndarray:
-        return self._sorted(7)
-
-    @cached_property
-    def row_id(self) -> np.ndarray:
-        return self._sorted(8)
-
-    @cached_property
-    def is_int(self) -> np.ndarray:
-        sizes = [len(p.time) for p in self._parts]
-        kinds = np.array([p.value.dtype.kind == "i" for p in self._parts], dtype=bool)
-        is_int: np.ndarray = np.repeat(kinds, sizes)[self.order]
-        return is_int
-
-    @cached_property
-    def value(self) -> np.ndarray:
-        """Every value as float64, NaN where a point has none."""
-        arrays = [p.value.astype(np.float64, copy=False) for p in self._parts]
-        values = (arrays[0] if len(arrays) == 1 else np.concatenate(arrays)) if arrays else np.zeros(0)
-        ordered: np.ndarray = values[self.order]
-        if self.value_missing.any():
-            ordered[self.value_missing] = np.nan
-        return ordered
-
-    @cached_property
-    def int_value(self) -> np.ndarray:
-        """Integer values exactly (0 where ``is_int`` is False)."""
-        if not self.is_int.any():
-            return np.zeros(len(self), np.int64)
-        ints = np.concatenate([p.value if p.value.dtype.kind == "i" else np.zeros(len(p.value), np.int64) for p in self._parts])
-        ordered: np.ndarray = ints[self.order]
-        return ordered
-
-    def _text(self, index: int) -> list[str | None] | None:
-        if all(p[index] is None for p in self._parts):
-            return None
-        column = np.concatenate([np.full(len(p.time), None, dtype=object) if p[index] is None else p[index] for p in self._parts])
-        texts: list[str | None] = column[self.order].tolist()
-        return texts
-
-    @cached_property
-    def histogram(self) -> list[str | None] | None:
-        return self._text(9)
-
-    @cached_property
-    def extra(self) -> list[str | None] | None:
-        return self._text(10)
-
-    def columns(self) -> Columns:
-        """All the columns, as :func:`~.scan.gather` gives them (every array made)."""
-        table = np.array(self.series, dtype=np.int64).reshape(-1, 4)[self.codes] if len(self) else np.zeros((0, 4), np.int64)
-        return Columns(
-            metric_id=table[:, 0],
-            resource_id=table[:, 1],
-            scope_id=table[:, 2],
-            attributes_id=table[:, 3],
-            row_id=self.row_id,
-            time_unix_nano=self.time_unix_nano,
-            start_time_unix_nano=self.start_time_unix_nano,
-            step=self.step,
-            step_missing=self.step_missing,
-            epoch=self.epoch,
-            epoch_missing=self.epoch_missing,
-            value=self.value,
-            value_missing=self.value_missing,
-            is_int=self.is_int,
-            int_value=self.int_value,
-            histogram=self.histogram,
-            extra=self.extra,
-        )
 
 
 def _edges(rows: Sequence[ChunkRow], scan: Scan, window_points: int) -> list[int]:
@@ -354,11 +115,11 @@ def _windows(store: Reader, scan: Scan, *, window_points: int | None, texts: boo
             rows.extend(ChunkRow(*row) for row in batch)
     edges = [] if window_points is None else _edges(rows, scan, window_points)
     bounds: list[tuple[int | None, int | None]] = list(zip([None, *edges], [*edges, None], strict=True))
-    cache: dict[_CacheKey, _Part] = {}
+    cache: dict[_CacheKey, ChunkPart] = {}
     for lo, hi in bounds:
-        kept: dict[_CacheKey, _Part] = {}
+        kept: dict[_CacheKey, ChunkPart] = {}
         kept_points = 0
-        parts: list[_Part] = []
+        parts: list[ChunkPart] = []
         sql, params = _window_sql(_bounded(scan, lo, hi), list(cache))
         for batch in store.read_chunks(sql, params, size=64):
             for raw in batch:
@@ -368,7 +129,7 @@ def _windows(store: Reader, scan: Scan, *, window_points: int | None, texts: boo
                 if part is None:
                     chunk = SeriesChunk.decode(data)
                     keep = scan.mask(chunk)
-                    part = _part(codes.code(row.series), chunk, texts=texts, text_columns=_text_columns(data), keep=keep)
+                    part = chunk_part(codes.code(row.series), chunk, texts=texts, held_texts=text_columns(data), keep=keep)
                 times = part.time
                 first = 0 if lo is None else int(np.searchsorted(times, lo, side="right"))
                 end = len(times) if hi is None else int(np.searchsorted(times, hi, side="right"))
@@ -387,9 +148,9 @@ def _newest(store: Reader, scan: Scan, count: int, *, texts: bool, codes: Series
 
     Memory: at most ``count`` points of each chunk, the newest of each as it is read.
     """
-    parts: list[_Part] = []
+    parts: list[ChunkPart] = []
     for row, chunk in iter_chunks(store, scan):
-        part = _part(codes.code(row.series), chunk, texts=texts)
+        part = chunk_part(codes.code(row.series), chunk, texts=texts)
         if len(part.time) > count:
             part = part.pick(np.lexsort((part.row_id, part.step, part.time))[-count:])
         parts.append(part)
