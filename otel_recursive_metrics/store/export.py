@@ -76,7 +76,7 @@ class PointWriter:
         self._codes = SeriesCodes()
         #: Per series code: the texts around a point's own columns (two for CSV, three for JSON).
         self._texts: list[tuple[str, ...]] = []
-        self._fields: list[Field | None] = [None, None, None]
+        self._per_series: list[np.ndarray] = [np.zeros(0, dtype=object)] * 3
 
     def write(self, query: PointQuery, after_row_id: int | None = None) -> tuple[int, int]:
         """Write the points of ``query`` newer than ``after_row_id``: ``(points written, snapshot row id)``."""
@@ -93,7 +93,7 @@ class PointWriter:
                 continue
             if len(self._texts) < len(self._codes.series):
                 self._add_texts(self._codes.series[len(self._texts) :])
-            self.out.write(self._text(window))
+            self._write_lines(window)
             written += len(window)
         self.out.flush()
         self.written += written
@@ -128,58 +128,91 @@ class PointWriter:
                 found[row[0]] = tuple(row[1:])
         return found
 
-    def _series_field(self, codes: np.ndarray, index: int) -> Field:
+    def _series_texts(self, codes: np.ndarray, index: int) -> list[str]:
         """The ``index``-th text around the points' own columns, per point (by its series)."""
-        per_series = self._fields[index]
-        if per_series is None or per_series.matrix.shape[0] < len(self._texts):
-            per_series = self._fields[index] = text_field([texts[index] for texts in self._texts])
-        return Field(per_series.matrix[codes], per_series.start[codes], per_series.end[codes])
+        per_series = self._per_series[index]
+        if len(per_series) < len(self._texts):
+            per_series = self._per_series[index] = np.array([texts[index] for texts in self._texts], dtype=object)
+        spread: list[str] = per_series[codes].tolist()
+        return spread
 
-    def _text(self, points: OrderedPoints) -> str:
-        """The lines of ``points``, a block of rows at a time (small arrays: no fresh memory per block)."""
+    def _write_lines(self, points: OrderedPoints) -> None:
+        """Write the lines of ``points``, a block of rows at a time (small arrays and texts: memory is reused, not mapped afresh)."""
         columns = _Block.of(points, with_start=self.fmt == "json")
-        parts = []
         for lo in range(0, len(points), BLOCK_ROWS):
             block = columns.rows(lo, lo + BLOCK_ROWS)
-            parts.append(self._csv_bytes(block) if self.fmt == "csv" else self._json_bytes(block))
-        return b"".join(parts).decode()
+            self.out.write(self._csv_text(block) if self.fmt == "csv" else self._json_text(block))
 
-    def _csv_bytes(self, block: _Block) -> bytes:
-        value = _value_pieces(block, nan="", infinities=("inf", "-inf"), histograms=True)
-        pieces: list[Field | bytes] = [
-            self._series_field(block.codes, 0),
-            int_field(block.step, block.step_missing),
-            b",",
-            int_field(block.epoch, block.epoch_missing),
-            b",",
-            *value,
-            b",",
-            int_field(block.time),
-            b",",
-            self._series_field(block.codes, 1),
-        ]
-        return join_rows(pieces, len(block.codes))
+    def _csv_text(self, block: _Block) -> str:
+        # A row's own columns are one text made with NumPy ("step,epoch,value,time,"); the
+        # series' texts around it are spread from the series, and each line joined once.
+        own = _segments(
+            [
+                int_field(block.step, block.step_missing),
+                b",",
+                int_field(block.epoch, block.epoch_missing),
+                b",",
+                *_value_pieces(block, nan="", infinities=("inf", "-inf"), histograms=True),
+                b",",
+                int_field(block.time),
+                b",",
+                _END,
+            ],
+            len(block.codes),
+        )
+        cells: list[str] = [""] * (3 * len(block.codes))
+        cells[0::3] = self._series_texts(block.codes, 0)
+        cells[1::3] = own
+        cells[2::3] = self._series_texts(block.codes, 1)
+        return "".join(cells)
 
-    def _json_bytes(self, block: _Block) -> bytes:
+    def _json_text(self, block: _Block) -> str:
         assert block.start is not None
-        pieces: list[Field | bytes] = [
-            self._series_field(block.codes, 0),
-            *_value_pieces(block, nan="null", infinities=("Infinity", "-Infinity"), histograms=False),
-            self._series_field(block.codes, 1),
-            int_field(block.start),
-            b',"time_unix_nano":',
-            int_field(block.time),
-            b',"step":',
-            int_field(block.step, block.step_missing, "null"),
-            b',"epoch":',
-            int_field(block.epoch, block.epoch_missing, "null"),
-            self._series_field(block.codes, 2),
-            _json_texts(block.histogram),
-            b',"extra":',
-            _json_texts(block.extra),
-            b"}\n",
-        ]
-        return join_rows(pieces, len(block.codes))
+        n = len(block.codes)
+        own = _segments(
+            [
+                *_value_pieces(block, nan="null", infinities=("Infinity", "-Infinity"), histograms=False),
+                _END,
+                int_field(block.start),
+                b',"time_unix_nano":',
+                int_field(block.time),
+                b',"step":',
+                int_field(block.step, block.step_missing, "null"),
+                b',"epoch":',
+                int_field(block.epoch, block.epoch_missing, "null"),
+                _END,
+            ],
+            n,
+        )
+        cells: list[str] = [""] * (9 * n)
+        cells[0::9] = self._series_texts(block.codes, 0)
+        cells[1::9] = own[0::2]
+        cells[2::9] = self._series_texts(block.codes, 1)
+        cells[3::9] = own[1::2]
+        cells[4::9] = self._series_texts(block.codes, 2)
+        cells[5::9] = _texts_or_null(block.histogram, n)
+        cells[6::9] = [',"extra":'] * n
+        cells[7::9] = _texts_or_null(block.extra, n)
+        cells[8::9] = ["}\n"] * n
+        return "".join(cells)
+
+
+#: Ends each made-by-NumPy part of a line (never in a number's text), to split them apart.
+_END = b"\x00"
+
+
+def _segments(pieces: list[Field | bytes], rows: int) -> list[str]:
+    """The texts ``pieces`` make for ``rows`` rows, cut at each :data:`_END` (the piece after the last one left out)."""
+    texts = join_rows(pieces, rows).decode("ascii").split("\x00")
+    texts.pop()
+    return texts
+
+
+def _texts_or_null(texts: list[str | None] | None, n: int) -> list[str]:
+    """JSON texts, ``null`` for None."""
+    if texts is None:
+        return ["null"] * n
+    return ["null" if t is None else t for t in texts]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -222,13 +255,6 @@ class _Block:
         columns = (getattr(self, f.name) for f in dataclasses.fields(self))
         sliced: list[Any] = [None if column is None else column[lo:hi] for column in columns]
         return _Block(*sliced)
-
-
-def _json_texts(texts: list[str | None] | None) -> Field | bytes:
-    """JSON texts as stored, ``null`` for None."""
-    if texts is None:
-        return b"null"
-    return text_field(["null" if t is None else t for t in texts])
 
 
 def _value_pieces(block: _Block, *, nan: str, infinities: tuple[str, str], histograms: bool) -> list[Field]:
