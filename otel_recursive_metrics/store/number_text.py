@@ -32,6 +32,7 @@ _MASK32 = _U64(0xFFFFFFFF)
 #: '0000'..'9999' as 4 ASCII bytes each: digits come four at a time.
 _QUADS = np.frombuffer("".join(f"{i:04d}" for i in range(10_000)).encode(), np.uint32)
 _POWERS_OF_TEN = np.array([10**i for i in range(20)], dtype=_U64)
+_POWERS_I64 = _POWERS_OF_TEN[:19].astype(np.int64)
 #: A test this close to its boundary (in units of the last of 17 digits) is left to repr.
 _MARGIN = 2.0**-40
 
@@ -48,7 +49,7 @@ def _digits(values: np.ndarray, width: int) -> np.ndarray:
     """Unsigned ``values`` (below ``10**width``) as ``width`` zero-padded ASCII digits a row."""
     quads = -(-width // 4)
     out = np.empty((len(values), quads), np.uint32)
-    rest = values.astype(_U64, copy=True)
+    rest = values.view(_U64) if values.dtype.itemsize == 8 and values.dtype.kind in "iu" else values.astype(_U64)
     for q in range(quads - 1, -1, -1):
         high = rest // _U64(10_000)  # a division by a constant is fast; divmod is not
         out[:, q] = _QUADS.take((rest - high * _U64(10_000)).astype(np.intp))
@@ -136,7 +137,8 @@ def join_rows(pieces: Sequence[Field | bytes], rows: int) -> bytes:
         elif end is not None:
             np.less(columns, end[:, None], out=keep[:, at : at + width])
         at += width
-    return matrix[keep].tobytes()
+    # compress over the flat arrays: several times faster than a 2-D boolean index.
+    return np.compress(keep.reshape(-1), matrix.reshape(-1)).tobytes()
 
 
 # -- floats ------------------------------------------------------------------------------------
@@ -256,7 +258,7 @@ def _shortest(values: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, n
         e10[todo[high]] += 1
         e10[todo[low]] -= 1
         todo = todo[high | low]
-    value_i = integer.astype(np.int64)
+    value_i = integer.view(np.int64)  # below 10**17
     value_f = frac.astype(np.float64) * 2.0**-64
     # Half the gap to each neighbouring double, in units of the 17th digit.
     half_gap = (value_i.astype(np.float64) + value_f) / (2.0 * mantissa.astype(np.float64))
@@ -271,8 +273,8 @@ def _shortest(values: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, n
     sure &= highest >= lowest
     # The most trailing digits that can be zero: the largest j with a multiple of 10**j inside.
     # An interval of w integers holds a multiple of 10**(digits of w - 1); more is a search.
-    powers = _POWERS_OF_TEN.astype(np.int64)
-    zeros = _digit_count(np.maximum(highest - lowest + 1, 1).astype(_U64)) - 1
+    powers = _POWERS_I64
+    zeros = _digit_count(np.maximum(highest - lowest + 1, 1).view(_U64)) - 1
     top = np.full(n, 16, np.int64)
     open_ = np.flatnonzero(zeros < top)
     first = True
@@ -330,7 +332,7 @@ def float_pieces(values: np.ndarray, *, nan: str, infinities: tuple[str, str], s
     padded = ~exponential & (decpt >= count)
     # The integer part: all digits (leading, padded), the first decpt (split), the first (exponential).
     int_count = np.where(split, decpt, np.where(exponential, 1, count))
-    scale = _POWERS_OF_TEN[np.clip(count - int_count, 0, 19)].astype(np.int64)
+    scale = _POWERS_I64.take(np.clip(count - int_count, 0, 19))
     int_value = digits // scale
     frac_count = np.where(split | exponential, count - int_count, np.where(padded, 1, 0))
     frac_value = np.where(padded, 0, digits - int_value * scale)
@@ -347,18 +349,18 @@ def float_pieces(values: np.ndarray, *, nan: str, infinities: tuple[str, str], s
 
     constant("-", negative.astype(np.int64))
     constant("0.000", np.where(leading, 2 - decpt, 0))
-    int_digits = _digits(int_value.astype(_U64), 17)
+    int_digits = _digits(int_value, 17)
     add(int_digits, *_place(int_digits, int_count))
     constant("0" * 16, np.where(padded, decpt - count, 0))
     constant(".", (split | padded | (exponential & (count > 1))).astype(np.int64))
-    frac_digits = _digits(frac_value.astype(_U64), 16)
+    frac_digits = _digits(frac_value, 16)
     add(frac_digits, *_place(frac_digits, frac_count))
     marks = np.empty((n, 2), np.uint8)
     marks[:, 0] = ord("e")
     marks[:, 1] = np.where(decpt - 1 < 0, ord("-"), ord("+"))
     add(marks, nothing, np.where(exponential, 2, 0))
-    exp_digits = _digits(exponent.astype(_U64), 3)
-    add(exp_digits, *_place(exp_digits, np.where(exponential, np.maximum(2, _digit_count(exponent.astype(_U64))), 0)))
+    exp_digits = _digits(exponent, 3)
+    add(exp_digits, *_place(exp_digits, np.where(exponential, np.maximum(2, _digit_count(exponent.view(_U64))), 0)))
     # Zeros, NaN, the infinities and what repr decides: their whole text in one more field.
     texts: list[str] = []
     others = np.flatnonzero(~plain if skip is None else ~plain & ~skip)
