@@ -130,10 +130,10 @@ class OrderedPoints:
         self.order = self._order() if order is None else order
 
     def _order(self) -> np.ndarray:
-        times = self._joined(1)
+        times = self._joined("time")
         if len(self._parts) <= 1 and (len(times) < 2 or (times[1:] > times[:-1]).all()):
             return np.arange(len(times))  # one chunk, no time twice: already in order
-        return np.lexsort((self._joined(8), self._joined(3), times))
+        return np.lexsort((self._joined("row_id"), self._joined("step"), times))
 
     def _size(self) -> int:
         return sum(len(p.time) for p in self._parts)
@@ -141,14 +141,14 @@ class OrderedPoints:
     def __len__(self) -> int:
         return len(self.order)
 
-    def _joined(self, index: int) -> np.ndarray:
-        arrays: list[np.ndarray] = [p[index] for p in self._parts]  # type: ignore[misc]
+    def _joined(self, name: str) -> np.ndarray:
+        arrays: list[np.ndarray] = [getattr(p, name) for p in self._parts]
         if not arrays:
-            return np.zeros(0, bool if index in (5, 7) else object if index > 8 else np.int64)
+            return np.zeros(0, bool if name.endswith("_missing") else np.int64)
         return arrays[0] if len(arrays) == 1 else np.concatenate(arrays)
 
-    def _sorted(self, index: int) -> np.ndarray:
-        joined = self._joined(index)
+    def _sorted(self, name: str) -> np.ndarray:
+        joined = self._joined(name)
         return joined if len(joined) == len(self.order) and self._is_identity else joined[self.order]
 
     @cached_property
@@ -167,15 +167,15 @@ class OrderedPoints:
 
     @cached_property
     def time_unix_nano(self) -> np.ndarray:
-        return self._sorted(1)
+        return self._sorted("time")
 
     @cached_property
     def start_time_unix_nano(self) -> np.ndarray:
-        return self._sorted(2)
+        return self._sorted("start")
 
     @cached_property
     def _step_key(self) -> np.ndarray:
-        return self._sorted(3)
+        return self._sorted("step")
 
     @cached_property
     def step_missing(self) -> np.ndarray:
@@ -189,19 +189,19 @@ class OrderedPoints:
 
     @cached_property
     def epoch(self) -> np.ndarray:
-        return self._sorted(4)
+        return self._sorted("epoch")
 
     @cached_property
     def epoch_missing(self) -> np.ndarray:
-        return self._sorted(5)
+        return self._sorted("epoch_missing")
 
     @cached_property
     def value_missing(self) -> np.ndarray:
-        return self._sorted(7)
+        return self._sorted("value_missing")
 
     @cached_property
     def row_id(self) -> np.ndarray:
-        return self._sorted(8)
+        return self._sorted("row_id")
 
     @cached_property
     def is_int(self) -> np.ndarray:
@@ -229,20 +229,23 @@ class OrderedPoints:
         ordered: np.ndarray = ints[self.order]
         return ordered
 
-    def _text(self, index: int) -> list[str | None] | None:
-        if all(p[index] is None for p in self._parts):
+    def _text(self, name: str) -> list[str | None] | None:
+        given: list[np.ndarray | None] = [getattr(p, name) for p in self._parts]
+        if all(texts is None for texts in given):
             return None
-        column = np.concatenate([np.full(len(p.time), None, dtype=object) if p[index] is None else p[index] for p in self._parts])
+        column = np.concatenate(
+            [np.full(len(p.time), None, dtype=object) if t is None else t for p, t in zip(self._parts, given, strict=True)]
+        )
         texts: list[str | None] = column[self.order].tolist()
         return texts
 
     @cached_property
     def histogram(self) -> list[str | None] | None:
-        return self._text(9)
+        return self._text("histogram")
 
     @cached_property
     def extra(self) -> list[str | None] | None:
-        return self._text(10)
+        return self._text("extra")
 
     def columns(self) -> Columns:
         """All the columns, as :func:`~.scan.gather` gives them (every array made)."""
