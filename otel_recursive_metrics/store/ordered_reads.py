@@ -41,8 +41,8 @@ __all__ = ["CACHE_POINTS", "WINDOW_POINTS", "OrderedPoints", "SeriesCodes", "ord
 
 #: Points a window holds, about (its time range is estimated from the chunk index).
 WINDOW_POINTS = 1 << 16
-#: Points of decoded chunks kept for later windows, at most (about 60 bytes each).
-CACHE_POINTS = 1 << 21
+#: Points of decoded chunks kept for later windows, at most (about 50 bytes each).
+CACHE_POINTS = 1 << 20
 
 
 class _Store(Reader, Protocol):
