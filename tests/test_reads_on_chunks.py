@@ -114,8 +114,10 @@ def test_windows_give_the_points_in_query_order_whatever_their_size(
     _assert_same_columns(ordered_points(store, query).columns(), expected)
     levels = {row[0] for row in store.read("SELECT DISTINCT level FROM chunks")}
     assert levels != {0}, "compaction joined chunks: some span many windows"
-    for cache_points in (ordered_reads.CACHE_POINTS, 50):  # 50: chunks decoded again in each window
+    # As they are; then too little room: chunks kept in part (16 points), and decoded again when those run out.
+    for cache_points, least_kept in ((ordered_reads.CACHE_POINTS, ordered_reads._LEAST_KEPT), (50, 16)):
         monkeypatch.setattr(ordered_reads, "CACHE_POINTS", cache_points)
+        monkeypatch.setattr(ordered_reads, "_LEAST_KEPT", least_kept)
         for window_points in (100, 997):
             windows = list(ordered_windows(store, query, window_points=window_points))
             assert query.last is not None or query.limit is not None or len(windows) > 1

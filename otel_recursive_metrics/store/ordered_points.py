@@ -61,6 +61,11 @@ class ChunkPart(NamedTuple):
     histogram: np.ndarray | None
     extra: np.ndarray | None
 
+    def copy(self) -> ChunkPart:
+        """The same points in arrays of their own (a slice's copy lets the whole chunk's arrays go)."""
+        copied: list[Any] = [None if a is None else a.copy() for a in self[1:]]
+        return ChunkPart(self.code, *copied)
+
     def pick(self, rows: Any) -> ChunkPart:
         """The points at ``rows`` (a slice, indices or a mask)."""
         picked: list[Any] = [None if a is None else a[rows] for a in self[1:]]

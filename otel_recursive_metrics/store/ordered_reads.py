@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Iterator, Sequence
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 import numpy as np
 
@@ -43,6 +43,8 @@ __all__ = ["CACHE_POINTS", "WINDOW_POINTS", "OrderedPoints", "SeriesCodes", "ord
 WINDOW_POINTS = 1 << 16
 #: Points of decoded chunks kept for later windows, at most (about 50 bytes each).
 CACHE_POINTS = 1 << 20
+#: Points kept of a chunk at least, when the chunks reaching past a window are too many to keep whole.
+_LEAST_KEPT = 1 << 13
 
 
 class _Store(Reader, Protocol):
@@ -52,10 +54,13 @@ class _Store(Reader, Protocol):
 def _edges(rows: Sequence[ChunkRow], scan: Scan, window_points: int) -> list[int]:
     """Times that cut the chunks' points into windows of about ``window_points`` (a window ends at one, inclusive).
 
-    Each chunk's points are taken as spread evenly over its time range (clipped to the scan's):
-    eight markers per window's worth of points, sorted by time, and a cut every ``window_points``.
+    Each chunk's points are taken as spread evenly over its time range (clipped to the scan's),
+    so the number of points up to a time is piecewise linear in it: its slope changes where a
+    chunk starts or ends (a chunk of one instant adds all its points there). The cuts are where
+    that count passes each multiple of ``window_points``, whatever the number of series side by side.
     """
-    if sum(row.points for row in rows) <= window_points:
+    total = sum(row.points for row in rows)
+    if total <= window_points:
         return []
     lo = np.array([row.min_time for row in rows], dtype=np.int64)
     hi = np.array([row.max_time for row in rows], dtype=np.int64)
@@ -65,17 +70,27 @@ def _edges(rows: Sequence[ChunkRow], scan: Scan, window_points: int) -> list[int
         hi = np.minimum(hi, scan.max_time)
     hi = np.maximum(hi, lo)
     points = np.array([row.points for row in rows], dtype=np.float64)
-    markers = np.maximum(1, np.ceil(points * 8 / window_points)).astype(np.int64)
-    chunk = np.repeat(np.arange(len(rows)), markers)
-    first = np.cumsum(markers) - markers
-    fraction = (np.arange(len(chunk)) - first[chunk] + 1) / markers[chunk]
-    # The span as a float (times are int64 nanoseconds): a marker may land a little off, never past its chunk's end.
-    at = np.minimum(lo[chunk] + ((hi - lo)[chunk] * fraction).astype(np.int64), hi[chunk])
-    order = np.argsort(at, kind="stable")
-    weight = np.cumsum((points / markers)[chunk][order])
-    crossing = np.flatnonzero(np.diff(np.floor(weight / window_points)) > 0)
-    cuts = np.unique(at[order][crossing])
-    return [int(t) for t in cuts[cuts < at.max()]]
+    instant = hi == lo
+    rate = points[~instant] / (hi - lo)[~instant].astype(np.float64)
+    times = np.concatenate([lo[~instant], hi[~instant], lo[instant]])
+    slope_change = np.concatenate([rate, -rate, np.zeros(int(instant.sum()))])
+    jump = np.concatenate([np.zeros(2 * len(rate)), points[instant]])
+    order = np.argsort(times, kind="stable")
+    times, slope_change, jump = times[order], slope_change[order], jump[order]
+    slope_before = np.concatenate([[0.0], np.cumsum(slope_change)[:-1]])
+    elapsed = np.diff(times, prepend=times[0]).astype(np.float64)
+    counted = np.cumsum(slope_before * elapsed + jump)  # points up to each event's time, itself included
+    targets = window_points * np.arange(1, int(counted[-1] // window_points) + 1, dtype=np.float64)
+    at = np.searchsorted(counted, targets)  # the first event by whose time the target is reached
+    at = np.minimum(at, len(times) - 1)
+    previous = np.maximum(at - 1, 0)
+    # Reached between two events: where the line crosses it; reached by a jump: at the jump's time.
+    reached_before = counted[previous] + slope_before[at] * elapsed[at]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        crossing = times[previous] + (targets - counted[previous]) / slope_before[at]
+    cut = np.where((targets <= reached_before) & (slope_before[at] > 0), crossing, times[at])
+    cuts = np.unique(np.clip(cut, times[0], times[-1]).astype(np.int64))
+    return [int(t) for t in cuts[cuts < times[-1]]]
 
 
 _CacheKey = tuple[int, int, int, int]
@@ -106,6 +121,38 @@ def _bounded(scan: Scan, lo: int | None, hi: int | None) -> Scan:
     return dataclasses.replace(scan, min_time=min_time, max_time=max_time)
 
 
+class _Kept(NamedTuple):
+    """A chunk's points kept for later windows: all from some time on, up to ``covered`` (None: to the chunk's end)."""
+
+    part: ChunkPart
+    covered: int | None
+
+
+def _keep(continuing: list[tuple[_CacheKey, ChunkPart, int, int | None]]) -> dict[_CacheKey, _Kept]:
+    """What to keep of the chunks that reach past a window: ``(key, part, first point not written, covered)`` each.
+
+    Within :data:`CACHE_POINTS`, smallest first: a chunk whole, or, past its share, a copy of
+    its next points (at least :data:`_LEAST_KEPT`), so a chunk too large to keep is decoded again
+    only when the points kept of it run out, not in every window.
+    """
+    kept: dict[_CacheKey, _Kept] = {}
+    used = 0
+    continuing.sort(key=lambda item: len(item[1].time) - item[2])
+    for index, (key, part, first, covered) in enumerate(continuing):
+        share = max(_LEAST_KEPT, (CACHE_POINTS - used) // (len(continuing) - index))
+        if len(part.time) <= share:
+            kept[key] = _Kept(part, covered)
+            used += len(part.time)
+            continue
+        # The next share points, and every point at the last one's time (a window ends after a time, never inside it).
+        stop = len(part.time)
+        if first + share < stop:
+            stop = int(np.searchsorted(part.time, part.time[first + share - 1], side="right"))
+        kept[key] = _Kept(part.pick(slice(first, stop)).copy(), covered if stop == len(part.time) else int(part.time[stop - 1]))
+        used += stop - first
+    return kept
+
+
 def _windows(store: Reader, scan: Scan, *, window_points: int | None, texts: bool, codes: SeriesCodes) -> Iterator[OrderedPoints]:
     """The windows of :func:`ordered_windows` (``last`` and ``limit`` aside)."""
     rows: list[ChunkRow] = []
@@ -115,18 +162,21 @@ def _windows(store: Reader, scan: Scan, *, window_points: int | None, texts: boo
             rows.extend(ChunkRow(*row) for row in batch)
     edges = [] if window_points is None else _edges(rows, scan, window_points)
     bounds: list[tuple[int | None, int | None]] = list(zip([None, *edges], [*edges, None], strict=True))
-    cache: dict[_CacheKey, ChunkPart] = {}
+    cache: dict[_CacheKey, _Kept] = {}
     for lo, hi in bounds:
-        kept: dict[_CacheKey, ChunkPart] = {}
-        kept_points = 0
+        # Kept points serve a window they cover to its end; other chunks are read (and decoded) again.
+        usable = {key: kept for key, kept in cache.items() if kept.covered is None or (hi is not None and kept.covered >= hi)}
+        continuing: list[tuple[_CacheKey, ChunkPart, int, int | None]] = []
         parts: list[ChunkPart] = []
-        sql, params = _window_sql(_bounded(scan, lo, hi), list(cache))
+        sql, params = _window_sql(_bounded(scan, lo, hi), list(usable))
         for batch in store.read_chunks(sql, params, size=64):
             for raw in batch:
                 row, data = ChunkRow(*raw[:-1]), raw[-1]
                 key = _cache_key(row)
-                part = cache.get(key) if data is None else None
-                if part is None:
+                covered: int | None = None
+                if data is None:
+                    part, covered = usable[key]
+                else:
                     chunk = SeriesChunk.decode(data)
                     keep = scan.mask(chunk)
                     part = chunk_part(codes.code(row.series), chunk, texts=texts, held_texts=text_columns(data), keep=keep)
@@ -135,10 +185,9 @@ def _windows(store: Reader, scan: Scan, *, window_points: int | None, texts: boo
                 end = len(times) if hi is None else int(np.searchsorted(times, hi, side="right"))
                 if end > first:
                     parts.append(part if first == 0 and end == len(times) else part.pick(slice(first, end)))
-                if end < len(times) and kept_points + len(times) <= CACHE_POINTS:
-                    kept[key] = part
-                    kept_points += len(times)
-        cache = kept
+                if end < len(times):
+                    continuing.append((key, part, end, covered))
+        cache = _keep(continuing)
         if parts or len(bounds) == 1:
             yield OrderedPoints(parts, codes.series)
 
