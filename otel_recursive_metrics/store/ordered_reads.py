@@ -128,29 +128,19 @@ class _Kept(NamedTuple):
     covered: int | None
 
 
-def _keep(continuing: list[tuple[_CacheKey, ChunkPart, int, int | None]]) -> dict[_CacheKey, _Kept]:
-    """What to keep of the chunks that reach past a window: ``(key, part, first point not written, covered)`` each.
+def _kept(part: ChunkPart, first: int, covered: int | None, share: int) -> _Kept:
+    """What to keep of a chunk that reaches past a window, from its point ``first`` on: itself if within ``share`` points.
 
-    Within :data:`CACHE_POINTS`, smallest first: a chunk whole, or, past its share, a copy of
-    its next points (at least :data:`_LEAST_KEPT`), so a chunk too large to keep is decoded again
-    only when the points kept of it run out, not in every window.
+    Else a copy of its next ``share`` points and every point at the last one's time (a window
+    ends after a time, never inside it), so the decoded chunk can go: it is decoded again only
+    when the points kept of it run out.
     """
-    kept: dict[_CacheKey, _Kept] = {}
-    used = 0
-    continuing.sort(key=lambda item: len(item[1].time) - item[2])
-    for index, (key, part, first, covered) in enumerate(continuing):
-        share = max(_LEAST_KEPT, (CACHE_POINTS - used) // (len(continuing) - index))
-        if len(part.time) <= share:
-            kept[key] = _Kept(part, covered)
-            used += len(part.time)
-            continue
-        # The next share points, and every point at the last one's time (a window ends after a time, never inside it).
-        stop = len(part.time)
-        if first + share < stop:
-            stop = int(np.searchsorted(part.time, part.time[first + share - 1], side="right"))
-        kept[key] = _Kept(part.pick(slice(first, stop)).copy(), covered if stop == len(part.time) else int(part.time[stop - 1]))
-        used += stop - first
-    return kept
+    if len(part.time) <= share:
+        return _Kept(part, covered)
+    stop = len(part.time)
+    if first + share < stop:
+        stop = int(np.searchsorted(part.time, part.time[first + share - 1], side="right"))
+    return _Kept(part.pick(slice(first, stop)).copy(), covered if stop == len(part.time) else int(part.time[stop - 1]))
 
 
 def _windows(store: Reader, scan: Scan, *, window_points: int | None, texts: bool, codes: SeriesCodes) -> Iterator[OrderedPoints]:
@@ -162,11 +152,16 @@ def _windows(store: Reader, scan: Scan, *, window_points: int | None, texts: boo
             rows.extend(ChunkRow(*row) for row in batch)
     edges = [] if window_points is None else _edges(rows, scan, window_points)
     bounds: list[tuple[int | None, int | None]] = list(zip([None, *edges], [*edges, None], strict=True))
+    starts = np.array([row.min_time for row in rows], dtype=np.int64)
+    ends = np.array([row.max_time for row in rows], dtype=np.int64)
     cache: dict[_CacheKey, _Kept] = {}
     for lo, hi in bounds:
         # Kept points serve a window they cover to its end; other chunks are read (and decoded) again.
         usable = {key: kept for key, kept in cache.items() if kept.covered is None or (hi is not None and kept.covered >= hi)}
-        continuing: list[tuple[_CacheKey, ChunkPart, int, int | None]] = []
+        # The room for later windows, shared by the chunks that reach past this one (as the index said at the start).
+        reaching = int(np.count_nonzero((starts <= hi) & (ends > hi))) if hi is not None else 0
+        share = max(_LEAST_KEPT, CACHE_POINTS // max(1, reaching))
+        cache = {}
         parts: list[ChunkPart] = []
         sql, params = _window_sql(_bounded(scan, lo, hi), list(usable))
         for batch in store.read_chunks(sql, params, size=64):
@@ -184,10 +179,12 @@ def _windows(store: Reader, scan: Scan, *, window_points: int | None, texts: boo
                 first = 0 if lo is None else int(np.searchsorted(times, lo, side="right"))
                 end = len(times) if hi is None else int(np.searchsorted(times, hi, side="right"))
                 if end > first:
-                    parts.append(part if first == 0 and end == len(times) else part.pick(slice(first, end)))
+                    window_part = part if first == 0 and end == len(times) else part.pick(slice(first, end))
+                    # A few points of a large chunk are copied: the chunk's arrays need not stay for them.
+                    parts.append(window_part.copy() if data is not None and len(times) > share else window_part)
                 if end < len(times):
-                    continuing.append((key, part, end, covered))
-        cache = _keep(continuing)
+                    cache[key] = _kept(part, end, covered, share)
+        del usable
         if parts or len(bounds) == 1:
             yield OrderedPoints(parts, codes.series)
 
