@@ -11,11 +11,12 @@ after the other. The chunk index (a row a chunk, no data) gives each chunk's tim
 from it the time line is cut into windows of about :data:`WINDOW_POINTS` points. A window is one
 statement over the index and the data (a consistent snapshot, even while a writer compacts), its
 chunks' points in its time range joined and sorted with one ``lexsort``. A chunk that reaches into
-later windows is decoded once and kept, in time order, until its last window
-(:data:`CACHE_POINTS` points of such chunks at most; past that, a chunk is decoded again in each
-window it reaches). Each point belongs to exactly one window (time ranges ``(lo, hi]``, the first
-unbounded below and the last above), so a chunk compacted between two windows is neither missed
-nor read twice.
+later windows is decoded once and kept, in time order, for them: whole if the chunks reaching past
+the window fit in :data:`CACHE_POINTS` together, else a copy of its next points (its share of that
+room), the chunk being decoded again when they run out. Memory is a window, the kept points, and
+one decoded chunk, whatever the store's size. Each point belongs to exactly one window (time
+ranges ``(lo, hi]``, the first unbounded below and the last above), so a chunk compacted between
+two windows is neither missed nor read twice.
 
 ``last`` (the newest points of each series) keeps at most that many points of each chunk as the
 chunks are read (:func:`~.scan.iter_chunks`), then sorts them as one window; ``limit`` ends the
