@@ -19,12 +19,10 @@ from ..model.chunk import SeriesChunk
 from .chunk_index import SeriesKey
 from .scan import Columns
 
-__all__ = ["NO_STEP", "ChunkPart", "OrderedPoints", "SeriesCodes", "chunk_part", "text_columns"]
+__all__ = ["NO_STEP", "ChunkPart", "OrderedPoints", "SeriesCodes", "chunk_part"]
 
 #: A step-less point's step, as a sort key: before every step, as SQL sorted NULL.
 NO_STEP = np.iinfo(np.int64).min
-#: The chunk format's column ids of the histogram and extra texts (model/chunk.py).
-_TEXT_COLUMN_IDS = (10, 11)
 
 
 class SeriesCodes:
@@ -72,31 +70,21 @@ class ChunkPart(NamedTuple):
         return ChunkPart(self.code, *picked)
 
 
-def text_columns(data: bytes) -> set[int]:
-    """Which of the text columns an encoded chunk holds (read from its column descriptors, see model/chunk.py)."""
-    count = data[7]
-    ids = {data[16 + 5 * i] for i in range(count)} if len(data) >= 16 + 5 * count else set(_TEXT_COLUMN_IDS)
-    return ids & set(_TEXT_COLUMN_IDS)
-
-
-def _texts(texts: tuple[str | None, ...], held: bool) -> np.ndarray | None:
-    if not held or texts.count(None) == len(texts):
+def _texts(texts: Sequence[str | None] | None, wanted: bool) -> np.ndarray | None:
+    """A chunk's text column as an object array, or None (not wanted, or no point has one)."""
+    if not wanted or texts is None:
         return None
     array = np.empty(len(texts), dtype=object)
     array[:] = texts
     return array
 
 
-def chunk_part(
-    code: int, chunk: SeriesChunk, *, texts: bool, held_texts: set[int] | None = None, keep: np.ndarray | None = None
-) -> ChunkPart:
+def chunk_part(code: int, chunk: SeriesChunk, *, texts: bool, keep: np.ndarray | None = None) -> ChunkPart:
     """``chunk``'s points (those ``keep`` marks, if given) in time order (a stable sort if they are not).
 
-    ``texts=False`` leaves the histogram and extra texts out; ``held_texts`` (from
-    :func:`text_columns`) says which the chunk holds, sparing a look at every point's.
+    ``texts=False`` leaves the histogram and extra texts out.
     """
     step = np.where(chunk.step_missing, NO_STEP, chunk.step) if chunk.step_missing.any() else chunk.step
-    held = set(_TEXT_COLUMN_IDS) if held_texts is None else held_texts
     part = ChunkPart(
         code,
         chunk.time_unix_nano,
@@ -107,8 +95,8 @@ def chunk_part(
         chunk.value,
         chunk.value_missing,
         chunk.row_id,
-        _texts(chunk.histogram, texts and 10 in held),
-        _texts(chunk.extra, texts and 11 in held),
+        _texts(chunk.histogram, texts),
+        _texts(chunk.extra, texts),
     )
     if keep is not None and not keep.all():
         part = part.pick(keep)

@@ -32,8 +32,9 @@ from typing import Any, NamedTuple, Protocol
 import numpy as np
 
 from ..model.chunk import SeriesChunk
-from .chunk_index import CHUNK_COLUMNS, ChunkRow
-from .ordered_points import ChunkPart, OrderedPoints, SeriesCodes, chunk_part, text_columns
+from .chunk_index import CHUNK_COLUMNS, ChunkRow, SeriesKey
+from .head import HEAD_COLUMNS, as_chunks
+from .ordered_points import ChunkPart, OrderedPoints, SeriesCodes, chunk_part
 from .point_reads import query_scan
 from .points import PointQuery
 from .scan import Reader, Scan, iter_chunks
@@ -103,13 +104,25 @@ def _cache_key(row: ChunkRow) -> _CacheKey:
 
 
 def _window_sql(scan: Scan, kept: Sequence[_CacheKey]) -> tuple[str, list[Any]]:
-    """One window's statement: the index rows of its chunks, and the data of those not kept from before."""
+    """One window's statement: its chunks (index row, and data unless kept from before), then its head rows.
+
+    One statement, so one snapshot: a move of the head into chunks can neither hide nor repeat a
+    point. A row is ``(0, index row..., data, NULL...)`` for a chunk, ``(1, NULL..., head row...)``
+    for a point of the head.
+    """
     where, params = scan.index_sql()
+    head_where, head_params = scan.head_sql()
     data = "d.data"
     if kept:
         values = ",".join(f"({chunk_id},{first},{last},{points})" for chunk_id, first, last, points in kept)
         data = f"CASE WHEN (c.id, c.first_row_id, c.last_row_id, c.points) IN (VALUES {values}) THEN NULL ELSE d.data END"
-    return f"SELECT {CHUNK_COLUMNS}, {data} FROM chunks c JOIN chunk_data d ON d.chunk_id = c.id{where}", params
+    head_width = len(HEAD_COLUMNS.split(","))
+    index_width = len(CHUNK_COLUMNS.split(","))
+    sql = (
+        f"SELECT 0, {CHUNK_COLUMNS}, {data}{', NULL' * head_width} FROM chunk_index c JOIN chunk_data d ON d.chunk_id = c.id{where}"
+        f" UNION ALL SELECT 1{', NULL' * (index_width + 1)}, {HEAD_COLUMNS} FROM head_points{head_where}"
+    )
+    return sql, [*params, *head_params]
 
 
 def _bounded(scan: Scan, lo: int | None, hi: int | None) -> Scan:
@@ -165,9 +178,14 @@ def _windows(store: Reader, scan: Scan, *, window_points: int | None, texts: boo
         cache = {}
         parts: list[ChunkPart] = []
         sql, params = _window_sql(_bounded(scan, lo, hi), list(usable))
+        head: list[Sequence[Any]] = []
+        index_width = len(ChunkRow._fields)
         for batch in store.read_chunks(sql, params, size=64):
             for raw in batch:
-                row, data = ChunkRow(*raw[:-1]), raw[-1]
+                if raw[0] == 1:
+                    head.append(raw[index_width + 2 :])
+                    continue
+                row, data = ChunkRow(*raw[1 : index_width + 1]), raw[index_width + 1]
                 key = _cache_key(row)
                 covered: int | None = None
                 if data is None:
@@ -175,7 +193,7 @@ def _windows(store: Reader, scan: Scan, *, window_points: int | None, texts: boo
                 else:
                     chunk = SeriesChunk.decode(data)
                     keep = scan.mask(chunk)
-                    part = chunk_part(codes.code(row.series), chunk, texts=texts, held_texts=text_columns(data), keep=keep)
+                    part = chunk_part(codes.code(row.series), chunk, texts=texts, keep=keep)
                 times = part.time
                 first = 0 if lo is None else int(np.searchsorted(times, lo, side="right"))
                 end = len(times) if hi is None else int(np.searchsorted(times, hi, side="right"))
@@ -186,6 +204,10 @@ def _windows(store: Reader, scan: Scan, *, window_points: int | None, texts: boo
                 if end < len(times):
                     cache[key] = _kept(part, end, covered, share)
         del usable
+        # The head's points of the window (its statement kept only those): as chunks, by series then row id.
+        head.sort(key=lambda r: (*r[1:5], r[0]))
+        for series, chunk in as_chunks(head):
+            parts.append(chunk_part(codes.code(SeriesKey(*series)), chunk, texts=texts))
         if parts or len(bounds) == 1:
             yield OrderedPoints(parts, codes.series)
 
