@@ -2,7 +2,8 @@
 
 The store is written through :meth:`PointStore.write_batch` (the pipeline's batches) with what
 makes time order hard: series that overlap in time, times shared across series, step-less points,
-a late batch older than what its series holds, and enough batches for compaction to join chunks.
+a late batch older than what its series holds (few points a series: rows of the head), and enough
+batches for compaction to join chunks.
 """
 
 from __future__ import annotations
@@ -24,7 +25,8 @@ from otel_recursive_metrics import PointStore
 from otel_recursive_metrics.model.attributes import canonical_json
 from otel_recursive_metrics.model.batch import BatchBuilder, PointBatch
 from otel_recursive_metrics.store import ordered_reads
-from otel_recursive_metrics.store.compaction import FAN_IN
+from otel_recursive_metrics.store.chunk_index import HEAD_BELOW
+from otel_recursive_metrics.store.compaction import FAN_IN, move_head
 from otel_recursive_metrics.store.export import PointWriter
 from otel_recursive_metrics.store.number_text import float_pieces, int_field, join_rows
 from otel_recursive_metrics.store.ordered_reads import ordered_points, ordered_windows
@@ -68,7 +70,7 @@ def _write(path: Path, batches: list[PointBatch]) -> None:
 def store_file(tmp_path: Path) -> Path:
     path = tmp_path / "metrics.db"
     batches = [_batch(step, 40) for step in range(0, 20 * 40, 40)]
-    batches.append(_batch(100, 10, time_offset=7, seed=1))  # late: older than what its series holds
+    batches.append(_batch(100, 10, time_offset=7, seed=1))  # late (older than what its series holds), and rows of the head
     _write(path, batches)
     return path
 
@@ -132,7 +134,7 @@ def test_a_compaction_between_two_windows_misses_no_point_and_repeats_none(store
     first = next(windows)
     before = {row[0] for row in store.read("SELECT id FROM chunks")}
     # FAN_IN**2 more batches: each series gets FAN_IN new chunks of level 1, joined with the ones the read is in.
-    _write(store_file, [_batch(step, 2, seed=2) for step in range(5000, 5000 + 2 * FAN_IN**2, 2)])
+    _write(store_file, [_batch(step, HEAD_BELOW, seed=2) for step in range(5000, 5000 + HEAD_BELOW * FAN_IN**2, HEAD_BELOW)])
     after = {row[0] for row in store.read("SELECT id FROM chunks")}
     assert before - after, "chunks the read had not reached yet were joined into others"
     _assert_same_columns(_joined([first, *windows]), expected)
@@ -142,7 +144,7 @@ def _lines(text: str) -> list[str]:
     return text.splitlines(keepends=True)
 
 
-def test_follow_prints_each_point_once_across_compactions(tmp_path: Path) -> None:
+def test_follow_prints_each_point_once_across_compactions_and_head_moves(tmp_path: Path) -> None:
     path = tmp_path / "metrics.db"
     writer = PointStore(path)
     reader = PointStore(path, readonly=True)
@@ -151,24 +153,35 @@ def test_follow_prints_each_point_once_across_compactions(tmp_path: Path) -> Non
         follow = PointWriter(reader, "csv", followed)
         step = 0
 
-        def write(batches: int) -> None:
+        def write(batches: int, steps: int) -> None:
             nonlocal step
             for _ in range(batches):
-                writer.write_batch(_batch(step, 3))
-                step += 3
+                writer.write_batch(_batch(step, steps))
+                step += steps
 
-        write(3)
+        def chunk_ids() -> set[int]:
+            return {row[0] for row in reader.read("SELECT id FROM chunk_index")}
+
         query = PointQuery()
+        write(3, HEAD_BELOW)  # series of HEAD_BELOW points a batch: chunks
         _, last = follow.write(query)
         printed = [follow.written]
+        write(2, 3)  # three points a series: rows of the head
+        assert reader.read("SELECT count(*) FROM head_points")[0][0] > 0
+        _, last = follow.write(query, after_row_id=last)
+        printed.append(follow.written)
+        # The head's rows, printed from the head, become chunks (as when it fills up).
+        with sqlite3.connect(path, isolation_level=None) as conn:
+            move_head(conn)
+        assert reader.read("SELECT count(*) FROM head_points")[0][0] == 0
         joined = []
-        for batches in (FAN_IN, 2 * FAN_IN + 1, 1):
-            before = {row[0] for row in reader.read("SELECT id FROM chunks")}
-            write(batches)  # FAN_IN small chunks in a series are joined: printed points with new ones
-            joined.append(bool(before - {row[0] for row in reader.read("SELECT id FROM chunks")}))
+        for batches in (FAN_IN, FAN_IN + 1):
+            before = chunk_ids()
+            write(batches, HEAD_BELOW)  # FAN_IN new chunks in a series: joined with the ones printed before
+            joined.append(bool(before - chunk_ids()))
             _, last = follow.write(query, after_row_id=last)
             printed.append(follow.written)
-        assert joined[:2] == [True, True], "chunks with points printed before were joined with new ones"
+        assert joined == [True, True], "chunks with points printed before were joined with new ones"
         everything = io.StringIO()
         assert PointWriter(reader, "csv", everything).write(query)[0] == follow.written == reader.count()
         assert printed == sorted(set(printed)), "every poll found new points"
