@@ -96,6 +96,9 @@ def _edges(rows: Sequence[ChunkRow], scan: Scan, window_points: int) -> list[int
 
 
 _CacheKey = tuple[int, int, int, int]
+#: Columns of an index row and of a head row, in a window's statement.
+_INDEX_WIDTH = len(CHUNK_COLUMNS.split(","))
+_HEAD_WIDTH = len(HEAD_COLUMNS.split(","))
 
 
 def _cache_key(row: ChunkRow) -> _CacheKey:
@@ -116,11 +119,9 @@ def _window_sql(scan: Scan, kept: Sequence[_CacheKey]) -> tuple[str, list[Any]]:
     if kept:
         values = ",".join(f"({chunk_id},{first},{last},{points})" for chunk_id, first, last, points in kept)
         data = f"CASE WHEN (c.id, c.first_row_id, c.last_row_id, c.points) IN (VALUES {values}) THEN NULL ELSE d.data END"
-    head_width = len(HEAD_COLUMNS.split(","))
-    index_width = len(CHUNK_COLUMNS.split(","))
     sql = (
-        f"SELECT 0, {CHUNK_COLUMNS}, {data}{', NULL' * head_width} FROM chunk_index c JOIN chunk_data d ON d.chunk_id = c.id{where}"
-        f" UNION ALL SELECT 1{', NULL' * (index_width + 1)}, {HEAD_COLUMNS} FROM head_points{head_where}"
+        f"SELECT 0, {CHUNK_COLUMNS}, {data}{', NULL' * _HEAD_WIDTH} FROM chunk_index c JOIN chunk_data d ON d.chunk_id = c.id{where}"
+        f" UNION ALL SELECT 1{', NULL' * (_INDEX_WIDTH + 1)}, {HEAD_COLUMNS} FROM head_points{head_where}"
     )
     return sql, [*params, *head_params]
 
@@ -179,13 +180,12 @@ def _windows(store: Reader, scan: Scan, *, window_points: int | None, texts: boo
         parts: list[ChunkPart] = []
         sql, params = _window_sql(_bounded(scan, lo, hi), list(usable))
         head: list[Sequence[Any]] = []
-        index_width = len(ChunkRow._fields)
         for batch in store.read_chunks(sql, params, size=64):
             for raw in batch:
                 if raw[0] == 1:
-                    head.append(raw[index_width + 2 :])
+                    head.append(raw[_INDEX_WIDTH + 2 :])
                     continue
-                row, data = ChunkRow(*raw[1 : index_width + 1]), raw[index_width + 1]
+                row, data = ChunkRow(*raw[1 : _INDEX_WIDTH + 1]), raw[_INDEX_WIDTH + 1]
                 key = _cache_key(row)
                 covered: int | None = None
                 if data is None:
