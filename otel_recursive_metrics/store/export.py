@@ -1,27 +1,24 @@
-"""Points out of the store as CSV or JSON lines, at SQLite's pace rather than an object's per point.
+"""Points out of the store as CSV or JSON lines, a column at a time rather than an object per point.
 
-``query --format csv|json`` and ``query --follow`` write through :class:`PointWriter`. The
-general reading path (:meth:`PointStore.iter_query`) joins four tables and makes a
-:class:`~.points.StoredPoint` per row, with its attributes and resource parsed from JSON: about
-25 µs a point, so a million-step run took half a minute to export. Here a row is numbers only:
-one key packing the point's metric, resource, attribute set (and, for JSON, scope) ids, then
-its own columns. Everything that repeats (a metric's name and kind, a resource's run and rank,
-an attribute set's text) is formatted once per key and reused, and each row is one f-string:
+``query --format csv|json`` and ``query --follow`` write through :class:`PointWriter`. The points
+come in windows of the query's order (:func:`~.ordered_reads.ordered_windows`: NumPy columns,
+memory bounded whatever the store's size), and each window becomes text column by column:
 
-- SQLite turns NULL steps and epochs into the format's empty value, and the infinities into
-  JSON's ``Infinity`` tokens, so Python never tests a column;
-- floats print with ``repr``'s shortest text that reads back as the same number (full
-  precision: ``2.3456789012`` stays ``2.3456789012``). SQLite's own float-to-text keeps 15
-  digits, and building the lines inside SQLite measured slower than this;
-- the texts of a key are made when the key first shows up (a store may hold millions of
-  attribute sets: one per sample when attributes carry a sample id).
+- what repeats for every point of a series (its metric's name and kind, its resource's run and
+  rank, its attribute set; for JSON also unit, resource, scope, temporality) is formatted once
+  per series, as the texts before and after the point's own columns, and spread over the points
+  by their series code;
+- the numbers become text a column at a time (:mod:`.number_text`), with the format's empty
+  value where a point has none (CSV ``""``, JSON ``null``);
+- the line is the columns' texts laid side by side and joined once per window.
 
-Where the time goes at a million rows (``benchmarks/run.py`` row 9): about half in the sqlite3
-module making a Python object per column, a quarter in SQLite's sort into time order, a quarter
-in the f-strings. The output is what the per-point path printed: the same CSV columns and quoting
-(``csv`` module rules, ``\\r\\n`` line ends), and the same JSON object per line (key order
-included; histogram and extra fields as stored). The filters and order are
-:class:`~.points.PointQuery`'s.
+The output is what the per-point path printed: the same CSV columns and quoting (``csv`` module
+rules, ``\\r\\n`` line ends) and the same JSON object per line (key order included; histogram and
+extra fields as stored). Floats print as ``repr`` does, the shortest text that reads back as the
+same number (full precision: ``2.3456789012`` stays ``2.3456789012``); integers exactly; a value
+that is NaN or missing as nothing (CSV) or ``null`` (JSON); the infinities as ``inf`` / ``-inf``
+(CSV) and ``Infinity`` / ``-Infinity`` (JSON, as Python's json reads them). A histogram's CSV
+value is ``count=N sum=S``.
 """
 
 from __future__ import annotations
@@ -32,18 +29,27 @@ import io
 import json
 from typing import TYPE_CHECKING, Any, TextIO
 
+import numpy as np
+
 from ..model.resource import RANK_KEY, RUN_ID_KEY
+from .chunk_index import SeriesKey
+from .number_text import Field, float_pieces, int_field, join_rows, text_field
+from .ordered_reads import OrderedPoints, SeriesCodes, ordered_windows
 from .points import PointQuery
 
 if TYPE_CHECKING:
     from .point_store import PointStore
 
-__all__ = ["CSV_HEADER", "PointWriter"]
+__all__ = ["CSV_HEADER", "PointWriter", "newest_row_id"]
 
 CSV_HEADER = ("metric", "kind", "run", "rank", "step", "epoch", "value", "time_unix_nano", "attributes")
+#: Rows made into text at once: their arrays stay small enough to be reused, not freshly mapped.
+BLOCK_ROWS = 16384
 
-#: Rows read from SQLite at a time.
-CHUNK_ROWS = 16384
+
+def newest_row_id(store: PointStore) -> int:
+    """The row id of the newest point in the store (0 if it has none): a snapshot's bound."""
+    return int(store.read("SELECT ifnull(max(last_row_id), 0) FROM chunks")[0][0])
 
 
 def _csv_cells(*cells: Any) -> str:
@@ -51,44 +57,6 @@ def _csv_cells(*cells: Any) -> str:
     buffer = io.StringIO()
     csv.writer(buffer).writerow(cells)
     return buffer.getvalue()[:-2]
-
-
-class _Key:
-    """How one integer packs a row's ids: ``metric | resource | attributes [| scope]``, high to low.
-
-    Each field has room for ids up to twice the largest in the store when the packing was
-    made; :meth:`holds` says whether it still covers the store (a follow meets new ids).
-    """
-
-    def __init__(self, largest: tuple[int, int, int, int], with_scope: bool) -> None:
-        bits = [int(w).bit_length() + 1 for w in largest]
-        self.capacity = [(1 << b) - 1 for b in bits]
-        self.resource_bits, self.attributes_bits = bits[1], bits[2]
-        self.scope_bits = bits[3] if with_scope else 0
-        if bits[0] + bits[1] + bits[2] + self.scope_bits > 63:
-            raise ValueError("the store's ids are too large to pack in one integer key")
-        low = self.scope_bits
-        self.sql = (
-            f"(((p.metric_id << {self.resource_bits}) | p.resource_id) << {self.attributes_bits + low})"
-            f" | (p.attributes_id << {low})" + (" | p.scope_id" if with_scope else "")
-        )
-
-    def holds(self, largest: tuple[int, int, int, int]) -> bool:
-        return all(value <= cap for value, cap in zip(largest, self.capacity, strict=True))
-
-    def split(self, key: int) -> tuple[int, int, int, int]:
-        """``(metric, resource, attributes, scope)`` ids of a packed key."""
-        scope = key & ((1 << self.scope_bits) - 1)
-        key >>= self.scope_bits
-        attributes = key & ((1 << self.attributes_bits) - 1)
-        key >>= self.attributes_bits
-        return key >> self.resource_bits, key & ((1 << self.resource_bits) - 1), attributes, scope
-
-
-_LARGEST_IDS = (
-    "SELECT (SELECT ifnull(max(id), 0) FROM metrics), (SELECT ifnull(max(id), 0) FROM resources),"
-    " (SELECT ifnull(max(id), 0) FROM attribute_sets), (SELECT ifnull(max(id), 0) FROM scopes)"
-)
 
 
 class PointWriter:
@@ -105,38 +73,51 @@ class PointWriter:
         self.store, self.fmt, self.out = store, fmt, out
         self.written = 0
         self._header_done = False
-        self._key: _Key | None = None
-        #: Packed key -> the texts around the row's own columns (two for CSV, three for JSON).
-        self._texts: dict[int, tuple[str, ...]] = {}
+        self._codes = SeriesCodes()
+        #: Per series code: the texts around a point's own columns (two for CSV, three for JSON).
+        self._texts: list[tuple[str, ...]] = []
+        self._per_series: list[np.ndarray] = [np.zeros(0, dtype=object)] * 3
 
-    def _packing(self) -> _Key:
-        (largest,) = self.store.read(_LARGEST_IDS)
-        largest = tuple(int(v) for v in largest)
-        if self._key is None or not self._key.holds(largest):
-            self._key = _Key(largest, with_scope=self.fmt == "json")
-            self._texts.clear()
-        return self._key
+    def write(self, query: PointQuery, after_row_id: int | None = None) -> tuple[int, int]:
+        """Write the points of ``query`` newer than ``after_row_id``: ``(points written, snapshot row id)``."""
+        snapshot = newest_row_id(self.store)
+        changes: dict[str, Any] = {"max_row_id": snapshot}
+        if after_row_id is not None:
+            changes.update(after_row_id=after_row_id, limit=None, last=None)
+        if self.fmt == "csv" and not self._header_done:
+            self.out.write(",".join(CSV_HEADER) + "\r\n")
+            self._header_done = True
+        written = 0
+        for window in ordered_windows(self.store, dataclasses.replace(query, **changes), codes=self._codes):
+            if not len(window):
+                continue
+            if len(self._texts) < len(self._codes.series):
+                self._add_texts(self._codes.series[len(self._texts) :])
+            self._write_lines(window)
+            written += len(window)
+        self.out.flush()
+        self.written += written
+        return written, snapshot
 
-    def _add_texts(self, keys: set[int], packing: _Key) -> None:
-        """The texts of keys not seen before: one read of each small table they need."""
-        parts = {key: packing.split(key) for key in keys}
-        metrics = self._rows("SELECT id, name, kind, unit, temporality, monotonic FROM metrics", {p[0] for p in parts.values()})
-        resources = self._rows("SELECT id, attributes FROM resources", {p[1] for p in parts.values()})
-        attributes = self._rows("SELECT id, attributes FROM attribute_sets", {p[2] for p in parts.values()})
-        scopes = self._rows("SELECT id, name FROM scopes", {p[3] for p in parts.values()}) if self.fmt == "json" else {}
-        for key, (metric_id, resource_id, attributes_id, scope_id) in parts.items():
-            name, kind, unit, temporality, monotonic = metrics[metric_id]
-            (resource,), (attribute_set,) = resources[resource_id], attributes[attributes_id]
+    def _add_texts(self, series: list[SeriesKey]) -> None:
+        """The texts of series not seen before: one read of each small table they need."""
+        metrics = self._rows("SELECT id, name, kind, unit, temporality, monotonic FROM metrics", {s.metric_id for s in series})
+        resources = self._rows("SELECT id, attributes FROM resources", {s.resource_id for s in series})
+        attributes = self._rows("SELECT id, attributes FROM attribute_sets", {s.attributes_id for s in series})
+        scopes = self._rows("SELECT id, name FROM scopes", {s.scope_id for s in series}) if self.fmt == "json" else {}
+        for key in series:
+            name, kind, unit, temporality, monotonic = metrics[key.metric_id]
+            (resource,), (attribute_set,) = resources[key.resource_id], attributes[key.attributes_id]
             if self.fmt == "csv":
                 attrs = json.loads(resource)
                 head = _csv_cells(name, kind, attrs.get(RUN_ID_KEY, ""), attrs.get(RANK_KEY, "")) + ","
-                self._texts[key] = (head, _csv_cells(attribute_set) + "\r\n")
+                self._texts.append((head, _csv_cells(attribute_set) + "\r\n"))
             else:
                 head = '{"metric":' + json.dumps(name) + ',"kind":' + json.dumps(kind) + ',"unit":' + json.dumps(unit) + ',"value":'
-                scope = json.dumps(scopes[scope_id][0])
+                scope = json.dumps(scopes[key.scope_id][0])
                 middle = f',"attributes":{attribute_set},"resource":{resource},"scope":{scope},"start_time_unix_nano":'
                 tail = f',"temporality":{temporality},"monotonic":{"true" if monotonic else "false"},"histogram":'
-                self._texts[key] = (head, middle, tail)
+                self._texts.append((head, middle, tail))
 
     def _rows(self, sql: str, ids: set[int]) -> dict[int, tuple[Any, ...]]:
         wanted = sorted(ids)
@@ -147,62 +128,157 @@ class PointWriter:
                 found[row[0]] = tuple(row[1:])
         return found
 
-    def write(self, query: PointQuery, after_row_id: int | None = None) -> tuple[int, int]:
-        """Write the points of ``query`` newer than ``after_row_id``: ``(points written, snapshot row id)``."""
-        snapshot = int(self.store.read("SELECT ifnull(max(id), 0) FROM points")[0][0])
-        changes: dict[str, Any] = {"max_row_id": snapshot}
-        if after_row_id is not None:
-            changes.update(after_row_id=after_row_id, limit=None, last=None)
-        packing = self._packing()
-        if self.fmt == "csv":
-            columns = (
-                f"SELECT {packing.sql}, ifnull(p.step, ''), ifnull(p.epoch, ''), ifnull(p.value, ''), p.time_unix_nano,"
-                " CASE WHEN p.value IS NULL THEN p.histogram END FROM points p"
-            )
-        else:
-            columns = (
-                f"SELECT {packing.sql},"
-                " CASE WHEN p.value = 9e999 THEN 'Infinity' WHEN p.value = -9e999 THEN '-Infinity' ELSE ifnull(p.value, 'null') END,"
-                " p.start_time_unix_nano, p.time_unix_nano, ifnull(p.step, 'null'), ifnull(p.epoch, 'null'),"
-                " ifnull(p.histogram, 'null'), ifnull(p.extra, 'null') FROM points p"
-            )
-        sql, params = dataclasses.replace(query, **changes).sql(columns)
-        if self.fmt == "csv" and not self._header_done:
-            self.out.write(",".join(CSV_HEADER) + "\r\n")
-            self._header_done = True
-        written = 0
-        texts = self._texts
-        for rows in self.store.read_chunks(sql, params, size=CHUNK_ROWS):
-            new = {row[0] for row in rows} - texts.keys()
-            if new:
-                self._add_texts(new, packing)
-            self.out.write(self._csv_text(rows) if self.fmt == "csv" else self._json_text(rows))
-            written += len(rows)
-        self.out.flush()
-        self.written += written
-        return written, snapshot
+    def _series_texts(self, codes: np.ndarray, index: int) -> list[str]:
+        """The ``index``-th text around the points' own columns, per point (by its series)."""
+        per_series = self._per_series[index]
+        if len(per_series) < len(self._texts):
+            per_series = self._per_series[index] = np.array([texts[index] for texts in self._texts], dtype=object)
+        spread: list[str] = per_series[codes].tolist()
+        return spread
 
-    def _csv_text(self, rows: list[Any]) -> str:
-        texts = self._texts
-        lines: list[str] = []
-        append = lines.append
-        for key, step, epoch, value, time_ns, histogram in rows:
-            head, tail = texts[key]
-            if histogram is not None:
-                value = _histogram_text(histogram)  # noqa: PLW2901 - a histogram's value column
-            append(f"{head}{step},{epoch},{value},{time_ns},{tail}")
-        return "".join(lines)
+    def _write_lines(self, points: OrderedPoints) -> None:
+        """Write the lines of ``points``, a block of rows at a time (small arrays and texts: memory is reused, not mapped afresh)."""
+        columns = _Block.of(points, with_start=self.fmt == "json")
+        for lo in range(0, len(points), BLOCK_ROWS):
+            block = columns.rows(lo, lo + BLOCK_ROWS)
+            self.out.write(self._csv_text(block) if self.fmt == "csv" else self._json_text(block))
 
-    def _json_text(self, rows: list[Any]) -> str:
-        texts = self._texts
-        lines: list[str] = []
-        append = lines.append
-        for key, value, start, time_ns, step, epoch, histogram, extra in rows:
-            head, middle, tail = texts[key]
-            append(
-                f'{head}{value}{middle}{start},"time_unix_nano":{time_ns},"step":{step},"epoch":{epoch}{tail}{histogram},"extra":{extra}}}\n'
-            )
-        return "".join(lines)
+    def _csv_text(self, block: _Block) -> str:
+        # A row's own columns are one text made with NumPy ("step,epoch,value,time,"); the
+        # series' texts around it are spread from the series, and each line joined once.
+        own = _segments(
+            [
+                int_field(block.step, block.step_missing),
+                b",",
+                int_field(block.epoch, block.epoch_missing),
+                b",",
+                *_value_pieces(block, nan="", infinities=("inf", "-inf"), histograms=True),
+                b",",
+                int_field(block.time),
+                b",",
+                _END,
+            ],
+            len(block.codes),
+        )
+        cells: list[str] = [""] * (3 * len(block.codes))
+        cells[0::3] = self._series_texts(block.codes, 0)
+        cells[1::3] = own
+        cells[2::3] = self._series_texts(block.codes, 1)
+        return "".join(cells)
+
+    def _json_text(self, block: _Block) -> str:
+        assert block.start is not None
+        n = len(block.codes)
+        own = _segments(
+            [
+                *_value_pieces(block, nan="null", infinities=("Infinity", "-Infinity"), histograms=False),
+                _END,
+                int_field(block.start),
+                b',"time_unix_nano":',
+                int_field(block.time),
+                b',"step":',
+                int_field(block.step, block.step_missing, "null"),
+                b',"epoch":',
+                int_field(block.epoch, block.epoch_missing, "null"),
+                _END,
+            ],
+            n,
+        )
+        cells: list[str] = [""] * (9 * n)
+        cells[0::9] = self._series_texts(block.codes, 0)
+        cells[1::9] = own[0::2]
+        cells[2::9] = self._series_texts(block.codes, 1)
+        cells[3::9] = own[1::2]
+        cells[4::9] = self._series_texts(block.codes, 2)
+        cells[5::9] = _texts_or_null(block.histogram, n)
+        cells[6::9] = [',"extra":'] * n
+        cells[7::9] = _texts_or_null(block.extra, n)
+        cells[8::9] = ["}\n"] * n
+        return "".join(cells)
+
+
+#: Ends each made-by-NumPy part of a line (never in a number's text), to split them apart.
+_END = b"\x00"
+
+
+def _segments(pieces: list[Field | bytes], rows: int) -> list[str]:
+    """The texts ``pieces`` make for ``rows`` rows, cut at each :data:`_END` (the piece after the last one left out)."""
+    texts = join_rows(pieces, rows).decode("ascii").split("\x00")
+    texts.pop()
+    return texts
+
+
+def _texts_or_null(texts: list[str | None] | None, n: int) -> list[str]:
+    """JSON texts, ``null`` for None."""
+    if texts is None:
+        return ["null"] * n
+    return ["null" if t is None else t for t in texts]
+
+
+@dataclasses.dataclass(frozen=True)
+class _Block:
+    """The columns a line needs, for some consecutive points."""
+
+    codes: np.ndarray
+    time: np.ndarray
+    start: np.ndarray | None
+    step: np.ndarray
+    step_missing: np.ndarray
+    epoch: np.ndarray
+    epoch_missing: np.ndarray
+    value: np.ndarray
+    value_missing: np.ndarray
+    is_int: np.ndarray
+    int_value: np.ndarray
+    histogram: list[str | None] | None
+    extra: list[str | None] | None
+
+    @classmethod
+    def of(cls, points: OrderedPoints, *, with_start: bool) -> _Block:
+        return cls(
+            points.codes,
+            points.time_unix_nano,
+            points.start_time_unix_nano if with_start else None,
+            points.step,
+            points.step_missing,
+            points.epoch,
+            points.epoch_missing,
+            points.value,
+            points.value_missing,
+            points.is_int,
+            points.int_value,
+            points.histogram,
+            points.extra,
+        )
+
+    def rows(self, lo: int, hi: int) -> _Block:
+        columns = (getattr(self, f.name) for f in dataclasses.fields(self))
+        sliced: list[Any] = [None if column is None else column[lo:hi] for column in columns]
+        return _Block(*sliced)
+
+
+def _value_pieces(block: _Block, *, nan: str, infinities: tuple[str, str], histograms: bool) -> list[Field]:
+    """Each point's value: integers exactly, floats as ``repr``, ``nan`` for none or NaN (CSV: a histogram's count and sum)."""
+    ints = block.is_int & ~block.value_missing
+    texts: list[str] = []
+    special = np.zeros(len(ints), bool)
+    if histograms and block.histogram is not None:
+        for i in np.flatnonzero(block.value_missing | np.isnan(block.value)).tolist():
+            text = block.histogram[i]
+            if text is not None:
+                special[i] = True
+                texts.append(_histogram_text(text))
+    pieces = float_pieces(block.value, nan=nan, infinities=infinities, skip=ints | special)
+    if ints.any():
+        pieces.append(int_field(block.int_value, ~ints))
+    if texts:
+        given = text_field(texts)
+        matrix = np.zeros((len(ints), given.matrix.shape[1]), np.uint8)
+        matrix[special] = given.matrix
+        end = np.zeros(len(ints), np.int64)
+        end[special] = given.end
+        pieces.append(Field(matrix, np.zeros(len(ints), np.int64), end))
+    return pieces
 
 
 def _histogram_text(histogram: str) -> str:

@@ -8,9 +8,8 @@
 
 Points come one row each, oldest first, with the columns ``run``, ``rank``, ``metric``, ``step``,
 ``epoch``, ``time`` (UTC timestamps), ``time_unix_nano``, ``value`` and ``attributes`` (canonical
-JSON text). Columns are built from five numbers a point (see :func:`points_dataframe`). Runs
-come one row each with the summary's fields; each
-parameter is a column ``params.<key>``.
+JSON text), built from the chunks' NumPy columns (see :func:`points_dataframe`). Runs come one
+row each with the summary's fields; each parameter is a column ``params.<key>``.
 """
 
 from __future__ import annotations
@@ -20,6 +19,8 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from ..model.resource import RANK_KEY, RUN_ID_KEY
+from .chunk_index import SeriesKey
+from .ordered_reads import ordered_points
 from .points import PointQuery
 
 if TYPE_CHECKING:
@@ -38,94 +39,56 @@ def _pandas() -> Any:
     return pandas
 
 
-#: NULL steps and epochs come out of SQLite as this, then become pandas' missing value.
-_NULL_INT = -(2**63)
-
-
 def points_dataframe(store: PointStore, metric: str | Sequence[str] | None = None, **filters: Any) -> Any:
     """The points matching ``metric`` and ``filters`` (those of :class:`PointQuery`) as a DataFrame.
 
-    SQLite returns five numbers a row: one key packing the metric, resource and attribute-set
-    ids (and whether the value is NULL), the step, the epoch, the time and the value. NumPy takes
-    the rows as one structured array; the run, rank, metric name and attribute text are looked up
-    once per distinct key and spread over the rows. Without ``limit`` or ``last`` the rows are
-    read in the order SQLite finds them and put in time order (then step) by NumPy, which is
-    several times cheaper than SQLite's sorter at a million rows.
+    The columns come from the chunks' NumPy columns in the query's order
+    (:func:`~.ordered_reads.ordered_points`) without a Python object per point: the steps and
+    epochs with their missing masks become nullable integer arrays as they are, and the run,
+    rank, metric name and attribute text are looked up once per series and spread over its points
+    with pandas' ``take``.
     """
-    import numpy as np
-
     pd = _pandas()
-    resource_bits, attributes_bits = widths = _key_widths(store)
-    columns = (
-        f"SELECT (((p.metric_id << {resource_bits + attributes_bits}) | (p.resource_id << {attributes_bits}) | p.attributes_id) << 1)"
-        f" | (p.value IS NULL), ifnull(p.step, {_NULL_INT}), ifnull(p.epoch, {_NULL_INT}), p.time_unix_nano, ifnull(p.value, 0.0)"
-        " FROM points p"
-    )
-    query = PointQuery(metric, **filters)
-    sql, params = query.sql(columns)
-    if query.limit is None and query.last is None:
-        sql = sql[: sql.rindex(" ORDER BY ")]  # NumPy sorts below
-    dtype = [("key", "i8"), ("step", "i8"), ("epoch", "i8"), ("time", "i8"), ("value", "f8")]
-    chunks = [np.array(chunk, dtype=dtype) for chunk in store.read_chunks(sql, params, size=65536)]
-    table = np.concatenate(chunks) if chunks else np.empty(0, dtype=dtype)
-    if query.limit is None and query.last is None:
-        table = table[np.lexsort((table["step"], table["time"]))]  # NULL steps (the sentinel) first, as SQLite orders
-    table["value"][(table["key"] & 1) == 1] = np.nan  # NaN, or a histogram's
-    distinct, codes = np.unique(table["key"] >> 1, return_inverse=True)
-    run, rank, name, attributes = _series_labels(store, distinct, widths)
+    points = ordered_points(store, PointQuery(metric, **filters), texts=False)
+    run, rank, name, attributes = _series_labels(store, points.series)
+    codes = points.codes
 
-    def labels(values: list[Any], dtype: str) -> Any:
-        return pd.array(np.asarray(values, dtype=object)[codes] if len(table) else [], dtype=dtype)
+    def spread(values: list[Any], dtype: str) -> Any:
+        return pd.array(values, dtype=dtype).take(codes)
 
-    def nullable(column: str) -> Any:
-        array = np.ascontiguousarray(table[column])
-        return pd.arrays.IntegerArray(array, array == _NULL_INT)
-
-    times = np.ascontiguousarray(table["time"])
+    times = points.time_unix_nano
     return pd.DataFrame(
         {
-            "run": labels(run, "string"),
-            "rank": labels(rank, "Int64"),
-            "metric": labels(name, "string"),
-            "step": nullable("step"),
-            "epoch": nullable("epoch"),
+            "run": spread(run, "string"),
+            "rank": spread(rank, "Int64"),
+            "metric": spread(name, "string"),
+            "step": pd.arrays.IntegerArray(points.step, points.step_missing),
+            "epoch": pd.arrays.IntegerArray(points.epoch, points.epoch_missing),
             "time": pd.to_datetime(times, unit="ns", utc=True),
             "time_unix_nano": pd.array(times, dtype="int64"),
-            "value": np.ascontiguousarray(table["value"]),
-            "attributes": labels(attributes, "string"),
-        }
+            "value": points.value,
+            "attributes": spread(attributes, "string"),
+        },
+        copy=False,  # every array is new: no copy into blocks
     )
 
 
-def _key_widths(store: PointStore) -> tuple[int, int]:
-    """Bits for the resource and attribute-set ids in a packed key (62 bits in all, and the NULL bit)."""
-    ((metrics, resources, attribute_sets),) = store.read(
-        "SELECT (SELECT ifnull(max(id), 0) FROM metrics), (SELECT ifnull(max(id), 0) FROM resources),"
-        " (SELECT ifnull(max(id), 0) FROM attribute_sets)"
-    )
-    resource_bits, attributes_bits = max(1, int(resources).bit_length()), max(1, int(attribute_sets).bit_length())
-    if int(metrics).bit_length() + resource_bits + attributes_bits > 62:  # one bit more: value IS NULL
-        raise ValueError("store ids too large to pack in one key")  # billions of attribute sets
-    return resource_bits, attributes_bits
-
-
-def _series_labels(store: PointStore, keys: Any, widths: tuple[int, int]) -> tuple[list[Any], list[Any], list[Any], list[Any]]:
-    """Per packed key: run id, rank, metric name and attribute text."""
-    resource_bits, attributes_bits = widths
+def _series_labels(store: PointStore, series: Sequence[SeriesKey]) -> tuple[list[Any], list[Any], list[Any], list[str]]:
+    """Per series: run id, rank, metric name and attribute text (each small table read once)."""
     metric_names = dict(store.read("SELECT id, name FROM metrics"))
     resources = {rid: json.loads(text) for rid, text in store.read("SELECT id, attributes FROM resources")}
-    attribute_ids = sorted({int(k) & ((1 << attributes_bits) - 1) for k in keys})
+    attribute_ids = sorted({key.attributes_id for key in series})
     texts: dict[int, str] = {}
     for lo in range(0, len(attribute_ids), 900):
         part = attribute_ids[lo : lo + 900]
         texts.update(store.read(f"SELECT id, attributes FROM attribute_sets WHERE id IN ({','.join('?' * len(part))})", part))
     run, rank, name, attributes = [], [], [], []
-    for packed in (int(k) for k in keys):
-        resource = resources[(packed >> attributes_bits) & ((1 << resource_bits) - 1)]
+    for key in series:
+        resource = resources[key.resource_id]
         run.append(resource.get(RUN_ID_KEY))
         rank.append(resource.get(RANK_KEY))
-        name.append(metric_names[packed >> (resource_bits + attributes_bits)])
-        attributes.append(texts[packed & ((1 << attributes_bits) - 1)])
+        name.append(metric_names[key.metric_id])
+        attributes.append(texts[key.attributes_id])
     return run, rank, name, attributes
 
 

@@ -2,9 +2,10 @@
 
 ``otel-recursive-metrics export --format parquet`` writes through :func:`write_parquet`. The file
 holds one row per point, oldest first (time, then step: :class:`~.points.PointQuery`'s order),
-in row groups of :data:`ROW_GROUP_ROWS`, compressed with zstd. Each row group is read from SQLite
-in chunks of :data:`READ_ROWS` rows, each turned into Arrow arrays (:class:`ColumnReader`), so
-memory holds one row group whatever the store's size. DuckDB, Polars, pandas, Spark and ClickHouse read it as is::
+in row groups of :data:`ROW_GROUP_ROWS`, compressed with zstd. The points are read in windows of the
+query's order (:mod:`.ordered_reads`) and their NumPy columns turned into Arrow arrays
+(:class:`ColumnReader`), so memory holds a window and a row group whatever the store's size.
+DuckDB, Polars, pandas, Spark and ClickHouse read it as is::
 
     column                 type                       what
     metric                 string                     the metric's name
@@ -51,8 +52,13 @@ import json
 from collections.abc import Iterator
 from typing import IO, TYPE_CHECKING, Any
 
+import numpy as np
+
 from .._version import __version__
 from ..model.resource import RANK_KEY, RUN_ID_KEY
+from .chunk_index import SeriesKey
+from .export import newest_row_id
+from .ordered_reads import OrderedPoints, SeriesCodes, ordered_windows
 from .points import PointQuery
 
 if TYPE_CHECKING:
@@ -70,23 +76,11 @@ __all__ = [
 
 #: Rows a row group holds: about 64k points, a few MB of memory.
 ROW_GROUP_ROWS = 65536
-#: Rows SQLite hands over at a time (a row group is read in several such chunks).
-READ_ROWS = 16384
 
 #: Bumped when a column changes meaning or type (added columns do not bump it).
 EXPORT_FORMAT_VERSION = "1"
 
 MISSING_PYARROW = "pyarrow is not installed; install the parquet extra in your clone of otel-recursive-metrics: pip install -e '.[parquet]'"
-
-#: Past this many distinct series keys the label cache is emptied (a sample id in the attributes
-#: makes a key per point): memory stays bounded, keys are looked up again as they come.
-_LABEL_CACHE_MAX = 100_000
-
-_LARGEST_IDS = (
-    "SELECT (SELECT ifnull(max(id), 0) FROM metrics), (SELECT ifnull(max(id), 0) FROM resources),"
-    " (SELECT ifnull(max(id), 0) FROM attribute_sets), (SELECT ifnull(max(id), 0) FROM scopes),"
-    " (SELECT ifnull(max(id), 0) FROM points)"
-)
 
 
 def require_pyarrow() -> Any:
@@ -163,115 +157,105 @@ class _Labels:
 class ColumnReader:
     """Reads the points of a :class:`PointQuery` as Arrow record batches of up to ``rows`` points.
 
-    One SELECT over ``points`` alone (no joins): a key packing the point's metric, resource,
-    attribute set and scope ids, then its own columns. What a key stands for (names, JSON texts,
-    run and rank) is read from the small tables once per key and spread over the rows with
-    Arrow's ``take``. The read is a snapshot: the points up to the newest one when it started.
+    The points come in windows of the query's order (:func:`~.ordered_reads.ordered_windows`,
+    NumPy columns with memory bounded whatever the store's size); each column becomes an Arrow
+    array as it is (a missing mask where a point has none). What a series stands for (names,
+    JSON texts, run and rank) is read from the small tables once per series and spread over its
+    points with Arrow's ``take``. The read is a snapshot: the points up to the newest one when
+    it started.
     """
 
     def __init__(self, store: PointStore, query: PointQuery, rows: int = ROW_GROUP_ROWS) -> None:
         self.pa = require_pyarrow()
         self.store, self.query, self.rows = store, query, max(1, int(rows))
         self.schema = parquet_schema()
-        self._labels: dict[int, _Labels] = {}
-        self._bits = [1, 1, 1, 1]
+        self._codes = SeriesCodes()
+        #: Per series code, what its points' label columns hold.
+        self._labels: list[_Labels] = []
 
     def batches(self) -> Iterator[Any]:
         """The record batches, oldest points first."""
-        (largest,) = self.store.read(_LARGEST_IDS)
-        *ids, newest_point = (int(v) for v in largest)
-        # Bits for the metric, resource, attribute-set and scope ids, high to low.
-        bits = [max(1, v.bit_length()) for v in ids]
-        if sum(bits) > 63:
-            raise ValueError("the store's ids are too large to pack in one integer key")
-        self._bits = bits
-        shift_a, shift_r, shift_m = bits[3], bits[3] + bits[2], bits[3] + bits[2] + bits[1]
-        columns = (
-            f"SELECT (p.metric_id << {shift_m}) | (p.resource_id << {shift_r}) | (p.attributes_id << {shift_a}) | p.scope_id,"
-            " p.start_time_unix_nano, p.time_unix_nano, p.step, p.epoch, CAST(p.value AS REAL),"
-            " CASE WHEN typeof(p.value) = 'integer' THEN p.value END, p.histogram, p.extra FROM points p"
-        )
+        newest = newest_row_id(self.store)
         limit = self.query.max_row_id
-        snapshot = newest_point if limit is None else min(limit, newest_point)
-        sql, params = dataclasses.replace(self.query, max_row_id=snapshot).sql(columns)
-        for rows in self.store.read_chunks(sql, params, size=self.rows):
-            yield self._batch(rows)
+        snapshot = newest if limit is None else min(limit, newest)
+        query = dataclasses.replace(self.query, max_row_id=snapshot)
+        for window in ordered_windows(self.store, query, codes=self._codes):
+            for lo in range(0, len(window), self.rows):
+                yield self._batch(window, lo, min(len(window), lo + self.rows))
 
-    def _batch(self, rows: list[Any]) -> Any:
+    def _batch(self, points: OrderedPoints, lo: int, hi: int) -> Any:
         pa = self.pa
-        keys, starts, times, steps, epochs, values, ints, histograms, extras = zip(*rows, strict=True)
-        local: dict[int, int] = {}
-        codes = pa.array([local.setdefault(k, len(local)) for k in keys], pa.int32())
-        missing = [k for k in local if k not in self._labels]
-        if missing:
-            self._add_labels(missing)
-        labels = [self._labels[k] for k in local]
+        if len(self._labels) < len(self._codes.series):
+            self._add_labels(self._codes.series[len(self._labels) :])
+        codes = pa.array(points.codes[lo:hi])
+        labels = self._labels
 
         def spread(field: str, kind: Any) -> Any:
             return pa.array([getattr(label, field) for label in labels], kind).take(codes)
 
-        time_array = pa.array(times, pa.int64())
-        hist = _HistogramColumns(histograms)
+        def ints(values: np.ndarray, missing: np.ndarray | None) -> Any:
+            return pa.array(values[lo:hi], pa.int64(), mask=None if missing is None or not missing[lo:hi].any() else missing[lo:hi])
+
+        value = points.value[lo:hi]
+        time_array = pa.array(points.time_unix_nano[lo:hi], pa.int64())
+        histograms = None if points.histogram is None else points.histogram[lo:hi]
+        extras = None if points.extra is None else points.extra[lo:hi]
+        hist = _HistogramColumns(histograms, hi - lo)
+        no_int = ~points.is_int | points.value_missing
         arrays = {
             "metric": spread("metric", pa.string()),
             "kind": spread("kind", pa.string()),
             "unit": spread("unit", pa.string()),
             "run": spread("run", pa.string()),
             "rank": spread("rank", pa.int64()),
-            "step": pa.array(steps, pa.int64()),
-            "epoch": pa.array(epochs, pa.int64()),
+            "step": ints(points.step, points.step_missing),
+            "epoch": ints(points.epoch, points.epoch_missing),
             "time": time_array.cast(pa.timestamp("ns", tz="UTC")),
             "time_unix_nano": time_array,
-            "start_time_unix_nano": pa.array(starts, pa.int64()),
-            "value": pa.array(values, pa.float64()),
-            "value_int": pa.array(ints, pa.int64()),
+            "start_time_unix_nano": ints(points.start_time_unix_nano, None),
+            # NaN and no value are both null, as the store before chunks kept them.
+            "value": pa.array(value, pa.float64(), mask=np.isnan(value)),
+            "value_int": ints(points.int_value, no_int),
             "histogram_count": pa.array(hist.count, pa.int64()),
             "histogram_sum": pa.array(hist.total, pa.float64()),
             "histogram_min": pa.array(hist.minimum, pa.float64()),
             "histogram_max": pa.array(hist.maximum, pa.float64()),
             "histogram_bounds": pa.array(hist.bounds, pa.list_(pa.float64())),
             "histogram_counts": pa.array(hist.counts, pa.list_(pa.int64())),
-            "histogram": pa.array(histograms, pa.string()),
+            "histogram": pa.nulls(hi - lo, pa.string()) if histograms is None else pa.array(histograms, pa.string()),
             "attributes": spread("attributes", pa.string()),
             "resource": spread("resource", pa.string()),
             "scope": spread("scope", pa.string()),
             "temporality": spread("temporality", pa.int8()),
             "monotonic": spread("monotonic", pa.bool_()),
-            "extra": pa.array(extras, pa.string()),
+            "extra": pa.nulls(hi - lo, pa.string()) if extras is None else pa.array(extras, pa.string()),
         }
         return pa.RecordBatch.from_arrays([arrays[name] for name in self.schema.names], schema=self.schema)
 
-    def _add_labels(self, keys: list[int]) -> None:
-        """Read what ``keys`` stand for from the small tables (one statement per table and 900 ids)."""
-        if len(self._labels) + len(keys) > _LABEL_CACHE_MAX:
-            self._labels.clear()
-        bits = self._bits
-        parts = {}
-        for key in keys:
-            scope = key & ((1 << bits[3]) - 1)
-            attributes = (key >> bits[3]) & ((1 << bits[2]) - 1)
-            resource = (key >> (bits[3] + bits[2])) & ((1 << bits[1]) - 1)
-            parts[key] = (key >> (bits[3] + bits[2] + bits[1]), resource, attributes, scope)
-        metrics = self._rows("SELECT id, name, kind, unit, temporality, monotonic FROM metrics", {p[0] for p in parts.values()})
-        resources = self._rows("SELECT id, attributes FROM resources", {p[1] for p in parts.values()})
-        attribute_sets = self._rows("SELECT id, attributes FROM attribute_sets", {p[2] for p in parts.values()})
-        scopes = self._rows("SELECT id, name FROM scopes", {p[3] for p in parts.values()})
+    def _add_labels(self, series: list[SeriesKey]) -> None:
+        """Read what new series stand for from the small tables (one statement per table and 900 ids)."""
+        metrics = self._rows("SELECT id, name, kind, unit, temporality, monotonic FROM metrics", {s.metric_id for s in series})
+        resources = self._rows("SELECT id, attributes FROM resources", {s.resource_id for s in series})
+        attribute_sets = self._rows("SELECT id, attributes FROM attribute_sets", {s.attributes_id for s in series})
+        scopes = self._rows("SELECT id, name FROM scopes", {s.scope_id for s in series})
         parsed = {rid: json.loads(text) for rid, (text,) in resources.items()}
-        for key, (metric_id, resource_id, attributes_id, scope_id) in parts.items():
-            name, kind, unit, temporality, monotonic = metrics[metric_id]
-            resource = parsed[resource_id]
+        for key in series:
+            name, kind, unit, temporality, monotonic = metrics[key.metric_id]
+            resource = parsed[key.resource_id]
             run = resource.get(RUN_ID_KEY)
-            self._labels[key] = _Labels(
-                metric=name,
-                kind=kind,
-                unit=unit,
-                run=None if run is None else str(run),
-                rank=_rank(resource.get(RANK_KEY)),
-                attributes=attribute_sets[attributes_id][0],
-                resource=resources[resource_id][0],
-                scope=scopes[scope_id][0],
-                temporality=int(temporality),
-                monotonic=bool(monotonic),
+            self._labels.append(
+                _Labels(
+                    metric=name,
+                    kind=kind,
+                    unit=unit,
+                    run=None if run is None else str(run),
+                    rank=_rank(resource.get(RANK_KEY)),
+                    attributes=attribute_sets[key.attributes_id][0],
+                    resource=resources[key.resource_id][0],
+                    scope=scopes[key.scope_id][0],
+                    temporality=int(temporality),
+                    monotonic=bool(monotonic),
+                )
             )
 
     def _rows(self, sql: str, ids: set[int]) -> dict[int, tuple[Any, ...]]:
@@ -285,17 +269,16 @@ class ColumnReader:
 
 
 class _HistogramColumns:
-    """The typed histogram columns of one chunk, from the stored JSON texts (None for other points)."""
+    """The typed histogram columns of some points, from the stored JSON texts (None for other points, or for all)."""
 
-    def __init__(self, texts: tuple[str | None, ...]) -> None:
-        size = len(texts)
+    def __init__(self, texts: list[str | None] | None, size: int) -> None:
         self.count: list[int | None] = [None] * size
         self.total: list[float | None] = [None] * size
         self.minimum: list[float | None] = [None] * size
         self.maximum: list[float | None] = [None] * size
         self.bounds: list[list[float] | None] = [None] * size
         self.counts: list[list[int] | None] = [None] * size
-        for i, text in enumerate(texts):
+        for i, text in enumerate(texts or ()):
             if text is None:
                 continue
             data = json.loads(text)
@@ -308,28 +291,26 @@ class _HistogramColumns:
 def write_parquet(store: PointStore, query: PointQuery, out: str | IO[bytes], *, rows: int = ROW_GROUP_ROWS) -> int:
     """Write the points of ``query`` to ``out`` (a path or a binary file) as Parquet; how many points.
 
-    One row group per ``rows`` points, each read and written before the next is read. A query
-    that matches nothing still writes a valid file with the schema and no rows.
+    Row groups of ``rows`` points (the last may hold fewer), each written as soon as it is
+    complete. A query that matches nothing still writes a valid file with the schema and no rows.
     """
-    # Read in smaller chunks than a row group: SQLite's rows are Python objects (about 350 bytes
-    # a point), the Arrow columns they become a tenth of that.
-    reader = ColumnReader(store, query, min(rows, READ_ROWS))  # ImportError naming the extra first, if pyarrow is missing
+    reader = ColumnReader(store, query, rows)  # ImportError naming the extra first, if pyarrow is missing
     # Any: pyarrow's own annotations are partial (mypy --strict refuses its untyped calls).
     pa: Any = reader.pa
     pq: Any = importlib.import_module("pyarrow.parquet")
     written = 0
     held: list[Any] = []
+    held_rows = 0
     with pq.ParquetWriter(out, reader.schema, compression="zstd") as writer:
-
-        def flush() -> None:
-            writer.write_table(pa.Table.from_batches(held, reader.schema), row_group_size=rows)
-            held.clear()
-
         for batch in reader.batches():
             held.append(batch)
+            held_rows += batch.num_rows
             written += batch.num_rows
-            if sum(b.num_rows for b in held) >= rows:
-                flush()
-        if held:
-            flush()
+            if held_rows >= rows:
+                table = pa.Table.from_batches(held, reader.schema)
+                whole = held_rows - held_rows % rows
+                writer.write_table(table.slice(0, whole), row_group_size=rows)
+                held, held_rows = table.slice(whole).to_batches(), held_rows - whole
+        if held_rows:
+            writer.write_table(pa.Table.from_batches(held, reader.schema), row_group_size=rows)
     return written

@@ -1,12 +1,14 @@
-"""Reading points back: :class:`StoredPoint`, and :class:`PointQuery`, the filters as SQL.
+"""Reading points back: :class:`StoredPoint`, and :class:`PointQuery`, the filters a read takes.
 
->>> PointQuery(metric="train.loss", run="run-1", step_min=100).sql()[0]
-'SELECT ... WHERE p.metric_id IN (SELECT id FROM metrics WHERE name IN (?)) AND ... ORDER BY ...'
+The points themselves are read from chunks (:mod:`.point_reads`, :mod:`.ordered_reads`); a query's
+names and attributes are matched in the small tables (:meth:`PointQuery.id_filters`):
+
+>>> PointQuery(metric="train.loss", run="run-1").id_filters()[0]
+('metric_id', 'SELECT id FROM metrics WHERE name IN (?)', ['train.loss'])
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -57,38 +59,6 @@ class StoredPoint:
             "histogram": self.histogram,
             "extra": self.extra,
         }
-
-    @classmethod
-    def from_row(cls, row: Sequence[Any]) -> StoredPoint:
-        """A point from a row of :data:`POINT_COLUMNS`."""
-        return cls(
-            metric=row[0],
-            kind=row[1],
-            unit=row[2],
-            value=row[3],
-            attributes=json.loads(row[4]),
-            resource=json.loads(row[5]),
-            scope=row[6],
-            start_time_unix_nano=row[7],
-            time_unix_nano=row[8],
-            step=row[9],
-            epoch=row[10],
-            temporality=row[11],
-            monotonic=bool(row[12]),
-            histogram=None if row[13] is None else json.loads(row[13]),
-            extra=None if row[14] is None else json.loads(row[14]),
-            row_id=row[15],
-        )
-
-
-#: What a point query selects, in :meth:`StoredPoint.from_row`'s order.
-POINT_COLUMNS = (
-    "SELECT m.name, m.kind, m.unit, p.value, a.attributes, r.attributes, s.name,"
-    " p.start_time_unix_nano, p.time_unix_nano, p.step, p.epoch, m.temporality, m.monotonic,"
-    " p.histogram, p.extra, p.id"
-    " FROM points p JOIN metrics m ON m.id = p.metric_id JOIN resources r ON r.id = p.resource_id"
-    " JOIN scopes s ON s.id = p.scope_id JOIN attribute_sets a ON a.id = p.attributes_id"
-)
 
 
 @dataclass(frozen=True)
@@ -152,54 +122,6 @@ class PointQuery:
                 attr_params.extend([json_path(key), value])
             out.append(("attributes_id", "SELECT id FROM attribute_sets WHERE " + " AND ".join(attr_where), attr_params))
         return out
-
-    def parts(self) -> tuple[str, list[Any], str]:
-        """``(" WHERE ...", params, " ORDER BY ...")`` over ``points p`` alone.
-
-        Names and attributes are matched in their own small tables (a subquery each), so
-        SQLite never parses a point's resource or attribute JSON: the filter costs the same
-        whatever columns a caller selects.
-        """
-        where: list[str] = []
-        params: list[Any] = []
-        for field_name, subquery, sub_params in self.id_filters():
-            where.append(f"p.{field_name} IN ({subquery})")
-            params.extend(sub_params)
-        for clause, value in (
-            ("p.time_unix_nano >= ?", self.start_time_unix_nano),
-            ("p.time_unix_nano <= ?", self.end_time_unix_nano),
-            ("p.step >= ?", self.step_min),
-            ("p.step <= ?", self.step_max),
-            ("p.id > ?", self.after_row_id),
-            ("p.id <= ?", self.max_row_id),
-        ):
-            if value is not None:
-                where.append(clause)
-                params.append(value)
-        return (" WHERE " + " AND ".join(where) if where else ""), params, " ORDER BY p.time_unix_nano, p.step, p.id"
-
-    def sql(self, columns: str = "") -> tuple[str, list[Any]]:
-        """The SELECT statement and its parameters.
-
-        ``columns`` is the statement's head, ``SELECT ... FROM points p`` (joins allowed); the
-        default selects :data:`POINT_COLUMNS`, what :meth:`StoredPoint.from_row` reads.
-        """
-        where, params, order = self.parts()
-        head = columns or POINT_COLUMNS
-        if self.last is not None:
-            # The newest ``last`` rows of each series (numbered newest first within it), then in time order.
-            newest = (
-                "SELECT id FROM (SELECT p.id, row_number() OVER (PARTITION BY p.metric_id, p.resource_id, p.attributes_id"
-                f" ORDER BY p.time_unix_nano DESC, p.step DESC, p.id DESC) AS newest_first FROM points p{where}) WHERE newest_first <= ?"
-            )
-            sql = f"{head} WHERE p.id IN ({newest}){order}"
-            params.append(int(self.last))
-        else:
-            sql = head + where + order
-        if self.limit is not None:
-            sql += " LIMIT ?"
-            params.append(int(self.limit))
-        return sql, params
 
 
 def json_path(key: str) -> str:
