@@ -119,6 +119,11 @@ class Scan:
         return keep
 
 
+# The other part's columns of iter_chunks' one statement: 16 index columns and the data; 12 head columns.
+_NO_CHUNK = ", ".join(["NULL"] * 17)
+_NO_HEAD = ", ".join(["NULL"] * 12)
+
+
 def iter_chunks(store: Reader, scan: Scan = Scan(), *, size: int = 64) -> Iterator[tuple[ChunkRow, SeriesChunk]]:
     """The matching points chunk by chunk: the chunks in the order they were written (row id), then the head's series.
 
@@ -126,14 +131,22 @@ def iter_chunks(store: Reader, scan: Scan = Scan(), *, size: int = 64) -> Iterat
     -1 (``id`` the negative of its first row id, ``bytes`` 0), as the ``chunks`` view lists it.
     """
     where, params = scan.index_sql()
-    sql = f"SELECT {CHUNK_COLUMNS}, d.data FROM chunk_index c JOIN chunk_data d ON d.chunk_id = c.id{where} ORDER BY c.first_row_id"
-    for rows in store.read_chunks(sql, params, size=size):
-        for row in rows:
-            chunk = _matching(scan, SeriesChunk.decode(row[-1]))
-            if chunk is not None:
-                yield ChunkRow(*row[:-1]), chunk
     head_where, head_params = scan.head_sql()
-    for key, chunk in as_chunks(store.read(f"SELECT {HEAD_COLUMNS} FROM head_points{head_where}{HEAD_ORDER}", head_params)):
+    # One statement, so one snapshot: a head moved into chunks (or chunks joined) by a writer
+    # between two statements would otherwise be read twice or not at all.
+    chunk_part = f"SELECT 0, {CHUNK_COLUMNS}, d.data, {_NO_HEAD} FROM chunk_index c JOIN chunk_data d ON d.chunk_id = c.id{where}"
+    head_part = f"SELECT 1, {_NO_CHUNK}, {HEAD_COLUMNS} FROM head_points{head_where}"
+    sql = f"{chunk_part} UNION ALL {head_part} ORDER BY 1, 8, 20, 21, 22, 23, 19"
+    head_rows: list[Any] = []
+    for rows in store.read_chunks(sql, [*params, *head_params], size=size):
+        for row in rows:
+            if row[0]:
+                head_rows.append(row[18:])
+                continue
+            chunk = _matching(scan, SeriesChunk.decode(row[17]))
+            if chunk is not None:
+                yield ChunkRow(*row[1:17]), chunk
+    for key, chunk in as_chunks(head_rows):
         stats = chunk.stats()
         first, last = int(chunk.row_id.min()), int(chunk.row_id.max())
         min_time, max_time = int(chunk.time_unix_nano.min()), int(chunk.time_unix_nano.max())
