@@ -40,10 +40,11 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
+from .chunk_index import CHUNK_COLUMNS, ChunkRow
 from .downsample import TimeBuckets
 from .scan import Scan, iter_chunks
 from .series import TraceIdentity
-from .trace_reads import TracePoints, collect, decoded
+from .trace_reads import TracePoints, collect, read_planned
 
 if TYPE_CHECKING:
     from .point_store import PointStore
@@ -291,21 +292,20 @@ def _last_per_bucket(points: TracePoints, max_points: int) -> TracePoints:
 def _previous(store: PointStore, metric_id: int, resource_id: int, attributes_id: int, before_id: int) -> _Row | None:
     """The last point written to one trace with a row id up to ``before_id``.
 
-    It lies in the series' chunk that starts last at or before ``before_id``, or in one that
+    It lies in the trace's chunk that starts last at or before ``before_id``, or in one that
     overlaps that chunk's start (chunks of concurrent writers): those alone are decoded.
     """
-    series = "c.metric_id = ?1 AND c.resource_id = ?2 AND c.attributes_id = ?3"
-    starts = f"SELECT max(c.first_row_id) FROM chunks c WHERE {series} AND c.first_row_id <= ?4"
-    where = f"WHERE {series} AND c.first_row_id <= ?4 AND c.last_row_id >= ({starts})"
-    pairs = list(decoded(store, where, (metric_id, resource_id, attributes_id, before_id)))
-    found = collect(iter(pairs), key=lambda row: (), drawn=False, histograms=True).get(())
-    if found is None:
+    trace = "c.metric_id = ?1 AND c.resource_id = ?2 AND c.attributes_id = ?3 AND c.first_row_id <= ?4"
+    sql = (
+        f"SELECT {CHUNK_COLUMNS} FROM chunks c WHERE {trace} AND c.last_row_id >= (SELECT max(c.first_row_id) FROM chunks c WHERE {trace})"
+    )
+    params = (metric_id, resource_id, attributes_id, before_id)
+    scan = Scan(metric_ids=(metric_id,), resource_ids=(resource_id,), attributes_ids=(attributes_id,), max_row_id=before_id)
+    pairs = read_planned(store, lambda: [ChunkRow(*row) for row in store.read(sql, params)], scan)
+    if not pairs:
         return None
-    written = found.row_id <= before_id
-    if not written.any():
-        return None
-    last = found.take(np.array([int(np.flatnonzero(written)[np.argmax(found.row_id[written])])]))
-    return _rows(last)[0]
+    points = TracePoints.join([TracePoints.of(chunk, drawn=False, histograms=True) for _, chunk in pairs])
+    return _rows(points.take(np.array([int(np.argmax(points.row_id))])))[0]
 
 
 def _layout(row: _Row) -> Layout | None:

@@ -80,9 +80,10 @@ def drawn_values(chunk: SeriesChunk) -> np.ndarray:
     values = chunk.value.astype(np.float64)  # a copy: the chunk's own arrays are read-only
     if chunk.value_missing.any():
         values[chunk.value_missing] = math.nan
-    if any(text is not None for text in chunk.histogram):
+    texts = chunk.histogram  # None, or None at a point, where there is no histogram
+    if texts is not None and any(text is not None for text in texts):
         for i in np.flatnonzero(np.isnan(values)).tolist():
-            values[i] = histogram_mean(chunk.histogram[i])
+            values[i] = histogram_mean(texts[i])
     return values
 
 
@@ -169,17 +170,22 @@ def split_whole(
     """``(to decode, set aside)``: the chunks of one trace set aside are those the index alone
     answers for: every point up to ``until_id``, all in one time bucket, values drawn as stored
     (``exact``) and some value there. The chunks that may hold the trace's first or last point
-    (the earliest and the latest of those wholly read, and any read in part) are always decoded."""
+    (the earliest and the latest of those wholly read, and any read in part) are always decoded,
+    and so is everything from the trace's first point in the head on (the head, level -1, is
+    rows, not chunks; a chunk written after it may hold points moved from it)."""
     whole = [row for row in rows if row.last_row_id <= until_id]
     if not whole:
         return list(rows), []
     first = min(row.min_time for row in whole)
     last = max(row.max_time for row in whole)
+    head_first = min((row.first_row_id for row in rows if row.level < 0), default=None)
     decode: list[ChunkRow] = []
     aside: list[ChunkRow] = []
     for row in rows:
         alone = (
             row.last_row_id <= until_id
+            and row.level >= 0
+            and (head_first is None or row.last_row_id < head_first)
             and row.min_value is not None
             and row.min_time != first
             and row.max_time != last

@@ -8,8 +8,8 @@ A long trace (more than ``plan_above`` points, by the index) is first planned fr
 index: its buckets come from the index's time ranges, the chunks that lie inside one bucket are
 set aside (:func:`~.downsample.split_whole`), the rest decoded, and of those set aside only the
 ones holding a bucket's extreme (:func:`~.downsample.winners`) are decoded after. A writer may
-compact chunks between these reads; the plan is then made again (up to :data:`PLAN_ATTEMPTS`
-times), and at last everything is read in one statement.
+compact chunks between these reads; the plan is then made again (up to
+:data:`~.trace_reads.PLAN_ATTEMPTS` times), and at last everything is read in one statement.
 
 Thread safety: nothing here holds state; use it from any thread that may use the store.
 """
@@ -23,12 +23,9 @@ import numpy as np
 from .chunk_index import ChunkRow
 from .downsample import TimeBuckets, buckets_for, keep_extremes, split_whole, winners
 from .scan import Scan, iter_chunks
-from .trace_reads import Store, TraceKey, TracePoints, collect, fetch, index_rows, trace_key
+from .trace_reads import PLAN_ATTEMPTS, Store, TraceKey, TracePoints, collect, fetch, index_rows, trace_key
 
-__all__ = ["PLAN_ATTEMPTS", "first_load"]
-
-#: Times a first load plans again when a writer compacted its chunks between two reads.
-PLAN_ATTEMPTS = 3
+__all__ = ["first_load"]
 
 _Plans = dict[TraceKey, tuple[TimeBuckets, int]]
 

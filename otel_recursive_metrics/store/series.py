@@ -38,10 +38,11 @@ import numpy as np
 
 from ..model.kinds import HISTOGRAM_KINDS
 from ..model.resource import RANK_KEY, RESTART_COUNT_KEY, RUN_ID_KEY
+from .chunk_index import CHUNK_COLUMNS, ChunkRow
 from .downsample import min_max_buckets, min_max_positions
 from .first_load import first_load
 from .scan import Scan, iter_chunks
-from .trace_reads import IDS_PER_STATEMENT, TracePoints, collect, decoded
+from .trace_reads import IDS_PER_STATEMENT, TracePoints, collect, read_planned
 
 if TYPE_CHECKING:
     from .point_store import PointStore
@@ -259,8 +260,10 @@ def last_values(store: PointStore, catalog: RunCatalog) -> dict[str | None, dict
     names = {metric_id: name for name, ids in catalog.metric_ids.items() for metric_id in ids}
     out: dict[str | None, dict[str, LastValue]] = {}
     # One max() in the group: SQLite fills the bare column (the chunk id) from the row that gave it.
-    latest = "SELECT id, max(max_time) FROM chunks GROUP BY metric_id, resource_id"
-    for row, chunk in decoded(store, f"JOIN ({latest}) l ON l.id = c.id"):
+    latest = (
+        f"SELECT {CHUNK_COLUMNS} FROM chunks c JOIN (SELECT id, max(max_time) FROM chunks GROUP BY metric_id, resource_id) l ON l.id = c.id"
+    )
+    for row, chunk in read_planned(store, lambda: [ChunkRow(*r) for r in store.read(latest)], Scan()):
         points = TracePoints.of(chunk).in_time_order()
         last = points.take(np.array([len(points) - 1]))  # in time order: the latest is the last
         run = catalog.resources.get(row.resource_id, {}).get(RUN_ID_KEY)

@@ -5,9 +5,9 @@ where they can skip chunks: :func:`index_rows` reads the chunk index alone (no c
 reader decides which chunks it needs, and :func:`fetch` decodes just those (the points outside
 the :class:`~.scan.Scan` masked off). Two statements see two states of the store: if a writer
 compacted some of the chosen chunks in between (their points moved to a new chunk, the old ones
-deleted), :func:`fetch` says so (None) and the reader plans again; :func:`~.scan.iter_chunks` and
-:func:`decoded` (one statement, one snapshot) always succeed. :func:`collect` joins the chunks of
-each trace into one :class:`TracePoints`.
+deleted), :func:`fetch` says so (None) and the reader plans again (:func:`read_planned`), until
+it gives up and reads through :func:`~.scan.iter_chunks`, which always succeeds. :func:`collect`
+joins the chunks of each trace into one :class:`TracePoints`.
 
 Thread safety: nothing here holds state; use it from any thread that may use the store.
 """
@@ -15,8 +15,8 @@ Thread safety: nothing here holds state; use it from any thread that may use the
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass, fields
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, fields, replace
 from typing import Any, Protocol
 
 import numpy as np
@@ -24,12 +24,25 @@ import numpy as np
 from ..model.chunk import SeriesChunk
 from .chunk_index import CHUNK_COLUMNS, ChunkRow
 from .downsample import drawn_values
-from .scan import Reader, Scan
+from .scan import Reader, Scan, iter_chunks
 
-__all__ = ["IDS_PER_STATEMENT", "Store", "TraceKey", "TracePoints", "collect", "decoded", "fetch", "index_rows", "trace_key"]
+__all__ = [
+    "IDS_PER_STATEMENT",
+    "PLAN_ATTEMPTS",
+    "Store",
+    "TraceKey",
+    "TracePoints",
+    "collect",
+    "fetch",
+    "index_rows",
+    "read_planned",
+    "trace_key",
+]
 
 #: Chunk or attribute-set ids named in one statement.
 IDS_PER_STATEMENT = 500
+#: Times a read plans again when a writer compacted its chunks between the index and the data.
+PLAN_ATTEMPTS = 3
 
 TraceKey = tuple[int, ...]
 
@@ -77,7 +90,7 @@ class TracePoints:
             drawn=drawn_values(chunk) if drawn else None,
             int_value=chunk.value if integer else np.zeros(len(chunk), np.int64),
             is_int=~chunk.value_missing if integer else np.zeros(len(chunk), bool),
-            histogram=list(chunk.histogram) if histograms else None,
+            histogram=_texts(chunk.histogram, len(chunk)) if histograms else None,
         )
 
     @classmethod
@@ -142,6 +155,11 @@ class TracePoints:
         return out
 
 
+def _texts(texts: Sequence[str | None] | None, count: int) -> list[str | None]:
+    """A chunk's text column as a list (a chunk may hold None for a column no point has)."""
+    return [None] * count if texts is None else list(texts)
+
+
 def index_rows(store: Store, scan: Scan) -> list[ChunkRow]:
     """The index rows of the chunks that can hold points of ``scan``, in the order written."""
     where, params = scan.index_sql()
@@ -149,31 +167,65 @@ def index_rows(store: Store, scan: Scan) -> list[ChunkRow]:
 
 
 def fetch(store: Store, rows: Sequence[ChunkRow], scan: Scan) -> list[tuple[ChunkRow, SeriesChunk]] | None:
-    """``rows``' chunks decoded, the points outside ``scan`` dropped, in the order written; None
-    if any of them is gone (compacted since the index was read)."""
+    """``rows``' points that ``scan`` keeps, chunk by chunk; None if a chunk is gone (compacted
+    since the index was read: read the index again).
+
+    A stored chunk (``level`` 0 or more) is read from ``chunk_data`` by its id. A row of the
+    head (``level`` -1, points not yet in a chunk, where the store has one) is read through
+    :func:`~.scan.iter_chunks`, from the series' first head row id on: if the head was moved
+    into chunks meanwhile, its points come from those chunks (row ids seen twice are dropped).
+    """
     unique = sorted({row.id: row for row in rows}.values(), key=lambda r: r.first_row_id)
-    ids = sorted(row.id for row in unique)
+    stored = [row for row in unique if row.level >= 0]
     data: dict[int, bytes] = {}
-    for start in range(0, len(ids), IDS_PER_STATEMENT):
-        part = ",".join(map(str, ids[start : start + IDS_PER_STATEMENT]))  # the store's own integers
+    for start in range(0, len(stored), IDS_PER_STATEMENT):
+        part = ",".join(str(row.id) for row in stored[start : start + IDS_PER_STATEMENT])  # the store's own integers
         data.update((chunk_id, blob) for chunk_id, blob in store.read(f"SELECT chunk_id, data FROM chunk_data WHERE chunk_id IN ({part})"))
-    if len(data) < len(ids):
+    if len(data) < len(stored):
         return None
     out: list[tuple[ChunkRow, SeriesChunk]] = []
-    for row in unique:
+    for row in stored:
         chunk = _masked(SeriesChunk.decode(data[row.id]), scan)
         if chunk is not None:
             out.append((row, chunk))
+    head = [row for row in unique if row.level < 0]
+    if head:
+        out += _head(store, head, scan, seen=[chunk.row_id for _, chunk in out])
     return out
 
 
-def decoded(store: Store, join: str, params: Sequence[Any] = ()) -> Iterator[tuple[ChunkRow, SeriesChunk]]:
-    """The chunks ``join`` (SQL after ``FROM chunks c JOIN chunk_data d ...``: more joins, a WHERE
-    on ``c``) selects, decoded, in the order written: one statement, so one state of the store."""
-    sql = f"SELECT {CHUNK_COLUMNS}, d.data FROM chunks c JOIN chunk_data d ON d.chunk_id = c.id {join} ORDER BY c.first_row_id"
-    for rows in store.read_chunks(sql, params, size=64):
-        for row in rows:
-            yield ChunkRow(*row[:-1]), SeriesChunk.decode(row[-1])
+def read_planned(store: Store, plan: Callable[[], Sequence[ChunkRow]], scan: Scan) -> list[tuple[ChunkRow, SeriesChunk]]:
+    """:func:`fetch` of the chunks ``plan()`` picks from the index, planned again while a writer
+    compacts them away under it (up to :data:`PLAN_ATTEMPTS` times); then every chunk ``scan``
+    names, through :func:`~.scan.iter_chunks`."""
+    for _ in range(PLAN_ATTEMPTS):
+        pairs = fetch(store, plan(), scan)
+        if pairs is not None:
+            return pairs
+    return list(iter_chunks(store, scan))
+
+
+def _head(store: Store, head: Sequence[ChunkRow], scan: Scan, *, seen: list[np.ndarray]) -> list[tuple[ChunkRow, SeriesChunk]]:
+    """The points of the head's series ``head`` that ``scan`` keeps, none of the row ids ``seen``."""
+    first = {row.series: row.first_row_id for row in head}
+    narrow = replace(
+        scan,
+        metric_ids=sorted({row.metric_id for row in head}),
+        resource_ids=sorted({row.resource_id for row in head}),
+        attributes_ids=sorted({row.attributes_id for row in head}),
+        after_row_id=max(min(first.values()) - 1, -1 if scan.after_row_id is None else scan.after_row_id),
+    )
+    known = np.concatenate(seen) if seen else np.zeros(0, np.int64)
+    out: list[tuple[ChunkRow, SeriesChunk]] = []
+    for row, chunk in iter_chunks(store, narrow):
+        if row.series not in first:
+            continue
+        # From the series' first head row on (a chunk a reader set aside ends before it), each
+        # point once: a head moved into chunks since the index was read shows up here.
+        keep = (chunk.row_id >= first[row.series]) & ~np.isin(chunk.row_id, known)
+        if keep.any():
+            out.append((row, chunk if keep.all() else chunk.take(keep)))
+    return out
 
 
 def _masked(chunk: SeriesChunk, scan: Scan) -> SeriesChunk | None:
