@@ -44,7 +44,8 @@ from .chunk_index import CHUNK_COLUMNS, ChunkRow
 from .downsample import TimeBuckets
 from .scan import Scan, iter_chunks
 from .series import TraceIdentity
-from .trace_reads import TracePoints, collect, read_planned
+from .trace_points import TracePoints
+from .trace_reads import collect, read_planned
 
 if TYPE_CHECKING:
     from .point_store import PointStore
@@ -255,11 +256,11 @@ def read_distributions(
     found = collect(iter_chunks(store, scan), key=lambda r: (r.metric_id, r.resource_id, r.attributes_id), drawn=False, histograms=True)
     attribute_sets = catalog.attribute_sets(key[2] for key in found)
     out: dict[tuple[int, int], Distribution] = {}
-    for key, points in sorted(found.items()):
+    for key, parts in sorted(found.items()):
         metric_id, resource_id, attributes_id = key
         cumulative = metric_id in catalog.cumulative_ids
-        sampled = after_id is None and len(points) > MAX_ROWS
-        rows = _rows(_last_per_bucket(points, max_points) if sampled else points)
+        sampled = after_id is None and len(parts) > MAX_ROWS
+        rows = _rows(parts.points(_last_per_bucket(parts.time_unix_nano, max_points) if sampled else None))
         earlier = None
         if after_id is not None and cumulative:
             earlier = _previous(store, metric_id, resource_id, attributes_id, after_id)
@@ -282,11 +283,10 @@ def _rows(points: TracePoints) -> list[_Row]:
     return [_Row(*point) for point in zip(*columns, strict=True)]
 
 
-def _last_per_bucket(points: TracePoints, max_points: int) -> TracePoints:
-    """Of a trace in time order, the last point of each of ``max_points`` equal time buckets."""
-    times = points.time_unix_nano
+def _last_per_bucket(times: np.ndarray, max_points: int) -> np.ndarray:
+    """Of a trace's times in order, the position of the last point of each of ``max_points`` equal time buckets."""
     numbers = TimeBuckets.over(int(times[0]), int(times[-1]), max(1, max_points)).of(times)
-    return points.take(np.flatnonzero(np.append(numbers[1:] != numbers[:-1], True)))
+    return np.flatnonzero(np.append(numbers[1:] != numbers[:-1], True))
 
 
 def _previous(store: PointStore, metric_id: int, resource_id: int, attributes_id: int, before_id: int) -> _Row | None:

@@ -23,7 +23,8 @@ import numpy as np
 from .chunk_index import ChunkRow
 from .downsample import TimeBuckets, buckets_for, keep_extremes, split_whole, winners
 from .scan import Scan, iter_chunks
-from .trace_reads import PLAN_ATTEMPTS, Store, TraceKey, TracePoints, collect, fetch, index_rows, trace_key
+from .trace_points import TraceParts, TracePoints
+from .trace_reads import PLAN_ATTEMPTS, Store, TraceKey, collect, fetch, index_rows, trace_key
 
 __all__ = ["first_load"]
 
@@ -44,21 +45,21 @@ def first_load(
     else:  # a writer kept compacting under the plan: everything, in one statement (one snapshot)
         found, plans = collect(iter_chunks(store, scan)), {}
     out: dict[TraceKey, tuple[TracePoints, bool]] = {}
-    for key, points in found.items():
+    for key, parts in found.items():
         buckets, not_read = plans.get(key, (None, 0))
-        if len(points) + not_read <= max_points:
-            out[key] = (points, False)
+        if len(parts) + not_read <= max_points:
+            out[key] = (parts.points(), False)
             continue
+        times = parts.time_unix_nano
         if buckets is None:
-            times = points.time_unix_nano
             buckets = TimeBuckets.over(int(times[0]), int(times[-1]), buckets_for(max_points))
-        out[key] = (points.take(keep_extremes(points.time_unix_nano, points.drawn_values(), buckets)), True)
+        out[key] = (parts.points(keep_extremes(times, parts.drawn, buckets)), True)
     return out
 
 
 def _planned_read(
     store: Store, scan: Scan, max_points: int, plan_above: int, exact: Callable[[ChunkRow], bool]
-) -> tuple[dict[TraceKey, TracePoints], _Plans] | None:
+) -> tuple[dict[TraceKey, TraceParts], _Plans] | None:
     """The traces' points, with long traces' chunks read as planned; per planned trace its buckets
     and how many of its points were not read. None if a chosen chunk was compacted away."""
     until_id = scan.max_row_id if scan.max_row_id is not None else np.iinfo(np.int64).max
@@ -82,10 +83,10 @@ def _planned_read(
     more: list[ChunkRow] = []
     empty = np.zeros(0, np.int64)
     for key, (buckets, later) in aside.items():
-        points = found.get(key)
+        parts = found.get(key)
         if later:
-            times = empty if points is None else points.time_unix_nano
-            drawn = empty.astype(np.float64) if points is None else points.drawn_values()
+            times = empty if parts is None else parts.time_unix_nano
+            drawn = empty.astype(np.float64) if parts is None else parts.drawn
             more += winners(later, buckets, times, drawn)
     if more:
         extra = fetch(store, more, scan)

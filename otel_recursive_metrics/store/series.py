@@ -42,7 +42,8 @@ from .chunk_index import CHUNK_COLUMNS, ChunkRow
 from .downsample import min_max_buckets, min_max_positions
 from .first_load import first_load
 from .scan import Scan, iter_chunks
-from .trace_reads import IDS_PER_STATEMENT, TracePoints, collect, read_planned
+from .trace_points import TraceParts, TracePoints
+from .trace_reads import IDS_PER_STATEMENT, collect, read_planned
 
 if TYPE_CHECKING:
     from .point_store import PointStore
@@ -218,10 +219,7 @@ def read_series(
         return series
     if after_id is not None:
         scan = Scan(metric_ids=metric_ids, resource_ids=resources, after_row_id=after_id, max_row_id=until_id)
-        kept = {
-            key: points.cut(min_max_positions(points.drawn_values(), max_points))
-            for key, points in collect(iter_chunks(store, scan)).items()
-        }
+        kept = {key: _cut(parts, min_max_positions(parts.drawn, max_points)) for key, parts in collect(iter_chunks(store, scan)).items()}
     else:
         scan = Scan(metric_ids=metric_ids, resource_ids=resources, max_row_id=until_id)
         histograms = catalog.histogram_ids
@@ -236,6 +234,11 @@ def read_series(
         trace.values = points.values()
         series.traces.append(trace)
     return series
+
+
+def _cut(parts: TraceParts, positions: np.ndarray) -> tuple[TracePoints, bool]:
+    """The points at ``positions``, and whether any was left out."""
+    return (parts.points(), False) if len(positions) == len(parts) else (parts.points(positions), True)
 
 
 def series_rows(store: PointStore, catalog: RunCatalog, run: str | None, metric: str, *, until_id: int) -> Iterator[list[Sequence[Any]]]:
@@ -264,8 +267,7 @@ def last_values(store: PointStore, catalog: RunCatalog) -> dict[str | None, dict
         f"SELECT {CHUNK_COLUMNS} FROM chunks c JOIN (SELECT id, max(max_time) FROM chunks GROUP BY metric_id, resource_id) l ON l.id = c.id"
     )
     for row, chunk in read_planned(store, lambda: [ChunkRow(*r) for r in store.read(latest)], Scan()):
-        points = TracePoints.of(chunk).in_time_order()
-        last = points.take(np.array([len(points) - 1]))  # in time order: the latest is the last
+        last = TraceParts([TracePoints.of(chunk)]).points(np.array([len(chunk) - 1]))  # in time order: the latest is the last
         run = catalog.resources.get(row.resource_id, {}).get(RUN_ID_KEY)
         per_run = out.setdefault(None if run is None else str(run), {})
         name = names.get(row.metric_id, "?")
