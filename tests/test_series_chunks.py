@@ -8,7 +8,8 @@
 - a snapshot inside a chunk leaves out the points after it; a tail of small batches (the head,
   where the store keeps one) is read whole;
 - a histogram trace is drawn at its means and never answered from the index;
-- the runs table's last values: the latest point of the latest rank, an integer as an integer.
+- the runs table's last values: the latest point of the latest rank, an integer as an integer;
+- an answer's JSON has null for every NaN and infinity, encoded without a walk when it has none.
 
 The reference readings come from :meth:`PointStore.query` (the store's own reader), not from
 the code under test.
@@ -281,3 +282,12 @@ def test_the_last_value_is_the_latest_point_of_the_latest_rank(writer: PointStor
     assert (found["train.loss"].value, found["train.loss"].step) == (22.0, 11)
     assert found["tokens"].value == 2**60 + 4 and isinstance(found["tokens"].value, int)
     assert found["latency"].value == 3.0
+
+
+def test_an_answer_is_json_with_null_for_every_nan_or_infinity_however_deep() -> None:
+    from otel_recursive_metrics.ui.api import to_json_bytes
+
+    plain = {"series": [{"value": [1.5, None, 2]}]}
+    assert to_json_bytes(plain) == b'{"series":[{"value":[1.5,null,2]}]}'
+    odd = {"series": [{"value": [math.nan, -math.inf, 1.0], "attributes": {"x": (math.inf,)}}]}
+    assert json.loads(to_json_bytes(odd)) == {"series": [{"value": [None, None, 1.0], "attributes": {"x": [None]}}]}
