@@ -31,7 +31,7 @@ from hypothesis import strategies as st
 
 from otel_recursive_metrics.model.batch import BatchBuilder
 from otel_recursive_metrics.model.chunk import SeriesChunk
-from otel_recursive_metrics.store import PointStore, point_store
+from otel_recursive_metrics.store import PointStore, compaction, point_store
 from otel_recursive_metrics.store.downsample import (
     TimeBuckets,
     buckets_for,
@@ -149,8 +149,11 @@ def noisy(seed: int) -> Callable[[int], float]:
 
 @pytest.fixture
 def writer(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[PointStore]:
-    # No compaction while the test writes: each batch stays a small chunk of its own.
-    monkeypatch.setattr(point_store, "FAN_IN", 1 << 30)
+    # No compaction while the test writes: each batch stays a small chunk of its own (the writer
+    # reads FAN_IN from compaction, or from its own import of it).
+    for module in (compaction, point_store):
+        if hasattr(module, "FAN_IN"):
+            monkeypatch.setattr(module, "FAN_IN", 1 << 30)
     store = PointStore(tmp_path / "metrics.db", durable=False)
     yield store
     store.close()
