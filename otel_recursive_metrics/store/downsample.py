@@ -8,7 +8,7 @@ columns (``np.minimum.reduceat`` / ``np.maximum.reduceat`` over the buckets' run
 shapes of bucket, the same rule:
 
 - :func:`min_max_positions` (and :func:`min_max_buckets` over Python rows): buckets of
-  consecutive points, for a live update and for a held trace grown by one;
+  consecutive points, for a live update and for a held trace grown by an update;
 - :class:`TimeBuckets` with :func:`keep_extremes`: a first load, where the trace's time span
   is cut into equal buckets (a pixel column each) and the trace's first and last points are
   kept as well, so the line reaches both ends of the run.
@@ -46,6 +46,7 @@ __all__ = [
     "DRAWN_VALUE",
     "TimeBuckets",
     "bucket_extremes",
+    "buckets_for",
     "drawn_values",
     "histogram_mean",
     "keep_extremes",
@@ -206,7 +207,9 @@ def split_whole(
 def winners(aside: Sequence[ChunkRow], buckets: TimeBuckets, times_unix_nano: np.ndarray, values: np.ndarray) -> list[ChunkRow]:
     """Of the chunks set aside (:func:`split_whole`), those to decode after all: per bucket, the one
     with the lowest ``min_value`` if it is below every decoded point there (``times_unix_nano``,
-    ``values``), and likewise the highest ``max_value``; the earliest chunk of equals."""
+    ``values``), and likewise the highest ``max_value``; the earliest chunk of equals. Where a
+    decoded point has the same value, it stands for the bucket's extreme: the same number drawn
+    in the same bucket (pixel column)."""
     low: dict[int, ChunkRow] = {}
     high: dict[int, ChunkRow] = {}
     for row in sorted(aside, key=lambda r: r.min_time):
