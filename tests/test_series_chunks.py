@@ -8,7 +8,8 @@
 - a snapshot inside a chunk leaves out the points after it; a tail of small batches (the head,
   where the store keeps one) is read whole;
 - a histogram trace is drawn at its means and never answered from the index;
-- the runs table's last values: the latest point of the latest rank, an integer as an integer;
+- the runs table's last values: the latest point of the latest rank, an integer as an integer,
+  and held between calls, only the chunks written since decoded;
 - an answer's JSON has null for every NaN and infinity, encoded without a walk when it has none.
 
 The reference readings come from :meth:`PointStore.query` (the store's own reader), not from
@@ -40,7 +41,7 @@ from otel_recursive_metrics.store.downsample import (
     min_max_buckets,
     min_max_positions,
 )
-from otel_recursive_metrics.store.series import IN_MEMORY_MAX_ROWS, RunCatalog, last_values, max_point_id, read_series
+from otel_recursive_metrics.store.series import IN_MEMORY_MAX_ROWS, LastValue, RunCatalog, last_values, max_point_id, read_series
 
 T0 = 1_767_225_600_000_000_000
 SPIKE_STEP = 12_345
@@ -53,7 +54,7 @@ def python_extremes(values: Sequence[float | None], groups: Sequence[Sequence[in
     """Each group's first lowest and first highest position; a group with no value its first."""
     kept: set[int] = set()
     for group in groups:
-        present = [i for i in group if values[i] is not None and not math.isnan(values[i])]  # type: ignore[arg-type]
+        present = [i for i in group if values[i] is not None and not math.isnan(values[i])]
         if not present:
             kept.add(group[0])
             continue
@@ -285,6 +286,22 @@ def test_the_last_value_is_the_latest_point_of_the_latest_rank(writer: PointStor
     assert (found["train.loss"].value, found["train.loss"].step) == (22.0, 11)
     assert found["tokens"].value == 2**60 + 4 and isinstance(found["tokens"].value, int)
     assert found["latency"].value == 3.0
+
+
+def test_last_values_held_between_calls_decode_only_the_chunks_written_since(writer: PointStore) -> None:
+    write(writer, "run", "train.loss", range(100), float)
+    write(writer, "run", "val.loss", range(100), lambda s: -float(s))
+    held: dict[tuple[int, ...], LastValue] = {}
+    watched = Watched(writer)
+    first = last_values(watched, RunCatalog(writer), held)
+    decoded = len(watched.chunk_ids)
+    assert last_values(watched, RunCatalog(writer), held) == first
+    assert len(watched.chunk_ids) == decoded  # nothing written since: nothing decoded
+    write(writer, "run", "train.loss", range(100, 200), float)
+    later = last_values(watched, RunCatalog(writer), held)["run"]
+    assert later["train.loss"] == LastValue(199.0, 199, T0 + 199_000_000)
+    assert later["val.loss"] == first["run"]["val.loss"] == LastValue(-99.0, 99, T0 + 99_000_000)
+    assert len(watched.chunk_ids) == decoded + 1
 
 
 def test_an_answer_is_json_with_null_for_every_nan_or_infinity_however_deep() -> None:

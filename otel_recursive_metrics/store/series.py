@@ -49,6 +49,7 @@ if TYPE_CHECKING:
     from .point_store import PointStore
 
 __all__ = [
+    "HELD_LAST_POINTS",
     "IN_MEMORY_MAX_ROWS",
     "LastValue",
     "RunCatalog",
@@ -65,6 +66,9 @@ __all__ = [
 #: Above this many points a trace's first load is planned from the chunk index (chunks inside one
 #: bucket that cannot hold its extremes are not decoded); up to it, every chunk is decoded.
 IN_MEMORY_MAX_ROWS = 20_000
+#: Chunks' latest points :func:`last_values` keeps for its caller before it starts afresh.
+HELD_LAST_POINTS = 100_000
+
 #: OTLP's AggregationTemporality.CUMULATIVE, as the metrics table stores it.
 _CUMULATIVE = 2
 
@@ -254,28 +258,61 @@ def series_rows(store: PointStore, catalog: RunCatalog, run: str | None, metric:
                 yield list(zip(*columns, points.time_unix_nano.tolist(), points.values(), strict=True))
 
 
-def last_values(store: PointStore, catalog: RunCatalog) -> dict[str | None, dict[str, LastValue]]:
+def last_values(
+    store: PointStore, catalog: RunCatalog, held: dict[tuple[int, ...], LastValue] | None = None
+) -> dict[str | None, dict[str, LastValue]]:
     """The latest point (by time) of every metric of every run: ``{run: {metric: LastValue}}``.
 
     Per (metric, resource): its chunk with the latest time (from the index), decoded alone, and
-    the latest point in it; a metric several ranks log gives the latest of them.
+    the latest point in it; a metric several ranks log gives the latest of them. ``held``, kept
+    by the caller from one call to the next (the web view's runs table asks again every few
+    seconds), remembers each stored chunk's latest point: a chunk never changes (compaction makes
+    new ones), so only chunks written since are decoded again. It is cleared past
+    :data:`HELD_LAST_POINTS` entries; a dict's own operations are atomic, so threads may share it
+    (two threads may decode a chunk both, nothing worse).
     """
     names = {metric_id: name for name, ids in catalog.metric_ids.items() for metric_id in ids}
-    out: dict[str | None, dict[str, LastValue]] = {}
+    memo: dict[tuple[int, ...], LastValue] = {} if held is None else held
     # One max() in the group: SQLite fills the bare column (the chunk id) from the row that gave it.
     latest = (
         f"SELECT {CHUNK_COLUMNS} FROM chunks c JOIN (SELECT id, max(max_time) FROM chunks GROUP BY metric_id, resource_id) l ON l.id = c.id"
     )
-    for row, chunk in read_planned(store, lambda: [ChunkRow(*r) for r in store.read(latest)], Scan()):
+    found: list[tuple[ChunkRow, LastValue]] = []
+
+    def unknown() -> list[ChunkRow]:
+        found.clear()
+        rows = []
+        for row in (ChunkRow(*r) for r in store.read(latest)):
+            known = memo.get(_identity(row)) if row.level >= 0 else None
+            if known is None:
+                rows.append(row)
+            else:
+                found.append((row, known))
+        return rows
+
+    if len(memo) > HELD_LAST_POINTS:
+        memo.clear()
+    for row, chunk in read_planned(store, unknown, Scan()):
         last = TraceParts([TracePoints.of(chunk)]).points(np.array([len(chunk) - 1]))  # in time order: the latest is the last
+        point = LastValue(last.values()[0], last.steps()[0], int(last.time_unix_nano[0]))
+        if row.level >= 0 and len(chunk) == row.points:  # a whole stored chunk: its latest point for good
+            memo[_identity(row)] = point
+        found.append((row, point))
+    out: dict[str | None, dict[str, LastValue]] = {}
+    for row, point in found:
         run = catalog.resources.get(row.resource_id, {}).get(RUN_ID_KEY)
         per_run = out.setdefault(None if run is None else str(run), {})
         name = names.get(row.metric_id, "?")
-        time_unix_nano = int(last.time_unix_nano[0])
         known = per_run.get(name)
-        if known is None or time_unix_nano > known.time_unix_nano:
-            per_run[name] = LastValue(last.values()[0], last.steps()[0], time_unix_nano)
+        if known is None or point.time_unix_nano > known.time_unix_nano:
+            per_run[name] = point
     return out
+
+
+def _identity(row: ChunkRow) -> tuple[int, ...]:
+    """What names a stored chunk's points for good: its id, and its row ids and count (a point's
+    row id is the store's alone, never given twice)."""
+    return (row.id, row.first_row_id, row.last_row_id, row.points)
 
 
 def merge_series(held: Series, news: Series, max_points: int) -> Series:
