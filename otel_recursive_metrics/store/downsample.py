@@ -47,6 +47,7 @@ __all__ = [
     "TimeBuckets",
     "bucket_extremes",
     "buckets_for",
+    "drawn_value",
     "drawn_values",
     "histogram_mean",
     "keep_extremes",
@@ -86,6 +87,17 @@ def drawn_values(chunk: SeriesChunk) -> np.ndarray:
         for i in np.flatnonzero(np.isnan(values)).tolist():
             values[i] = histogram_mean(texts[i])
     return values
+
+
+def drawn_value(chunk: SeriesChunk, index: int) -> float | int | None:
+    """What :func:`drawn_values` gives point ``index`` of ``chunk``, as Python gives it: an int
+    where stored as one, None for a gap."""
+    if not chunk.value_missing[index]:
+        value = chunk.value[index].item()
+        if not (isinstance(value, float) and math.isnan(value)):
+            return value  # type: ignore[no-any-return]
+    mean = math.nan if chunk.histogram is None else histogram_mean(chunk.histogram[index])
+    return None if math.isnan(mean) else mean
 
 
 def bucket_extremes(values: np.ndarray, starts: np.ndarray) -> np.ndarray:

@@ -36,10 +36,11 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ..model.chunk import SeriesChunk
 from ..model.kinds import HISTOGRAM_KINDS
 from ..model.resource import RANK_KEY, RESTART_COUNT_KEY, RUN_ID_KEY
 from .chunk_index import CHUNK_COLUMNS, ChunkRow
-from .downsample import min_max_buckets, min_max_positions
+from .downsample import drawn_value, min_max_buckets, min_max_positions
 from .first_load import first_load
 from .scan import Scan, iter_chunks
 from .trace_points import TraceParts, TracePoints
@@ -293,8 +294,9 @@ def last_values(
     if len(memo) > HELD_LAST_POINTS:
         memo.clear()
     for row, chunk in read_planned(store, unknown, Scan()):
-        last = TraceParts([TracePoints.of(chunk)]).points(np.array([len(chunk) - 1]))  # in time order: the latest is the last
-        point = LastValue(last.values()[0], last.steps()[0], int(last.time_unix_nano[0]))
+        at = _latest(chunk)
+        step = None if chunk.step_missing[at] else int(chunk.step[at])
+        point = LastValue(drawn_value(chunk, at), step, int(chunk.time_unix_nano[at]))
         if row.level >= 0 and len(chunk) == row.points:  # a whole stored chunk: its latest point for good
             memo[_identity(row)] = point
         found.append((row, point))
@@ -307,6 +309,16 @@ def last_values(
         if known is None or point.time_unix_nano > known.time_unix_nano:
             per_run[name] = point
     return out
+
+
+def _latest(chunk: SeriesChunk) -> int:
+    """The position of ``chunk``'s latest point: the latest time, then the highest step, then the last written."""
+    times = chunk.time_unix_nano
+    tied = np.flatnonzero(times == times.max())
+    if len(tied) == 1:
+        return int(tied[0])
+    steps = np.where(chunk.step_missing[tied], np.iinfo(np.int64).min, chunk.step[tied])
+    return int(tied[np.lexsort((chunk.row_id[tied], steps))[-1]])
 
 
 def _identity(row: ChunkRow) -> tuple[int, ...]:
