@@ -16,13 +16,16 @@ instead of every bucket:
   time, so a band is drawn from the difference with the point before it (same start, same
   layout): the values recorded in between, as TensorBoard's step shows the values of that
   step. A point whose counts went down (a restarted process) or whose layout changed stands
-  for itself. An update after ``after_id`` finds the point before the first new one through
-  the latest blocks of its series (see :mod:`.blocks`).
+  for itself. An update after ``after_id`` finds the point before the first new one in the
+  latest chunks of its series (by the chunk index's row-id ranges).
 - more points than ``max_points`` are merged, consecutive intervals added bucket by bucket
   (exactly what one longer interval would have counted). A trace longer than
-  :data:`MAX_ROWS` keeps, inside SQLite, the last point of each of ``max_points`` time buckets:
-  exact for cumulative points (their differences are the merged intervals), a sample for delta
-  points (then ``sampled`` says so).
+  :data:`MAX_ROWS` first keeps the last point of each of ``max_points`` time buckets (NumPy,
+  before any histogram is parsed): exact for cumulative points (their differences are the
+  merged intervals), a sample for delta points (then ``sampled`` says so).
+
+Points are read from the chunks (:mod:`.trace_reads`); only the histograms of the points kept
+are parsed.
 
 Nothing here holds state; safe from any thread that may use the store.
 """
@@ -33,9 +36,16 @@ import json
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
+import numpy as np
+
+from .chunk_index import CHUNK_COLUMNS, ChunkRow
+from .downsample import TimeBuckets
+from .scan import Scan, iter_chunks
 from .series import TraceIdentity
+from .trace_points import TracePoints
+from .trace_reads import collect, read_planned
 
 if TYPE_CHECKING:
     from .point_store import PointStore
@@ -47,15 +57,15 @@ __all__ = ["MAX_ROWS", "PERCENTILES", "Distribution", "Layout", "percentiles", "
 PERCENTILES = (0.0, 6.68, 15.87, 30.85, 50.0, 69.15, 84.13, 93.32, 100.0)
 #: Above this many histogram points a trace's first load keeps the last point of each time bucket.
 MAX_ROWS = 20_000
-#: Blocks looked through for the point before an update's first (newest first).
-PREVIOUS_BLOCKS = 16
 
-_SELECT = "SELECT p.id, p.resource_id, p.attributes_id, p.step, p.time_unix_nano, p.start_time_unix_nano, p.histogram"
-_SERIES = (
-    f"{_SELECT} FROM blocks b JOIN points p ON p.id BETWEEN b.first_id AND b.last_id"
-    " WHERE b.metric_id = ?1 AND b.resource_id = ?2 AND p.metric_id = ?1 AND p.resource_id = ?2 AND p.id <= ?3"
-)
-_ID, _RESOURCE, _ATTRIBUTES, _STEP, _TIME, _START, _HISTOGRAM = range(7)
+
+class _Row(NamedTuple):
+    """A point as the bands need it."""
+
+    step: int | None
+    time_unix_nano: int
+    start_time_unix_nano: int
+    histogram: str | None
 
 
 @dataclass
@@ -236,95 +246,87 @@ def read_distributions(
     after_id: int | None = None,
     max_points: int = 500,
 ) -> list[Distribution]:
-    """The distributions of ``metric``'s histogram points in ``run``, ids up to ``until_id`` (after
-    ``after_id`` if given), at most ``max_points`` bands a trace; see the module docstring."""
+    """The distributions of ``metric``'s histogram points in ``run``, row ids up to ``until_id``
+    (after ``after_id`` if given), at most ``max_points`` bands a trace; see the module docstring."""
     metric_ids = [m for m in catalog.metric_ids.get(metric, []) if m in catalog.histogram_ids]
-    grouped: dict[tuple[int, int, int], list[Sequence[Any]]] = {}
-    sampled: set[tuple[int, int, int]] = set()
-    for resource_id in catalog.run_resources(run):
-        for metric_id in metric_ids:
-            if after_id is None:
-                rows, complete = _first_rows(store, metric_id, resource_id, until_id, max_points)
-            else:
-                # Blocks that end before after_id hold nothing new: skipped without a seek.
-                rows = store.read(f"{_SERIES} AND p.id > ?4 AND b.last_id > ?4", (metric_id, resource_id, until_id, after_id))
-                complete = True
-            for row in rows:
-                key = (metric_id, row[_RESOURCE], row[_ATTRIBUTES])
-                grouped.setdefault(key, []).append(row)
-                if not complete and metric_id not in catalog.cumulative_ids:
-                    sampled.add(key)
-    attribute_sets = catalog.attribute_sets(key[2] for key in grouped)
+    resources = catalog.run_resources(run)
+    if not metric_ids or not resources:
+        return []
+    scan = Scan(metric_ids=metric_ids, resource_ids=resources, after_row_id=after_id, max_row_id=until_id)
+    found = collect(iter_chunks(store, scan), key=lambda r: (r.metric_id, r.resource_id, r.attributes_id), drawn=False, histograms=True)
+    attribute_sets = catalog.attribute_sets(key[2] for key in found)
     out: dict[tuple[int, int], Distribution] = {}
-    for key, rows in sorted(grouped.items()):
+    for key, parts in sorted(found.items()):
         metric_id, resource_id, attributes_id = key
-        rows.sort(key=lambda r: (r[_TIME], r[_ID]))
+        cumulative = metric_id in catalog.cumulative_ids
+        sampled = after_id is None and len(parts) > MAX_ROWS
+        rows = _rows(parts.points(_last_per_bucket(parts.time_unix_nano, max_points) if sampled else None))
         earlier = None
-        if after_id is not None and metric_id in catalog.cumulative_ids:
+        if after_id is not None and cumulative:
             earlier = _previous(store, metric_id, resource_id, attributes_id, after_id)
-        intervals = _intervals(rows, earlier, cumulative=metric_id in catalog.cumulative_ids)
-        found = out.setdefault(
+        intervals = _intervals(rows, earlier, cumulative=cumulative)
+        found_trace = out.setdefault(
             (resource_id, attributes_id),
             Distribution(resource_id, attributes_id, catalog.resources.get(resource_id, {}), attribute_sets.get(attributes_id, {})),
         )
-        found.sampled = found.sampled or key in sampled
+        found_trace.sampled = found_trace.sampled or (sampled and not cumulative)
         for step, time_unix_nano, layout in _merged(intervals, max_points):
-            found.steps.append(step)
-            found.times_unix_nano.append(time_unix_nano)
-            found.values.append(percentiles(layout) if layout is not None else [None] * len(PERCENTILES))
+            found_trace.steps.append(step)
+            found_trace.times_unix_nano.append(time_unix_nano)
+            found_trace.values.append(percentiles(layout) if layout is not None else [None] * len(PERCENTILES))
     return [out[key] for key in sorted(out)]
 
 
-def _first_rows(store: PointStore, metric_id: int, resource_id: int, until_id: int, max_points: int) -> tuple[list[Sequence[Any]], bool]:
-    """Every histogram row of one metric and resource, or (past MAX_ROWS) the last of each time bucket."""
-    rows = store.read(f"{_SERIES} LIMIT ?4", (metric_id, resource_id, until_id, MAX_ROWS + 1))
-    if len(rows) <= MAX_ROWS:
-        return rows, True
-    span = store.read("SELECT min(min_time), max(max_time) FROM blocks WHERE metric_id = ? AND resource_id = ?", (metric_id, resource_id))
-    first, last = int(span[0][0]), int(span[0][1])
-    width = max(1, -(-(last - first + 1) // max(1, max_points)))
-    # One max() in the group: SQLite fills the bare columns from the row that gave it (the last in time).
-    picked = store.read(
-        f"{_SELECT}, max(p.time_unix_nano) FROM blocks b JOIN points p ON p.id BETWEEN b.first_id AND b.last_id"
-        " WHERE b.metric_id = ?1 AND b.resource_id = ?2 AND p.metric_id = ?1 AND p.resource_id = ?2 AND p.id <= ?3"
-        " GROUP BY p.attributes_id, (p.time_unix_nano - ?4) / ?5",
-        (metric_id, resource_id, until_id, first, width),
+def _rows(points: TracePoints) -> list[_Row]:
+    assert points.histogram is not None
+    columns = (points.steps(), points.time_unix_nano.tolist(), points.start_time_unix_nano.tolist(), points.histogram)
+    return [_Row(*point) for point in zip(*columns, strict=True)]
+
+
+def _last_per_bucket(times: np.ndarray, max_points: int) -> np.ndarray:
+    """Of a trace's times in order, the position of the last point of each of ``max_points`` equal time buckets."""
+    numbers = TimeBuckets.over(int(times[0]), int(times[-1]), max(1, max_points)).of(times)
+    return np.flatnonzero(np.append(numbers[1:] != numbers[:-1], True))
+
+
+def _previous(store: PointStore, metric_id: int, resource_id: int, attributes_id: int, before_id: int) -> _Row | None:
+    """The last point written to one trace with a row id up to ``before_id``.
+
+    It lies in the trace's chunk that starts last at or before ``before_id``, or in one that
+    overlaps that chunk's start (chunks of concurrent writers): those alone are decoded.
+    """
+    trace = "c.metric_id = ?1 AND c.resource_id = ?2 AND c.attributes_id = ?3 AND c.first_row_id <= ?4"
+    sql = (
+        f"SELECT {CHUNK_COLUMNS} FROM chunks c WHERE {trace} AND c.last_row_id >= (SELECT max(c.first_row_id) FROM chunks c WHERE {trace})"
     )
-    return [row[:7] for row in picked], False
+    params = (metric_id, resource_id, attributes_id, before_id)
+    scan = Scan(metric_ids=(metric_id,), resource_ids=(resource_id,), attributes_ids=(attributes_id,), max_row_id=before_id)
+    pairs = read_planned(store, lambda: [ChunkRow(*row) for row in store.read(sql, params)], scan)
+    if not pairs:
+        return None
+    points = TracePoints.join([TracePoints.of(chunk, drawn=False, histograms=True) for _, chunk in pairs])
+    return _rows(points.take(np.array([int(np.argmax(points.row_id))])))[0]
 
 
-def _previous(store: PointStore, metric_id: int, resource_id: int, attributes_id: int, before_id: int) -> Sequence[Any] | None:
-    """The last row of one trace with an id up to ``before_id``, from its series' latest blocks."""
-    rows = store.read(
-        f"{_SELECT} FROM (SELECT first_id, last_id FROM blocks WHERE metric_id = ?1 AND resource_id = ?2 AND first_id <= ?3"
-        f" ORDER BY first_id DESC LIMIT {PREVIOUS_BLOCKS}) b JOIN points p ON p.id BETWEEN b.first_id AND b.last_id"
-        " WHERE p.metric_id = ?1 AND p.resource_id = ?2 AND p.attributes_id = ?4 AND p.id <= ?3 ORDER BY p.id DESC LIMIT 1",
-        (metric_id, resource_id, before_id, attributes_id),
-    )
-    return rows[0] if rows else None
-
-
-def _layout(row: Sequence[Any]) -> Layout | None:
+def _layout(row: _Row) -> Layout | None:
     try:
-        histogram = json.loads(row[_HISTOGRAM]) if row[_HISTOGRAM] else None
+        histogram = json.loads(row.histogram) if row.histogram else None
     except ValueError:
         return None
     return Layout.parse(histogram) if isinstance(histogram, dict) else None
 
 
-def _intervals(
-    rows: Iterable[Sequence[Any]], earlier: Sequence[Any] | None, *, cumulative: bool
-) -> list[tuple[int | None, int, Layout | None]]:
+def _intervals(rows: Iterable[_Row], earlier: _Row | None, *, cumulative: bool) -> list[tuple[int | None, int, Layout | None]]:
     """``(step, time, what the point counted in its own interval)`` per row (see the module docstring)."""
     out: list[tuple[int | None, int, Layout | None]] = []
-    before = (earlier[_START], _layout(earlier)) if earlier is not None else None
+    before = (earlier.start_time_unix_nano, _layout(earlier)) if earlier is not None else None
     for row in rows:
         layout = _layout(row)
         own = layout
-        if cumulative and layout is not None and before is not None and before[0] == row[_START] and before[1] is not None:
+        if cumulative and layout is not None and before is not None and before[0] == row.start_time_unix_nano and before[1] is not None:
             own = layout.minus(before[1]) or layout
-        out.append((row[_STEP], row[_TIME], own))
-        before = (row[_START], layout)
+        out.append((row.step, row.time_unix_nano, own))
+        before = (row.start_time_unix_nano, layout)
     return out
 
 

@@ -1,73 +1,138 @@
 """Downsampling a trace to what a chart can show, keeping its spikes: min and max per bucket.
 
 A chart ``W`` pixels wide shows at most about ``2 W`` points: a lowest and a highest per pixel
-column. So a trace is cut into ``max_points // 2`` buckets and each bucket keeps its lowest and
-its highest point (in their order; once if they are the same point). Unlike keeping every n-th
-point, this never loses a spike, however short. Two ways, the same rule:
+column. So a trace is cut into about ``max_points // 2`` buckets and each bucket keeps its
+lowest and its highest point (in their order; once if they are the same point). Unlike keeping
+every n-th point, this never loses a spike, however short. All of it is NumPy over a trace's
+columns (``np.minimum.reduceat`` / ``np.maximum.reduceat`` over the buckets' runs), in two
+shapes of bucket, the same rule:
 
-- :func:`min_max_buckets`, in Python, over rows already read (buckets of consecutive rows): a
-  short trace, or a live update;
-- :func:`bucketed_rows`, inside SQLite, for a long trace's first load: the trace's time span is
-  cut into equal buckets, and one statement per extreme (and slice of the span) reads the
-  trace's rows once, through the blocks whose time span meets the slice (see :mod:`.blocks`: a
-  block is a row-id range of one series), groups them by bucket and returns the id of each
-  bucket's lowest (highest) row; only those rows are then read. SQLite fills a bare column
-  (``id``) from the row that gave the group's only ``min()`` or ``max()``.
+- :func:`min_max_positions` (and :func:`min_max_buckets` over Python rows): buckets of
+  consecutive points, for a live update and for a held trace grown by an update;
+- :class:`TimeBuckets` with :func:`keep_extremes`: a first load, where the trace's time span
+  is cut into equal buckets (a pixel column each) and the trace's first and last points are
+  kept as well, so the line reaches both ends of the run.
 
-Cost of the second: every row of the trace is visited twice inside SQLite (once a pass, min and
-max), nothing is built in Python; a 1,000,000-point trace takes about 0.3 s on the 2-core machine
-of ``benchmarks/bench_ui.py``. The passes run on up to ``READERS`` threads, each with its own
-read-only connection: SQLite releases the GIL while it steps a statement, and WAL lets readers
-run beside a writer. A trace nearly always has one attribute set; the min pass counts the rows
-of any other set as it goes, and only when there are some is each set read apart.
+On a first load the chunk index can spare most of the decoding where chunks are small beside a
+bucket (a long run's recent, not yet compacted chunks): a chunk whose points all lie in one
+bucket can only give that bucket its lowest or highest value, and the index holds both
+(``min_value``, ``max_value``: the value drawn, NaN ignored, exactly as :func:`bucket_extremes`
+ignores it). :func:`split_whole` puts such chunks aside, :func:`winners` picks, per bucket, the
+one chunk whose minimum (maximum) beats what the decoded points hold there: only those are
+decoded. That is exact for what is drawn only where a point is drawn at its stored value, so it
+is used for metrics other than histograms (drawn at their mean, which the index does not hold).
 
-Thread safety: the functions hold no state; each worker thread opens and closes its own store.
+A point is drawn at :func:`drawn_values`: its value, or a histogram's mean (sum / count, as a
+float: a histogram of whole milliseconds, count 450 and sum 38, is drawn at 0.0844, not 0);
+NaN where there is nothing to draw (a gap).
+
+Thread safety: the functions hold no state.
 """
 
 from __future__ import annotations
 
+import json
 import math
-import os
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from typing import TYPE_CHECKING, Any, TypeVar
+from dataclasses import dataclass
+from typing import Any
 
-if TYPE_CHECKING:
-    from .point_store import PointStore
+import numpy as np
 
-__all__ = ["DRAWN_VALUE", "READERS", "ROW_SELECT", "SERIES_ROWS", "bucketed_rows", "min_max_buckets", "value_sql"]
+from ..model.chunk import SeriesChunk
+from .chunk_index import ChunkRow
 
-#: Threads (each a connection) a long trace's first load is spread over.
-READERS = max(1, min(4, os.cpu_count() or 1))
-PARALLEL_DEADLINE_S = 120.0
-IDS_PER_STATEMENT = 500
+__all__ = [
+    "DRAWN_VALUE",
+    "TimeBuckets",
+    "bucket_extremes",
+    "buckets_for",
+    "drawn_value",
+    "drawn_values",
+    "histogram_mean",
+    "keep_extremes",
+    "min_max_buckets",
+    "min_max_positions",
+    "split_whole",
+    "winners",
+]
 
-_T = TypeVar("_T")
-_R = TypeVar("_R")
+#: The SQL expression of :func:`drawn_values` over the pre-v4 ``points`` table. Kept only for
+#: ``metric_summary`` until it reads chunks; nothing in this module uses it.
+DRAWN_VALUE = "coalesce(value, CAST(json_extract(histogram, '$.sum') AS REAL) / nullif(json_extract(histogram, '$.count'), 0))"
 
 
-def value_sql(histogram: bool) -> str:
-    """The number a point is drawn at: its value, or a histogram's mean (sum / count).
+def histogram_mean(text: str | None) -> float:
+    """The mean of a stored histogram (JSON text): ``sum / count`` as a float; NaN if it has none."""
+    if not text:
+        return math.nan
+    try:
+        histogram = json.loads(text)
+        count, total = histogram.get("count"), histogram.get("sum")
+        if isinstance(count, bool) or isinstance(total, bool) or not count or total is None:
+            return math.nan
+        return float(total) / float(count)
+    except (ValueError, TypeError, AttributeError, OverflowError):
+        return math.nan
 
-    The sum is made REAL before dividing: SQLite divides two integers as integers, so a histogram
-    of whole milliseconds (count 450, sum 38) would be drawn at 0 instead of 0.0844.
-    """
-    if histogram:
-        return "CAST(json_extract(histogram, '$.sum') AS REAL) / nullif(json_extract(histogram, '$.count'), 0)"
-    return "value"
+
+def drawn_values(chunk: SeriesChunk) -> np.ndarray:
+    """The number each point of ``chunk`` is drawn at, as float64: its value, or its histogram's
+    mean where it has no value (or NaN); NaN where neither is there."""
+    values = chunk.value.astype(np.float64)  # a copy: the chunk's own arrays are read-only
+    if chunk.value_missing.any():
+        values[chunk.value_missing] = math.nan
+    texts = chunk.histogram  # None, or None at a point, where there is no histogram
+    if texts is not None and texts.count(None) < len(texts):  # count() runs in C: no loop over points here
+        for i in np.flatnonzero(np.isnan(values)).tolist():
+            values[i] = histogram_mean(texts[i])
+    return values
 
 
-#: The number any point is drawn at, whatever its metric's kind.
-DRAWN_VALUE = f"coalesce(value, {value_sql(True)})"
-#: A row as the series readers use it: id, resource, attribute set, step, time, drawn value.
-ROW_SELECT = f"SELECT id, resource_id, attributes_id, step, time_unix_nano, {DRAWN_VALUE} FROM points"
-#: The rows of one metric (?1) and resource (?2), through the blocks that hold them (see
-#: :mod:`.blocks`), in the order they were written; add ``AND ...`` conditions on ``p``.
-SERIES_ROWS = (
-    f"SELECT p.id, p.resource_id, p.attributes_id, p.step, p.time_unix_nano, {DRAWN_VALUE}"
-    " FROM blocks b JOIN points p ON p.id BETWEEN b.first_id AND b.last_id"
-    " WHERE b.metric_id = ?1 AND b.resource_id = ?2 AND p.metric_id = ?1 AND p.resource_id = ?2"
-)
+def drawn_value(chunk: SeriesChunk, index: int) -> float | int | None:
+    """What :func:`drawn_values` gives point ``index`` of ``chunk``, as Python gives it: an int
+    where stored as one, None for a gap."""
+    if not chunk.value_missing[index]:
+        value = chunk.value[index].item()
+        if not (isinstance(value, float) and math.isnan(value)):
+            return value  # type: ignore[no-any-return]
+    mean = math.nan if chunk.histogram is None else histogram_mean(chunk.histogram[index])
+    return None if math.isnan(mean) else mean
+
+
+def bucket_extremes(values: np.ndarray, starts: np.ndarray) -> np.ndarray:
+    """Of each bucket (``values[starts[k]:starts[k + 1]]``), the positions of its lowest and highest
+    value (the first of equals), sorted; a bucket with no value (all NaN) keeps its first position."""
+    n = len(values)
+    if n == 0:
+        return np.zeros(0, np.int64)
+    sizes = np.diff(np.append(starts, n))
+    valid = ~np.isnan(values)
+    every = bool(valid.all())  # the usual case: no gap, no copy of the values
+    kept: list[np.ndarray] = []
+    inside = np.zeros(len(starts), bool)
+    for reduce, fill in ((np.minimum, np.inf), (np.maximum, -np.inf)):
+        column = values if every else np.where(valid, values, fill)
+        extreme = reduce.reduceat(column, starts)
+        hit = column == np.repeat(extreme, sizes)
+        hits = np.flatnonzero(hit if every else hit & valid)
+        # The first hit at or after each bucket's start is the bucket's own if it has any.
+        first = np.minimum(np.searchsorted(hits, starts), max(0, len(hits) - 1))
+        at = hits[first] if len(hits) else np.full(len(starts), n)
+        inside = (at >= starts) & (at < starts + sizes)
+        kept.append(at[inside])
+    kept.append(starts[~inside])  # buckets without a value: their first point, a gap
+    return np.unique(np.concatenate(kept))
+
+
+def min_max_positions(values: np.ndarray, max_points: int) -> np.ndarray:
+    """At most ``max_points`` positions of ``values``: all of them if they fit, else the lowest and
+    highest of each of ``max_points // 2`` buckets of consecutive values (see :func:`bucket_extremes`)."""
+    n = len(values)
+    if n <= max_points:
+        return np.arange(n)
+    size = math.ceil(n / max(1, max_points // 2))
+    return bucket_extremes(values, np.arange(0, n, size))
 
 
 def min_max_buckets(rows: Sequence[Sequence[Any]], max_points: int, value_index: int) -> list[Sequence[Any]]:
@@ -78,127 +143,108 @@ def min_max_buckets(rows: Sequence[Sequence[Any]], max_points: int, value_index:
     """
     if len(rows) <= max_points:
         return list(rows)
-    buckets = max(1, max_points // 2)
-    size = math.ceil(len(rows) / buckets)
-    kept: list[Sequence[Any]] = []
-    for start in range(0, len(rows), size):
-        chunk = rows[start : start + size]
-        low = high = -1
-        for i, row in enumerate(chunk):
-            value = row[value_index]
-            if value is None or (isinstance(value, float) and math.isnan(value)):
-                continue
-            if low < 0 or value < chunk[low][value_index]:
-                low = i
-            if high < 0 or value > chunk[high][value_index]:
-                high = i
-        if low < 0:
-            kept.append(chunk[0])
-        else:
-            kept.extend(chunk[i] for i in sorted({low, high}))
-    return kept
+    values = np.array([math.nan if row[value_index] is None else float(row[value_index]) for row in rows], np.float64)
+    return [rows[i] for i in min_max_positions(values, max_points).tolist()]
 
 
-def bucketed_rows(
-    store: PointStore,
-    metric_id: int,
-    resource_id: int,
-    until_id: int,
-    max_points: int,
-    *,
-    histogram: bool,
-    attribute_sets: Sequence[int],
-) -> list[Sequence[Any]]:
-    """The lowest and highest row (:data:`ROW_SELECT`) of each of ``max_points // 2`` equal time
-    buckets of one metric and resource, ids up to ``until_id``, per attribute set.
+@dataclass(frozen=True)
+class TimeBuckets:
+    """Equal time buckets over a trace's span: bucket ``k`` holds ``[first + k width, first + (k + 1) width)``."""
 
-    ``attribute_sets``: the sets seen in the first rows. With one, the buckets are read without
-    filtering on it and the min pass counts rows of any other set; only if there are some (or
-    the first rows showed several) is every set listed and read apart.
-    """
-    rows = store.read(
-        "SELECT min(min_time), max(max_time) FROM blocks WHERE metric_id = ? AND resource_id = ? AND first_id <= ?",
-        (metric_id, resource_id, until_id),
-    )
-    if not rows or rows[0][0] is None:
-        return []
-    first, last = int(rows[0][0]), int(rows[0][1])
-    buckets = max(1, max_points // 2)
-    width = max(1, -(-(last - first + 1) // buckets))
-    distinct = (
-        "SELECT DISTINCT p.attributes_id FROM blocks b JOIN points p ON p.id BETWEEN b.first_id AND b.last_id"
-        " WHERE b.metric_id = ?1 AND b.resource_id = ?2 AND p.metric_id = ?1 AND p.resource_id = ?2 AND p.id <= ?3"
-    )
-    # The span is read in a few slices of whole buckets, one statement each (a slice per reader).
-    slice_buckets = -(-buckets // max(1, READERS // 2))
-    slices = [(first + k * width, min(last + 1, first + (k + slice_buckets) * width)) for k in range(0, buckets, slice_buckets)]
+    first_unix_nano: int
+    width_ns: int
 
-    def statement(aggregate: str, only: bool) -> str:
-        # ``only``: the rows of one attribute set (?6) alone. Otherwise the bucket's rows whatever
-        # their set, and (in the min pass) a count of the rows of any set but ?6, which tells
-        # whether the trace has one set (nearly always) for a tenth of what a scan for it costs.
-        # One pass over the slice's rows (through the blocks whose time span meets it), grouped
-        # by bucket: ?7 is the bucket width, counted from ?8, the trace's first time.
-        where = " AND p.attributes_id = ?6" if only else ""
-        other = ", total(p.attributes_id <> ?6)" if not only and aggregate == "min" else ""
-        return (
-            f"SELECT p.id, {aggregate}({value_sql(histogram)}){other} FROM blocks b JOIN points p ON p.id BETWEEN b.first_id AND b.last_id"
-            " WHERE b.metric_id = ?1 AND b.resource_id = ?2 AND b.max_time >= ?3 AND b.min_time < ?4 AND b.first_id <= ?5"
-            f" AND p.metric_id = ?1 AND p.resource_id = ?2 AND p.time_unix_nano >= ?3 AND p.time_unix_nano < ?4 AND p.id <= ?5{where}"
-            " GROUP BY (p.time_unix_nano - ?8) / ?7"
+    @classmethod
+    def over(cls, first_unix_nano: int, last_unix_nano: int, count: int) -> TimeBuckets:
+        """``count`` buckets (or fewer, whole nanoseconds wide) from ``first`` to ``last``, both in."""
+        return cls(first_unix_nano, max(1, -(-(last_unix_nano - first_unix_nano + 1) // max(1, count))))
+
+    def of(self, times_unix_nano: np.ndarray) -> np.ndarray:
+        """The bucket of each time."""
+        return (times_unix_nano - self.first_unix_nano) // self.width_ns
+
+    def of_time(self, time_unix_nano: int) -> int:
+        return (time_unix_nano - self.first_unix_nano) // self.width_ns
+
+
+def buckets_for(max_points: int) -> int:
+    """How many buckets a first load of at most ``max_points`` points is cut into (a lowest and a
+    highest each, and the trace's first and last points)."""
+    return max(1, (max_points - 2) // 2)
+
+
+def keep_extremes(times_unix_nano: np.ndarray, values: np.ndarray, buckets: TimeBuckets) -> np.ndarray:
+    """Of a trace in time order, the positions kept: each time bucket's lowest and highest value,
+    and the first and last points, sorted."""
+    n = len(times_unix_nano)
+    if n == 0:
+        return np.zeros(0, np.int64)
+    numbers = buckets.of(times_unix_nano)
+    starts = np.flatnonzero(np.concatenate([[True], numbers[1:] != numbers[:-1]]))
+    return np.union1d(bucket_extremes(values, starts), [0, n - 1])
+
+
+def split_whole(
+    rows: Sequence[ChunkRow], buckets: TimeBuckets, *, until_id: int, exact: Callable[[ChunkRow], bool]
+) -> tuple[list[ChunkRow], list[ChunkRow]]:
+    """``(to decode, set aside)``: the chunks of one trace set aside are those the index alone
+    answers for: every point up to ``until_id``, all in one time bucket, values drawn as stored
+    (``exact``) and some value there. The chunks that may hold the trace's first or last point
+    (the earliest and the latest of those wholly read, and any read in part) are always decoded,
+    and so is everything from the trace's first point in the head on (the head, level -1, is
+    rows, not chunks; a chunk written after it may hold points moved from it)."""
+    whole = [row for row in rows if row.last_row_id <= until_id]
+    if not whole:
+        return list(rows), []
+    first = min(row.min_time for row in whole)
+    last = max(row.max_time for row in whole)
+    head_first = min((row.first_row_id for row in rows if row.level < 0), default=None)
+    decode: list[ChunkRow] = []
+    aside: list[ChunkRow] = []
+    for row in rows:
+        alone = (
+            row.last_row_id <= until_id
+            and row.level >= 0
+            and (head_first is None or row.last_row_id < head_first)
+            and row.min_value is not None
+            and row.min_time != first
+            and row.max_time != last
+            and buckets.of_time(row.min_time) == buckets.of_time(row.max_time)
+            and exact(row)
         )
-
-    def run(task: tuple[str, int, tuple[int, int]], reader: PointStore) -> tuple[set[int], bool]:
-        sql, attributes_id, (low, high) = task
-        if sql == distinct:
-            return {row[0] for row in reader.read(sql, (metric_id, resource_id, until_id))}, False
-        found, others = set(), False
-        keep_gaps = "min(" in sql
-        counting = "total(" in sql
-        params = (metric_id, resource_id, low, high, until_id, attributes_id, width, first)
-        for row in reader.read(sql, params):
-            # A bucket of gaps (every value NULL) keeps one row (a gap) in the min pass.
-            if row[0] is not None and (row[1] is not None or keep_gaps):
-                found.add(row[0])
-            others = others or (counting and bool(row[2]))
-        return found, others
-
-    def tasks(sets: Sequence[int], only: bool) -> list[tuple[str, int, tuple[int, int]]]:
-        return [(statement(aggregate, only), a, span) for a in sets for aggregate in ("min", "max") for span in slices]
-
-    known = sorted(set(attribute_sets))
-    ids: set[int] = set()
-    if len(known) == 1:
-        results = _in_parallel(store, tasks(known, only=False), run)
-        ids = set().union(*(found for found, _ in results))
-        if not any(others for _, others in results):
-            known = []  # one attribute set: done
-        else:
-            ids = set()
-    if known:
-        every_set = run((distinct, 0, (0, 0)), store)[0]
-        ids = set().union(*(found for found, _ in _in_parallel(store, tasks(sorted(every_set), only=True), run)))
-    wanted = sorted(ids)
-    found_rows: list[Sequence[Any]] = []
-    for start in range(0, len(wanted), IDS_PER_STATEMENT):
-        chunk = wanted[start : start + IDS_PER_STATEMENT]
-        found_rows.extend(store.read(f"{ROW_SELECT} WHERE id IN ({','.join('?' * len(chunk))})", chunk))
-    return found_rows
+        (aside if alone else decode).append(row)
+    return decode, aside
 
 
-def _in_parallel(store: PointStore, tasks: list[_T], run: Callable[[_T, PointStore], _R]) -> list[_R]:
-    """``run(task, reader)`` for every task, on up to ``READERS`` threads with a reader each."""
-    if len(tasks) <= 1 or READERS <= 1:
-        return [run(task, store) for task in tasks]
-    from .point_store import PointStore
-
-    def work(task: _T) -> _R:
-        reader = PointStore(store.path, readonly=True)
-        try:
-            return run(task, reader)
-        finally:
-            reader.close()
-
-    with ThreadPoolExecutor(max_workers=min(READERS, len(tasks)), thread_name_prefix="otel-recursive-metrics-series") as pool:
-        futures = [pool.submit(work, task) for task in tasks]
-        return [future.result(timeout=PARALLEL_DEADLINE_S) for future in futures]
+def winners(aside: Sequence[ChunkRow], buckets: TimeBuckets, times_unix_nano: np.ndarray, values: np.ndarray) -> list[ChunkRow]:
+    """Of the chunks set aside (:func:`split_whole`), those to decode after all: per bucket, the one
+    with the lowest ``min_value`` if it is below every decoded point there (``times_unix_nano``,
+    ``values``), and likewise the highest ``max_value``; the earliest chunk of equals. Where a
+    decoded point has the same value, it stands for the bucket's extreme: the same number drawn
+    in the same bucket (pixel column)."""
+    low: dict[int, ChunkRow] = {}
+    high: dict[int, ChunkRow] = {}
+    for row in sorted(aside, key=lambda r: r.min_time):
+        bucket = buckets.of_time(row.min_time)
+        if bucket not in low or row.min_value < low[bucket].min_value:  # type: ignore[operator]
+            low[bucket] = row
+        if bucket not in high or row.max_value > high[bucket].max_value:  # type: ignore[operator]
+            high[bucket] = row
+    wanted = sorted(low.keys() | high.keys())
+    known_low = np.full(len(wanted), np.inf)
+    known_high = np.full(len(wanted), -np.inf)
+    valid = ~np.isnan(values)
+    if valid.any():
+        numbers = buckets.of(times_unix_nano[valid])
+        where = np.searchsorted(wanted, numbers)
+        inside = (where < len(wanted)) & (np.asarray(wanted, np.int64)[np.minimum(where, len(wanted) - 1)] == numbers)
+        np.minimum.at(known_low, where[inside], values[valid][inside])
+        np.maximum.at(known_high, where[inside], values[valid][inside])
+    picked: dict[int, ChunkRow] = {}
+    for k, bucket in enumerate(wanted):
+        lowest, highest = low[bucket], high[bucket]
+        if lowest.min_value < known_low[k]:  # type: ignore[operator]
+            picked[lowest.id] = lowest
+        if highest.max_value > known_high[k]:  # type: ignore[operator]
+            picked[highest.id] = highest
+    return list(picked.values())

@@ -1,28 +1,30 @@
-"""Series for charts: one run's metric as traces, only the points added since an id, downsampled.
+"""Series for charts: one run's metric as traces, only the points added since a row id, downsampled.
 
 A chart needs three reads that :class:`~.points.PointQuery` is not shaped for, and this module
-answers them through :meth:`PointStore.read` alone (read-only; no schema of its own):
+answers them from the chunk index and the chunks (:mod:`.chunk_index`, decoded with NumPy;
+read-only, no schema of its own):
 
 - **Everything up to a snapshot** (``until_id``): a chart's first load. A trace is one resource
-  (a run's rank, per restart) and one attribute set. Up to ``IN_MEMORY_MAX_ROWS`` rows a trace is
-  read whole and downsampled here; above that it is downsampled inside SQLite: the trace's time
-  span is cut into ``max_points // 2`` equal buckets and each bucket keeps its lowest and its
-  highest point, so a spike survives however long the run (see :mod:`.downsample`). Both read
-  a trace through its blocks (see :mod:`.blocks`): the row-id ranges where its points lie.
-- **What was added since** (``after_id``): a live update. ``points.id`` only grows (SQLite gives
-  each insert the next rowid, one writer at a time, and the store never deletes), so the rows in
-  ``(after_id, until_id]`` are exactly what a client has not seen. They are read by rowid range,
-  which costs what was written since, never the history. A large increment is downsampled the
-  same way.
+  (a run's rank, per restart) and one attribute set. Its chunks are decoded and, past
+  ``max_points``, its time span is cut into equal buckets, each keeping its lowest and highest
+  point, and the trace's first and last points are kept (see :mod:`.downsample`), so a spike
+  survives however long the run. A trace of more than ``IN_MEMORY_MAX_ROWS`` points is first
+  planned from the chunk index: a chunk that lies inside one bucket is decoded only if it
+  holds that bucket's lowest or highest value.
+- **What was added since** (``after_id``): a live update. Every point has a row id from one
+  counter of the store, growing as points are written, so the points in ``(after_id, until_id]``
+  are exactly what a client has not seen. The index's ``last_row_id`` finds the chunks that hold
+  some (the newest ones), which costs what was written since, never the history. A large
+  increment is downsampled too (buckets of consecutive points).
 - **The last point of every metric of every run**, for the runs table: per (metric, resource)
-  pair, the latest block, then the latest row in its range.
+  pair, the chunk with the latest time (from the index), decoded alone.
 
 ``until_id`` is the snapshot: a client takes :func:`max_point_id` once, reads everything up to it
 and later asks for what lies after it, so no point is sent twice or missed.
 
-Values: a histogram point is shown as its mean (sum / count); ``NaN`` is stored as ``NULL`` and
-comes back as ``None`` (a gap). Nothing here holds state: the functions are safe from any thread
-that may use the store (:class:`PointStore` serialises its own calls).
+Values: a histogram point is shown as its mean (sum / count); ``NaN`` comes back as ``None`` (a
+gap), an integer value as an int. Nothing here holds state: the functions are safe from any
+thread that may use the store (:class:`PointStore` serialises its own calls).
 """
 
 from __future__ import annotations
@@ -32,14 +34,23 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
+from ..model.chunk import SeriesChunk
 from ..model.kinds import HISTOGRAM_KINDS
 from ..model.resource import RANK_KEY, RESTART_COUNT_KEY, RUN_ID_KEY
-from .downsample import DRAWN_VALUE, IDS_PER_STATEMENT, ROW_SELECT, SERIES_ROWS, bucketed_rows, min_max_buckets
+from .chunk_index import CHUNK_COLUMNS, ChunkRow
+from .downsample import drawn_value, min_max_buckets, min_max_positions
+from .first_load import first_load
+from .scan import Scan, iter_chunks
+from .trace_points import TraceParts, TracePoints
+from .trace_reads import IDS_PER_STATEMENT, collect, read_planned
 
 if TYPE_CHECKING:
     from .point_store import PointStore
 
 __all__ = [
+    "HELD_LAST_POINTS",
     "IN_MEMORY_MAX_ROWS",
     "LastValue",
     "RunCatalog",
@@ -53,14 +64,14 @@ __all__ = [
     "series_rows",
 ]
 
-#: Above this many rows a trace's first load is downsampled inside SQLite instead of in Python.
+#: Above this many points a trace's first load is planned from the chunk index (chunks inside one
+#: bucket that cannot hold its extremes are not decoded); up to it, every chunk is decoded.
 IN_MEMORY_MAX_ROWS = 20_000
+#: Chunks' latest points :func:`last_values` keeps for its caller before it starts afresh.
+HELD_LAST_POINTS = 100_000
 
 #: OTLP's AggregationTemporality.CUMULATIVE, as the metrics table stores it.
 _CUMULATIVE = 2
-
-# The fields of a ROW_SELECT row (a histogram point's value is its mean: see downsample.value_sql).
-_ID, _RESOURCE, _ATTRIBUTES, _STEP, _TIME, _VAL = range(6)
 
 
 @dataclass
@@ -159,21 +170,21 @@ class RunCatalog:
         return self.by_run.get(run, [])
 
     def metric_names(self, run: str | None) -> list[str]:
-        """The names of the metrics that have points in ``run``, sorted (from the blocks)."""
+        """The names of the metrics that have points in ``run``, sorted (from the chunk index)."""
         resources = self.run_resources(run)
         if not resources:
             return []
         marks = ",".join("?" * len(resources))
-        present = {row[0] for row in self.store.read(f"SELECT DISTINCT metric_id FROM blocks WHERE resource_id IN ({marks})", resources)}
+        present = {row[0] for row in self.store.read(f"SELECT DISTINCT metric_id FROM chunks WHERE resource_id IN ({marks})", resources)}
         return sorted(name for name, ids in self.metric_ids.items() if present.intersection(ids))
 
     def start_time_unix_nano(self, run: str | None) -> int | None:
-        """The time of the run's first point (from the blocks)."""
+        """The time of the run's first point (from the chunk index)."""
         resources = self.run_resources(run)
         if not resources:
             return None
         marks = ",".join("?" * len(resources))
-        rows = self.store.read(f"SELECT min(min_time) FROM blocks WHERE resource_id IN ({marks})", resources)
+        rows = self.store.read(f"SELECT min(min_time) FROM chunks WHERE resource_id IN ({marks})", resources)
         return None if not rows or rows[0][0] is None else int(rows[0][0])
 
     def attribute_sets(self, ids: Iterable[int]) -> dict[int, dict[str, Any]]:
@@ -187,8 +198,8 @@ class RunCatalog:
 
 
 def max_point_id(store: PointStore) -> int:
-    """The newest point's id (0 for an empty store): the snapshot a client reads up to."""
-    rows = store.read("SELECT max(id) FROM points")
+    """The newest point's row id (0 for an empty store): the snapshot a client reads up to."""
+    rows = store.read("SELECT ifnull(max(last_row_id), 0) FROM chunks")
     return int(rows[0][0] or 0)
 
 
@@ -202,7 +213,7 @@ def read_series(
     after_id: int | None = None,
     max_points: int = 2000,
 ) -> Series:
-    """The traces of ``metric`` in ``run`` with ids up to ``until_id`` (after ``after_id`` if given).
+    """The traces of ``metric`` in ``run`` with row ids up to ``until_id`` (after ``after_id`` if given).
 
     Each trace holds at most ``max_points`` points (see the module docstring for how it is cut).
     """
@@ -211,105 +222,109 @@ def read_series(
     series = Series(run=run, metric=metric, traces=[])
     if not resources or not metric_ids:
         return series
-    # The traces whose rows were already cut inside SQLite (by resource and attribute set).
-    bucketed: set[tuple[int, int]] = set()
     if after_id is not None:
-        rows = _rows_after(store, metric_ids, resources, after_id, until_id)
-        grouped = _group(rows)
+        scan = Scan(metric_ids=metric_ids, resource_ids=resources, after_row_id=after_id, max_row_id=until_id)
+        kept = {key: _cut(parts, min_max_positions(parts.drawn, max_points)) for key, parts in collect(iter_chunks(store, scan)).items()}
     else:
-        grouped = {}
-        for resource_id in resources:
-            for metric_id in metric_ids:
-                rows, complete = _first_rows(store, metric_id, resource_id, until_id)
-                if not complete:
-                    seen = [row[_ATTRIBUTES] for row in rows]
-                    histogram = metric_id in catalog.histogram_ids
-                    rows = bucketed_rows(store, metric_id, resource_id, until_id, max_points, histogram=histogram, attribute_sets=seen)
-                for key, trace_rows in _group(rows).items():
-                    grouped.setdefault(key, []).extend(trace_rows)
-                    if not complete:
-                        bucketed.add(key)
-    attribute_sets = catalog.attribute_sets(key[1] for key in grouped)
-    for (resource_id, attributes_id), trace_rows in sorted(grouped.items()):
-        trace_rows.sort(key=lambda r: (r[_TIME], -1 if r[_STEP] is None else r[_STEP], r[_ID]))
+        scan = Scan(metric_ids=metric_ids, resource_ids=resources, max_row_id=until_id)
+        histograms = catalog.histogram_ids
+        kept = first_load(store, scan, max_points, plan_above=IN_MEMORY_MAX_ROWS, exact=lambda row: row.metric_id not in histograms)
+    attribute_sets = catalog.attribute_sets(key[1] for key in kept)
+    for (resource_id, attributes_id), (points, cut) in sorted(kept.items()):
         trace = Trace(resource_id, attributes_id, catalog.resources.get(resource_id, {}), attribute_sets.get(attributes_id, {}))
-        if (resource_id, attributes_id) in bucketed:
+        if cut:
             series.mark_downsampled(trace)
-        if len(trace_rows) > max_points:
-            trace_rows = list(min_max_buckets(trace_rows, max_points, _VAL))  # noqa: PLW2901 - the kept rows replace the read ones
-            series.mark_downsampled(trace)
-        for row in trace_rows:
-            trace.steps.append(row[_STEP])
-            trace.times_unix_nano.append(row[_TIME])
-            trace.values.append(row[_VAL])
+        trace.steps = points.steps()
+        trace.times_unix_nano = points.time_unix_nano.tolist()
+        trace.values = points.values()
         series.traces.append(trace)
     return series
 
 
+def _cut(parts: TraceParts, positions: np.ndarray) -> tuple[TracePoints, bool]:
+    """The points at ``positions``, and whether any was left out."""
+    return (parts.points(), False) if len(positions) == len(parts) else (parts.points(positions), True)
+
+
 def series_rows(store: PointStore, catalog: RunCatalog, run: str | None, metric: str, *, until_id: int) -> Iterator[list[Sequence[Any]]]:
-    """Every point of ``metric`` in ``run`` up to ``until_id``, in chunks, nothing left out: per
-    resource (rank) and metric id, in the order written. A row is ``(id, resource id, attribute
-    set id, step, time, drawn value)``: :data:`~.downsample.ROW_SELECT`'s fields."""
+    """Every point of ``metric`` in ``run`` up to ``until_id``, a chunk at a time, nothing left out:
+    per resource (rank) and metric id, in the order written. A row is ``(row id, resource id,
+    attribute set id, step, time, drawn value)``."""
     for resource_id in catalog.run_resources(run):
         for metric_id in catalog.metric_ids.get(metric, []):
-            yield from store.read_chunks(f"{SERIES_ROWS} AND p.id <= ?3", (metric_id, resource_id, until_id), size=4096)
+            for row, chunk in iter_chunks(store, Scan(metric_ids=(metric_id,), resource_ids=(resource_id,), max_row_id=until_id)):
+                points = TracePoints.of(chunk)
+                count = len(points)
+                columns = (points.row_id.tolist(), [resource_id] * count, [row.attributes_id] * count, points.steps())
+                yield list(zip(*columns, points.time_unix_nano.tolist(), points.values(), strict=True))
 
 
-def _group(rows: Iterable[Sequence[Any]]) -> dict[tuple[int, int], list[Sequence[Any]]]:
-    grouped: dict[tuple[int, int], list[Sequence[Any]]] = {}
-    for row in rows:
-        grouped.setdefault((row[_RESOURCE], row[_ATTRIBUTES]), []).append(row)
-    return grouped
-
-
-def _rows_after(store: PointStore, metric_ids: list[int], resources: list[int], after_id: int, until_id: int) -> list[Sequence[Any]]:
-    # The rowid range is the path here, costing what was written since after_id, whatever the
-    # history's length (the unary + keeps a store of an earlier version off its per-point index).
-    sql = (
-        f"{ROW_SELECT} WHERE id > ? AND id <= ? AND +metric_id IN ({','.join('?' * len(metric_ids))})"
-        f" AND +resource_id IN ({','.join('?' * len(resources))})"
-    )
-    rows: list[Sequence[Any]] = []
-    for chunk in store.read_chunks(sql, (after_id, until_id, *metric_ids, *resources), size=4096):
-        rows.extend(chunk)
-    return rows
-
-
-def _first_rows(store: PointStore, metric_id: int, resource_id: int, until_id: int) -> tuple[list[Sequence[Any]], bool]:
-    """Up to IN_MEMORY_MAX_ROWS rows of one metric and resource, through its blocks; False when
-    there are more (then only the first ones, in the order they were written, come back)."""
-    rows = store.read(
-        f"{SERIES_ROWS} AND p.id <= ?3 LIMIT ?4",
-        (metric_id, resource_id, until_id, IN_MEMORY_MAX_ROWS + 1),
-    )
-    return rows, len(rows) <= IN_MEMORY_MAX_ROWS
-
-
-def last_values(store: PointStore, catalog: RunCatalog) -> dict[str | None, dict[str, LastValue]]:
+def last_values(
+    store: PointStore, catalog: RunCatalog, held: dict[tuple[int, ...], LastValue] | None = None
+) -> dict[str | None, dict[str, LastValue]]:
     """The latest point (by time) of every metric of every run: ``{run: {metric: LastValue}}``.
 
-    Per (metric, resource): its latest block (by time), then the latest row in that block's
-    range; a metric several ranks log gives the latest of them.
+    Per (metric, resource): its chunk with the latest time (from the index), decoded alone, and
+    the latest point in it; a metric several ranks log gives the latest of them. ``held``, kept
+    by the caller from one call to the next (the web view's runs table asks again every few
+    seconds), remembers each stored chunk's latest point: a chunk never changes (compaction makes
+    new ones), so only chunks written since are decoded again. It is cleared past
+    :data:`HELD_LAST_POINTS` entries; a dict's own operations are atomic, so threads may share it
+    (two threads may decode a chunk both, nothing worse).
     """
-    probe = (
-        "SELECT b.metric_id, b.resource_id, (SELECT p.id FROM points p WHERE p.id BETWEEN b.first_id AND b.last_id"
-        " AND p.metric_id = b.metric_id AND p.resource_id = b.resource_id ORDER BY p.time_unix_nano DESC LIMIT 1)"
-        " FROM (SELECT metric_id, resource_id, first_id, last_id, max(max_time) FROM blocks GROUP BY metric_id, resource_id) b"
-    )
     names = {metric_id: name for name, ids in catalog.metric_ids.items() for metric_id in ids}
-    latest_ids = [row[2] for row in store.read(probe) if row[2] is not None]
+    memo: dict[tuple[int, ...], LastValue] = {} if held is None else held
+    # One max() in the group: SQLite fills the bare column (the chunk id) from the row that gave it.
+    latest = (
+        f"SELECT {CHUNK_COLUMNS} FROM chunks c JOIN (SELECT id, max(max_time) FROM chunks GROUP BY metric_id, resource_id) l ON l.id = c.id"
+    )
+    found: list[tuple[ChunkRow, LastValue]] = []
+
+    def unknown() -> list[ChunkRow]:
+        found.clear()
+        rows = []
+        for row in (ChunkRow(*r) for r in store.read(latest)):
+            known = memo.get(_identity(row)) if row.level >= 0 else None
+            if known is None:
+                rows.append(row)
+            else:
+                found.append((row, known))
+        return rows
+
+    if len(memo) > HELD_LAST_POINTS:
+        memo.clear()
+    for row, chunk in read_planned(store, unknown, Scan()):
+        at = _latest(chunk)
+        step = None if chunk.step_missing[at] else int(chunk.step[at])
+        point = LastValue(drawn_value(chunk, at), step, int(chunk.time_unix_nano[at]))
+        if row.level >= 0 and len(chunk) == row.points:  # a whole stored chunk: its latest point for good
+            memo[_identity(row)] = point
+        found.append((row, point))
     out: dict[str | None, dict[str, LastValue]] = {}
-    for start in range(0, len(latest_ids), IDS_PER_STATEMENT):
-        chunk = latest_ids[start : start + IDS_PER_STATEMENT]
-        sql = f"SELECT metric_id, resource_id, step, time_unix_nano, {DRAWN_VALUE} FROM points WHERE id IN ({','.join('?' * len(chunk))})"
-        for metric_id, resource_id, step, time_unix_nano, value in store.read(sql, chunk):
-            run = catalog.resources.get(resource_id, {}).get(RUN_ID_KEY)
-            per_run = out.setdefault(None if run is None else str(run), {})
-            name = names.get(metric_id, "?")
-            known = per_run.get(name)
-            if known is None or time_unix_nano > known.time_unix_nano:
-                per_run[name] = LastValue(value, step, time_unix_nano)
+    for row, point in found:
+        run = catalog.resources.get(row.resource_id, {}).get(RUN_ID_KEY)
+        per_run = out.setdefault(None if run is None else str(run), {})
+        name = names.get(row.metric_id, "?")
+        known = per_run.get(name)
+        if known is None or point.time_unix_nano > known.time_unix_nano:
+            per_run[name] = point
     return out
+
+
+def _latest(chunk: SeriesChunk) -> int:
+    """The position of ``chunk``'s latest point: the latest time, then the highest step, then the last written."""
+    times = chunk.time_unix_nano
+    tied = np.flatnonzero(times == times.max())
+    if len(tied) == 1:
+        return int(tied[0])
+    steps = np.where(chunk.step_missing[tied], np.iinfo(np.int64).min, chunk.step[tied])
+    return int(tied[np.lexsort((chunk.row_id[tied], steps))[-1]])
+
+
+def _identity(row: ChunkRow) -> tuple[int, ...]:
+    """What names a stored chunk's points for good: its id, and its row ids and count (a point's
+    row id is the store's alone, never given twice)."""
+    return (row.id, row.first_row_id, row.last_row_id, row.points)
 
 
 def merge_series(held: Series, news: Series, max_points: int) -> Series:

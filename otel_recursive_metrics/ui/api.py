@@ -40,7 +40,7 @@ from typing import Any
 
 from ..store import PointStore
 from ..store.ranks import DEFAULT_WINDOW_S
-from ..store.series import RunCatalog, last_values, max_point_id
+from ..store.series import LastValue, RunCatalog, last_values, max_point_id
 
 __all__ = [
     "DEFAULT_MAX_POINTS",
@@ -110,14 +110,21 @@ def _clean(value: Any) -> Any:
 
 def to_json_bytes(payload: Any) -> bytes:
     """Compact UTF-8 JSON; NaN and infinities become ``null``."""
-    return json.dumps(_clean(payload), separators=(",", ":"), allow_nan=False).encode()
+    try:
+        # Nearly every answer has no NaN or infinity (a chart's values are made finite as they
+        # are put in): encoded as it is, without walking a few hundred thousand values first.
+        text = json.dumps(payload, separators=(",", ":"), allow_nan=False)
+    except (ValueError, TypeError):
+        text = json.dumps(_clean(payload), separators=(",", ":"), allow_nan=False)
+    return text.encode()
 
 
-def runs_payload(store: PointStore) -> dict[str, Any]:
-    """What ``GET /api/runs`` answers (see the module docstring)."""
+def runs_payload(store: PointStore, held: dict[tuple[int, ...], LastValue] | None = None) -> dict[str, Any]:
+    """What ``GET /api/runs`` answers (see the module docstring); ``held``: the chunks' latest
+    points remembered from one request to the next (see :func:`~otel_recursive_metrics.store.series.last_values`)."""
     last_id = max_point_id(store)
     runs = store.runs()
-    latest = last_values(store, RunCatalog(store))
+    latest = last_values(store, RunCatalog(store), held)
     for run in runs:
         key = run.get("run")
         per_metric = latest.get(None if key is None else str(key), {})

@@ -40,6 +40,7 @@ from starlette.routing import Route
 from .._version import __version__
 from ..store import PointStore
 from ..store.messages import damaged_store_message
+from ..store.series import LastValue
 from .across_runs import params_payload, summary_payload
 from .api import RequestError, metrics_payload, ranks_payload, runs_payload, to_json_bytes
 from .assets import PAGES, static_file
@@ -107,6 +108,8 @@ def create_app(store_path: Path | str, *, host: str = "127.0.0.1") -> Starlette:
     """The web view of the store at ``store_path``; ``host`` is the address it will be served on."""
     readers = StoreReaders(store_path)
     cache = SeriesCache()
+    # Each stored chunk's latest point, for the runs table's last values (store.series.last_values).
+    last_points: dict[tuple[int, ...], LastValue] = {}
 
     def api(build: Callable[[PointStore, Mapping[str, Sequence[str]]], Any]) -> Callable[[Request], Response]:
         def endpoint(request: Request) -> Response:
@@ -158,7 +161,7 @@ def create_app(store_path: Path | str, *, host: str = "127.0.0.1") -> Starlette:
         Route("/compare", page("compare"), methods=["GET"]),
         Route("/params", page("params"), methods=["GET"]),
         Route("/api/info", api(info), methods=["GET"]),
-        Route("/api/runs", api(lambda store, params: runs_payload(store)), methods=["GET"]),
+        Route("/api/runs", api(lambda store, params: runs_payload(store, last_points)), methods=["GET"]),
         Route("/api/metrics", api(metrics_payload), methods=["GET"]),
         Route("/api/ranks", api(ranks_payload), methods=["GET"]),
         Route("/api/series", api(lambda store, params: series_payload(store, params, cache)), methods=["GET"]),
@@ -183,4 +186,5 @@ def create_app(store_path: Path | str, *, host: str = "127.0.0.1") -> Starlette:
     )
     app.state.readers = readers
     app.state.series_cache = cache
+    app.state.last_points = last_points
     return app

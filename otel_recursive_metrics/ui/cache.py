@@ -1,11 +1,11 @@
 """Long series the web view has read, kept so that showing them again costs only what is new.
 
-A long trace's first load reads every one of its rows inside SQLite (about half a second a
-million rows on a small machine; see :mod:`otel_recursive_metrics.store.downsample`). Opening the
-same run again, another tab, or the comparison page after the run page would pay that again.
-:class:`SeriesCache` keeps the downsampled answer with the snapshot id it was read up to; the
-next first load of that series reads only the rows after that id (the cheap rowid range a
-live update reads) and merges them in. The store only ever appends, so held + new is exactly
+A long trace's first load decodes its chunks and cuts them to what a chart shows (a tenth of a
+second or so a million points on a small machine; see :mod:`otel_recursive_metrics.store.downsample`).
+Opening the same run again, another tab, or the comparison page after the run page would pay
+that again. :class:`SeriesCache` keeps the downsampled answer with the snapshot row id it was
+read up to; the next first load of that series reads only the points after that id (the newest
+chunks, as a live update reads them) and merges them in. The store only ever appends, so held + new is exactly
 what a fresh read would cover. A request for an older snapshot than the one held (a series
 added to a page that loaded earlier) is read afresh and not kept.
 

@@ -1,7 +1,7 @@
 """``GET /api/csv?run=R[&run=...]&metric=M``: a chart's data as CSV, every point, full precision.
 
 The chart shows what fits on it (min and max per bucket); the download has every point the store
-holds up to the snapshot (``until_id``, default the newest point), streamed as SQLite reads it.
+holds up to the snapshot (``until_id``, default the newest point), streamed a chunk at a time.
 Columns::
 
     run,metric,unit,rank,restart,attributes,step,time_utc,time_unix_nano,value
