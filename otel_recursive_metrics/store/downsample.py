@@ -43,7 +43,6 @@ from ..model.chunk import SeriesChunk
 from .chunk_index import ChunkRow
 
 __all__ = [
-    "DRAWN_VALUE",
     "TimeBuckets",
     "bucket_extremes",
     "buckets_for",
@@ -59,7 +58,6 @@ __all__ = [
 
 #: The SQL expression of :func:`drawn_values` over the pre-v4 ``points`` table. Kept only for
 #: ``metric_summary`` until it reads chunks; nothing in this module uses it.
-DRAWN_VALUE = "coalesce(value, CAST(json_extract(histogram, '$.sum') AS REAL) / nullif(json_extract(histogram, '$.count'), 0))"
 
 
 def histogram_mean(text: str | None) -> float:
