@@ -56,10 +56,6 @@ __all__ = [
     "winners",
 ]
 
-#: The SQL expression of :func:`drawn_values` over the pre-v4 ``points`` table. Kept only for
-#: ``metric_summary`` until it reads chunks; nothing in this module uses it.
-
-
 def histogram_mean(text: str | None) -> float:
     """The mean of a stored histogram (JSON text): ``sum / count`` as a float; NaN if it has none."""
     if not text:
