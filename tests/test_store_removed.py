@@ -188,7 +188,7 @@ def test_two_writers_of_one_store_both_go_on_in_the_new_file(tmp_path: Path) -> 
 
 
 def _keep_steps_below(conn: sqlite3.Connection, step: int) -> None:
-    """What ``DELETE FROM points WHERE step >= ?`` did in the row store: each chunk rewritten without those points."""
+    """What ``DELETE FROM points WHERE step >= ?`` did in the row store: each chunk rewritten without those points, the head's rows deleted."""
     from otel_recursive_metrics.model.chunk import SeriesChunk
 
     for chunk_id, data in conn.execute("SELECT chunk_id, data FROM chunk_data").fetchall():
@@ -196,10 +196,11 @@ def _keep_steps_below(conn: sqlite3.Connection, step: int) -> None:
         kept = chunk.take(chunk.step < step)
         if len(kept):
             conn.execute("UPDATE chunk_data SET data = ? WHERE chunk_id = ?", (kept.encode(), chunk_id))
-            conn.execute("UPDATE chunks SET points = ? WHERE id = ?", (len(kept), chunk_id))
+            conn.execute("UPDATE chunk_index SET points = ? WHERE id = ?", (len(kept), chunk_id))
         else:
             conn.execute("DELETE FROM chunk_data WHERE chunk_id = ?", (chunk_id,))
-            conn.execute("DELETE FROM chunks WHERE id = ?", (chunk_id,))
+            conn.execute("DELETE FROM chunk_index WHERE id = ?", (chunk_id,))
+    conn.execute("DELETE FROM head_points WHERE step >= ?", (step,))
 
 
 def test_a_healthy_store_shrunk_by_a_vacuum_is_not_taken_for_damage(tmp_path: Path) -> None:

@@ -34,6 +34,8 @@ from .head import head_chunks
 
 __all__ = ["FAN_IN", "MAX_POINTS", "Compactor", "compact_series", "move_head"]
 
+#: Points re-encoded by the joins that follow one batch, at most (a series' joins are never cut).
+BACKGROUND_BUDGET_POINTS = 65_536
 #: Chunks of one level joined at once.
 FAN_IN = 16
 #: The most points a joined chunk holds: large enough that a chunk's fixed costs vanish, small
@@ -86,26 +88,35 @@ def _join(conn: sqlite3.Connection, key: SeriesKey, group: Sequence[ChunkRow]) -
     return len(written)
 
 
-def compact_series(conn: sqlite3.Connection, keys: Sequence[SeriesKey], *, closing: bool = False) -> int:
-    """Join the small chunks of each series in ``keys`` as the module docstring says, in one transaction; chunks joined.
+def compact_series(
+    conn: sqlite3.Connection, keys: Sequence[SeriesKey], *, closing: bool = False, budget_points: int | None = None
+) -> list[SeriesKey]:
+    """Join the small chunks of each series in ``keys`` as the module docstring says, in one transaction; the series done.
 
     ``closing``: the writer is closing, so its level-0 chunks are joined (compressed) even if
     fewer than :data:`FAN_IN`, even one. One transaction (one commit, one fsync) for every series: a
-    batch of 20 metrics makes 20 series due at once.
+    batch of 20 metrics makes 20 series due at once. ``budget_points``: stop once joins have
+    re-encoded that many points (each series' joins are whole; the series not reached are left
+    due): the writer's thread is also the one that takes new batches, and 20 series reaching
+    level 2 together would otherwise hold it for millions of points.
     """
-    joined = 0
+    done: list[SeriesKey] = []
+    spent = 0
     conn.execute("BEGIN IMMEDIATE")
     try:
         for key in keys:
+            if budget_points is not None and spent >= budget_points:
+                break
             while groups := _groups(_series_chunks(conn, key), closing=closing):
                 _join(conn, key, groups[0])
-                joined += len(groups[0])
+                spent += sum(row.points for row in groups[0])
+            done.append(key)
         conn.execute("COMMIT")
     except BaseException:
         if conn.in_transaction:
             conn.execute("ROLLBACK")
         raise
-    return joined
+    return done
 
 
 def move_head(conn: sqlite3.Connection, *, min_points: int = 0) -> list[SeriesKey]:
@@ -162,6 +173,6 @@ class Compactor:
             self.head_points = int(conn.execute("SELECT count(*) FROM head_points").fetchone()[0])
         due = [key for key, n in self.small_chunks.items() if n >= (1 if closing else FAN_IN)]
         if due:
-            compact_series(conn, due, closing=closing)
-            for key in due:
+            # In the background, about a batch's worth of points re-encoded per batch written.
+            for key in compact_series(conn, due, closing=closing, budget_points=None if closing else BACKGROUND_BUDGET_POINTS):
                 del self.small_chunks[key]

@@ -56,6 +56,7 @@ __all__ = [
     "winners",
 ]
 
+
 def histogram_mean(text: str | None) -> float:
     """The mean of a stored histogram (JSON text): ``sum / count`` as a float; NaN if it has none."""
     if not text:
