@@ -188,7 +188,7 @@ def test_two_writers_of_one_store_both_go_on_in_the_new_file(tmp_path: Path) -> 
 
 
 def _keep_steps_below(conn: sqlite3.Connection, step: int) -> None:
-    """What ``DELETE FROM points WHERE step >= ?`` did in the row store: each chunk rewritten without those points, the head's rows deleted."""
+    """What ``DELETE FROM points WHERE step >= ?`` did in the row store: chunks rewritten without those points, head rows deleted."""
     from otel_recursive_metrics.model.chunk import SeriesChunk
 
     for chunk_id, data in conn.execute("SELECT chunk_id, data FROM chunk_data").fetchall():
