@@ -54,6 +54,7 @@ __all__ = [
     "SeriesKey",
     "delete_chunks",
     "insert_chunks",
+    "insert_rows",
     "take_row_ids",
     "temporary_schema",
 ]
@@ -170,37 +171,65 @@ def insert_chunks(conn: sqlite3.Connection, items: Iterable[tuple[SeriesKey, Ser
     Level 0 (as written) is stored raw, every later level with :func:`~otel_recursive_metrics.model.chunk.default_codec`.
     """
     rows: list[ChunkRow] = []
+    data: list[tuple[int, bytes]] = []
     # Level 0 is short-lived (compaction joins it soon): stored raw, it costs nothing to encode
     # or to decode for the join; the joined chunks are compressed.
     codec = ChunkCodec.RAW if level == 0 else default_codec()
+    # Ids given here (the caller holds the write transaction): two statements for any number of
+    # chunks, not two a chunk. Each statement may hand the GIL over, and a busy training thread
+    # makes every hand-over cost up to 5 ms.
+    next_id = int(conn.execute("SELECT ifnull(max(id), 0) FROM chunk_index").fetchone()[0]) + 1
     for key, chunk in items:
         if not len(chunk):
             continue
-        data = chunk.encode(codec)
+        body = chunk.encode(codec)
         stats = chunk.stats()
-        params: Sequence[Any] = (
+        row = ChunkRow(
+            next_id,
             *key,
             len(chunk),
             int(chunk.row_id.min()),
             int(chunk.row_id.max()),
-            stats.min_time_unix_nano,
-            stats.max_time_unix_nano,
+            int(chunk.time_unix_nano.min()),
+            int(chunk.time_unix_nano.max()),
             stats.min_step,
             stats.max_step,
             stats.min_value,
             stats.max_value,
             level,
-            len(data),
+            len(body),
         )
-        cursor = conn.execute(
-            "INSERT INTO chunk_index(metric_id, resource_id, scope_id, attributes_id, points, first_row_id, last_row_id,"
-            " min_time, max_time, min_step, max_step, min_value, max_value, level, bytes) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-            params,
-        )
-        chunk_id = int(cursor.lastrowid or 0)
-        conn.execute("INSERT INTO chunk_data(chunk_id, data) VALUES (?, ?)", (chunk_id, data))
-        rows.append(ChunkRow(chunk_id, *params))
+        rows.append(row)
+        data.append((next_id, body))
+        next_id += 1
+    insert_rows(
+        conn,
+        "chunk_index(id, metric_id, resource_id, scope_id, attributes_id, points, first_row_id, last_row_id,"
+        " min_time, max_time, min_step, max_step, min_value, max_value, level, bytes)",
+        rows,
+    )
+    insert_rows(conn, "chunk_data(chunk_id, data)", data)
     return rows
+
+
+#: Rows per INSERT statement, at most (a few thousand bound values: far below SQLite's limit).
+_ROWS_PER_STATEMENT = 256
+
+
+def insert_rows(conn: sqlite3.Connection, table: str, rows: Sequence[Sequence[Any]]) -> None:
+    """Insert ``rows`` into ``table`` (``name(columns)``) with a few many-row statements.
+
+    ``executemany`` steps SQLite once a row and hands the GIL over at each step; a training
+    thread that never releases the GIL makes every hand-over cost up to the interpreter's switch
+    interval (5 ms), so a batch of 1,000 head rows took seconds. One statement of 256 rows hands
+    it over once. Statement texts are cached by the sqlite3 module: the texts here are one per
+    row count up to 256, each small.
+    """
+    for start in range(0, len(rows), _ROWS_PER_STATEMENT):
+        part = rows[start : start + _ROWS_PER_STATEMENT]
+        width = len(part[0])
+        row = "(" + ",".join("?" * width) + ")"
+        conn.execute(f"INSERT INTO {table} VALUES " + ",".join([row] * len(part)), [value for r in part for value in r])
 
 
 def delete_chunks(conn: sqlite3.Connection, ids: Sequence[int]) -> None:

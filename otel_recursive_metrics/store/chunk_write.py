@@ -31,8 +31,8 @@ import numpy as np
 
 from ..model.batch import ATTRIBUTES, EPOCH, EXTRA, HISTOGRAM, METRIC, RESOURCE, SCOPE, START_TIME, STEP, TIME, VALUE
 from ..model.chunk import SeriesChunk
-from .chunk_index import HEAD_BELOW, ChunkRow, SeriesKey, insert_chunks, take_row_ids
-from .head import HEAD_INSERT, HeadPart, head_rows, rows_of_chunk, stored_head_chunks
+from .chunk_index import HEAD_BELOW, ChunkRow, SeriesKey, insert_chunks, insert_rows, take_row_ids
+from .head import HEAD_TABLE, HeadPart, head_rows, rows_of_chunk, stored_head_chunks
 
 __all__ = ["series_chunks", "write_points"]
 
@@ -365,11 +365,11 @@ def write_points(conn: sqlite3.Connection, split: Split, latest: Mapping[SeriesK
         first += len(chunk)
     written = Written(insert_chunks(conn, numbered), [])
     if head is not None and plain:
-        conn.executemany(HEAD_INSERT, head_rows(head, plain, first))
+        insert_rows(conn, HEAD_TABLE, head_rows(head, plain, first))
         first += plain_points
         written.head.extend((head.keys[i], head.max_time[i], head.bounds[i + 1] - head.bounds[i]) for i in plain)
     for key, chunk in checked:
-        conn.executemany(HEAD_INSERT, rows_of_chunk(key, chunk, first))
+        insert_rows(conn, HEAD_TABLE, rows_of_chunk(key, chunk, first))
         first += len(chunk)
         written.head.append((key, int(chunk.time_unix_nano.max()), len(chunk)))
     return written

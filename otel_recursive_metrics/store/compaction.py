@@ -22,6 +22,7 @@ chunks it left behind (:func:`compact_series` with ``closing=True``). The head's
 from __future__ import annotations
 
 import sqlite3
+import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
@@ -36,6 +37,18 @@ __all__ = ["FAN_IN", "MAX_POINTS", "Compactor", "compact_series", "move_head"]
 
 #: Points re-encoded by the joins that follow one batch, at most (a series' joins are never cut).
 BACKGROUND_BUDGET_POINTS = 65_536
+#: Series joined after one batch, at most, while the GIL is contended. pcodec releases the GIL for each column it encodes,
+#: and a training thread that never releases it makes each such hand-over cost up to the
+#: interpreter's switch interval (5 ms): 20 series joined at once held the writer's thread, and
+#: the batches behind it, for over a second. Two a batch keep up with 20 series (16 batches
+#: make 20 series due at most once), at about 50 ms a batch in the worst case.
+BACKGROUND_BUDGET_SERIES = 1
+#: The share of the writer's time background joins may take; the rest is left to writing
+#: batches, which is what keeps the durability lag within its bound while a loop logs flat out.
+#: Joins left undone wait (their level-0 chunks are raw, larger on disk) and close finishes them.
+JOIN_SHARE = 0.1
+#: Wall time beyond three times the CPU time that is not contention (a commit's fsync).
+CONTENTION_SLACK_S = 0.03
 #: Chunks of one level joined at once.
 FAN_IN = 16
 #: The most points a joined chunk holds: large enough that a chunk's fixed costs vanish, small
@@ -89,7 +102,12 @@ def _join(conn: sqlite3.Connection, key: SeriesKey, group: Sequence[ChunkRow]) -
 
 
 def compact_series(
-    conn: sqlite3.Connection, keys: Sequence[SeriesKey], *, closing: bool = False, budget_points: int | None = None
+    conn: sqlite3.Connection,
+    keys: Sequence[SeriesKey],
+    *,
+    closing: bool = False,
+    budget_points: int | None = None,
+    budget_series: int | None = None,
 ) -> list[SeriesKey]:
     """Join the small chunks of each series in ``keys`` as the module docstring says, in one transaction; the series done.
 
@@ -97,15 +115,15 @@ def compact_series(
     fewer than :data:`FAN_IN`, even one. One transaction (one commit, one fsync) for every series: a
     batch of 20 metrics makes 20 series due at once. ``budget_points``: stop once joins have
     re-encoded that many points (each series' joins are whole; the series not reached are left
-    due): the writer's thread is also the one that takes new batches, and 20 series reaching
-    level 2 together would otherwise hold it for millions of points.
+    due), or once ``budget_series`` series are done: the writer's thread is also the one that
+    takes new batches, and must not be held long.
     """
     done: list[SeriesKey] = []
     spent = 0
     conn.execute("BEGIN IMMEDIATE")
     try:
         for key in keys:
-            if budget_points is not None and spent >= budget_points:
+            if (budget_points is not None and spent >= budget_points) or (budget_series is not None and len(done) >= budget_series):
                 break
             while groups := _groups(_series_chunks(conn, key), closing=closing):
                 _join(conn, key, groups[0])
@@ -155,6 +173,11 @@ class Compactor:
         self.small_chunks: dict[SeriesKey, int] = {}
         #: Rows in the head, as far as this writer knows: at HEAD_MAX_POINTS they become chunks.
         self.head_points = 0
+        #: When (monotonic s) background joins may run again (see :data:`JOIN_SHARE`).
+        self.next_join_s = 0.0
+        #: The last joins waited on the GIL far longer than they worked (assumed until measured:
+        #: the first joins are one series, so that a busy loop is never held long).
+        self.contended = True
 
     def opened(self, conn: sqlite3.Connection) -> None:
         """A new connection: what the head holds already (other writers', a previous run's)."""
@@ -172,7 +195,22 @@ class Compactor:
                 self.small_chunks[key] = self.small_chunks.get(key, 0) + 1
             self.head_points = int(conn.execute("SELECT count(*) FROM head_points").fetchone()[0])
         due = [key for key, n in self.small_chunks.items() if n >= (1 if closing else FAN_IN)]
-        if due:
-            # In the background, about a batch's worth of points re-encoded per batch written.
-            for key in compact_series(conn, due, closing=closing, budget_points=None if closing else BACKGROUND_BUDGET_POINTS):
-                del self.small_chunks[key]
+        if not due or (not closing and time.monotonic() < self.next_join_s):
+            return  # nothing due, or the last joins' share of the writer's time is not spent yet
+        started, cpu_started = time.monotonic(), time.thread_time()
+        if closing:
+            done = compact_series(conn, due, closing=True)
+        else:
+            # About a batch's worth of points re-encoded per batch written; one series while
+            # the GIL is contended.
+            series = BACKGROUND_BUDGET_SERIES if self.contended else None
+            done = compact_series(conn, due, budget_points=BACKGROUND_BUDGET_POINTS, budget_series=series)
+        for key in done:
+            del self.small_chunks[key]
+        wall_s, cpu_s = time.monotonic() - started, time.thread_time() - cpu_started
+        # Contended: the joins waited far longer than they worked (pcodec and SQLite hand the GIL
+        # over, and a training thread that never releases it makes each hand-over cost up to the
+        # 5 ms switch interval). Then joins take at most JOIN_SHARE of the writer's time: d
+        # seconds of joins are followed by d * (1 / JOIN_SHARE - 1) seconds of writes alone.
+        self.contended = wall_s > 3 * cpu_s + CONTENTION_SLACK_S
+        self.next_join_s = time.monotonic() + wall_s * (1 / JOIN_SHARE - 1) if self.contended else 0.0

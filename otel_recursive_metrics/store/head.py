@@ -22,8 +22,8 @@ from .chunk_index import SeriesKey
 
 __all__ = [
     "HEAD_COLUMNS",
-    "HEAD_INSERT",
     "HEAD_ORDER",
+    "HEAD_TABLE",
     "HeadPart",
     "as_chunks",
     "chunk_of_rows",
@@ -33,9 +33,10 @@ __all__ = [
     "stored_head_chunks",
 ]
 
-HEAD_INSERT = (
-    "INSERT INTO head_points(id, metric_id, resource_id, scope_id, attributes_id, start_time_unix_nano, time_unix_nano, value,"
-    " step, epoch, histogram, extra) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)"
+#: The head's table and columns, for :func:`~.chunk_index.insert_rows`.
+HEAD_TABLE = (
+    "head_points(id, metric_id, resource_id, scope_id, attributes_id, start_time_unix_nano, time_unix_nano, value,"
+    " step, epoch, histogram, extra)"
 )
 HEAD_COLUMNS = (
     "id, metric_id, resource_id, scope_id, attributes_id, start_time_unix_nano, time_unix_nano, value, step, epoch, histogram, extra"
