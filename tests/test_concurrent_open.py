@@ -7,34 +7,51 @@ one open in 25 failed that way here with 8 processes at a time.
 
 from __future__ import annotations
 
-import multiprocessing
+import json
+import subprocess
+import sys
 from pathlib import Path
-from typing import Any
-
-from otel_recursive_metrics._files import connect
 
 PROCESSES = 8
 ROUNDS = 40
 
+# The ranks are forked by a fresh interpreter, not by pytest's process: that one may hold threads
+# left by earlier tests (gRPC's, a server's), and a child forked while another thread holds a lock
+# (SQLite's, an import's) can wait on it forever.
+_RANKS = r"""
+import json, multiprocessing, sys
+from otel_recursive_metrics._files import connect
 
-def _open_and_write(path: str, barrier: Any) -> None:
+def open_and_write(path, barrier):
     barrier.wait(30)
     conn = connect(path, busy_timeout_s=20)
     conn.execute("CREATE TABLE IF NOT EXISTS t(x)")
     conn.execute("INSERT INTO t VALUES (1)")
     conn.close()
 
-
-def test_processes_opening_one_new_store_at_once_all_get_it(tmp_path: Path) -> None:
+if __name__ == "__main__":
+    folder, processes, rounds = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
     ctx = multiprocessing.get_context("fork")
     failed = []
-    for round_ in range(ROUNDS):
-        path = str(tmp_path / f"m{round_}.db")
-        barrier = ctx.Barrier(PROCESSES)
-        procs = [ctx.Process(target=_open_and_write, args=(path, barrier)) for _ in range(PROCESSES)]
+    for round_ in range(rounds):
+        path = f"{folder}/m{round_}.db"
+        barrier = ctx.Barrier(processes)
+        procs = [ctx.Process(target=open_and_write, args=(path, barrier)) for _ in range(processes)]
         for p in procs:
             p.start()
         for p in procs:
             p.join(120)
         failed += [p.exitcode for p in procs if p.exitcode != 0]
+    print(json.dumps(failed))
+"""
+
+
+def test_processes_opening_one_new_store_at_once_all_get_it(tmp_path: Path) -> None:
+    script = tmp_path / "ranks.py"
+    script.write_text(_RANKS)
+    done = subprocess.run(
+        [sys.executable, str(script), str(tmp_path), str(PROCESSES), str(ROUNDS)], capture_output=True, text=True, timeout=600, check=False
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    failed = json.loads(done.stdout.strip().splitlines()[-1])
     assert not failed, f"{len(failed)} of {PROCESSES * ROUNDS} opens failed (exit codes {failed})"
