@@ -154,3 +154,22 @@ def test_runs_compare_and_rank_skew_decode_only_the_chunks_that_hold_their_answe
             conn.executemany("UPDATE chunk_data SET data = ? WHERE chunk_id = ?", [(data, chunk_id) for chunk_id, data in kept])
         conn.close()
     store.close()
+
+
+def test_a_last_value_whose_chunk_is_joined_after_the_index_was_read_comes_from_the_joined_chunk(data_dir: Path) -> None:
+    """A writer compacting between a summary's index read and its data read (the runs page of a live run)."""
+    from otel_recursive_metrics.store.chunk_index import SeriesKey
+    from otel_recursive_metrics.store.compaction import compact_series
+    from otel_recursive_metrics.store.latest_points import latest_chunks, latest_points
+
+    store = PointStore(data_dir / "metrics.db")
+    for batch in range(20):  # 40 points a batch: a chunk each, left unjoined below FAN_IN
+        write(store, "a", "loss", [(step, step * 0.5, step) for step in range(batch * 40, batch * 40 + 40)])
+    (metric_id,) = store.read("SELECT id FROM metrics WHERE name = 'loss'")[0]
+    rows = latest_chunks(store, [metric_id])
+    keys = [SeriesKey(*row) for row in store.read("SELECT DISTINCT metric_id, resource_id, scope_id, attributes_id FROM chunk_index")]
+    compact_series(store._conn, keys, closing=True)
+    assert not {row.id for row in rows} & {r[0] for r in store.read("SELECT id FROM chunk_index")}, "the chunks read are gone"
+    latest = latest_points(store, {"loss": rows})["loss"]
+    assert (latest.value, latest.step) == (799 * 0.5, 799)
+    store.close()

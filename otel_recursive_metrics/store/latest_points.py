@@ -119,11 +119,16 @@ def latest_points(store: PointStore, groups: Mapping[_K, Sequence[ChunkRow]]) ->
             latest = max(row.max_time for row in rows)
             wanted[key] = [row for row in rows if row.max_time == latest]
     chunks = _decode(store, [row for rows in wanted.values() for row in rows])
+    for key, group in wanted.items():
+        if any(row.id not in chunks for row in group):
+            wanted[key] = _replaced(store, group, chunks)
     out: dict[_K, LatestPoint] = {}
     for key, rows in wanted.items():
         best: LatestPoint | None = None
         for row in rows:
-            chunk = chunks[row.id]
+            chunk = chunks.get(row.id)
+            if chunk is None:
+                continue  # joined twice since the index was read: the next read finds it
             index = last_index(chunk)
             if index is not None:
                 point = latest_point(row, chunk, index)
@@ -132,6 +137,23 @@ def latest_points(store: PointStore, groups: Mapping[_K, Sequence[ChunkRow]]) ->
         if best is not None:
             out[key] = best
     return out
+
+
+def _replaced(store: PointStore, rows: Sequence[ChunkRow], chunks: dict[int, SeriesChunk]) -> list[ChunkRow]:
+    """``rows`` with those whose chunk is gone (a writer joined it, or moved the head, since the
+    index was read) replaced by the chunks of their series that now reach the same latest time;
+    those are decoded into ``chunks``."""
+    kept = [row for row in rows if row.id in chunks]
+    found: list[ChunkRow] = []
+    for row in rows:
+        if row.id not in chunks:
+            sql = (
+                f"SELECT {CHUNK_COLUMNS} FROM chunks c WHERE c.metric_id = ? AND c.resource_id = ? AND c.scope_id = ?"
+                " AND c.attributes_id = ? AND c.max_time = ?"
+            )
+            found += [ChunkRow(*r) for r in store.read(sql, (*row.series, row.max_time))]
+    chunks.update(_decode(store, found))
+    return kept + found
 
 
 def _decode(store: PointStore, rows: Sequence[ChunkRow]) -> dict[int, SeriesChunk]:
